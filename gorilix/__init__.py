@@ -1,0 +1,51 @@
+"""Gorilix: an actor host for Python.
+
+The public API. Layers import one way: ``gorilix`` (this package: the
+node, the public API, the CLI) -> ``workers`` (worker processes, actors,
+scheduling) -> ``transport`` (codec, frames, sockets).
+"""
+
+from gorilix.errors import (
+    ActorError,
+    ActorNotFound,
+    AskTimeout,
+    ClusterError,
+    DecodeError,
+    GorilixError,
+    MailboxFull,
+    NotRunning,
+    SerializationError,
+    SpawnError,
+    WorkerDied,
+)
+from gorilix.system import ActorSystem, DeadLetters, PoolRef, WorkerInfo
+from transport.codec import message
+from workers.actor import Actor
+from workers.ref import ActorRef
+from workers.spec import PERMANENT, TEMPORARY, TRANSIENT
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PERMANENT",
+    "TEMPORARY",
+    "TRANSIENT",
+    "Actor",
+    "ActorError",
+    "ActorNotFound",
+    "ActorRef",
+    "ActorSystem",
+    "AskTimeout",
+    "ClusterError",
+    "DeadLetters",
+    "DecodeError",
+    "GorilixError",
+    "MailboxFull",
+    "NotRunning",
+    "PoolRef",
+    "SerializationError",
+    "SpawnError",
+    "WorkerDied",
+    "WorkerInfo",
+    "message",
+]

@@ -1,0 +1,3 @@
+from gorilix.cli import main
+
+main(prog_name="gorilix")

@@ -1,0 +1,29 @@
+"""The errors Gorilix raises; all derive from :class:`GorilixError`."""
+
+from transport.errors import (
+    ActorError,
+    ActorNotFound,
+    AskTimeout,
+    ClusterError,
+    DecodeError,
+    GorilixError,
+    MailboxFull,
+    NotRunning,
+    SerializationError,
+    SpawnError,
+    WorkerDied,
+)
+
+__all__ = [
+    "ActorError",
+    "ActorNotFound",
+    "AskTimeout",
+    "ClusterError",
+    "DecodeError",
+    "GorilixError",
+    "MailboxFull",
+    "NotRunning",
+    "SerializationError",
+    "SpawnError",
+    "WorkerDied",
+]

@@ -1,0 +1,259 @@
+"""ActorSystem: the blocking facade over one node, safe from any thread."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import signal
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gorilix.node import Node, Status
+from transport.errors import ClusterError, GorilixError, NotRunning, SpawnError
+from workers.actor import Actor
+from workers.client import ClientPort
+from workers.ref import ActorRef, install_resolver
+from workers.spec import PERMANENT, make_spec
+
+log = logging.getLogger("gorilix.system")
+
+_systems: dict[str, ActorSystem] = {}
+_systems_lock = threading.Lock()
+
+
+def default_worker_count() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _resolve(ref: ActorRef) -> ClientPort:
+    system = _systems.get(ref.node)
+    if system is None:
+        with _systems_lock:
+            running = list(_systems.values())
+        if not running:
+            raise NotRunning(f"cannot message {ref}: no ActorSystem is running in this process")
+        system = running[-1]
+    return system._client()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: int
+    pid: int | None
+    alive: bool
+    actors: int
+    cpu_percent: float
+    rss_bytes: int
+    restarts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetters:
+    count: int
+    recent: list[dict[str, Any]]
+
+
+class PoolRef:
+    """A group of identical actors spread over the workers."""
+
+    def __init__(self, refs: Sequence[ActorRef]) -> None:
+        self.refs = list(refs)
+        self._next = itertools.cycle(range(len(self.refs)))
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __iter__(self) -> Iterator[ActorRef]:
+        return iter(self.refs)
+
+    def tell(self, message: Any) -> None:
+        """Send to the next actor, round robin."""
+        self.refs[next(self._next)].tell(message)
+
+    def ask(self, message: Any, timeout: float = 5.0) -> Any:
+        """Ask the next actor, round robin."""
+        return self.refs[next(self._next)].ask(message, timeout)
+
+    def broadcast(self, message: Any) -> None:
+        for ref in self.refs:
+            ref.tell(message)
+
+    def map(self, items: Iterable[Any], timeout: float = 60.0) -> list[Any]:
+        """Ask each item of some actor of the pool; answers come back in item order.
+
+        Idle actors pull the next item, so uneven work still spreads evenly.
+        ``timeout`` bounds the whole call.
+        """
+        items = list(items)
+        if not items:
+            return []
+        return _resolve(self.refs[0]).ask_each(self.refs, items, timeout)
+
+    def stop(self) -> None:
+        for ref in self.refs:
+            ref.stop()
+
+
+class ActorSystem:
+    """One node: a router thread and ``workers`` worker processes.
+
+    Use it as a context manager, or call :meth:`stop`. Every method may be
+    called from any thread.
+    """
+
+    def __init__(
+        self, name: str = "gorilix", workers: int | None = None, *,
+        log_level: int = logging.WARNING, start_timeout: float = 60.0,
+        max_parked: int = 10_000,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise GorilixError(f"an ActorSystem needs a non-empty name, got {name!r}")
+        count = default_worker_count() if workers is None else workers
+        if type(count) is not int or count < 1:
+            raise GorilixError(f"workers={workers!r}: need a positive number of worker processes")
+        with _systems_lock:
+            if name in _systems:
+                raise GorilixError(f"an ActorSystem named {name!r} is already running in this process")
+            _systems[name] = self
+        self.name = name
+        self._local = threading.local()
+        self._clients: list[ClientPort] = []
+        self._clients_lock = threading.Lock()
+        self._stopped = False
+        try:
+            self._node = Node(name, count, log_level=log_level, max_parked=max_parked)
+            self._node.start(start_timeout)
+        except BaseException:
+            with _systems_lock:
+                _systems.pop(name, None)
+            raise
+        install_resolver(_resolve)
+        atexit.register(_stop_at_exit, weakref.ref(self))
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _client(self) -> ClientPort:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self._stopped:
+                raise NotRunning(f"ActorSystem {self.name!r} is stopped")
+            client = ClientPort(self._node.zctx, self._node.endpoint, self.name, self._node.allocate_id())
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def _control(self, op: str, *args: Any, timeout: float = 10.0) -> Any:
+        if self._stopped:
+            raise NotRunning(f"ActorSystem {self.name!r} is stopped")
+        return self._client().control(op, *args, timeout=timeout)
+
+    def __enter__(self) -> ActorSystem:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ActorSystem {self.name!r} {self._node.status.value}, {self._node.pool.size} workers>"
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped and self._node.status == Status.RUNNING
+
+    # -- actors -------------------------------------------------------------
+
+    def spawn(
+        self, actor_class: type[Actor] | str, *args: Any, name: str | None = None,
+        worker: int | None = None, node: str | None = None, restart: str = PERMANENT,
+        mailbox_size: int | None = None, **kwargs: Any,
+    ) -> ActorRef:
+        """Create an actor on the least loaded worker (or ``worker=``) and return its ref."""
+        self._check_node(node)
+        spec = make_spec(actor_class, args, kwargs, name=name, restart=restart,
+                         mailbox_size=mailbox_size, base=Actor)
+        node_name, actor_id, actor_name = self._control("spawn", spec.to_wire(), worker, timeout=30.0)
+        return ActorRef(node_name, actor_id, actor_name)
+
+    def spawn_pool(self, actor_class: type[Actor] | str, *args: Any, size: int | None = None,
+                   **kwargs: Any) -> PoolRef:
+        """Spawn ``size`` actors (default: one per worker), one per worker in turn."""
+        count = self._node.pool.size if size is None else size
+        if type(count) is not int or count < 1:
+            raise SpawnError(f"size={size!r}: a pool needs at least one actor")
+        workers = self._node.pool.size
+        return PoolRef([self.spawn(actor_class, *args, worker=i % workers, **kwargs) for i in range(count)])
+
+    def whereis(self, name: str, node: str | None = None) -> ActorRef | None:
+        """The actor registered under ``name``, or None."""
+        self._check_node(node)
+        found = self._control("whereis", name)
+        return None if found is None else ActorRef(*found)
+
+    def register_name(self, name: str, ref: ActorRef) -> None:
+        if not isinstance(name, str) or not name:
+            raise GorilixError(f"a name must be a non-empty str, got {name!r}")
+        if ref.node != self.name:
+            raise GorilixError(f"{ref} lives on node {ref.node}; register it there")
+        self._control("register_name", name, ref.id)
+
+    def unregister_name(self, name: str) -> bool:
+        return bool(self._control("unregister_name", name))
+
+    # -- workers and health -------------------------------------------------
+
+    def workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo(**row) for row in self._control("workers")]
+
+    def kill_worker(self, worker_id: int, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to a worker process (a failover drill); returns its pid."""
+        return int(self._control("kill_worker", worker_id, int(sig)))
+
+    def dead_letters(self) -> DeadLetters:
+        found = self._control("dead_letters")
+        return DeadLetters(found["count"], found["recent"])
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._control("stats"))
+
+    def _check_node(self, node: str | None) -> None:
+        if node is not None and node != self.name:
+            raise ClusterError("clustering not enabled")
+
+    # -- stop ---------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every actor and worker; safe to call twice."""
+        if self._stopped:
+            return
+        try:
+            self._client().control("stop", timeout=min(timeout, 5.0))
+        except GorilixError as exc:
+            log.warning("node %s did not answer stop (%s); stopping it directly", self.name, exc)
+        self._stopped = True
+        self._node.request_stop()
+        if not self._node.join(timeout):
+            log.error("node thread of %s did not end within %.1f s", self.name, timeout)
+        with self._clients_lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+        self._node.zctx.destroy(linger=0)
+        with _systems_lock:
+            if _systems.get(self.name) is self:
+                del _systems[self.name]
+
+
+def _stop_at_exit(ref: weakref.ref[ActorSystem]) -> None:
+    system = ref()
+    if system is not None:
+        system.stop()

@@ -1,0 +1,90 @@
+"""The router's forwarding table, as pure data (no sockets).
+
+It maps actor ids to the endpoint (a ZeroMQ identity) that hosts them, parks
+messages for actors that are being (re)created, and remembers which asks are
+in flight at which endpoint so that a dead endpoint's askers hear at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+Frames = list[bytes]
+
+
+@dataclass(slots=True)
+class ParkResult:
+    parked: bool
+    overflow: Frames | None = None  # the frames that did not fit, when not parked
+
+
+@dataclass
+class ForwardingTable:
+    """Actor id -> endpoint, with bounded parking for actors in transit."""
+
+    max_parked_per_actor: int = 10_000
+    routes: dict[int, bytes] = field(default_factory=dict)
+    parked: dict[int, deque[Frames]] = field(default_factory=dict)
+    by_endpoint: dict[bytes, set[int]] = field(default_factory=dict)
+    inflight: dict[bytes, dict[tuple[int, int], None]] = field(default_factory=dict)
+
+    def bind(self, actor_id: int, endpoint: bytes) -> list[Frames]:
+        """Route ``actor_id`` to ``endpoint``; returns parked frames to deliver now."""
+        old = self.routes.get(actor_id)
+        if old is not None and old != endpoint:
+            self.by_endpoint.get(old, set()).discard(actor_id)
+        self.routes[actor_id] = endpoint
+        self.by_endpoint.setdefault(endpoint, set()).add(actor_id)
+        waiting = self.parked.pop(actor_id, None)
+        return list(waiting) if waiting else []
+
+    def hold(self, actor_id: int) -> None:
+        """The actor is in transit: park its messages until :meth:`bind`."""
+        endpoint = self.routes.pop(actor_id, None)
+        if endpoint is not None:
+            self.by_endpoint.get(endpoint, set()).discard(actor_id)
+        self.parked.setdefault(actor_id, deque())
+
+    def unbind(self, actor_id: int) -> list[Frames]:
+        """Forget the actor; returns the frames that were parked for it."""
+        endpoint = self.routes.pop(actor_id, None)
+        if endpoint is not None:
+            self.by_endpoint.get(endpoint, set()).discard(actor_id)
+        waiting = self.parked.pop(actor_id, None)
+        return list(waiting) if waiting else []
+
+    def lookup(self, actor_id: int) -> bytes | None:
+        return self.routes.get(actor_id)
+
+    def is_held(self, actor_id: int) -> bool:
+        return actor_id in self.parked
+
+    def park(self, actor_id: int, frames: Frames) -> ParkResult:
+        queue = self.parked.get(actor_id)
+        if queue is None:
+            return ParkResult(False, frames)
+        if len(queue) >= self.max_parked_per_actor:
+            return ParkResult(False, frames)
+        queue.append(frames)
+        return ParkResult(True)
+
+    def ask_forwarded(self, endpoint: bytes, src_id: int, corr: int) -> None:
+        self.inflight.setdefault(endpoint, {})[(src_id, corr)] = None
+
+    def reply_forwarded(self, endpoint: bytes, dst_id: int, corr: int) -> None:
+        asks = self.inflight.get(endpoint)
+        if asks:
+            asks.pop((dst_id, corr), None)
+
+    def endpoint_lost(self, endpoint: bytes) -> tuple[set[int], list[tuple[int, int]]]:
+        """Drop an endpoint: its actors are held, its in-flight asks returned."""
+        actors = self.by_endpoint.pop(endpoint, set())
+        for actor_id in actors:
+            self.routes.pop(actor_id, None)
+            self.parked.setdefault(actor_id, deque())
+        asks = list(self.inflight.pop(endpoint, {}))
+        return actors, asks
+
+    def actors_at(self, endpoint: bytes) -> int:
+        return len(self.by_endpoint.get(endpoint, ()))

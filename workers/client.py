@@ -1,0 +1,161 @@
+"""A thread's connection to its node: the port refs use outside any worker.
+
+A ZeroMQ socket must never be shared between threads, so each thread that
+touches the system gets its own ``ClientPort`` (the node process keeps one per
+thread). Asks block on this socket alone, so threads never wait on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from transport import codec
+from transport.errors import AskTimeout, DecodeError, error_from_wire
+from transport.frames import (
+    ASK,
+    CONTROL_ID,
+    FAIL,
+    FLAG_ASK,
+    REPLY,
+    STOP,
+    TELL,
+    pack_env,
+    pack_route,
+    split_messages,
+    unpack_env,
+)
+from transport.sockets import configure_internal
+from workers.ref import ActorRef
+
+
+class ClientPort:
+    def __init__(self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int) -> None:
+        self.node = node_name
+        self.id = client_id
+        self._corr = itertools.count(1)
+        self.malformed = 0
+        self.sock: zmq.Socket[bytes] = zctx.socket(zmq.DEALER)
+        configure_internal(self.sock)
+        self.sock.setsockopt(zmq.ROUTING_ID, b"c%d" % client_id)
+        self.sock.connect(endpoint)
+        self._send(node_name, CONTROL_ID, TELL, 0, codec.encode(["attach_client", client_id]))
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
+        flags = FLAG_ASK if kind == ASK else 0
+        src = self.id if kind == ASK else 0
+        self.sock.send_multipart(
+            [pack_route(dst_node, dst_id, flags, src, corr), pack_env(kind, self.node, src, corr), payload]
+        )
+
+    # -- Port ---------------------------------------------------------------
+
+    def tell(self, ref: ActorRef, message: Any) -> None:
+        self._send(ref.node, ref.id, TELL, 0, codec.encode(message))
+
+    def stop_actor(self, ref: ActorRef) -> None:
+        self._send(ref.node, ref.id, STOP, 0, codec.encode(None))
+
+    def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        payload = codec.encode(message)
+        corr = next(self._corr)
+        self._send(ref.node, ref.id, ASK, corr, payload)
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self._receive(deadline)
+            if answer is None:
+                raise AskTimeout(f"{ref} did not answer within {timeout:g} s")
+            got_corr, ok, value = answer
+            if got_corr == corr:
+                if ok:
+                    return value
+                raise value
+
+    async def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        # Run the blocking ask on an executor thread; that thread gets its own port.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, ref.ask, message, timeout)
+
+    def control(self, op: str, *args: Any, timeout: float = 10.0) -> Any:
+        """Ask the node itself (spawn, names, worker table, ...)."""
+        return self.ask(ActorRef(self.node, CONTROL_ID, "node"), [op, *args], timeout)
+
+    def ask_each(
+        self, refs: Sequence[ActorRef], items: Sequence[Any], timeout: float, window: int = 2
+    ) -> list[Any]:
+        """Ask ``items`` of ``refs`` and return the answers in item order.
+
+        Work is pulled: each actor has at most ``window`` items in flight and
+        gets the next one when it answers, so a slow actor gets fewer items.
+        The first error is raised once every ask has settled or timed out.
+        """
+        payloads = [codec.encode(item) for item in items]
+        results: list[Any] = [None] * len(payloads)
+        pending: dict[int, tuple[int, int]] = {}
+        next_item = 0
+        error: BaseException | None = None
+
+        def send_next(actor: int) -> None:
+            nonlocal next_item
+            corr = next(self._corr)
+            ref = refs[actor]
+            self._send(ref.node, ref.id, ASK, corr, payloads[next_item])
+            pending[corr] = (next_item, actor)
+            next_item += 1
+
+        for actor in range(len(refs)):
+            for _ in range(window):
+                if next_item < len(payloads):
+                    send_next(actor)
+        deadline = time.monotonic() + timeout
+        while pending:
+            answer = self._receive(deadline)
+            if answer is None:
+                raise AskTimeout(f"{len(pending)} of {len(payloads)} items unanswered after {timeout:g} s")
+            corr, ok, value = answer
+            slot = pending.pop(corr, None)
+            if slot is None:
+                continue
+            index, actor = slot
+            if ok:
+                results[index] = value
+            elif error is None:
+                error = value
+            if next_item < len(payloads) and error is None:
+                send_next(actor)
+        if error is not None:
+            raise error
+        return results
+
+    def _receive(self, deadline: float) -> tuple[int, bool, Any] | None:
+        """Next answer as (corr, ok, value), or None at the deadline."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.sock.poll(max(1, int(remaining * 1000))):
+                return None
+            frames = self.sock.recv_multipart()
+            try:
+                pairs = split_messages(frames)
+            except DecodeError:
+                self.malformed += 1
+                continue
+            for env_frame, payload in pairs:
+                try:
+                    env = unpack_env(env_frame)
+                    if env.kind != REPLY and env.kind != FAIL:
+                        continue  # a tell to a client has nowhere to go
+                    value = codec.decode(payload)
+                except DecodeError:
+                    self.malformed += 1
+                    continue
+                if env.kind == REPLY:
+                    return env.corr, True, value
+                return env.corr, False, error_from_wire(value)

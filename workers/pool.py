@@ -1,0 +1,156 @@
+"""The pool of worker processes: spawn, watch, reap and respawn.
+
+It does no I/O loop of its own: the node polls the process sentinels it
+exposes (a sentinel becomes readable the instant a process ends, so a death
+is learnt at once) and calls :meth:`WorkerPool.reap`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+
+import psutil
+
+from workers.runtime import WorkerConfig, worker_main
+
+log = logging.getLogger("gorilix.pool")
+
+
+@dataclass
+class WorkerProcess:
+    config: WorkerConfig
+    process: BaseProcess
+    started_at: float
+    ready: bool = False
+    stats: psutil.Process | None = field(default=None, repr=False)
+
+    @property
+    def slot(self) -> int:
+        return self.config.slot
+
+    @property
+    def identity(self) -> bytes:
+        return self.config.identity
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    exitcode: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        if self.exitcode is not None:
+            return False
+        try:
+            self.exitcode = self.process.exitcode
+        except ValueError:  # closed: it was reaped
+            return False
+        return self.exitcode is None
+
+
+class WorkerPool:
+    """Worker processes by slot; a slot keeps its number across respawns."""
+
+    def __init__(
+        self, node_name: str, endpoint: str, size: int, *, log_level: int = logging.WARNING,
+        start_method: str = "spawn",
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a node needs at least one worker, got workers={size}")
+        self.node_name = node_name
+        self.endpoint = endpoint
+        self.size = size
+        self.log_level = log_level
+        self._mp = multiprocessing.get_context(start_method)
+        self._incarnations = itertools.count(1)
+        self.workers: dict[int, WorkerProcess] = {}
+        self.restarts: dict[int, int] = dict.fromkeys(range(size), 0)
+
+    def start(self, slot: int) -> WorkerProcess:
+        incarnation = next(self._incarnations)
+        config = WorkerConfig(
+            node_name=self.node_name, slot=slot, incarnation=incarnation,
+            id_prefix=incarnation, endpoint=self.endpoint, log_level=self.log_level,
+        )
+        process = self._mp.Process(
+            target=worker_main, args=(config,), name=f"gorilix-worker-{slot}", daemon=True
+        )
+        process.start()
+        worker = WorkerProcess(config, process, time.monotonic())
+        self.workers[slot] = worker
+        return worker
+
+    def start_all(self) -> None:
+        for slot in range(self.size):
+            self.start(slot)
+
+    def sentinels(self) -> dict[int, int]:
+        """Process sentinel fd -> slot, for the node's poller."""
+        return {w.process.sentinel: slot for slot, w in self.workers.items() if w.alive}
+
+    def by_identity(self, identity: bytes) -> WorkerProcess | None:
+        for worker in self.workers.values():
+            if worker.identity == identity:
+                return worker
+        return None
+
+    def reap(self, slot: int) -> int | None:
+        """Collect a dead worker; returns its exit code (negative: the signal)."""
+        worker = self.workers[slot]
+        worker.process.join(timeout=1.0)
+        code = worker.process.exitcode
+        if code is not None:
+            worker.process.close()
+        self.restarts[slot] += 1
+        return code
+
+    def kill(self, slot: int, sig: int = signal.SIGKILL) -> int:
+        worker = self.workers.get(slot)
+        if worker is None or not worker.alive or worker.pid is None:
+            raise LookupError(f"worker {slot} is not running")
+        os.kill(worker.pid, sig)
+        return worker.pid
+
+    def stop_all(self, timeout: float = 3.0) -> list[int]:
+        """Join every worker (the node already asked them to stop); kill laggards.
+
+        Returns the pids that had to be killed.
+        """
+        deadline = time.monotonic() + timeout
+        killed = []
+        for worker in self.workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.workers.values():
+            if worker.alive:
+                worker.process.terminate()
+                worker.process.join(1.0)
+            if worker.alive:
+                killed.append(worker.pid or 0)
+                worker.process.kill()
+                worker.process.join(1.0)
+            if not worker.alive:
+                worker.process.close()
+        if killed:
+            log.warning("killed workers that did not stop in %.1f s: %s", timeout, killed)
+        return killed
+
+    def stats(self, slot: int) -> tuple[float, int]:
+        """(cpu percent since the last call, rss bytes) of a live worker."""
+        worker = self.workers[slot]
+        if not worker.alive or worker.pid is None:
+            return 0.0, 0
+        try:
+            if worker.stats is None or worker.stats.pid != worker.pid:
+                worker.stats = psutil.Process(worker.pid)
+            with worker.stats.oneshot():
+                return worker.stats.cpu_percent(None), worker.stats.memory_info().rss
+        except psutil.Error:
+            return 0.0, 0

@@ -1,0 +1,497 @@
+"""The worker process: one asyncio loop, one DEALER to the node, many actors.
+
+Incoming multiparts are drained from the socket in bursts and turned into
+mailbox entries; outgoing messages are buffered and flushed once per loop
+turn, consecutive tells to the same actor travelling as one multipart.
+Messages between two actors of this worker never touch the socket, but are
+still encoded and decoded so that both paths give the same semantics (a
+copy, the same types, the same SerializationError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from transport import codec
+from transport.errors import (
+    ActorError,
+    ActorNotFound,
+    AskTimeout,
+    DecodeError,
+    GorilixError,
+    MailboxFull,
+    SpawnError,
+    error_from_wire,
+    error_to_wire,
+    qualified_name,
+)
+from transport.frames import (
+    ASK,
+    CONTROL_ID,
+    FAIL,
+    FLAG_ASK,
+    FLAG_REPLY,
+    REPLY,
+    STOP,
+    TELL,
+    pack_env,
+    pack_route,
+    split_messages,
+    unpack_env,
+    unpack_route,
+)
+from transport.sockets import ID_SHIFT, configure_internal
+from workers.actor import Actor
+from workers.ref import ActorRef, install_resolver
+from workers.scheduler import ActorCell, Message, Scheduler, current
+from workers.spec import TEMPORARY, ActorSpec, decode_args, make_spec, resolve_class
+
+log = logging.getLogger("gorilix.worker")
+
+#: Messages buffered before a flush is forced mid-turn.
+FLUSH_AT = 1024
+#: Most tells packed in one multipart.
+MAX_BATCH = 512
+#: Multiparts read from the socket before yielding to the scheduler.
+RECV_BURST = 512
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    node_name: str
+    slot: int
+    incarnation: int
+    id_prefix: int
+    endpoint: str
+    log_level: int = logging.WARNING
+
+    @property
+    def identity(self) -> bytes:
+        return b"w%d.%d" % (self.slot, self.incarnation)
+
+
+def worker_main(config: WorkerConfig) -> None:
+    """Process entry point (must stay importable for the spawn start method)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    logging.basicConfig(level=config.log_level, format=f"%(asctime)s worker {config.slot} %(levelname)s %(name)s: %(message)s")
+    WorkerRuntime(config).run()
+
+
+class WorkerRuntime:
+    """The port of every ref used inside this worker, and the actors' host."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.node = config.node_name
+        self.slot = config.slot
+        self.self_id = config.id_prefix << ID_SHIFT
+        self.cells: dict[int, ActorCell] = {}
+        self._ids = itertools.count(self.self_id + 1)
+        self._corr = itertools.count(1)
+        self._asks: dict[int, asyncio.Future[Any]] = {}
+        self._out: list[list[bytes]] = []
+        self._out_key: tuple[str, int] | None = None
+        self._out_count = 0
+        self._flush_scheduled = False
+        self._classes: dict[str, type] = {}
+        self._thread_id = 0
+        self.malformed = 0
+        self.dead_letters = 0
+        self.loop: asyncio.AbstractEventLoop
+        self.sock: zmq.Socket[bytes]
+        self.scheduler: Scheduler
+
+    # -- process life -------------------------------------------------------
+
+    def run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self._thread_id = threading.get_ident()
+        self.scheduler = Scheduler(self, self.loop)
+        ctx = zmq.Context()
+        self.sock = ctx.socket(zmq.DEALER)
+        configure_internal(self.sock)
+        self.sock.setsockopt(zmq.ROUTING_ID, self.config.identity)
+        self.sock.connect(self.config.endpoint)
+        install_resolver(lambda ref: self)
+        self.loop.add_reader(self.sock.getsockopt(zmq.FD), self._on_readable)
+        parent = multiprocessing.parent_process()
+        if parent is not None:
+            self.loop.add_reader(parent.sentinel, self._on_parent_gone)
+        self.notify("attach_worker", self.slot, self.config.incarnation, os.getpid())
+        self.flush()
+        try:
+            self.loop.run_forever()
+        finally:
+            install_resolver(None)
+            self.sock.close(linger=0)
+            ctx.term()
+
+    def _on_parent_gone(self) -> None:
+        log.warning("node process is gone; worker %d exits", self.slot)
+        self.loop.stop()
+
+    def _shutdown(self) -> None:
+        for cell in list(self.cells.values()):
+            self.stop_cell(cell, "shutdown")
+        self.flush()
+        self.loop.stop()
+
+    # -- receiving ----------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        for _ in range(RECV_BURST):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._dispatch(frames)
+        else:
+            self.loop.call_soon(self._on_readable)
+        self.flush()
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        try:
+            route = unpack_route(frames[0])
+            pairs = split_messages(frames)
+        except (DecodeError, IndexError):
+            self.malformed += 1
+            return
+        for env_frame, payload in pairs:
+            try:
+                env = unpack_env(env_frame)
+                value = codec.decode(payload)
+            except DecodeError:
+                self.malformed += 1
+                continue
+            if route.dst_id == CONTROL_ID:
+                self._control(value)
+            else:
+                self._deliver(route.dst_id, (env.kind, env.src_node, env.src_id, env.corr, value))
+
+    def _deliver(self, dst_id: int, message: Message) -> None:
+        kind = message[0]
+        if kind == REPLY or kind == FAIL:
+            self._settle(message[3], kind, message[4])
+            return
+        cell = self.cells.get(dst_id)
+        if cell is None or not cell.alive:
+            self._undeliverable(dst_id, message, ActorNotFound(f"no actor {self.node}/{dst_id:#x}"))
+            return
+        limit = cell.spec.mailbox_size
+        if limit is not None and len(cell.mailbox) >= limit and kind != STOP:
+            self._undeliverable(
+                dst_id, message, MailboxFull(f"mailbox of {cell.ref} is full ({limit} messages)")
+            )
+            return
+        self.scheduler.enqueue(cell, message)
+
+    def _settle(self, corr: int, kind: int, value: Any) -> None:
+        future = self._asks.pop(corr, None)
+        if future is None or future.done():
+            return
+        if kind == REPLY:
+            future.set_result(value)
+        else:
+            future.set_exception(error_from_wire(value))
+
+    def _undeliverable(self, dst_id: int, message: Message, error: GorilixError) -> None:
+        kind, src_node, src_id, corr, _ = message
+        if kind == ASK:
+            self._send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
+        else:
+            self.dead_letters += 1
+            self.notify("dead_letter", dst_id, type(error).__name__)
+
+    def _control(self, op: Any) -> None:
+        try:
+            name = op[0]
+            if name == "spawn":
+                _, actor_id, spec_fields = op
+                self._spawn_for_node(actor_id, ActorSpec.from_wire(spec_fields))
+            elif name == "stop_actor":
+                cell = self.cells.get(op[1])
+                if cell is not None:
+                    self.stop_cell(cell, str(op[2]))
+            elif name == "shutdown":
+                self._shutdown()
+            else:
+                self.malformed += 1
+        except (DecodeError, TypeError, ValueError, IndexError):
+            self.malformed += 1
+
+    # -- sending ------------------------------------------------------------
+
+    def _send(self, dst_node: str, dst_id: int, kind: int, src_id: int, corr: int, payload: bytes) -> None:
+        if dst_node == self.node:
+            if kind == REPLY or kind == FAIL:
+                if dst_id in self.cells or dst_id == self.self_id:
+                    self._settle(corr, kind, codec.decode(payload))
+                    return
+            else:
+                cell = self.cells.get(dst_id)
+                if cell is not None:
+                    self._deliver(dst_id, (kind, self.node, src_id, corr, codec.decode(payload)))
+                    return
+        if kind == TELL:
+            key = (dst_node, dst_id)
+            if key == self._out_key and len(self._out[-1]) < 2 * MAX_BATCH:
+                self._out[-1] += (pack_env(TELL, self.node, src_id, 0), payload)
+            else:
+                self._out.append([pack_route(dst_node, dst_id), pack_env(TELL, self.node, src_id, 0), payload])
+                self._out_key = key
+        else:
+            flags = FLAG_ASK if kind == ASK else FLAG_REPLY if kind in (REPLY, FAIL) else 0
+            self._out.append(
+                [pack_route(dst_node, dst_id, flags, src_id, corr),
+                 pack_env(kind, self.node, src_id, corr), payload]
+            )
+            self._out_key = None
+        self._out_count += 1
+        if self._out_count >= FLUSH_AT:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if out:
+            self._out = []
+            self._out_key = None
+            self._out_count = 0
+            send = self.sock.send_multipart
+            for frames in out:
+                send(frames)
+        if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            # The FD is edge-triggered: sending can swallow the edge.
+            self.loop.call_soon(self._on_readable)
+
+    def notify(self, op: str, *args: Any) -> None:
+        """Tell the node something (ordered with every other message we send)."""
+        self._send(self.node, CONTROL_ID, TELL, self.self_id, 0, codec.encode([op, *args]))
+
+    def _current_src(self) -> int:
+        ctx = current.get()
+        return ctx[0].id if ctx is not None else self.self_id
+
+    def current_sender(self) -> ActorRef | None:
+        ctx = current.get()
+        if ctx is None or ctx[1] is None:
+            return None
+        _, src_node, src_id, _, _ = ctx[1]
+        return ActorRef(src_node, src_id) if src_id else None
+
+    # -- the Port interface used by ActorRef --------------------------------
+
+    def tell(self, ref: ActorRef, message: Any) -> None:
+        payload = codec.encode(message)
+        if threading.get_ident() != self._thread_id:
+            self.loop.call_soon_threadsafe(self._send, ref.node, ref.id, TELL, 0, 0, payload)
+            return
+        self._send(ref.node, ref.id, TELL, self._current_src(), 0, payload)
+
+    def stop_actor(self, ref: ActorRef) -> None:
+        if threading.get_ident() != self._thread_id:
+            self.loop.call_soon_threadsafe(self.stop_actor, ref)
+            return
+        self._send(ref.node, ref.id, STOP, self._current_src(), 0, codec.encode(None))
+
+    def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        if threading.get_ident() == self._thread_id:
+            raise GorilixError(
+                f"ask() would block the worker's event loop (asking {ref} from inside an actor); "
+                "make receive `async def` and use `await ref.ask_async(...)`"
+            )
+        future = asyncio.run_coroutine_threadsafe(self.ask_async(ref, message, timeout), self.loop)
+        return future.result()
+
+    async def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        payload = codec.encode(message)
+        corr = next(self._corr)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self._asks[corr] = future
+        timer = self.loop.call_later(timeout, self._expire, corr, ref, timeout)
+        self._send(ref.node, ref.id, ASK, self._current_src(), corr, payload)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._asks.pop(corr, None)
+
+    def _expire(self, corr: int, ref: ActorRef, timeout: float) -> None:
+        future = self._asks.pop(corr, None)
+        if future is not None and not future.done():
+            future.set_exception(AskTimeout(f"{ref} did not answer within {timeout:g} s"))
+
+    # -- actor lifecycle ----------------------------------------------------
+
+    def spawn_from_actor(
+        self, actor_class: type | str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+        name: str | None, worker: int | None, restart: str, mailbox_size: int | None,
+    ) -> ActorRef:
+        spec = make_spec(actor_class, args, kwargs, name=name, restart=restart,
+                         mailbox_size=mailbox_size, base=Actor)
+        actor_id = next(self._ids)
+        if worker is not None and worker != self.slot:
+            self.notify("spawn_at", actor_id, spec.to_wire(), worker)
+            return ActorRef(self.node, actor_id, spec.name)
+        cell = self._create_cell(actor_id, spec)
+        self.notify("register", actor_id, spec.to_wire())
+        self._start_cell(cell)
+        return cell.ref
+
+    def _spawn_for_node(self, actor_id: int, spec: ActorSpec) -> None:
+        try:
+            cell = self._create_cell(actor_id, spec)
+        except SpawnError as exc:
+            self.notify("spawn_failed", actor_id, error_to_wire(exc))
+            return
+        self.notify("spawned", actor_id)
+        self._start_cell(cell)
+
+    def _create_cell(self, actor_id: int, spec: ActorSpec) -> ActorCell:
+        cell = ActorCell(self, actor_id, spec)
+        cell.instance = self._instantiate(cell)
+        self.cells[actor_id] = cell
+        return cell
+
+    def _instantiate(self, cell: ActorCell) -> Actor:
+        spec = cell.spec
+        cls = self._classes.get(spec.class_path)
+        if cls is None:
+            cls = self._classes[spec.class_path] = resolve_class(spec.class_path, Actor)
+        args, kwargs = decode_args(spec)
+        instance = cls.__new__(cls)
+        instance._gx_cell = cell
+        token = current.set((cell, None))
+        try:
+            instance.__init__(*args, **kwargs)
+        except Exception as exc:
+            raise SpawnError(
+                f"{spec.class_path}.__init__ raised {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            current.reset(token)
+        return instance
+
+    def _start_cell(self, cell: ActorCell) -> None:
+        """Run on_start as the cell's first piece of work."""
+        token = current.set((cell, None))
+        try:
+            result = cell.instance.on_start()  # type: ignore[union-attr]
+            if asyncio.iscoroutine(result):
+                cell.busy = True
+                self.loop.create_task(self._finish_start(cell, result))
+        except Exception as exc:
+            self.on_crash(cell, None, exc)
+        finally:
+            current.reset(token)
+
+    async def _finish_start(self, cell: ActorCell, coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:
+            cell.busy = False
+            self.on_crash(cell, None, exc)
+        else:
+            cell.busy = False
+        self.scheduler.wake(cell)
+        self.flush()
+
+    def on_result(self, cell: ActorCell, message: Message, result: Any) -> None:
+        kind, src_node, src_id, corr, _ = message
+        if kind != ASK:
+            return
+        try:
+            payload = codec.encode(result)
+        except GorilixError as exc:
+            log.error("%s answered with a value that cannot be sent: %s", cell.ref, exc)
+            self._send(src_node, src_id, FAIL, cell.id, corr, codec.encode(error_to_wire(exc)))
+            return
+        self._send(src_node, src_id, REPLY, cell.id, corr, payload)
+
+    def on_crash(self, cell: ActorCell, message: Message | None, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(exc))
+        label = f"{cell.spec.class_path.replace(':', '.')} {cell.ref}"
+        log.error("actor %s crashed:\n%s", label, text)
+        if message is not None and message[0] == ASK:
+            error = ActorError(qualified_name(type(exc)), str(exc), text, label)
+            self._send(message[1], message[2], FAIL, cell.id, message[3], codec.encode(error_to_wire(error)))
+        reason = f"crashed: {qualified_name(type(exc))}: {exc}"
+        if cell.spec.restart == TEMPORARY:
+            self.stop_cell(cell, reason)
+            return
+        self._call_on_stop(cell, reason)
+        try:
+            cell.instance = self._instantiate(cell)
+        except SpawnError as restart_error:
+            cell.instance = None
+            self.stop_cell(cell, f"restart failed: {restart_error}")
+            return
+        cell.restarts += 1
+        self._start_cell(cell)
+
+    def request_stop(self, cell: ActorCell, reason: str) -> None:
+        ctx = current.get()
+        if ctx is not None and ctx[0] is cell:
+            cell.stop_reason = reason  # after the current message
+        else:
+            self.stop_cell(cell, reason)
+
+    def stop_cell(self, cell: ActorCell, reason: str) -> None:
+        if not cell.alive:
+            return
+        cell.alive = False
+        self.cells.pop(cell.id, None)
+        if cell.timers:
+            for timer in cell.timers:
+                timer.cancel()
+            cell.timers = None
+        gone = ActorNotFound(f"actor {cell.ref} stopped ({reason})")
+        while cell.mailbox:
+            self._undeliverable(cell.id, cell.mailbox.popleft(), gone)
+        if cell.instance is not None:
+            self._call_on_stop(cell, reason)
+        self.notify("stopped", cell.id, reason)
+
+    def _call_on_stop(self, cell: ActorCell, reason: str) -> None:
+        token = current.set((cell, None))
+        try:
+            result = cell.instance.on_stop(reason)  # type: ignore[union-attr]
+            if asyncio.iscoroutine(result):
+                self.loop.create_task(result)
+        except Exception:
+            log.exception("on_stop of %s raised", cell.ref)
+        finally:
+            current.reset(token)
+
+    def send_after(self, cell: ActorCell, delay: float, message: Any) -> asyncio.TimerHandle:
+        payload = codec.encode(message)
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            if cell.timers is not None:
+                cell.timers.discard(handle)
+            if cell.alive:
+                self._deliver(cell.id, (TELL, self.node, cell.id, 0, codec.decode(payload)))
+
+        handle = self.loop.call_later(delay, fire)
+        if cell.timers is None:
+            cell.timers = set()
+        cell.timers.add(handle)
+        return handle
+

@@ -1,0 +1,114 @@
+"""What it takes to (re)create an actor anywhere: its class path and arguments.
+
+Arguments travel as codec bytes, so re-creating an actor on another worker
+(after a crash or a worker death) gives it fresh copies of the same values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from transport import codec
+from transport.errors import SerializationError, SpawnError
+
+PERMANENT = "permanent"  # always restarted
+TRANSIENT = "transient"  # restarted only after an abnormal exit
+TEMPORARY = "temporary"  # never restarted
+RESTART_TYPES = (PERMANENT, TRANSIENT, TEMPORARY)
+
+
+@dataclass(frozen=True, slots=True)
+class ActorSpec:
+    class_path: str  # "package.module:QualName"
+    args: bytes  # codec bytes of [args, kwargs]
+    name: str | None = None
+    restart: str = PERMANENT
+    mailbox_size: int | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [self.class_path, self.args, self.name, self.restart, self.mailbox_size]
+
+    @classmethod
+    def from_wire(cls, fields: list[Any]) -> ActorSpec:
+        class_path, args, name, restart, mailbox_size = fields
+        if (
+            type(class_path) is not str or type(args) is not bytes
+            or not (name is None or type(name) is str) or restart not in RESTART_TYPES
+            or not (mailbox_size is None or type(mailbox_size) is int)
+        ):
+            raise codec.DecodeError("malformed actor spec")
+        return cls(class_path, args, name, restart, mailbox_size)
+
+
+def class_path(cls: type) -> str:
+    module = "__main__" if cls.__module__ == "__mp_main__" else cls.__module__
+    if "<locals>" in cls.__qualname__:
+        raise SpawnError(
+            f"{cls.__qualname__} is defined inside a function; workers can only import "
+            "classes defined at module level"
+        )
+    return f"{module}:{cls.__qualname__}"
+
+
+def make_spec(
+    actor_class: type | str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    name: str | None = None,
+    restart: str = PERMANENT,
+    mailbox_size: int | None = None,
+    base: type | None = None,
+) -> ActorSpec:
+    """Validate at the caller what can be validated there, and build the spec."""
+    if isinstance(actor_class, str):
+        path = actor_class
+        if ":" not in path:
+            raise SpawnError(f"actor class path {path!r} must look like 'package.module:Class'")
+    else:
+        if not isinstance(actor_class, type) or (base is not None and not issubclass(actor_class, base)):
+            raise SpawnError(f"{actor_class!r} is not an Actor subclass; only Actor subclasses can be spawned")
+        path = class_path(actor_class)
+    if restart not in RESTART_TYPES:
+        raise SpawnError(f"restart={restart!r} is not one of {', '.join(RESTART_TYPES)}")
+    if mailbox_size is not None and (type(mailbox_size) is not int or mailbox_size < 1):
+        raise SpawnError(f"mailbox_size={mailbox_size!r} must be a positive int or None")
+    if name is not None and (type(name) is not str or not name):
+        raise SpawnError(f"name={name!r} must be a non-empty str or None")
+    try:
+        encoded = codec.encode([list(args), kwargs])
+    except SerializationError as exc:
+        raise SpawnError(f"cannot send the arguments of {path}: {exc}") from exc
+    return ActorSpec(path, encoded, name, restart, mailbox_size)
+
+
+def resolve_class(path: str, base: type) -> type:
+    """Import the class a spec names; only ``base`` subclasses are accepted."""
+    module_name, _, qualname = path.partition(":")
+    if not module_name or not qualname:
+        raise SpawnError(f"malformed actor class path {path!r}")
+    try:
+        if module_name == "__main__":
+            # Under the spawn start method the user's main script is imported
+            # in every child as __mp_main__.
+            module = sys.modules.get("__mp_main__") or sys.modules["__main__"]
+        else:
+            module = importlib.import_module(module_name)
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:
+        raise SpawnError(
+            f"cannot import actor class {path} in the worker: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(obj, type) or not issubclass(obj, base):
+        raise SpawnError(f"{path} is not an Actor subclass; only Actor subclasses can be spawned")
+    return obj
+
+
+def decode_args(spec: ActorSpec) -> tuple[list[Any], dict[str, Any]]:
+    args, kwargs = codec.decode(spec.args)
+    return args, kwargs
