@@ -42,3 +42,176 @@ class Counter(Actor):
 class WhoAmI(Actor):
     def receive(self, msg: Any) -> Any:
         return {"pid": os.getpid(), "ref": self.ref}
+
+
+class Recorder(Actor):
+    """Keeps what it is told; ("get",) returns the list."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def receive(self, msg: Any) -> Any:
+        if msg == ("get",):
+            return self.seen
+        self.seen.append(msg)
+        return None
+
+
+class SeqChecker(Actor):
+    """Counts ("seq", sender, i) messages and checks each sender's order."""
+
+    def __init__(self) -> None:
+        self.next: dict[Any, int] = {}
+        self.count = 0
+        self.in_order = True
+
+    def receive(self, msg: Any) -> Any:
+        if msg == "report":
+            return {"count": self.count, "in_order": self.in_order}
+        _, sender, i = msg
+        if self.next.get(sender, 0) != i:
+            self.in_order = False
+        self.next[sender] = i + 1
+        self.count += 1
+        return None
+
+
+class Pinger(Actor):
+    """("send", target, n): tells target n sequence-numbered messages."""
+
+    def receive(self, msg: Any) -> Any:
+        _, target, n = msg
+        me = self.ref.id
+        for i in range(n):
+            target.tell(("seq", me, i))
+        return n
+
+
+class Relay(Actor):
+    """Asks another actor on the caller's behalf (an async handler)."""
+
+    async def receive(self, msg: Any) -> Any:
+        target, payload = msg
+        answer = await target.ask_async(payload, timeout=5.0)
+        return ("relayed", answer)
+
+
+class Sleeper(Actor):
+    async def receive(self, msg: Any) -> Any:
+        await asyncio.sleep(msg)
+        return msg
+
+
+class Crasher(Actor):
+    def __init__(self) -> None:
+        self.handled = 0
+
+    def receive(self, msg: Any) -> Any:
+        if msg == "boom":
+            raise ValueError("kaboom")
+        if msg == "pid":
+            return os.getpid()
+        self.handled += 1
+        return self.handled
+
+
+class Parent(Actor):
+    def receive(self, msg: Any) -> Any:
+        if msg == "child":
+            return self.spawn(Echo)
+        if isinstance(msg, tuple) and msg[0] == "children":
+            return [self.spawn(Echo) for _ in range(msg[1])]
+        if msg == "bad-child":
+            try:
+                self.spawn(BadInit)
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                return type(exc).__name__
+        return None
+
+
+class SenderProbe(Actor):
+    async def receive(self, msg: Any) -> Any:
+        if isinstance(msg, ActorRef):
+            return await msg.ask_async("who")
+        return self.sender
+
+
+class Stopper(Actor):
+    def __init__(self, log: ActorRef | None = None) -> None:
+        self.log = log
+
+    def receive(self, msg: Any) -> Any:
+        if msg == "stop":
+            self.stop()
+            return "stopping"
+        return msg
+
+    def on_stop(self, reason: str) -> None:
+        if self.log is not None:
+            self.log.tell(("stopped", reason))
+
+
+class Timer(Actor):
+    def __init__(self, log: ActorRef) -> None:
+        self.log = log
+        self.cancelled: Any = None
+
+    def receive(self, msg: Any) -> Any:
+        if isinstance(msg, tuple) and msg[0] == "after":
+            self.send_after(msg[1], ("fired", msg[2]))
+            return None
+        if isinstance(msg, tuple) and msg[0] == "cancel":
+            handle = self.send_after(msg[1], ("fired", "cancelled"))
+            handle.cancel()
+            return None
+        self.log.tell(msg)
+        return None
+
+
+class BadInit(Actor):
+    def __init__(self) -> None:
+        raise RuntimeError("cannot start")
+
+
+class UnsendableReply(Actor):
+    def receive(self, msg: Any) -> Any:
+        if msg == "set":
+            return {1, 2}
+        try:
+            msg.tell(object())
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            return type(exc).__name__
+        return None
+
+
+class BlockingAsk(Actor):
+    def receive(self, msg: Any) -> Any:
+        try:
+            msg.ask("hi")
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+class Square(Actor):
+    """A pure-Python CPU task for pools."""
+
+    def receive(self, n: int) -> int:
+        total = 0
+        for i in range(n % 1000 * 10):
+            total += i
+        return n * n
+
+
+class NotAnActor:
+    pass
+
+
+class AskTwice(Actor):
+    """Asks a Stopper "stop" and then something else, back to back."""
+
+    async def receive(self, target: ActorRef) -> Any:
+        first, second = await asyncio.gather(
+            target.ask_async("stop"), target.ask_async("after"), return_exceptions=True
+        )
+        return [first, type(second).__name__, str(second)]

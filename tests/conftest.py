@@ -1,0 +1,81 @@
+"""Fixtures that start real nodes and always reap what they start."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from gorilix import ActorSystem
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it is truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached after {timeout:g} s (last value: {value!r})")
+        time.sleep(0.01)
+
+
+def _is_ours(proc: psutil.Process) -> bool:
+    # multiprocessing's resource tracker lives as long as this process and
+    # exits with it; it is not something a test started.
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _children() -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process().children(recursive=True) if _is_ours(p)]
+    except psutil.Error:
+        return []
+
+
+def assert_no_children(timeout: float = 5.0) -> None:
+    wait_for(lambda: not _children(), timeout, "all child processes gone")
+
+
+@pytest.fixture
+def make_system() -> Iterator[Callable[..., ActorSystem]]:
+    """Start systems on demand; every one is stopped and its workers checked gone."""
+    started: list[ActorSystem] = []
+
+    def make(workers: int = 2, **kwargs: Any) -> ActorSystem:
+        system = ActorSystem(f"test-{uuid.uuid4().hex[:8]}", workers=workers, **kwargs)
+        started.append(system)
+        return system
+
+    try:
+        yield make
+    finally:
+        for system in started:
+            system.stop()
+        assert_no_children()
+
+
+@pytest.fixture
+def system(make_system: Callable[..., ActorSystem]) -> ActorSystem:
+    return make_system(2)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leftover = _children()
+    if leftover:
+        names = [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in leftover]
+        for proc in leftover:
+            proc.kill()
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: the test run left processes behind (killed now): {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
