@@ -1,0 +1,209 @@
+"""``gorilix bench``: this machine's figures, each next to a raw pyzmq baseline.
+
+Everything is measured in one run, so ratios compare like with like on a
+shared, noisy machine. Absolute numbers are for orientation only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from gorilix.baseline import run_baseline
+from gorilix.bench_actors import CpuWorker, Driver, Echo, Sink, cpu_task
+from gorilix.system import ActorSystem, default_worker_count
+from transport.errors import GorilixError
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _calibrate(target_seconds: float) -> int:
+    """How many cpu_task iterations take about ``target_seconds`` here."""
+    n = 20_000
+    while True:
+        start = time.perf_counter()
+        cpu_task(n)
+        took = time.perf_counter() - start
+        if took > 0.02:
+            return max(1, int(n * target_seconds / took))
+        n *= 2
+
+
+def _ask_rtt_main(system: ActorSystem, rounds: int) -> float:
+    echo = system.spawn(Echo, worker=0)
+    for i in range(100):
+        echo.ask(i)
+    start = time.perf_counter()
+    for i in range(rounds):
+        echo.ask(i)
+    return (time.perf_counter() - start) / rounds * 1e6
+
+
+def _ask_rtt_actors(system: ActorSystem, rounds: int) -> float:
+    echo = system.spawn(Echo, worker=1 % len(system.workers()))
+    driver = system.spawn(Driver, worker=0)
+    driver.ask(("ask_loop", echo, 100))
+    return driver.ask(("ask_loop", echo, rounds), timeout=120.0) / rounds * 1e6
+
+
+def _tell_rate(system: ActorSystem, count: int, same_worker: bool) -> float:
+    sink = system.spawn(Sink, worker=0 if same_worker else 1 % len(system.workers()))
+    driver = system.spawn(Driver, worker=0)
+    driver.ask(("tell_loop", sink, 1000), timeout=60.0)
+    elapsed, _ = driver.ask(("tell_loop", sink, count), timeout=120.0)
+    return count / elapsed
+
+
+def _pool_speedup(system: ActorSystem, items: list[int]) -> dict[str, float]:
+    workers = len(system.workers())
+    single = system.spawn_pool(CpuWorker, size=1)
+    full = system.spawn_pool(CpuWorker, size=workers)
+    single.map(items[:2], timeout=120.0)
+    full.map(items[:workers], timeout=120.0)
+    start = time.perf_counter()
+    single.map(items, timeout=600.0)
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    full.map(items, timeout=600.0)
+    many = time.perf_counter() - start
+    return {"one_s": one, "all_s": many, "speedup": one / many}
+
+
+def _mp_pool_speedup(items: list[int], workers: int) -> dict[str, float]:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        pool.map(cpu_task, items[:2], chunksize=1)
+        start = time.perf_counter()
+        pool.map(cpu_task, items, chunksize=1)
+        one = time.perf_counter() - start
+    with ctx.Pool(workers) as pool:
+        pool.map(cpu_task, items[:workers], chunksize=1)
+        start = time.perf_counter()
+        pool.map(cpu_task, items, chunksize=1)
+        many = time.perf_counter() - start
+    return {"one_s": one, "all_s": many, "speedup": one / many}
+
+
+def _spawn_rate(system: ActorSystem, count: int) -> dict[str, float]:
+    driver = system.spawn(Driver, worker=0)
+    rss_before = system.workers()[0].rss_bytes
+    elapsed, spawned = driver.ask(("spawn_loop", count), timeout=120.0)
+    rss_after = system.workers()[0].rss_bytes
+    start = time.perf_counter()
+    main_count = max(50, count // 100)
+    for _ in range(main_count):
+        system.spawn(Echo)
+    main_elapsed = time.perf_counter() - start
+    return {
+        "in_actor_per_s": spawned / elapsed,
+        "from_main_per_s": main_count / main_elapsed,
+        "bytes_per_idle_actor": max(0, rss_after - rss_before) / spawned,
+    }
+
+
+def _failover(system: ActorSystem, rounds: int) -> dict[str, float]:
+    """SIGKILL the worker of an actor; time until that ref answers again."""
+    times = []
+    workers = len(system.workers())
+    for i in range(rounds):
+        _wait_all_alive(system)
+        victim = i % workers
+        probe = system.spawn(Echo, worker=victim)
+        probe.ask("warm")
+        pid = next(w.pid for w in system.workers() if w.id == victim)
+        start = time.perf_counter()
+        signal_sent = system.kill_worker(victim, signal.SIGKILL)
+        assert signal_sent == pid
+        while True:
+            try:
+                probe.ask("back?", timeout=2.0)
+                break
+            except GorilixError:
+                if time.perf_counter() - start > 30:
+                    raise
+        times.append((time.perf_counter() - start) * 1e3)
+    _wait_all_alive(system)
+    return {"median_ms": statistics.median(times), "max_ms": max(times), "rounds": rounds}
+
+
+def _wait_all_alive(system: ActorSystem, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(w.alive for w in system.workers()):
+        if time.monotonic() > deadline:
+            raise GorilixError(f"workers not all back within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None) -> dict[str, Any]:
+    """Run every measurement once; returns the figures and their ratios."""
+    out: Say = say or (print if progress else _quiet)
+    scale = 10 if quick else 1
+    workers = max(2, default_worker_count())
+    steps = 8
+    report: dict[str, Any] = {"workers": workers, "quick": quick}
+
+    def step(n: int, text: str) -> None:
+        out(f"[{n}/{steps}] {text}")
+
+    step(1, "raw pyzmq baseline (DEALER -> ROUTER hop -> DEALER)")
+    report["baseline"] = run_baseline(quick=quick)
+    base_rtt = report["baseline"]["ask_rtt_us"]
+    base_rate = report["baseline"]["tell_msgs_per_s"]
+    with ActorSystem(f"bench-{uuid.uuid4().hex[:6]}", workers=workers) as system:
+        step(2, "ask round trip: main thread -> actor")
+        report["ask_main_us"] = _ask_rtt_main(system, 3000 // scale)
+        step(3, "ask round trip: actor -> actor on another worker")
+        report["ask_actor_us"] = _ask_rtt_actors(system, 3000 // scale)
+        step(4, "one-way tells: across workers, and within one worker")
+        report["tell_cross_per_s"] = _tell_rate(system, 200_000 // scale, same_worker=False)
+        report["tell_local_per_s"] = _tell_rate(system, 200_000 // scale, same_worker=True)
+        step(5, "spawn rate and memory per idle actor")
+        report["spawn"] = _spawn_rate(system, 20_000 // scale)
+        step(6, f"failover: SIGKILL a worker, time until its actor answers ({10 // min(scale, 5)} rounds)")
+        report["failover"] = _failover(system, 10 // min(scale, 5))
+        step(7, "pool map speedup: 1 worker vs all workers")
+        n = _calibrate(0.01)
+        items = [n] * (8 * workers if quick else 32 * workers)
+        report["pool"] = _pool_speedup(system, items)
+    step(8, "multiprocessing.Pool doing the same work")
+    report["mp_pool"] = _mp_pool_speedup(items, workers)
+    report["ratios"] = {
+        "ask_actor_vs_raw_rtt": report["ask_actor_us"] / base_rtt,
+        "ask_main_vs_raw_rtt": report["ask_main_us"] / base_rtt,
+        "tell_cross_vs_raw_rate": report["tell_cross_per_s"] / base_rate,
+        "tell_local_vs_raw_rate": report["tell_local_per_s"] / base_rate,
+        "pool_speedup_vs_mp": report["pool"]["speedup"] / report["mp_pool"]["speedup"],
+    }
+    if progress:
+        out(format_report(report))
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    ratios = r["ratios"]
+    rows = [
+        ("raw hop ask round trip", f"{r['baseline']['ask_rtt_us']:.0f} us", "1.00x (baseline)"),
+        ("raw hop one-way, unbatched", f"{r['baseline']['tell_msgs_per_s']:,.0f} msg/s", "1.00x (baseline)"),
+        ("ask main -> actor", f"{r['ask_main_us']:.0f} us", f"{ratios['ask_main_vs_raw_rtt']:.2f}x raw"),
+        ("ask actor -> actor, 2 workers", f"{r['ask_actor_us']:.0f} us", f"{ratios['ask_actor_vs_raw_rtt']:.2f}x raw (target <= 1.3)"),
+        ("tell across workers", f"{r['tell_cross_per_s']:,.0f} msg/s", f"{ratios['tell_cross_vs_raw_rate']:.2f}x raw (target >= 1.0)"),
+        ("tell within one worker", f"{r['tell_local_per_s']:,.0f} msg/s", f"{ratios['tell_local_vs_raw_rate']:.2f}x raw"),
+        ("spawn inside an actor", f"{r['spawn']['in_actor_per_s']:,.0f} actors/s", "target >= 20,000"),
+        ("spawn from the main thread", f"{r['spawn']['from_main_per_s']:,.0f} actors/s", ""),
+        ("memory per idle actor", f"{r['spawn']['bytes_per_idle_actor']:,.0f} bytes", "worker RSS delta"),
+        ("failover (SIGKILL -> answer)", f"{r['failover']['median_ms']:.1f} ms median, {r['failover']['max_ms']:.1f} max", "target < 100 ms"),
+        ("pool map speedup", f"{r['pool']['speedup']:.2f}x ({r['workers']} workers)", f"{ratios['pool_speedup_vs_mp']:.0%} of multiprocessing.Pool (target >= 95%)"),
+        ("multiprocessing.Pool speedup", f"{r['mp_pool']['speedup']:.2f}x", ""),
+    ]
+    width = max(len(a) for a, _, _ in rows)
+    value_width = max(len(b) for _, b, _ in rows)
+    return "\n".join(f"  {a:<{width}}  {b:>{value_width}}  {c}" for a, b, c in rows)

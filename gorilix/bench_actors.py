@@ -1,0 +1,73 @@
+"""Actors and tasks the benchmark and the demo spawn (workers import them by path)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from workers.actor import Actor
+from workers.ref import ActorRef
+
+
+def cpu_task(n: int) -> int:
+    """Pure-Python CPU work: no I/O, holds the GIL the whole time."""
+    total = 0
+    for i in range(n):
+        total = (total + i * i) % 1_000_003
+    return total
+
+
+class CpuWorker(Actor):
+    def receive(self, n: int) -> int:
+        return cpu_task(n)
+
+
+class Sink(Actor):
+    """Counts tells; an ask answers with the count (it arrives after them)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def receive(self, message: Any) -> Any:
+        if message == "count":
+            return self.count
+        self.count += 1
+        return None
+
+
+class Echo(Actor):
+    def receive(self, message: Any) -> Any:
+        return message
+
+
+class Idle(Actor):
+    def receive(self, message: Any) -> Any:
+        return None
+
+
+class Driver(Actor):
+    """Runs a measurement loop inside a worker and returns its timing."""
+
+    async def receive(self, message: Any) -> Any:
+        op = message[0]
+        if op == "ask_loop":
+            _, target, rounds = message
+            start = time.perf_counter()
+            for i in range(rounds):
+                await target.ask_async(i)
+            return time.perf_counter() - start
+        if op == "tell_loop":
+            _, target, count = message
+            start = time.perf_counter()
+            for i in range(count):
+                target.tell(i)
+            total = await target.ask_async("count", timeout=60.0)
+            return [time.perf_counter() - start, total]
+        if op == "spawn_loop":
+            _, count = message
+            start = time.perf_counter()
+            children: list[ActorRef] = [self.spawn(Idle) for _ in range(count)]
+            elapsed = time.perf_counter() - start
+            await children[-1].ask_async("ready?", timeout=30.0)
+            return [elapsed, len(children)]
+        raise ValueError(f"unknown driver op {op!r}")
