@@ -100,6 +100,7 @@ class Node:
         self._early_deaths: dict[int, int] = dict.fromkeys(range(workers), 0)
         self._pending_spawns: dict[int, tuple[str, int, int]] = {}  # actor id -> asker
         self._homeless: list[int] = []  # actors waiting for any live worker
+        self._pending_kills: dict[int, list[tuple[int, int, int]]] = {}  # slot -> askers
         self._sentinels: dict[int, int] = {}
         self._poller = zmq.Poller()
         self._started = threading.Event()
@@ -454,11 +455,17 @@ class Node:
             })
         return rows
 
-    def _h_kill_worker(self, source: bytes, src_id: int, corr: int, slot: int, sig: int) -> int:
+    def _h_kill_worker(self, source: bytes, src_id: int, corr: int, slot: int, sig: int) -> Any:
         try:
-            return self.pool.kill(slot, sig)
+            pid = self.pool.kill(slot, sig)
         except LookupError as exc:
             raise GorilixError(f"cannot kill worker {slot} of node {self.name}: {exc}") from None
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            # Answer once the death is handled, so whatever the caller sends
+            # next already finds the worker's actors held for re-creation.
+            self._pending_kills.setdefault(slot, []).append((src_id, corr, pid))
+            return DEFER
+        return pid
 
     def _h_dead_letters(self, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
         return {"count": self.dead_letter_count, "recent": list(self.recent_dead_letters)}
@@ -505,7 +512,7 @@ class Node:
         self._identity_slot.pop(worker.identity, None)
         if self._stop_requested.is_set():
             return
-        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        how = _describe_exit(code)
         actors, asks = self.table.endpoint_lost(worker.identity)
         self.table.unbind(worker.config.id_prefix << ID_SHIFT)
         died = WorkerDied(f"worker {slot} (pid {pid}) of node {self.name} died ({how}) while the ask was in flight")
@@ -521,6 +528,8 @@ class Node:
                         f"temporary actor {self.name}/{record.id:#x} died with worker {slot}"))
             else:
                 self._place(record)
+        for asker_id, asker_corr, killed_pid in self._pending_kills.pop(slot, []):
+            self._reply(asker_id, asker_corr, killed_pid)
         if not was_ready:
             self._early_deaths[slot] += 1
             if self._early_deaths[slot] >= MAX_EARLY_DEATHS:
@@ -529,3 +538,14 @@ class Node:
                     "see the worker's output above"
                 )
         self._start_worker(slot)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"

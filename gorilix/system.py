@@ -215,7 +215,11 @@ class ActorSystem:
         return [WorkerInfo(**row) for row in self._control("workers")]
 
     def kill_worker(self, worker_id: int, sig: int = signal.SIGKILL) -> int:
-        """Send ``sig`` to a worker process (a failover drill); returns its pid."""
+        """Send ``sig`` to a worker process (a failover drill); returns its pid.
+
+        For SIGKILL and SIGTERM it returns once the node has seen the death
+        and put the worker's actors on their way to a live worker.
+        """
         return int(self._control("kill_worker", worker_id, int(sig)))
 
     def dead_letters(self) -> DeadLetters:

@@ -108,7 +108,7 @@ def error_from_wire(record: Any) -> GorilixError:
     try:
         code, type_name, message, traceback_text, actor = record
         cls = _TYPES.get(int(code), GorilixError)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return DecodeError(f"malformed error record: {record!r:.200}")
     if cls is ActorError:
         return ActorError(str(type_name), str(message), str(traceback_text), str(actor))

@@ -85,7 +85,7 @@ def unpack_env(frame: bytes) -> Envelope:
         kind, src_node, src_id, corr = msgpack.unpackb(frame, raw=False)
     except Exception as exc:
         raise DecodeError(f"malformed envelope frame ({len(frame)} bytes)") from exc
-    if kind not in KINDS or type(src_node) is not str or type(src_id) is not int or type(corr) is not int:
+    if type(kind) is not int or kind not in KINDS or type(src_node) is not str or type(src_id) is not int or type(corr) is not int:
         raise DecodeError("malformed envelope frame: wrong field types")
     return Envelope(kind, src_node, src_id, corr)
 

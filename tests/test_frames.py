@@ -1,0 +1,255 @@
+"""Frame layout: route and envelope headers, and splitting a multipart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transport.errors import DecodeError
+from transport.frames import (
+    ASK,
+    FAIL,
+    FLAG_ASK,
+    FLAG_REPLY,
+    KINDS,
+    MAX_FRAMES,
+    REPLY,
+    STOP,
+    TELL,
+    Envelope,
+    Route,
+    pack_env,
+    pack_route,
+    split_messages,
+    unpack_env,
+    unpack_route,
+)
+
+deterministic = settings(derandomize=True, database=None, deadline=None, max_examples=300)
+
+ids = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+node_names = st.text(max_size=40)
+
+
+def test_kinds_and_flags_are_distinct() -> None:
+    assert KINDS == {TELL, ASK, REPLY, FAIL, STOP}
+    assert len(KINDS) == 5
+    assert FLAG_ASK & FLAG_REPLY == 0
+
+
+# --- route frame ---
+
+
+@deterministic
+@given(node_names, ids, ids, ids, ids)
+def test_route_roundtrip(dst_node: str, dst_id: int, flags: int, src_id: int, corr: int) -> None:
+    route = unpack_route(pack_route(dst_node, dst_id, flags, src_id, corr))
+    assert type(route) is Route
+    assert route == (dst_node, dst_id, flags, src_id, corr)
+    assert (route.dst_node, route.dst_id, route.flags, route.src_id, route.corr) == (
+        dst_node, dst_id, flags, src_id, corr,
+    )
+
+
+def test_route_defaults() -> None:
+    assert unpack_route(pack_route("b", 42)) == Route("b", 42, 0, 0, 0)
+    assert unpack_route(pack_route("", 0, FLAG_ASK, 7, 9)) == Route("", 0, FLAG_ASK, 7, 9)
+
+
+WRONG_TYPED = [None, True, 1.0, b"node", "7", [1], {"a": 1}, 5]
+GOOD_ROUTE: list[Any] = ["node", 1, 0, 2, 3]
+
+
+def _wrong_fields(good: list[Any], indexes: range) -> list[tuple[int, Any]]:
+    """Every (index, value) where value has another type than good[index]."""
+    return [(i, bad) for i in indexes for bad in WRONG_TYPED if type(bad) is not type(good[i])]
+
+
+@pytest.mark.parametrize(("index", "bad"), _wrong_fields(GOOD_ROUTE, range(5)))
+def test_route_with_a_wrong_field_type_is_rejected(index: int, bad: Any) -> None:
+    fields = list(GOOD_ROUTE)
+    fields[index] = bad
+    with pytest.raises(DecodeError, match="wrong field types"):
+        unpack_route(msgpack.packb(fields, use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb(["node", 1, 0, 2]),
+        msgpack.packb(["node", 1, 0, 2, 3, 4]),
+        msgpack.packb(["node", 1, 0, 2, 3]) + b"\x00",
+        msgpack.packb(["node", 1, 0, 2, 3])[:-1],
+        msgpack.packb(7),
+        msgpack.packb("abcde"),
+        msgpack.packb(b"abcde", use_bin_type=True),
+        msgpack.packb({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}),
+        msgpack.packb({1: 1, 2: 2, 3: 3, 4: 4, 5: 5}),
+    ],
+)
+def test_malformed_route_frame_is_rejected(frame: bytes) -> None:
+    with pytest.raises(DecodeError):
+        unpack_route(frame)
+
+
+@deterministic
+@given(st.binary())
+def test_route_garbage_gives_only_decode_error(frame: bytes) -> None:
+    try:
+        route = unpack_route(frame)
+    except DecodeError:
+        return
+    assert type(route.dst_node) is str and type(route.dst_id) is int
+
+
+# Arbitrary, well-formed msgpack values: harder garbage than random bytes.
+any_values = st.recursive(
+    st.none() | st.booleans() | ids | st.floats() | st.text(max_size=5) | st.binary(max_size=5),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner, max_size=5),
+    max_leaves=10,
+)
+
+
+@deterministic
+@given(st.lists(any_values, min_size=5, max_size=5) | any_values)
+def test_route_of_wrong_shape_gives_only_decode_error(value: Any) -> None:
+    try:
+        route = unpack_route(msgpack.packb(value, use_bin_type=True))
+    except DecodeError:
+        return
+    assert [type(field) for field in route] == [str, int, int, int, int]
+    assert list(route) == value
+
+
+# --- envelope frame ---
+
+
+@deterministic
+@given(st.sampled_from(sorted(KINDS)), node_names, ids, ids)
+def test_envelope_roundtrip(kind: int, src_node: str, src_id: int, corr: int) -> None:
+    env = unpack_env(pack_env(kind, src_node, src_id, corr))
+    assert type(env) is Envelope
+    assert (env.kind, env.src_node, env.src_id, env.corr) == (kind, src_node, src_id, corr)
+
+
+def test_envelope_default_corr() -> None:
+    assert unpack_env(pack_env(TELL, "a", 5)) == Envelope(TELL, "a", 5, 0)
+
+
+@pytest.mark.parametrize("kind", [-1, 5, 99, 2**63])
+def test_envelope_with_unknown_kind_is_rejected(kind: int) -> None:
+    with pytest.raises(DecodeError):
+        unpack_env(pack_env(kind, "a", 1, 0))
+
+
+GOOD_ENV: list[Any] = [ASK, "node", 1, 2]
+
+
+@pytest.mark.parametrize(("index", "bad"), _wrong_fields(GOOD_ENV, range(1, 4)))
+def test_envelope_with_a_wrong_field_type_is_rejected(index: int, bad: Any) -> None:
+    fields = list(GOOD_ENV)
+    fields[index] = bad
+    with pytest.raises(DecodeError, match="wrong field types"):
+        unpack_env(msgpack.packb(fields, use_bin_type=True))
+
+
+@pytest.mark.parametrize("bad", [None, "1", b"\x01", 1.5])
+def test_envelope_with_a_wrong_kind_type_is_rejected(bad: Any) -> None:
+    with pytest.raises(DecodeError, match="wrong field types"):
+        unpack_env(msgpack.packb([bad, "node", 1, 2], use_bin_type=True))
+
+
+@pytest.mark.parametrize("bad", [True, False, 1.0, 0.0])
+def test_envelope_with_bool_or_float_kind_is_rejected(bad: Any) -> None:
+    with pytest.raises(DecodeError):
+        unpack_env(msgpack.packb([bad, "node", 1, 2], use_bin_type=True))
+
+
+@pytest.mark.parametrize("bad", [[1], {"a": 1}])
+def test_envelope_with_unhashable_kind_is_rejected(bad: Any) -> None:
+    with pytest.raises(DecodeError):
+        unpack_env(msgpack.packb([bad, "node", 1, 2], use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb([TELL, "node", 1]),
+        msgpack.packb([TELL, "node", 1, 2, 3]),
+        msgpack.packb([TELL, "node", 1, 2]) + b"\x00",
+        msgpack.packb([TELL, "node", 1, 2])[:-1],
+        msgpack.packb(None),
+        msgpack.packb("abcd"),
+        msgpack.packb(b"\x00\x01\x02\x03", use_bin_type=True),
+        msgpack.packb({"a": 1, "b": 2, "c": 3, "d": 4}),
+    ],
+)
+def test_malformed_envelope_frame_is_rejected(frame: bytes) -> None:
+    with pytest.raises(DecodeError):
+        unpack_env(frame)
+
+
+@deterministic
+@given(st.binary())
+def test_envelope_garbage_gives_only_decode_error(frame: bytes) -> None:
+    try:
+        env = unpack_env(frame)
+    except DecodeError:
+        return
+    assert env.kind in KINDS and type(env.src_node) is str
+
+
+# --- splitting a multipart ---
+
+
+def test_split_one_message() -> None:
+    assert split_messages([b"route", b"env", b"payload"]) == [(b"env", b"payload")]
+
+
+def test_split_a_batch_keeps_order_and_skips_the_route() -> None:
+    frames = [b"route"] + [bytes([i]) for i in range(10)]
+    assert split_messages(frames) == [(bytes([i]), bytes([i + 1])) for i in range(0, 10, 2)]
+
+
+def test_split_accepts_the_largest_batch() -> None:
+    frames = [b"r"] + [b"%d" % i for i in range(MAX_FRAMES - 1)]
+    assert len(frames) == MAX_FRAMES
+    pairs = split_messages(frames)
+    assert len(pairs) == (MAX_FRAMES - 1) // 2
+    assert pairs[0] == (b"0", b"1") and pairs[-1] == (frames[-2], frames[-1])
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [],
+        [b"route"],
+        [b"route", b"env"],
+        [b"route", b"env", b"payload", b"env2"],
+        [b"r"] + [b"x"] * (MAX_FRAMES + 1),
+        [b"r"] + [b"x"] * (10 * MAX_FRAMES),
+    ],
+    ids=["empty", "route-only", "one-odd", "three-odd", "too-many", "far-too-many"],
+)
+def test_split_rejects_bad_frame_counts(frames: list[bytes]) -> None:
+    with pytest.raises(DecodeError, match=f"{len(frames)} frames"):
+        split_messages(frames)
+
+
+@deterministic
+@given(st.lists(st.binary(max_size=3), max_size=40))
+def test_split_either_pairs_everything_or_rejects(frames: list[bytes]) -> None:
+    try:
+        pairs = split_messages(frames)
+    except DecodeError:
+        assert len(frames) < 3 or len(frames) % 2 == 0
+        return
+    assert [frame for pair in pairs for frame in pair] == frames[1:]

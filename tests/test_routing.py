@@ -1,0 +1,228 @@
+"""The router's forwarding table (pure data: no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from transport.routing import ForwardingTable, ParkResult
+
+W0 = b"worker-0"
+W1 = b"worker-1"
+PEER = b"node-b"
+
+
+def frames(n: int) -> list[bytes]:
+    return [b"route-%d" % n, b"env-%d" % n, b"payload-%d" % n]
+
+
+@pytest.fixture
+def table() -> ForwardingTable:
+    return ForwardingTable(max_parked_per_actor=3)
+
+
+# --- bind / lookup ---
+
+
+def test_lookup_of_unknown_actor_is_none(table: ForwardingTable) -> None:
+    assert table.lookup(1) is None
+    assert not table.is_held(1)
+    assert table.actors_at(W0) == 0
+
+
+def test_bind_then_lookup(table: ForwardingTable) -> None:
+    assert table.bind(1, W0) == []
+    assert table.bind(2, W0) == []
+    assert table.bind(3, W1) == []
+    assert (table.lookup(1), table.lookup(2), table.lookup(3)) == (W0, W0, W1)
+    assert table.actors_at(W0) == 2 and table.actors_at(W1) == 1
+
+
+def test_rebind_moves_the_actor(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.bind(1, W1)
+    assert table.lookup(1) == W1
+    assert table.actors_at(W0) == 0 and table.actors_at(W1) == 1
+    table.bind(1, W1)
+    assert table.actors_at(W1) == 1
+
+
+def test_unbind_forgets_the_actor(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.bind(2, W0)
+    assert table.unbind(1) == []
+    assert table.lookup(1) is None and table.lookup(2) == W0
+    assert table.actors_at(W0) == 1
+    assert table.unbind(99) == []
+
+
+# --- hold / park ---
+
+
+def test_park_without_hold_is_refused_with_the_frames(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    result = table.park(1, frames(0))
+    assert result == ParkResult(False, frames(0))
+    assert table.park(2, frames(1)).overflow == frames(1)
+
+
+def test_hold_park_then_bind_delivers_parked_frames_in_order(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.hold(1)
+    assert table.is_held(1)
+    assert table.lookup(1) is None
+    assert table.actors_at(W0) == 0
+    for n in range(3):
+        assert table.park(1, frames(n)) == ParkResult(True, None)
+    assert table.bind(1, W1) == [frames(0), frames(1), frames(2)]
+    assert not table.is_held(1)
+    assert table.lookup(1) == W1
+    # Delivered once: a second bind has nothing left, and parking is over.
+    assert table.bind(1, W1) == []
+    assert table.park(1, frames(9)).parked is False
+
+
+def test_hold_of_an_unknown_actor_parks_until_first_bind(table: ForwardingTable) -> None:
+    table.hold(7)
+    assert table.park(7, frames(0)).parked
+    assert table.bind(7, W0) == [frames(0)]
+
+
+def test_hold_twice_keeps_what_is_parked(table: ForwardingTable) -> None:
+    table.hold(1)
+    table.park(1, frames(0))
+    table.hold(1)
+    table.park(1, frames(1))
+    assert table.bind(1, W0) == [frames(0), frames(1)]
+
+
+def test_parking_is_bounded_per_actor(table: ForwardingTable) -> None:
+    table.hold(1)
+    table.hold(2)
+    for n in range(3):
+        assert table.park(1, frames(n)).parked
+    refused = table.park(1, frames(3))
+    assert refused.parked is False
+    assert refused.overflow == frames(3)
+    assert table.park(1, frames(4)).parked is False
+    # The bound is per actor: another held actor still has room.
+    assert table.park(2, frames(5)).parked
+    assert table.bind(1, W0) == [frames(0), frames(1), frames(2)]
+    assert table.bind(2, W0) == [frames(5)]
+
+
+def test_default_park_bound() -> None:
+    table = ForwardingTable()
+    table.hold(1)
+    limit = table.max_parked_per_actor
+    assert limit == 10_000
+    assert all(table.park(1, [b"%d" % n]).parked for n in range(limit))
+    assert not table.park(1, [b"over"]).parked
+    assert len(table.bind(1, W0)) == limit
+
+
+def test_zero_bound_parks_nothing() -> None:
+    table = ForwardingTable(max_parked_per_actor=0)
+    table.hold(1)
+    assert table.park(1, frames(0)) == ParkResult(False, frames(0))
+    assert table.bind(1, W0) == []
+
+
+def test_unbind_returns_parked_frames_and_ends_the_hold(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.hold(1)
+    table.park(1, frames(0))
+    table.park(1, frames(1))
+    assert table.unbind(1) == [frames(0), frames(1)]
+    assert not table.is_held(1)
+    assert table.lookup(1) is None
+    assert table.park(1, frames(2)).parked is False
+    assert table.unbind(1) == []
+
+
+# --- endpoint loss and in-flight asks ---
+
+
+def test_endpoint_lost_returns_its_actors_and_inflight_asks(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.bind(2, W0)
+    table.bind(3, W1)
+    table.ask_forwarded(W0, 10, 100)
+    table.ask_forwarded(W0, 11, 101)
+    table.ask_forwarded(W0, 12, 102)
+    table.ask_forwarded(W1, 13, 103)
+
+    actors, asks = table.endpoint_lost(W0)
+
+    assert actors == {1, 2}
+    assert asks == [(10, 100), (11, 101), (12, 102)]
+    assert table.lookup(1) is None and table.lookup(2) is None
+    assert table.actors_at(W0) == 0
+    # The other endpoint is untouched.
+    assert table.lookup(3) == W1
+    assert table.endpoint_lost(W1) == ({3}, [(13, 103)])
+
+
+def test_replied_asks_are_not_reported(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.ask_forwarded(W0, 10, 100)
+    table.ask_forwarded(W0, 10, 101)
+    table.ask_forwarded(W0, 11, 100)
+    table.reply_forwarded(W0, 10, 100)
+    # A reply through another endpoint, or for another corr, clears nothing here.
+    table.reply_forwarded(W1, 10, 101)
+    table.reply_forwarded(W0, 11, 999)
+    table.reply_forwarded(PEER, 1, 1)
+    _, asks = table.endpoint_lost(W0)
+    assert asks == [(10, 101), (11, 100)]
+
+
+def test_endpoint_lost_holds_its_actors(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.bind(2, W0)
+    table.endpoint_lost(W0)
+    assert table.is_held(1) and table.is_held(2)
+    assert table.park(1, frames(0)).parked
+    assert table.park(1, frames(1)).parked
+    assert table.park(2, frames(2)).parked
+    # The actors come back on a respawned worker: parked frames go there.
+    assert table.bind(1, W1) == [frames(0), frames(1)]
+    assert table.bind(2, W1) == [frames(2)]
+    assert table.actors_at(W1) == 2
+
+
+def test_endpoint_lost_keeps_frames_already_parked(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.hold(1)
+    table.park(1, frames(0))
+    table.bind(2, W0)
+    actors, _ = table.endpoint_lost(W0)
+    # Actor 1 was in transit, no longer at W0.
+    assert actors == {2}
+    assert table.bind(1, W1) == [frames(0)]
+
+
+def test_endpoint_lost_forgets_the_endpoint(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.ask_forwarded(W0, 10, 100)
+    table.endpoint_lost(W0)
+    assert table.endpoint_lost(W0) == (set(), [])
+
+
+def test_moved_actor_is_not_lost_with_its_old_endpoint(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    table.bind(1, W1)
+    actors, _ = table.endpoint_lost(W0)
+    assert actors == set()
+    assert table.lookup(1) == W1 and not table.is_held(1)
+
+
+def test_unknown_endpoint_lost_is_empty(table: ForwardingTable) -> None:
+    table.bind(1, W0)
+    assert table.endpoint_lost(PEER) == (set(), [])
+    assert table.lookup(1) == W0
+
+
+def test_same_ask_forwarded_twice_is_reported_once(table: ForwardingTable) -> None:
+    table.ask_forwarded(PEER, 5, 1)
+    table.ask_forwarded(PEER, 5, 1)
+    assert table.endpoint_lost(PEER) == (set(), [(5, 1)])
