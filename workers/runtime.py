@@ -106,6 +106,7 @@ class WorkerRuntime:
         self._flush_scheduled = False
         self._classes: dict[str, type] = {}
         self._thread_id = 0
+        self._batching = False  # inside a drain or a scheduler run: flush at its end
         self.malformed = 0
         self.dead_letters = 0
         self.loop: asyncio.AbstractEventLoop
@@ -152,15 +153,23 @@ class WorkerRuntime:
 
     def _on_readable(self) -> None:
         sock = self.sock
-        for _ in range(RECV_BURST):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            self._dispatch(frames)
+        scheduler = self.scheduler
+        scheduler.holding = self._batching = True
+        try:
+            for _ in range(RECV_BURST):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._dispatch(frames)
+            else:
+                self.loop.call_soon(self._on_readable)
+        finally:
+            scheduler.holding = self._batching = False
+        if scheduler.ready:
+            scheduler.run()  # at once: saves a loop turn on every hop
         else:
-            self.loop.call_soon(self._on_readable)
-        self.flush()
+            self.flush()
 
     def _dispatch(self, frames: list[bytes]) -> None:
         try:
@@ -260,8 +269,8 @@ class WorkerRuntime:
             )
             self._out_key = None
         self._out_count += 1
-        if self._out_count >= FLUSH_AT:
-            self.flush()
+        if self._out_count >= FLUSH_AT or (kind != TELL and not self._batching):
+            self.flush()  # asks and replies from a task step go out now
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)

@@ -66,13 +66,15 @@ class Scheduler:
         self.loop = loop
         self.ready: deque[ActorCell] = deque()
         self._scheduled = False
+        #: Set while the runtime drains its socket; it runs the scheduler itself after.
+        self.holding = False
 
     def enqueue(self, cell: ActorCell, message: Message) -> None:
         cell.mailbox.append(message)
         if not cell.queued and not cell.busy:
             cell.queued = True
             self.ready.append(cell)
-            if not self._scheduled:
+            if not self._scheduled and not self.holding:
                 self._scheduled = True
                 self.loop.call_soon(self.run)
 
@@ -81,12 +83,13 @@ class Scheduler:
         if cell.alive and cell.mailbox and not cell.queued and not cell.busy:
             cell.queued = True
             self.ready.append(cell)
-            if not self._scheduled:
+            if not self._scheduled and not self.holding:
                 self._scheduled = True
                 self.loop.call_soon(self.run)
 
     def run(self) -> None:
         self._scheduled = False
+        self.runtime._batching = True
         ready = self.ready
         for _ in range(len(ready)):
             cell = ready.popleft()
@@ -105,6 +108,7 @@ class Scheduler:
         if ready and not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.run)
+        self.runtime._batching = False
         self.runtime.flush()
 
     def invoke(self, cell: ActorCell, message: Message) -> None:
