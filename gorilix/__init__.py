@@ -5,6 +5,7 @@ node, the public API, the CLI) -> ``workers`` (worker processes, actors,
 scheduling) -> ``transport`` (codec, frames, sockets).
 """
 
+from gorilix import supervisor
 from gorilix.errors import (
     ActorError,
     ActorNotFound,
@@ -18,9 +19,11 @@ from gorilix.errors import (
     SpawnError,
     WorkerDied,
 )
+from gorilix.genserver import GenServer
 from gorilix.system import ActorSystem, DeadLetters, PoolRef, WorkerInfo
 from transport.codec import message
 from workers.actor import Actor
+from workers.messages import Down, Exit
 from workers.ref import ActorRef
 from workers.spec import PERMANENT, TEMPORARY, TRANSIENT
 
@@ -39,6 +42,9 @@ __all__ = [
     "ClusterError",
     "DeadLetters",
     "DecodeError",
+    "Down",
+    "Exit",
+    "GenServer",
     "GorilixError",
     "MailboxFull",
     "NotRunning",
@@ -48,4 +54,5 @@ __all__ = [
     "WorkerDied",
     "WorkerInfo",
     "message",
+    "supervisor",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import heapq
 import itertools
 import logging
 import os
@@ -22,7 +23,9 @@ from typing import Any
 
 import zmq
 
+from gorilix.lifecycle import Lifecycle
 from gorilix.registry import ActorRecord, Registry
+from gorilix.supervision import Strategy
 from transport import codec
 from transport.errors import (
     ActorNotFound,
@@ -53,7 +56,8 @@ from transport.frames import (
 from transport.routing import ForwardingTable
 from transport.sockets import ID_SHIFT, configure_internal, ipc_endpoint, ipc_path
 from workers.pool import WorkerPool
-from workers.spec import TEMPORARY, ActorSpec
+from workers.ref import ActorRef
+from workers.spec import ActorSpec
 
 log = logging.getLogger("gorilix.node")
 
@@ -110,6 +114,10 @@ class Node:
         self.malformed = 0
         self.dead_letter_count = 0
         self.recent_dead_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        self._timers: list[tuple[float, int, Any, tuple[Any, ...]]] = []
+        self._timer_seq = itertools.count()
+        self._reloads: dict[str, dict[str, Any]] = {}
+        self.lifecycle = Lifecycle(self)
 
     # -- life ---------------------------------------------------------------
 
@@ -159,11 +167,26 @@ class Node:
                 self.status = Status.STOPPED
             self._started.set()
 
+    def schedule(self, delay: float, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the node thread after ``delay`` seconds."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn, args))
+
+    def _run_timers(self) -> int:
+        """Run due timers; returns the poll timeout in ms until the next one."""
+        timers = self._timers
+        while timers and timers[0][0] <= time.monotonic():
+            _, _, fn, args = heapq.heappop(timers)
+            fn(*args)
+        if not timers:
+            return 100
+        return max(0, min(100, int((timers[0][0] - time.monotonic()) * 1000) + 1))
+
     def _loop(self) -> None:
         poll = self._poller.poll
         router = self.router
         while not self._stop_requested.is_set():
-            for item, _ in poll(100):
+            timeout = self._run_timers() if self._timers else 100
+            for item, _ in poll(timeout):
                 if item is router:
                     self._drain_router()
                 else:
@@ -330,7 +353,7 @@ class Node:
     def _live_slots(self) -> list[int]:
         return [s for s, w in self.pool.workers.items() if w.ready and w.alive]
 
-    def _place(self, record: ActorRecord, slot: int | None = None) -> None:
+    def place(self, record: ActorRecord, slot: int | None = None) -> None:
         """Send ``record`` to a worker (the given one, or the least loaded)."""
         self.table.hold(record.id)
         live = self._live_slots()
@@ -342,6 +365,49 @@ class Node:
             return
         self.registry.move(record.id, slot)
         self._send_control(self.pool.workers[slot].identity, ["spawn", record.id, record.spec.to_wire()])
+
+    def _worker_of(self, record: ActorRecord) -> bytes | None:
+        """The identity of the live worker where ``record`` runs, if it does."""
+        if not record.placed or record.slot is None:
+            return None
+        worker = self.pool.workers.get(record.slot)
+        if worker is None or not worker.ready or not worker.alive:
+            return None
+        return worker.identity
+
+    def restart_in_place(self, record: ActorRecord, reason: str) -> bool:
+        identity = self._worker_of(record)
+        if identity is None:
+            return False
+        self._send_control(identity, ["restart", record.id, reason])
+        return True
+
+    def forget(self, record: ActorRecord, reason: str) -> None:
+        """The actor is gone for good: no route, no name, no restart."""
+        self.registry.remove(record.id)
+        self.lifecycle.forget(record.id)
+        for parked in self.table.unbind(record.id):
+            self._undeliverable(parked, ActorNotFound(f"actor {self.name}/{record.id:#x} stopped ({reason})"))
+        identity = self._worker_of(record)
+        if identity is not None:
+            self._send_control(identity, ["stop_actor", record.id, reason])
+        asker = self._pending_spawns.pop(record.id, None)
+        if asker is not None:
+            self._reply(asker[1], asker[2], SpawnError(f"actor stopped before it started: {reason}"), ok=False)
+
+    def tell(self, dst_id: int, value: Any) -> None:
+        """Send a message from the node itself (Down, published messages)."""
+        self._tell_bytes(dst_id, codec.encode(value))
+
+    def _tell_bytes(self, dst_id: int, payload: bytes) -> None:
+        frames = [b"", pack_route(self.name, dst_id), pack_env(TELL, self.name, CONTROL_ID), payload]
+        self._forward(b"", Route(self.name, dst_id, 0, CONTROL_ID, 0), frames)
+
+    def exit_signal(self, actor_id: int, source: ActorRef, reason: str) -> None:
+        record = self.registry.actors.get(actor_id)
+        identity = None if record is None else self._worker_of(record)
+        if identity is not None:
+            self._send_control(identity, ["exit_signal", actor_id, [source.node, source.id, source.name], reason])
 
     def _h_attach_worker(self, source: bytes, src_id: int, corr: int, slot: int, incarnation: int, pid: int) -> None:
         worker = self.pool.workers.get(slot)
@@ -355,7 +421,7 @@ class Node:
         for actor_id in homeless:
             record = self.registry.actors.get(actor_id)
             if record is not None:
-                self._place(record)
+                self.place(record)
         if self.status == Status.STARTING and len(self._live_slots()) == self.pool.size:
             self.status = Status.RUNNING
             self._started.set()
@@ -366,32 +432,42 @@ class Node:
     def _h_detach_client(self, source: bytes, src_id: int, corr: int, client_id: int) -> None:
         self.table.unbind(client_id)
 
-    def _h_spawn(self, source: bytes, src_id: int, corr: int, spec_fields: list[Any], worker: int | None) -> Any:
+    def _h_spawn(self, source: bytes, src_id: int, corr: int, spec_fields: list[Any], worker: int | None,
+                 sup_id: int | None = None, key: str | None = None) -> Any:
         spec = ActorSpec.from_wire(spec_fields)
         if worker is not None and worker not in self.pool.workers:
             raise SpawnError(f"no worker {worker} on node {self.name}; it has workers 0..{self.pool.size - 1}")
         if spec.name is not None and spec.name in self.registry.names:
             raise SpawnError(f"name {spec.name!r} is already registered on node {self.name}")
+        sup = self.lifecycle.supervisors.get(sup_id if sup_id is not None else self.lifecycle.root.id)
+        if sup is None:
+            raise SpawnError(f"supervisor {sup_id} is stopped; cannot add a child to it")
+        if key is not None and sup.find(key) is not None:
+            raise SpawnError(f"supervisor {sup.name!r} already has a child {key!r}; remove it first")
         record = ActorRecord(self.allocate_id(), spec, None)
         self.registry.add(record)
+        self.lifecycle.adopt(record, sup.id, key)
         if spec.name is not None:
             self.registry.register_name(spec.name, record.id)
         self._pending_spawns[record.id] = (source, src_id, corr)
-        self._place(record, worker)
+        self.place(record, worker)
         return DEFER
 
     def _h_spawn_at(self, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any], worker: int) -> None:
         spec = ActorSpec.from_wire(spec_fields)
         record = ActorRecord(actor_id, spec, None)
         self.registry.add(record)
+        self.lifecycle.adopt(record)
         if spec.name is not None and spec.name not in self.registry.names:
             self.registry.register_name(spec.name, actor_id)
-        self._place(record, worker if worker in self.pool.workers else None)
+        self.place(record, worker if worker in self.pool.workers else None)
 
     def _h_register(self, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any]) -> None:
         spec = ActorSpec.from_wire(spec_fields)
         slot = self._identity_slot.get(source)
-        self.registry.add(ActorRecord(actor_id, spec, slot, placed=True))
+        record = ActorRecord(actor_id, spec, slot, placed=True)
+        self.registry.add(record)
+        self.lifecycle.adopt(record)
         if spec.name is not None:
             if spec.name in self.registry.names:
                 log.error("actor %#x asked for name %r, which is taken; it runs unnamed", actor_id, spec.name)
@@ -409,24 +485,154 @@ class Node:
         asker = self._pending_spawns.pop(actor_id, None)
         if asker is not None:
             self._reply(asker[1], asker[2], [self.name, actor_id, record.spec.name])
+        else:
+            self.lifecycle.restarted(actor_id)  # re-created after its worker died
 
     def _h_spawn_failed(self, source: bytes, src_id: int, corr: int, actor_id: int, error: Any) -> None:
         exc = error_from_wire(error)
-        record = self.registry.remove(actor_id)
-        log.error("spawn of %s failed: %s", record.spec.class_path if record else actor_id, exc)
-        for parked in self.table.unbind(actor_id):
-            self._undeliverable(parked, ActorNotFound(f"actor {self.name}/{actor_id:#x} failed to start: {exc}"))
-        asker = self._pending_spawns.pop(actor_id, None)
-        if asker is not None:
-            self._reply(asker[1], asker[2], exc, ok=False)
-
-    def _h_stopped(self, source: bytes, src_id: int, corr: int, actor_id: int, reason: str) -> None:
         record = self.registry.actors.get(actor_id)
-        if record is not None and record.slot != self._identity_slot.get(source):
-            return  # a stale report from a worker the actor already left
-        self.registry.remove(actor_id)
-        for parked in self.table.unbind(actor_id):
-            self._undeliverable(parked, ActorNotFound(f"actor {self.name}/{actor_id:#x} stopped ({reason})"))
+        if record is None:
+            return
+        asker = self._pending_spawns.pop(actor_id, None)
+        if asker is not None:  # a first start: the caller hears why
+            sup = self.lifecycle.supervisors.get(record.supervisor)
+            if sup is not None:
+                sup.remove(actor_id)
+            self.forget(record, f"failed to start: {exc}")
+            self._reply(asker[1], asker[2], exc, ok=False)
+            return
+        log.error("re-creating %s failed: %s", record.spec.class_path, exc)
+        self.registry.move(actor_id, None)
+        self.lifecycle.exited([(record, f"restart failed: {exc}", True)], final=False)
+
+    def _h_exited(self, source: bytes, src_id: int, corr: int, actor_id: int, reason: str,
+                  abnormal: bool, final: bool) -> None:
+        record = self.registry.actors.get(actor_id)
+        if record is None or record.slot != self._identity_slot.get(source):
+            return  # already forgotten, or a stale report from a worker it left
+        self.lifecycle.exited([(record, str(reason), bool(abnormal))], final=bool(final))
+
+    def _h_restarted(self, source: bytes, src_id: int, corr: int, actor_id: int) -> None:
+        self.lifecycle.restarted(actor_id)
+
+    # monitors, links and topics (from actors)
+
+    def _h_monitor(self, source: bytes, src_id: int, corr: int, watcher: int, node: str, watched: int) -> None:
+        self.lifecycle.monitor(watcher, node, watched)
+
+    def _h_demonitor(self, source: bytes, src_id: int, corr: int, watcher: int, node: str, watched: int) -> None:
+        self.lifecycle.demonitor(watcher, node, watched)
+
+    def _h_link(self, source: bytes, src_id: int, corr: int, a: int, node: str, b: int) -> None:
+        self.lifecycle.link(a, node, b)
+
+    def _h_unlink(self, source: bytes, src_id: int, corr: int, a: int, node: str, b: int) -> None:
+        self.lifecycle.unlink(a, node, b)
+
+    def _h_subscribe(self, source: bytes, src_id: int, corr: int, topic: str, actor_id: int) -> bool:
+        if actor_id not in self.registry.actors:
+            raise GorilixError(f"cannot subscribe {self.name}/{actor_id:#x} to {topic!r}: no such actor")
+        self.lifecycle.watches.subscribe(str(topic), actor_id)
+        return True
+
+    def _h_unsubscribe(self, source: bytes, src_id: int, corr: int, topic: str, actor_id: int) -> bool:
+        return self.lifecycle.watches.unsubscribe(str(topic), actor_id)
+
+    def _h_publish(self, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
+        if type(payload) is not bytes:
+            raise GorilixError("publish: payload must be codec bytes")
+        subscribers = self.lifecycle.watches.subscribers(str(topic))
+        if not subscribers:
+            self._dead_letter(0, self.name, src_id, GorilixError(f"no subscriber for topic {topic!r}"))
+        for actor_id in subscribers:
+            self._tell_bytes(actor_id, payload)
+        return len(subscribers)
+
+    # supervisors (from the ActorSystem)
+
+    def _h_spawn_supervisor(self, source: bytes, src_id: int, corr: int, name: str,
+                            strategy: list[Any], parent: int | None, restart: str) -> int:
+        try:
+            parsed = Strategy.from_wire(strategy)
+        except (TypeError, ValueError) as exc:
+            raise GorilixError(f"bad supervision strategy: {exc}") from None
+        owner = self.lifecycle.root.id if parent is None else parent
+        sup = self.lifecycle.supervisors.get(owner)
+        if sup is None:
+            raise GorilixError(f"parent supervisor {parent} is stopped")
+        if sup.find(str(name)) is not None:
+            raise GorilixError(f"supervisor {sup.name!r} already has a child {name!r}")
+        return self.lifecycle.new_supervisor(str(name), parsed, owner, restart).id
+
+    def _h_add_child(self, source: bytes, src_id: int, corr: int, sup_id: int, key: str,
+                     spec_fields: list[Any], worker: int | None) -> Any:
+        return self._h_spawn(source, src_id, corr, spec_fields, worker, sup_id, str(key))
+
+    def _h_remove_child(self, source: bytes, src_id: int, corr: int, sup_id: int, key: str) -> bool:
+        sup = self.lifecycle.supervisors.get(sup_id)
+        child = None if sup is None else sup.find(str(key))
+        if sup is None or child is None:
+            return False
+        if child.is_supervisor:
+            self.lifecycle.stop_supervisor(child.id, "shutdown")
+            return True
+        sup.remove(child.id)
+        record = self.registry.actors.get(child.id)
+        if record is not None:
+            self.lifecycle.exited([(record, "shutdown", False)], final=True)
+        return True
+
+    def _h_children(self, source: bytes, src_id: int, corr: int, sup_id: int) -> list[Any]:
+        rows = []
+        for key, child_id, is_sup in self.lifecycle.children(sup_id):
+            record = self.registry.actors.get(child_id)
+            rows.append([key, self.name, child_id, record.spec.name if record else None, is_sup])
+        return rows
+
+    def _h_stop_supervisor(self, source: bytes, src_id: int, corr: int, sup_id: int) -> bool:
+        if sup_id == self.lifecycle.root.id:
+            raise GorilixError("the root supervisor stops with the node: call system.stop()")
+        exists = sup_id in self.lifecycle.supervisors
+        self.lifecycle.stop_supervisor(sup_id, "shutdown")
+        return exists
+
+    # hot reload
+
+    def _h_reload(self, source: bytes, src_id: int, corr: int, module: str) -> Any:
+        if not isinstance(module, str) or not module or module in self._reloads:
+            raise GorilixError(f"cannot reload {module!r}: not a module name, or a reload of it is running")
+        live = self._live_slots()
+        if not live:
+            return {"module": module, "workers": 0, "moved": 0, "errors": []}
+        self._reloads[module] = {"asker": (src_id, corr), "waiting": set(live), "moved": 0, "errors": [],
+                                 "workers": len(live)}
+        for slot in live:
+            self._send_control(self.pool.workers[slot].identity, ["reload", module])
+        return DEFER
+
+    def _h_reloaded(self, source: bytes, src_id: int, corr: int, module: str, moved: int, error: str | None) -> None:
+        job = self._reloads.get(module)
+        slot = self._identity_slot.get(source)
+        if job is None or slot not in job["waiting"]:
+            return
+        job["waiting"].discard(slot)
+        job["moved"] += int(moved)
+        if error:
+            job["errors"].append(f"worker {slot}: {error}")
+        self._finish_reload(module)
+
+    def _finish_reload(self, module: str) -> None:
+        job = self._reloads[module]
+        if job["waiting"]:
+            return
+        del self._reloads[module]
+        asker_id, asker_corr = job["asker"]
+        if job["errors"]:
+            self._reply(asker_id, asker_corr, GorilixError(
+                f"reload of {module} failed: {'; '.join(job['errors'])}"), ok=False)
+        else:
+            self._reply(asker_id, asker_corr, {"module": module, "workers": job["workers"],
+                                               "moved": job["moved"], "errors": []})
 
     def _h_dead_letter(self, source: bytes, src_id: int, corr: int, dst_id: int, reason: str) -> None:
         self._dead_letter(dst_id, self.name, 0, GorilixError(f"{reason} at worker {self._identity_slot.get(source)}"))
@@ -490,7 +696,22 @@ class Node:
         "register": _h_register,
         "spawned": _h_spawned,
         "spawn_failed": _h_spawn_failed,
-        "stopped": _h_stopped,
+        "exited": _h_exited,
+        "restarted": _h_restarted,
+        "monitor": _h_monitor,
+        "demonitor": _h_demonitor,
+        "link": _h_link,
+        "unlink": _h_unlink,
+        "subscribe": _h_subscribe,
+        "unsubscribe": _h_unsubscribe,
+        "publish": _h_publish,
+        "spawn_supervisor": _h_spawn_supervisor,
+        "add_child": _h_add_child,
+        "remove_child": _h_remove_child,
+        "children": _h_children,
+        "stop_supervisor": _h_stop_supervisor,
+        "reload": _h_reload,
+        "reloaded": _h_reloaded,
         "dead_letter": _h_dead_letter,
         "whereis": _h_whereis,
         "register_name": _h_register_name,
@@ -519,15 +740,15 @@ class Node:
         for src_id, corr in asks:
             self._reply(src_id, corr, died, ok=False)
         records = self.registry.on_slot(slot)
-        log.warning("worker %d (pid %s) died (%s); re-creating %d actors", slot, pid, how, len(records))
+        log.warning("worker %d (pid %s) died (%s); its %d actors go to their supervisors", slot, pid, how, len(records))
         for record in records:
-            if record.spec.restart == TEMPORARY:
-                self.registry.remove(record.id)
-                for parked in self.table.unbind(record.id):
-                    self._undeliverable(parked, ActorNotFound(
-                        f"temporary actor {self.name}/{record.id:#x} died with worker {slot}"))
-            else:
-                self._place(record)
+            self.registry.move(record.id, None)
+            self.table.hold(record.id)
+        reason = f"worker {slot} died ({how})"
+        self.lifecycle.exited([(record, reason, True) for record in records], final=False)
+        for module, job in list(self._reloads.items()):
+            job["waiting"].discard(slot)
+            self._finish_reload(module)
         for asker_id, asker_corr, killed_pid in self._pending_kills.pop(slot, []):
             self._reply(asker_id, asker_corr, killed_pid)
         if not was_ready:

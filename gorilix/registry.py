@@ -14,6 +14,8 @@ class ActorRecord:
     spec: ActorSpec
     slot: int | None  # the worker hosting it, or None while waiting for one
     placed: bool = False  # the worker confirmed it runs there
+    supervisor: int = 0  # the supervisor's id (0 until adopted)
+    key: str = ""  # its child id within that supervisor
 
 
 class Registry:

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from gorilix.node import Node, Status
+from gorilix.supervision import Strategy
+from gorilix.supervisor import SupervisorRef
+from transport import codec
 from transport.errors import ClusterError, GorilixError, NotRunning, SpawnError
 from workers.actor import Actor
 from workers.client import ClientPort
 from workers.ref import ActorRef, install_resolver
-from workers.spec import PERMANENT, make_spec
+from workers.spec import PERMANENT, RESTART_TYPES, make_spec
 
 log = logging.getLogger("gorilix.system")
 
@@ -208,6 +211,52 @@ class ActorSystem:
 
     def unregister_name(self, name: str) -> bool:
         return bool(self._control("unregister_name", name))
+
+    # -- supervision, topics, reload ----------------------------------------
+
+    def spawn_supervisor(self, name: str, strategy: Strategy | None = None,
+                         restart: str = PERMANENT) -> SupervisorRef:
+        """Start a top-level supervisor (a child of the node's root supervisor).
+
+        If it gives up (too many restarts), the root restarts it according to
+        ``restart``: PERMANENT (default) brings the subtree back with backoff,
+        TEMPORARY leaves it stopped.
+        """
+        return self._new_supervisor(name, strategy or Strategy(), None, restart)
+
+    def _new_supervisor(self, name: str, strategy: Strategy, parent: int | None, restart: str) -> SupervisorRef:
+        if not isinstance(name, str) or not name:
+            raise GorilixError(f"a supervisor needs a non-empty str name, got {name!r}")
+        if restart not in RESTART_TYPES:
+            raise GorilixError(f"restart={restart!r} is not one of {', '.join(RESTART_TYPES)}")
+        sup_id = self._control("spawn_supervisor", name, strategy.to_wire(), parent, restart)
+        return SupervisorRef(self, sup_id, name)
+
+    def subscribe(self, topic: str, ref: ActorRef) -> None:
+        """Deliver every message published to ``topic`` to ``ref``."""
+        self._control("subscribe", str(topic), self._local_id(ref))
+
+    def unsubscribe(self, topic: str, ref: ActorRef) -> bool:
+        return bool(self._control("unsubscribe", str(topic), self._local_id(ref)))
+
+    def publish(self, topic: str, message: Any) -> int:
+        """Send ``message`` to every subscriber of ``topic``; returns how many."""
+        return int(self._control("publish", str(topic), codec.encode(message)))
+
+    def reload(self, module: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Re-import ``module`` in every worker and move live actors to the new code.
+
+        Each moved actor keeps its attributes and gets ``on_code_change()``;
+        messages that arrive meanwhile wait. Returns how many actors moved.
+        """
+        return dict(self._control("reload", module, timeout=timeout))
+
+    def _local_id(self, ref: ActorRef) -> int:
+        if not isinstance(ref, ActorRef):
+            raise GorilixError(f"expected an ActorRef, got {ref!r}")
+        if ref.node != self.name:
+            raise ClusterError("clustering not enabled")
+        return ref.id
 
     # -- workers and health -------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 import os
 from typing import Any
 
-from gorilix import Actor, ActorRef, message
+from gorilix import Actor, ActorRef, GenServer, message
 
 
 @message
@@ -215,3 +215,119 @@ class AskTwice(Actor):
             target.ask_async("stop"), target.ask_async("after"), return_exceptions=True
         )
         return [first, type(second).__name__, str(second)]
+
+
+class Stateful(Actor):
+    """A counter that can crash or stop itself; reports on_stop to an optional log."""
+
+    def __init__(self, label: str = "", log: ActorRef | None = None) -> None:
+        self.label = label
+        self.log = log
+        self.count = 0
+
+    def receive(self, msg: Any) -> Any:
+        if msg == "inc":
+            self.count += 1
+            return self.count
+        if msg == "get":
+            return self.count
+        if msg == "crash":
+            raise RuntimeError(f"{self.label} crashed on purpose")
+        if msg == "stop":
+            self.stop()
+            return "stopping"
+        if msg == "pid":
+            return os.getpid()
+        return msg
+
+    def on_stop(self, reason: str) -> None:
+        if self.log is not None:
+            self.log.tell((self.label, reason))
+
+
+class Watcher(Actor):
+    """("watch", ref) monitors ref; ("link", ref) links; keeps Down/Exit messages."""
+
+    def __init__(self, trap: bool = False) -> None:
+        self.trap_exits = trap
+        self.seen: list[Any] = []
+
+    def receive(self, msg: Any) -> Any:
+        if isinstance(msg, tuple) and msg[0] == "watch":
+            self.monitor(msg[1])
+            return "watching"
+        if isinstance(msg, tuple) and msg[0] == "unwatch":
+            self.demonitor(msg[1])
+            return "unwatched"
+        if isinstance(msg, tuple) and msg[0] == "link":
+            self.link(msg[1])
+            return "linked"
+        if msg == "get":
+            return self.seen
+        if msg == "crash":
+            raise RuntimeError("watcher crashed on purpose")
+        self.seen.append(msg)
+        return None
+
+
+class KeyValue(GenServer):
+    def __init__(self, log: ActorRef | None = None) -> None:
+        self.data: dict[str, Any] = {}
+        self.log = log
+        self.infos: list[Any] = []
+
+    def handle_call(self, request: Any) -> Any:
+        if request == "boom":
+            raise KeyError("no such key: boom")
+        if request == "infos":
+            return self.infos
+        return self.data.get(request)
+
+    def handle_cast(self, request: Any) -> None:
+        key, value = request
+        self.data[key] = value
+
+    def handle_info(self, message: Any) -> None:
+        self.infos.append(message)
+
+    def on_stop(self, reason: str) -> None:
+        if self.log is not None:
+            self.log.tell(("kv stopped", reason))
+
+
+class AsyncKeyValue(GenServer):
+    async def handle_call(self, request: Any) -> Any:
+        await asyncio.sleep(0)
+        return ("async", request)
+
+
+class Subscriber(Actor):
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.seen: list[Any] = []
+
+    def on_start(self) -> None:
+        self.subscribe(self.topic)
+
+    def receive(self, msg: Any) -> Any:
+        if msg == "get":
+            return self.seen
+        if isinstance(msg, tuple) and msg[0] == "publish":
+            self.publish(msg[1], msg[2])
+            return None
+        self.seen.append(msg)
+        return None
+
+
+class SlowCounter(Actor):
+    """A number: sleep that long, then count it; "get": the count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def receive(self, msg: Any) -> Any:
+        if msg == "get":
+            return self.count
+        await asyncio.sleep(msg)
+        self.count += 1
+        return self.count

@@ -89,7 +89,7 @@ def test_duplicate_name_is_refused(system: ActorSystem) -> None:
 
 
 def test_ask_to_a_stopped_actor_fails_fast(system: ActorSystem) -> None:
-    actor = system.spawn(Stopper)
+    actor = system.spawn(Stopper, restart="transient")
     assert actor.ask("stop") == "stopping"
     started = time.monotonic()
     with pytest.raises(ActorNotFound):
@@ -101,7 +101,7 @@ def test_ask_to_a_stopped_actor_fails_fast(system: ActorSystem) -> None:
 
 def test_queued_asks_fail_when_the_actor_stops(system: ActorSystem) -> None:
     for worker in (0, 1):  # same worker (fast path) and across the router
-        stopper = system.spawn(Stopper, worker=1)
+        stopper = system.spawn(Stopper, worker=1, restart="transient")
         first, error_type, text = system.spawn(AskTwice, worker=worker).ask(stopper)
         assert first == "stopping"
         assert error_type == "ActorNotFound"

@@ -27,6 +27,10 @@ class Actor:
 
     _gx_cell: ActorCell
 
+    #: When True, a linked actor's exit arrives as an ``Exit`` message
+    #: instead of crashing this actor.
+    trap_exits: bool = False
+
     def receive(self, message: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define receive(message)")
 
@@ -34,7 +38,10 @@ class Actor:
         """Called once the actor is in place, before its first message."""
 
     def on_stop(self, reason: str) -> Any:
-        """Called when the actor stops or is about to be replaced after a crash."""
+        """Called when this incarnation ends: a stop, a crash, or a restart."""
+
+    def on_code_change(self) -> Any:
+        """Called after a hot reload moved this actor to the new code."""
 
     @property
     def ref(self) -> ActorRef:
@@ -67,8 +74,37 @@ class Actor:
         )
 
     def stop(self) -> None:
-        """Stop this actor after the current message; queued asks fail at once."""
+        """End this incarnation after the current message, with reason "normal".
+
+        As in OTP, a PERMANENT actor is then restarted by its supervisor; a
+        TRANSIENT or TEMPORARY one stops for good and its queued asks fail.
+        """
         self._gx_cell.runtime.request_stop(self._gx_cell, "normal")
+
+    def monitor(self, ref: ActorRef) -> None:
+        """Get ``Down(ref, reason)`` when ``ref``'s actor exits (once per monitor)."""
+        self._gx_cell.runtime.notify("monitor", self._gx_cell.id, ref.node, ref.id)
+
+    def demonitor(self, ref: ActorRef) -> None:
+        self._gx_cell.runtime.notify("demonitor", self._gx_cell.id, ref.node, ref.id)
+
+    def link(self, ref: ActorRef) -> None:
+        """Tie both lifetimes: if either crashes, the other crashes too (unless it traps exits)."""
+        self._gx_cell.runtime.notify("link", self._gx_cell.id, ref.node, ref.id)
+
+    def unlink(self, ref: ActorRef) -> None:
+        self._gx_cell.runtime.notify("unlink", self._gx_cell.id, ref.node, ref.id)
+
+    def subscribe(self, topic: str) -> None:
+        """Receive every message published to ``topic``."""
+        self._gx_cell.runtime.notify("subscribe", str(topic), self._gx_cell.id)
+
+    def unsubscribe(self, topic: str) -> None:
+        self._gx_cell.runtime.notify("unsubscribe", str(topic), self._gx_cell.id)
+
+    def publish(self, topic: str, message: Any) -> None:
+        """Send ``message`` to every subscriber of ``topic``."""
+        self._gx_cell.runtime.publish(str(topic), message)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Deliver ``message`` to this actor after ``delay`` seconds; cancellable."""

@@ -67,8 +67,25 @@ class ActorRef:
         return await port_for(self).ask_async(self, message, timeout)
 
     def stop(self) -> None:
-        """Ask the actor to stop once the messages sent before this are handled."""
+        """Stop the actor for good once the messages sent before this are handled.
+
+        Its supervisor does not restart it (reason "shutdown"), whatever its
+        restart type; queued asks fail with ActorNotFound.
+        """
         port_for(self).stop_actor(self)
+
+    def call(self, request: Any, timeout: float = 5.0) -> Any:
+        """GenServer: ``handle_call(request)`` and wait for its reply."""
+        return self.ask(_wrap_call(request), timeout)
+
+    async def call_async(self, request: Any, timeout: float = 5.0) -> Any:
+        return await self.ask_async(_wrap_call(request), timeout)
+
+    def cast(self, request: Any) -> None:
+        """GenServer: ``handle_cast(request)`` without waiting."""
+        from workers.messages import Cast
+
+        self.tell(Cast(request))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorRef) and self.id == other.id and self.node == other.node
@@ -82,6 +99,12 @@ class ActorRef:
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
         return f"<ActorRef{label} {self.node}/{self.id:#x}>"
+
+
+def _wrap_call(request: Any) -> Any:
+    from workers.messages import Call  # messages import this module
+
+    return Call(request)
 
 
 def _ref_to_bytes(ref: ActorRef) -> bytes:

@@ -11,11 +11,13 @@ copy, the same types, the same SerializationError).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import traceback
 from dataclasses import dataclass
@@ -53,9 +55,10 @@ from transport.frames import (
 )
 from transport.sockets import ID_SHIFT, configure_internal
 from workers.actor import Actor
+from workers.messages import Exit, is_abnormal
 from workers.ref import ActorRef, install_resolver
 from workers.scheduler import ActorCell, Message, Scheduler, current
-from workers.spec import TEMPORARY, ActorSpec, decode_args, make_spec, resolve_class
+from workers.spec import ActorSpec, decode_args, make_spec, resolve_class
 
 log = logging.getLogger("gorilix.worker")
 
@@ -199,6 +202,10 @@ class WorkerRuntime:
         if cell is None or not cell.alive:
             self._undeliverable(dst_id, message, ActorNotFound(f"no actor {self.node}/{dst_id:#x}"))
             return
+        if kind == STOP and cell.down:
+            self.stop_cell(cell, "shutdown")  # nothing runs there until a restart: stop now
+            return
+            return
         limit = cell.spec.mailbox_size
         if limit is not None and len(cell.mailbox) >= limit and kind != STOP:
             self._undeliverable(
@@ -222,7 +229,7 @@ class WorkerRuntime:
             self._send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
         else:
             self.dead_letters += 1
-            self.notify("dead_letter", dst_id, type(error).__name__)
+            self.notify("dead_letter", dst_id, f"{type(error).__name__}: {error}")
 
     def _control(self, op: Any) -> None:
         try:
@@ -234,6 +241,13 @@ class WorkerRuntime:
                 cell = self.cells.get(op[1])
                 if cell is not None:
                     self.stop_cell(cell, str(op[2]))
+            elif name == "restart":
+                self._restart(op[1], str(op[2]))
+            elif name == "exit_signal":
+                _, actor_id, (node, from_id, from_name), reason = op
+                self._exit_signal(actor_id, ActorRef(node, from_id, from_name), str(reason))
+            elif name == "reload":
+                self._reload(str(op[1]))
             elif name == "shutdown":
                 self._shutdown()
             else:
@@ -440,42 +454,114 @@ class WorkerRuntime:
         if message is not None and message[0] == ASK:
             error = ActorError(qualified_name(type(exc)), str(exc), text, label)
             self._send(message[1], message[2], FAIL, cell.id, message[3], codec.encode(error_to_wire(error)))
-        reason = f"crashed: {qualified_name(type(exc))}: {exc}"
-        if cell.spec.restart == TEMPORARY:
-            self.stop_cell(cell, reason)
+        self.go_down(cell, f"crashed: {qualified_name(type(exc))}: {exc}", abnormal=True)
+
+    def go_down(self, cell: ActorCell, reason: str, abnormal: bool) -> None:
+        """End the current incarnation and let the node's supervisor decide.
+
+        The cell keeps its mailbox (and its ref keeps working): if the actor
+        is restarted, the new incarnation handles what waited.
+        """
+        if not cell.alive or cell.down:
             return
-        self._call_on_stop(cell, reason)
+        cell.down = True
+        cell.stop_reason = None
+        self._cancel_timers(cell)
+        if cell.instance is not None:
+            self._call_on_stop(cell, reason)
+            cell.instance = None
+        self.notify("exited", cell.id, reason, abnormal, False)
+
+    def _restart(self, actor_id: int, reason: str) -> None:
+        cell = self.cells.get(actor_id)
+        if cell is None:
+            log.warning("restart of unknown actor %#x ignored", actor_id)
+            return
+        if not cell.down and cell.instance is not None:  # a sibling restarted by its strategy
+            self._cancel_timers(cell)
+            self._call_on_stop(cell, reason)
+        cell.instance = None
+        cell.down = True
         try:
             cell.instance = self._instantiate(cell)
-        except SpawnError as restart_error:
-            cell.instance = None
-            self.stop_cell(cell, f"restart failed: {restart_error}")
+        except SpawnError as exc:
+            self.notify("exited", cell.id, f"restart failed: {exc}", True, False)
             return
+        cell.down = False
         cell.restarts += 1
+        self.notify("restarted", cell.id)
         self._start_cell(cell)
+        self.scheduler.wake(cell)
+
+    def _exit_signal(self, actor_id: int, source: ActorRef, reason: str) -> None:
+        cell = self.cells.get(actor_id)
+        if cell is None or cell.down or cell.instance is None:
+            return
+        if cell.instance.trap_exits:
+            self._deliver(actor_id, (TELL, source.node, source.id, 0, Exit(source, reason)))
+        elif is_abnormal(reason):
+            self.go_down(cell, f"linked actor {source} exited: {reason}", abnormal=True)
+
+    def _reload(self, module_name: str) -> None:
+        """Re-import a module and move live actors of its classes to the new code."""
+        moved = 0
+        try:
+            module = sys.modules.get(module_name)
+            importlib.invalidate_caches()
+            module = importlib.reload(module) if module is not None else importlib.import_module(module_name)
+        except Exception as exc:
+            log.exception("reload of %s failed", module_name)
+            self.notify("reloaded", module_name, 0, f"{qualified_name(type(exc))}: {exc}")
+            return
+        prefix = f"{module_name}:"
+        for path in [p for p in self._classes if p.startswith(prefix)]:
+            del self._classes[path]
+        for cell in list(self.cells.values()):
+            if cell.instance is None or not cell.spec.class_path.startswith(prefix):
+                continue
+            try:
+                new_class = resolve_class(cell.spec.class_path, Actor)
+            except SpawnError as exc:
+                log.error("after reload, %s: %s; it keeps its old code", cell.ref, exc)
+                continue
+            cell.instance.__class__ = new_class
+            moved += 1
+            token = current.set((cell, None))
+            try:
+                cell.instance.on_code_change()
+            except Exception as exc:
+                self.on_crash(cell, None, exc)
+            finally:
+                current.reset(token)
+        self.notify("reloaded", module_name, moved, None)
 
     def request_stop(self, cell: ActorCell, reason: str) -> None:
         ctx = current.get()
         if ctx is not None and ctx[0] is cell:
             cell.stop_reason = reason  # after the current message
         else:
-            self.stop_cell(cell, reason)
+            self.go_down(cell, reason, abnormal=False)
 
     def stop_cell(self, cell: ActorCell, reason: str) -> None:
+        """Stop for good: queued asks fail, the node forgets the actor."""
         if not cell.alive:
             return
         cell.alive = False
         self.cells.pop(cell.id, None)
-        if cell.timers:
-            for timer in cell.timers:
-                timer.cancel()
-            cell.timers = None
+        self._cancel_timers(cell)
         gone = ActorNotFound(f"actor {cell.ref} stopped ({reason})")
         while cell.mailbox:
             self._undeliverable(cell.id, cell.mailbox.popleft(), gone)
         if cell.instance is not None:
             self._call_on_stop(cell, reason)
-        self.notify("stopped", cell.id, reason)
+            cell.instance = None
+        self.notify("exited", cell.id, reason, is_abnormal(reason), True)
+
+    def _cancel_timers(self, cell: ActorCell) -> None:
+        if cell.timers:
+            for timer in cell.timers:
+                timer.cancel()
+            cell.timers = None
 
     def _call_on_stop(self, cell: ActorCell, reason: str) -> None:
         token = current.set((cell, None))
@@ -487,6 +573,9 @@ class WorkerRuntime:
             log.exception("on_stop of %s raised", cell.ref)
         finally:
             current.reset(token)
+
+    def publish(self, topic: str, message: Any) -> None:
+        self.notify("publish", topic, codec.encode(message))
 
     def send_after(self, cell: ActorCell, delay: float, message: Any) -> asyncio.TimerHandle:
         payload = codec.encode(message)

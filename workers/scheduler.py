@@ -37,7 +37,7 @@ class ActorCell:
 
     __slots__ = (
         "id", "ref", "spec", "runtime", "instance", "mailbox", "busy", "queued",
-        "alive", "stop_reason", "timers", "restarts",
+        "alive", "down", "stop_reason", "timers", "restarts",
     )
 
     def __init__(self, runtime: WorkerRuntime, actor_id: int, spec: ActorSpec) -> None:
@@ -50,6 +50,7 @@ class ActorCell:
         self.busy = False
         self.queued = False
         self.alive = True
+        self.down = False  # crashed or stopped itself: waiting for its supervisor
         self.stop_reason: str | None = None
         self.timers: set[asyncio.TimerHandle] | None = None
         self.restarts = 0
@@ -71,7 +72,7 @@ class Scheduler:
 
     def enqueue(self, cell: ActorCell, message: Message) -> None:
         cell.mailbox.append(message)
-        if not cell.queued and not cell.busy:
+        if not cell.queued and not cell.busy and not cell.down:
             cell.queued = True
             self.ready.append(cell)
             if not self._scheduled and not self.holding:
@@ -80,7 +81,7 @@ class Scheduler:
 
     def wake(self, cell: ActorCell) -> None:
         """Put a cell back in line after it was busy."""
-        if cell.alive and cell.mailbox and not cell.queued and not cell.busy:
+        if cell.alive and cell.mailbox and not cell.queued and not cell.busy and not cell.down:
             cell.queued = True
             self.ready.append(cell)
             if not self._scheduled and not self.holding:
@@ -95,14 +96,14 @@ class Scheduler:
             cell = ready.popleft()
             cell.queued = False
             budget = self.BATCH
-            while budget and cell.mailbox and cell.alive and not cell.busy:
+            while budget and cell.mailbox and cell.alive and not cell.busy and not cell.down:
                 if cell.stop_reason is not None:
                     break
                 budget -= 1
                 self.invoke(cell, cell.mailbox.popleft())
             if cell.alive and cell.stop_reason is not None and not cell.busy:
-                self.runtime.stop_cell(cell, cell.stop_reason)
-            elif cell.alive and cell.mailbox and not cell.busy:
+                self.runtime.go_down(cell, cell.stop_reason, abnormal=False)
+            elif cell.alive and cell.mailbox and not cell.busy and not cell.down:
                 cell.queued = True
                 ready.append(cell)
         if ready and not self._scheduled:
@@ -112,8 +113,8 @@ class Scheduler:
         self.runtime.flush()
 
     def invoke(self, cell: ActorCell, message: Message) -> None:
-        if message[0] == STOP:
-            self.runtime.stop_cell(cell, "normal")
+        if message[0] == STOP:  # in order: after what its sender sent before
+            self.runtime.stop_cell(cell, "shutdown")
             return
         token = current.set((cell, message))
         try:
@@ -139,7 +140,7 @@ class Scheduler:
             cell.busy = False
             self.runtime.on_result(cell, message, result)
         if cell.alive and cell.stop_reason is not None:
-            self.runtime.stop_cell(cell, cell.stop_reason)
+            self.runtime.go_down(cell, cell.stop_reason, abnormal=False)
         else:
             self.wake(cell)
         self.runtime.flush()

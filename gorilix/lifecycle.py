@@ -1,0 +1,194 @@
+"""What follows an actor's exit: supervisors decide, monitors and links fire.
+
+The node reports every exit here (a crash, a stop, a worker death) and this
+class carries out the supervisors' decisions through the node: restart a
+cell in place, re-create an actor on a live worker, or forget it. It runs on
+the node thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gorilix.registry import ActorRecord
+from gorilix.supervision import (
+    ROOT_STRATEGY,
+    Child,
+    Escalate,
+    Remove,
+    Restart,
+    Strategy,
+    SupervisorState,
+)
+from gorilix.watches import Watches
+from transport.errors import GorilixError
+from workers.messages import Down
+from workers.ref import ActorRef
+from workers.spec import PERMANENT
+
+if TYPE_CHECKING:
+    from gorilix.node import Node
+
+log = logging.getLogger("gorilix.supervisor")
+
+Exit = tuple[ActorRecord, str, bool]  # record, reason, abnormal
+
+
+class Lifecycle:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.supervisors: dict[int, SupervisorState] = {}
+        self.watches = Watches()
+        self.root = self.new_supervisor("root", ROOT_STRATEGY, None)
+
+    # -- the tree -----------------------------------------------------------
+
+    def new_supervisor(self, name: str, strategy: Strategy, parent: int | None,
+                       restart: str = PERMANENT) -> SupervisorState:
+        sup = SupervisorState(self.node.allocate_id(), name, strategy, parent)
+        if parent is not None:
+            owner = self._supervisor(parent)
+            owner.add(Child(sup.id, name, restart, is_supervisor=True))
+        self.supervisors[sup.id] = sup
+        return sup
+
+    def _supervisor(self, sup_id: int) -> SupervisorState:
+        sup = self.supervisors.get(sup_id)
+        if sup is None:
+            raise GorilixError(f"no supervisor {sup_id:#x} on node {self.node.name}; it was stopped")
+        return sup
+
+    def adopt(self, record: ActorRecord, sup_id: int | None = None, key: str | None = None) -> None:
+        """Make ``sup_id`` (default: the root) the supervisor of ``record``."""
+        sup = self.root if sup_id is None else self._supervisor(sup_id)
+        record.supervisor = sup.id
+        record.key = key if key is not None else f"{record.id:#x}"
+        sup.add(Child(record.id, record.key, record.spec.restart))
+
+    def children(self, sup_id: int) -> list[tuple[str, int, bool]]:
+        return [(c.key, c.id, c.is_supervisor) for c in self._supervisor(sup_id).children]
+
+    # -- exits --------------------------------------------------------------
+
+    def exited(self, exits: list[Exit], final: bool) -> None:
+        """Actors' incarnations ended; ``final``: they are gone for good already."""
+        for record, reason, abnormal in exits:
+            self._signal(record, reason, abnormal)
+        if final:
+            for record, reason, _ in exits:
+                sup = self.supervisors.get(record.supervisor)
+                if sup is not None:
+                    sup.remove(record.id)
+                self.node.forget(record, reason)
+            return
+        by_supervisor: dict[int, list[tuple[int, str, bool]]] = {}
+        for record, reason, abnormal in exits:
+            by_supervisor.setdefault(record.supervisor, []).append((record.id, reason, abnormal))
+        for sup_id, items in by_supervisor.items():
+            sup = self.supervisors.get(sup_id)
+            if sup is None:  # its supervisor is gone: nothing will restart it
+                for actor_id, reason, _ in items:
+                    record = self.node.registry.actors.get(actor_id)
+                    if record is not None:
+                        self.node.forget(record, reason)
+                continue
+            for decision in sup.on_exits(items):
+                self._execute(sup, decision)
+
+    def restarted(self, actor_id: int) -> None:
+        record = self.node.registry.actors.get(actor_id)
+        if record is not None:
+            sup = self.supervisors.get(record.supervisor)
+            if sup is not None:
+                sup.restarted(actor_id)
+
+    def _execute(self, sup: SupervisorState, decision: Restart | Remove | Escalate) -> None:
+        if isinstance(decision, Remove):
+            if decision.id in self.supervisors:
+                self.stop_supervisor(decision.id, decision.reason)
+            else:
+                record = self.node.registry.actors.get(decision.id)
+                if record is not None:
+                    self.node.forget(record, decision.reason)
+        elif isinstance(decision, Restart):
+            if decision.delay > 0:
+                self.node.schedule(decision.delay, self._restart, sup.id, decision.ids, decision.reason)
+            else:
+                self._restart(sup.id, decision.ids, decision.reason)
+        else:
+            self._escalate(sup, decision.reason)
+
+    def _restart(self, sup_id: int, ids: tuple[int, ...], reason: str) -> None:
+        if sup_id not in self.supervisors:
+            return
+        for child_id in ids:
+            nested = self.supervisors.get(child_id)
+            if nested is not None:
+                nested.reset()
+                self._restart(nested.id, tuple(c.id for c in nested.children), f"shutdown: {reason}")
+                continue
+            record = self.node.registry.actors.get(child_id)
+            if record is None:
+                continue
+            if not self.node.restart_in_place(record, reason):
+                self.node.place(record)
+
+    def _escalate(self, sup: SupervisorState, reason: str) -> None:
+        log.error("%s", reason)
+        if sup.parent is None or sup.parent not in self.supervisors:
+            self.stop_supervisor(sup.id, reason)
+            return
+        parent = self.supervisors[sup.parent]
+        for decision in parent.on_exits([(sup.id, reason, True)]):
+            self._execute(parent, decision)
+
+    def stop_supervisor(self, sup_id: int, reason: str) -> None:
+        """Stop a subtree for good, last-started child first."""
+        sup = self.supervisors.pop(sup_id, None)
+        if sup is None:
+            return
+        for child in reversed(list(sup.children)):
+            if child.is_supervisor:
+                self.stop_supervisor(child.id, reason)
+            else:
+                record = self.node.registry.actors.get(child.id)
+                if record is not None:
+                    self._signal(record, "shutdown", False)
+                    self.node.forget(record, "shutdown")
+        if sup.parent is not None and sup.parent in self.supervisors:
+            self.supervisors[sup.parent].remove(sup.id)
+
+    # -- monitors and links -------------------------------------------------
+
+    def _signal(self, record: ActorRecord, reason: str, abnormal: bool) -> None:
+        ref = ActorRef(self.node.name, record.id, record.spec.name)
+        watchers, linked = self.watches.exited(record.id)
+        for watcher in watchers:
+            self.node.tell(watcher, Down(ref, reason))
+        for other in linked:
+            # Normal exits too: the worker hands them to actors that trap exits.
+            self.node.exit_signal(other, ref, reason)
+
+    def monitor(self, watcher: int, node: str, watched: int) -> None:
+        if node != self.node.name or watched not in self.node.registry.actors:
+            self.node.tell(watcher, Down(ActorRef(node, watched), "noproc"))
+            return
+        self.watches.monitor(watcher, watched)
+
+    def demonitor(self, watcher: int, node: str, watched: int) -> None:
+        self.watches.demonitor(watcher, watched)
+
+    def link(self, a: int, node: str, b: int) -> None:
+        if node != self.node.name or b not in self.node.registry.actors:
+            self.node.exit_signal(a, ActorRef(node, b), "noproc")
+            return
+        self.watches.link(a, b)
+
+    def unlink(self, a: int, node: str, b: int) -> None:
+        self.watches.unlink(a, b)
+
+    def forget(self, actor_id: int) -> None:
+        self.watches.exited(actor_id)
+        self.watches.forget(actor_id)
+

@@ -1,0 +1,229 @@
+"""Supervision decisions as pure logic: restart whom, after how long, or give up.
+
+The node feeds a supervisor the exits of its children and executes the
+decisions it returns (restart these ids after a delay, forget that one, or
+escalate to the parent supervisor). No I/O here: the clock and the random
+source are injected, so every rule is tested exactly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gorilix.backoff import Backoff
+from gorilix.breaker import BreakerConfig, CircuitBreaker
+from workers.spec import PERMANENT, RESTART_TYPES, TEMPORARY, TRANSIENT
+
+ONE_FOR_ONE = "one_for_one"  # restart only the child that failed
+ONE_FOR_ALL = "one_for_all"  # restart every child
+REST_FOR_ONE = "rest_for_one"  # restart the failed child and those started after it
+STRATEGIES = (ONE_FOR_ONE, ONE_FOR_ALL, REST_FOR_ONE)
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """How a supervisor reacts to its children's failures.
+
+    More than ``max_restarts`` restart incidents within ``within_seconds``
+    (the current one counted) and the supervisor gives up: it stops its
+    children and fails, and its own supervisor decides. ``None`` means no
+    limit. ``backoff`` delays each restart by the child's recent attempt
+    count; an open ``circuit_breaker`` holds restarts until its reset timeout.
+    """
+
+    kind: str = ONE_FOR_ONE
+    max_restarts: int | None = 3
+    within_seconds: float = 5.0
+    backoff: Backoff = field(default_factory=Backoff)
+    circuit_breaker: BreakerConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in STRATEGIES:
+            raise ValueError(f"strategy kind {self.kind!r} is not one of {', '.join(STRATEGIES)}")
+        if self.max_restarts is not None and (type(self.max_restarts) is not int or self.max_restarts < 0):
+            raise ValueError(f"max_restarts={self.max_restarts!r}: need an int >= 0, or None for no limit")
+        if not self.within_seconds > 0:
+            raise ValueError(f"within_seconds={self.within_seconds!r}: need a positive number of seconds")
+
+    def to_wire(self) -> list[Any]:
+        b = self.backoff
+        c = self.circuit_breaker
+        return [
+            self.kind, self.max_restarts, float(self.within_seconds),
+            [b.kind, b.base, b.max, b.jitter, b.free],
+            None if c is None else [c.trip_threshold, c.failure_window, c.reset_timeout, c.success_threshold],
+        ]
+
+    @classmethod
+    def from_wire(cls, fields: list[Any]) -> Strategy:
+        kind, max_restarts, within, backoff, breaker = fields
+        return cls(
+            kind, max_restarts, within, Backoff(*backoff),
+            None if breaker is None else BreakerConfig(*breaker),
+        )
+
+
+#: The node's root supervisor: it adopts every actor spawned without one and
+#: never gives up; after three quick restarts of one actor it backs off.
+ROOT_STRATEGY = Strategy(
+    ONE_FOR_ONE, max_restarts=None, within_seconds=5.0,
+    backoff=Backoff.exponential(base=0.1, max=5.0, free=3),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    ids: tuple[int, ...]  # in start order
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    reason: str
+
+
+Decision = Restart | Remove | Escalate
+
+
+@dataclass(slots=True)
+class Child:
+    id: int
+    key: str
+    restart: str = PERMANENT
+    is_supervisor: bool = False
+
+
+class SupervisorState:
+    def __init__(
+        self, sup_id: int, name: str, strategy: Strategy, parent: int | None = None, *,
+        clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+    ) -> None:
+        self.id = sup_id
+        self.name = name
+        self.strategy = strategy
+        self.parent = parent
+        self.children: list[Child] = []
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._incidents: deque[float] = deque()
+        self._attempts: dict[int, deque[float]] = {}
+        self.breaker = (
+            CircuitBreaker(strategy.circuit_breaker, clock) if strategy.circuit_breaker else None
+        )
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.name!r} {self.strategy.kind} {len(self.children)} children>"
+
+    # -- children -----------------------------------------------------------
+
+    def add(self, child: Child) -> None:
+        if child.restart not in RESTART_TYPES:
+            raise ValueError(f"restart={child.restart!r} is not one of {', '.join(RESTART_TYPES)}")
+        if self.find(child.key) is not None:
+            raise KeyError(f"supervisor {self.name!r} already has a child {child.key!r}")
+        self.children.append(child)
+
+    def find(self, key: str) -> Child | None:
+        return next((c for c in self.children if c.key == key), None)
+
+    def get(self, child_id: int) -> Child | None:
+        return next((c for c in self.children if c.id == child_id), None)
+
+    def remove(self, child_id: int) -> Child | None:
+        child = self.get(child_id)
+        if child is not None:
+            self.children.remove(child)
+            self._attempts.pop(child_id, None)
+        return child
+
+    def reset(self) -> None:
+        """Forget past failures (the supervisor itself was restarted)."""
+        self._incidents.clear()
+        self._attempts.clear()
+        if self.breaker is not None:
+            self.breaker.reset()
+
+    # -- failures -----------------------------------------------------------
+
+    def on_exits(self, exits: list[tuple[int, str, bool]]) -> list[Decision]:
+        """Children ``(id, reason, abnormal)`` exited in one incident; decide.
+
+        Several children lost together (their worker died) count as one
+        incident against the restart intensity.
+        """
+        now = self._clock()
+        decisions: list[Decision] = []
+        failed: list[Child] = []
+        reasons: dict[int, str] = {}
+        for child_id, reason, abnormal in exits:
+            child = self.get(child_id)
+            if child is None:
+                continue
+            if child.restart == TEMPORARY or (child.restart == TRANSIENT and not abnormal):
+                self.remove(child_id)
+                decisions.append(Remove(child_id, reason))
+            else:
+                failed.append(child)
+                reasons[child_id] = reason
+        if not failed:
+            return decisions
+        window = self.strategy.within_seconds
+        self._incidents.append(now)
+        while self._incidents and self._incidents[0] < now - window:
+            self._incidents.popleft()
+        limit = self.strategy.max_restarts
+        reason = reasons[failed[0].id]
+        if limit is not None and len(self._incidents) > limit:
+            return [*decisions, Escalate(
+                f"supervisor {self.name!r}: {len(self._incidents)} restarts within {window:g} s "
+                f"(limit {limit}); last: {reason}"
+            )]
+        failed_ids = {c.id for c in failed}
+        if self.strategy.kind == ONE_FOR_ONE:
+            affected = [c for c in self.children if c.id in failed_ids]
+        elif self.strategy.kind == ONE_FOR_ALL:
+            affected = list(self.children)
+        else:
+            first = min(self.children.index(c) for c in failed)
+            affected = self.children[first:]
+        restart_ids = []
+        for child in affected:
+            if child.id not in failed_ids and child.restart == TEMPORARY:
+                self.remove(child.id)  # OTP: a temporary sibling is not brought back
+                decisions.append(Remove(child.id, f"shutdown: sibling restart after {reason}"))
+            else:
+                restart_ids.append(child.id)
+        attempt = max(self._attempt(c.id, now, window) for c in failed)
+        delay = self.strategy.backoff.delay(attempt, self._rng)
+        if self.breaker is not None:
+            self.breaker.record_failure()
+            if not self.breaker.allow():
+                retry_at = self.breaker.retry_at()
+                if retry_at is not None:
+                    delay = max(delay, retry_at - now)
+        decisions.append(Restart(tuple(restart_ids), delay, reason))
+        return decisions
+
+    def _attempt(self, child_id: int, now: float, window: float) -> int:
+        times = self._attempts.setdefault(child_id, deque())
+        times.append(now)
+        while times and times[0] < now - window:
+            times.popleft()
+        return len(times)
+
+    def restarted(self, child_id: int) -> None:
+        """A restart took: the child runs again (a success for the breaker)."""
+        if self.breaker is not None and self.get(child_id) is not None:
+            self.breaker.record_success()

@@ -1,0 +1,104 @@
+"""Supervision trees: ``from gorilix import supervisor``.
+
+A supervisor lives in the node (it survives any worker's death) and restarts
+its children, which may live on any worker, by its strategy. Refs stay valid
+across restarts. Supervisors nest; the node's root supervisor adopts every
+actor spawned without one.
+
+    strategy = supervisor.Strategy(supervisor.ONE_FOR_ONE, max_restarts=3, within_seconds=5.0)
+    sup = system.spawn_supervisor("root", strategy)
+    ref = sup.add_child(supervisor.ChildSpec(id="greeter", actor_class=Greeter))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gorilix.backoff import Backoff
+from gorilix.breaker import BreakerConfig, CircuitBreaker, CircuitState
+from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, Strategy
+from workers.actor import Actor
+from workers.ref import ActorRef
+from workers.spec import PERMANENT, TEMPORARY, TRANSIENT, make_spec
+
+if TYPE_CHECKING:
+    from gorilix.system import ActorSystem
+
+__all__ = [
+    "ONE_FOR_ALL",
+    "ONE_FOR_ONE",
+    "PERMANENT",
+    "REST_FOR_ONE",
+    "TEMPORARY",
+    "TRANSIENT",
+    "Backoff",
+    "BreakerConfig",
+    "ChildSpec",
+    "CircuitBreaker",
+    "CircuitState",
+    "Strategy",
+    "SupervisorRef",
+]
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to start (and restart) one child."""
+
+    id: str
+    actor_class: type[Actor] | str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    restart: str = PERMANENT
+    worker: int | None = None
+    name: str | None = None
+    mailbox_size: int | None = None
+
+
+class SupervisorRef:
+    """A handle on a supervisor in the node; usable from any thread."""
+
+    def __init__(self, system: ActorSystem, sup_id: int, name: str) -> None:
+        self.system = system
+        self.id = sup_id
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<SupervisorRef {self.name!r} {self.system.name}/{self.id:#x}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SupervisorRef) and (self.system, self.id) == (other.system, other.id)
+
+    def __hash__(self) -> int:
+        return hash((self.system.name, self.id))
+
+    def add_child(self, spec: ChildSpec) -> ActorRef:
+        """Start a child under this supervisor and return its ref."""
+        actor_spec = make_spec(
+            spec.actor_class, tuple(spec.args), dict(spec.kwargs), name=spec.name,
+            restart=spec.restart, mailbox_size=spec.mailbox_size, base=Actor,
+        )
+        node, actor_id, name = self.system._control(
+            "add_child", self.id, spec.id, actor_spec.to_wire(), spec.worker, timeout=30.0
+        )
+        return ActorRef(node, actor_id, name)
+
+    def add_supervisor(self, id: str, strategy: Strategy | None = None, restart: str = PERMANENT) -> SupervisorRef:
+        """Start a nested supervisor as a child of this one."""
+        return self.system._new_supervisor(id, strategy or Strategy(), self.id, restart)
+
+    def remove_child(self, id: str) -> bool:
+        """Stop a child for good (no restart); False if there was none by that id."""
+        return bool(self.system._control("remove_child", self.id, id))
+
+    def children(self) -> list[tuple[str, ActorRef | SupervisorRef]]:
+        """``(id, ref)`` for each child, in start order."""
+        out: list[tuple[str, ActorRef | SupervisorRef]] = []
+        for key, node, child_id, name, is_sup in self.system._control("children", self.id):
+            out.append((key, SupervisorRef(self.system, child_id, key) if is_sup else ActorRef(node, child_id, name)))
+        return out
+
+    def stop(self) -> bool:
+        """Stop this supervisor and its whole subtree, last-started child first."""
+        return bool(self.system._control("stop_supervisor", self.id))

@@ -1,0 +1,56 @@
+"""System messages actors receive or send: lifecycle signals and GenServer wrappers.
+
+They are ordinary registered message dataclasses, so they cross processes
+like any other message and can be matched with ``isinstance``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from transport.codec import message
+from workers.ref import ActorRef
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class Down:
+    """A monitored actor exited; ``reason`` says how ("normal", "shutdown", a crash, a worker death)."""
+
+    ref: ActorRef
+    reason: str
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """A linked actor exited; delivered only to actors that set ``trap_exits = True``."""
+
+    ref: ActorRef
+    reason: str
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A GenServer request that expects a reply (``ref.call``)."""
+
+    request: Any
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """A GenServer request without a reply (``ref.cast``)."""
+
+    request: Any
+
+
+#: Exit reasons that are not failures: they do not restart TRANSIENT actors
+#: and do not propagate through links.
+NORMAL_REASONS = frozenset({"normal", "shutdown"})
+
+
+def is_abnormal(reason: str) -> bool:
+    return reason not in NORMAL_REASONS
