@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gorilix.baseline import run_baseline
-from gorilix.bench_actors import CpuWorker, Driver, Echo, Sink, cpu_task
+from gorilix.bench_actors import CpuWorker, Crashy, Driver, Echo, Sink, cpu_task
+from gorilix.supervision import ONE_FOR_ONE, Strategy
+from gorilix.supervisor import ChildSpec
 from gorilix.system import ActorSystem, default_worker_count
 from transport.errors import GorilixError
 
@@ -151,6 +153,24 @@ def _one_failover(system: ActorSystem, victim: int, neighbours: int) -> float:
                 raise
 
 
+def _restart_in_worker(system: ActorSystem, rounds: int) -> dict[str, float]:
+    """Crash a supervised actor; time from the crash to its next answer."""
+    sup = system.spawn_supervisor(f"bench-{uuid.uuid4().hex[:6]}", Strategy(ONE_FOR_ONE, max_restarts=None))
+    ref = sup.add_child(ChildSpec(id="crashy", actor_class=Crashy))
+    ref.ask("warm")
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        try:
+            ref.ask("crash")
+        except GorilixError:
+            pass
+        ref.ask("back?")
+        times.append((time.perf_counter() - start) * 1e3)
+    sup.stop()
+    return {"median_ms": statistics.median(times), "max_ms": max(times), "rounds": rounds}
+
+
 def _wait_all_alive(system: ActorSystem, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not all(w.alive for w in system.workers()):
@@ -164,7 +184,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
     out: Say = say or (print if progress else _quiet)
     scale = 10 if quick else 1
     workers = max(2, default_worker_count())
-    steps = 8
+    steps = 9
     report: dict[str, Any] = {"workers": workers, "quick": quick}
 
     def step(n: int, text: str) -> None:
@@ -188,11 +208,14 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         report["pool"] = _pool_speedup(system, items)
         step(6, "spawn rate and memory per idle actor")
         report["spawn"] = _spawn_rate(system, 20_000 // scale)
-    with ActorSystem(f"bench-{uuid.uuid4().hex[:6]}", workers=workers) as system:
+    # Crashes and kills are the point here: keep the workers' tracebacks quiet.
+    with ActorSystem(f"bench-{uuid.uuid4().hex[:6]}", workers=workers, log_level=logging.CRITICAL) as system:
         rounds = 10 // min(scale, 5)
         step(7, f"failover: SIGKILL a worker, time until its actor answers ({rounds} rounds)")
         report["failover"] = _failover(system, rounds)
-    step(8, "multiprocessing.Pool doing the same work")
+        step(8, "restart latency: a supervised actor crashes, time until it answers again")
+        report["restart"] = _restart_in_worker(system, 100 // scale)
+    step(9, "multiprocessing.Pool doing the same work")
     report["mp_pool"] = _mp_pool_speedup(items, workers)
     report["ratios"] = {
         "ask_actor_vs_raw_rtt": report["ask_actor_us"] / base_rtt,
@@ -220,6 +243,7 @@ def format_report(r: dict[str, Any]) -> str:
         ("memory per idle actor", f"{r['spawn']['bytes_per_idle_actor']:,.0f} bytes", "worker RSS delta"),
         ("failover (SIGKILL -> answer)", f"{r['failover']['median_ms']:.1f} ms median, {r['failover']['max_ms']:.1f} max",
          f"{r['failover']['actors_per_victim']} actors on the worker (target < 100 ms)"),
+        ("restart in its worker (crash -> answer)", f"{r['restart']['median_ms']:.2f} ms median, {r['restart']['max_ms']:.2f} max", "supervised, one_for_one"),
         ("pool map speedup", f"{r['pool']['speedup']:.2f}x ({r['workers']} workers)", f"{ratios['pool_speedup_vs_mp']:.0%} of multiprocessing.Pool (target >= 95%)"),
         ("multiprocessing.Pool speedup", f"{r['mp_pool']['speedup']:.2f}x", ""),
     ]

@@ -40,6 +40,15 @@ class Echo(Actor):
         return message
 
 
+class Crashy(Actor):
+    """Crashes on "crash"; echoes anything else."""
+
+    def receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("crashed on purpose (benchmark)")
+        return message
+
+
 class Idle(Actor):
     def receive(self, message: Any) -> Any:
         return None
