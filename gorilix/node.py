@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from gorilix.cluster.links import PeerLinks
 from gorilix.lifecycle import Lifecycle
 from gorilix.registry import ActorRecord, Registry
 from gorilix.supervision import Strategy
@@ -102,9 +103,10 @@ class Node:
         self._ids = itertools.count(1)
         self._identity_slot: dict[bytes, int] = {}
         self._early_deaths: dict[int, int] = dict.fromkeys(range(workers), 0)
-        self._pending_spawns: dict[int, tuple[str, int, int]] = {}  # actor id -> asker
+        self._pending_spawns: dict[int, tuple[str, int, int]] = {}  # actor id -> (node, id, corr) of the asker
+        self._asker_node = name  # the node of the control request being handled
         self._homeless: list[int] = []  # actors waiting for any live worker
-        self._pending_kills: dict[int, list[tuple[int, int, int]]] = {}  # slot -> askers
+        self._pending_kills: dict[int, list[tuple[int, int, int, str]]] = {}  # slot -> askers
         self._sentinels: dict[int, int] = {}
         self._poller = zmq.Poller()
         self._started = threading.Event()
@@ -118,6 +120,7 @@ class Node:
         self._timer_seq = itertools.count()
         self._reloads: dict[str, dict[str, Any]] = {}
         self.lifecycle = Lifecycle(self)
+        self.links: PeerLinks | None = None
 
     # -- life ---------------------------------------------------------------
 
@@ -209,13 +212,16 @@ class Node:
 
     # -- routing ------------------------------------------------------------
 
-    def _drain_router(self) -> None:
-        recv = self.router.recv_multipart
+    def _drain_router(self, sock: zmq.Socket[bytes] | None = None) -> None:
+        external = sock is not None
+        recv = (sock or self.router).recv_multipart
         for _ in range(RECV_BURST):
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if external and self.links is not None:
+                self.links.identities.add(frames[0])
             if len(frames) < 4:
                 self.malformed += 1
                 continue
@@ -229,41 +235,62 @@ class Node:
             else:
                 self._forward(frames[0], route, frames)
 
+    def _send_to(self, identity: bytes, frames: list[bytes]) -> None:
+        """Send through whichever router socket ``identity`` is connected to."""
+        links = self.links
+        if links is not None and identity in links.identities:
+            links.external.send_multipart(frames)
+        else:
+            self.router.send_multipart(frames)
+
     def _forward(self, source: bytes, route: Route, frames: list[bytes]) -> None:
         """Send ``frames`` (identity slot included) towards ``route.dst_id``."""
         if route.dst_node != self.name:
-            self._undeliverable(frames, ClusterError(f"node not found: {route.dst_node}"))
+            self._forward_remote(source, route, frames)
             return
         dst = route.dst_id
         endpoint = self.table.routes.get(dst)
         if endpoint is not None:
             frames[0] = endpoint
             try:
-                self.router.send_multipart(frames)
+                self._send_to(endpoint, frames)
             except zmq.ZMQError:  # the peer vanished; its sentinel is on the way
                 frames[0] = source
                 if self._identity_slot.get(endpoint) is not None:
                     self.table.hold(dst)
-                    if self.table.park(dst, frames):
+                    if self.table.park(dst, frames).parked:
                         return
                 self._undeliverable(frames, ActorNotFound(f"actor {self.name}/{dst:#x} is unreachable"))
                 return
             flags = route.flags
             if flags & FLAG_ASK:
-                self.table.ask_forwarded(endpoint, route.src_id, route.corr)
+                origin = source[2:].decode(errors="replace") if source[:2] == b"n:" else None
+                self.table.ask_forwarded(endpoint, route.src_id, route.corr, origin)
             elif flags & FLAG_REPLY:
                 self.table.reply_forwarded(source, dst, route.corr)
             return
         if route.flags & FLAG_REPLY:
             self.table.reply_forwarded(source, dst, route.corr)
         if self.table.is_held(dst):
-            if self.table.park(dst, frames):
+            if self.table.park(dst, frames).parked:
                 return
             self._undeliverable(frames, GorilixError(
                 f"actor {self.name}/{dst:#x} is being re-created and already has "
                 f"{self.table.max_parked_per_actor} messages waiting"))
             return
         self._undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"))
+
+    def _forward_remote(self, source: bytes, route: Route, frames: list[bytes]) -> None:
+        links = self.links
+        if links is None:
+            self._undeliverable(frames, ClusterError("clustering not enabled"))
+            return
+        link = links.peers.get(route.dst_node)
+        if link is None or not links.send(route.dst_node, frames[1:]):
+            self._undeliverable(frames, ClusterError(f"node not found: {route.dst_node}"))
+            return
+        if route.flags & FLAG_ASK:
+            self.table.ask_forwarded(link.key, route.src_id, route.corr)
 
     def _undeliverable(self, frames: list[bytes], error: GorilixError) -> None:
         """Fail the asks among ``frames``; count the rest as dead letters."""
@@ -280,7 +307,7 @@ class Node:
                 self.malformed += 1
                 continue
             if env.kind == ASK:
-                self._reply(env.src_id, env.corr, error, ok=False)
+                self._reply(env.src_id, env.corr, error, ok=False, dst_node=env.src_node)
             elif env.kind not in (REPLY, FAIL):
                 self._dead_letter(route.dst_id, env.src_node, env.src_id, error)
 
@@ -291,19 +318,27 @@ class Node:
             "reason": str(error), "at": time.time(),
         })
 
-    def _reply(self, dst_id: int, corr: int, value: Any, ok: bool = True) -> None:
-        endpoint = self.table.routes.get(dst_id)
-        if endpoint is None:
-            return
+    def _reply(self, dst_id: int, corr: int, value: Any, ok: bool = True, dst_node: str | None = None) -> None:
+        """Answer an ask (of this node's control, or one that could not be delivered)."""
+        node = dst_node or self.name
         if ok:
             kind, payload = REPLY, codec.encode(value)
         else:
             kind, payload = FAIL, codec.encode(error_to_wire(value))
+        frames = [
+            b"", pack_route(node, dst_id, FLAG_REPLY, CONTROL_ID, corr),
+            pack_env(kind, self.name, CONTROL_ID, corr), payload,
+        ]
+        if node != self.name:
+            if self.links is not None:
+                self.links.send(node, frames[1:])
+            return
+        endpoint = self.table.routes.get(dst_id)
+        if endpoint is None:
+            return
+        frames[0] = endpoint
         try:
-            self.router.send_multipart([
-                endpoint, pack_route(self.name, dst_id, FLAG_REPLY, CONTROL_ID, corr),
-                pack_env(kind, self.name, CONTROL_ID, corr), payload,
-            ])
+            self._send_to(endpoint, frames)
         except zmq.ZMQError:
             pass
 
@@ -315,6 +350,14 @@ class Node:
             ])
         except zmq.ZMQError:
             log.debug("control %s to %r: peer gone", op[0], identity)
+
+    def send_node_control(self, node: str, op: list[Any]) -> bool:
+        """Tell another node's control endpoint something (one-way)."""
+        if self.links is None:
+            return False
+        return self.links.send(node, [
+            pack_route(node, CONTROL_ID), pack_env(TELL, self.name, CONTROL_ID), codec.encode(op),
+        ])
 
     # -- control ------------------------------------------------------------
 
@@ -334,21 +377,23 @@ class Node:
             except (DecodeError, TypeError, IndexError, KeyError):
                 self.malformed += 1
                 continue
+            self._asker_node = env.src_node
             try:
                 result = handler(self, source, env.src_id, env.corr, *args)
             except GorilixError as exc:
                 if env.kind == ASK:
-                    self._reply(env.src_id, env.corr, exc, ok=False)
+                    self._reply(env.src_id, env.corr, exc, ok=False, dst_node=env.src_node)
                 else:
                     log.warning("control %s from %r failed: %s", name, source, exc)
                 continue
             except (TypeError, ValueError, KeyError, IndexError, DecodeError) as exc:
                 self.malformed += 1
                 if env.kind == ASK:
-                    self._reply(env.src_id, env.corr, GorilixError(f"bad {name} request: {exc}"), ok=False)
+                    self._reply(env.src_id, env.corr, GorilixError(f"bad {name} request: {exc}"),
+                                ok=False, dst_node=env.src_node)
                 continue
             if env.kind == ASK and result is not DEFER:
-                self._reply(env.src_id, env.corr, result)
+                self._reply(env.src_id, env.corr, result, dst_node=env.src_node)
 
     def _live_slots(self) -> list[int]:
         return [s for s, w in self.pool.workers.items() if w.ready and w.alive]
@@ -393,7 +438,8 @@ class Node:
             self._send_control(identity, ["stop_actor", record.id, reason])
         asker = self._pending_spawns.pop(record.id, None)
         if asker is not None:
-            self._reply(asker[1], asker[2], SpawnError(f"actor stopped before it started: {reason}"), ok=False)
+            self._reply(asker[1], asker[2], SpawnError(f"actor stopped before it started: {reason}"),
+                        ok=False, dst_node=asker[0])
 
     def tell(self, dst_id: int, value: Any) -> None:
         """Send a message from the node itself (Down, published messages)."""
@@ -449,7 +495,7 @@ class Node:
         self.lifecycle.adopt(record, sup.id, key)
         if spec.name is not None:
             self.registry.register_name(spec.name, record.id)
-        self._pending_spawns[record.id] = (source, src_id, corr)
+        self._pending_spawns[record.id] = (self._asker_node, src_id, corr)
         self.place(record, worker)
         return DEFER
 
@@ -484,7 +530,7 @@ class Node:
             self._forward(parked[0], unpack_route(parked[1]), parked)
         asker = self._pending_spawns.pop(actor_id, None)
         if asker is not None:
-            self._reply(asker[1], asker[2], [self.name, actor_id, record.spec.name])
+            self._reply(asker[1], asker[2], [self.name, actor_id, record.spec.name], dst_node=asker[0])
         else:
             self.lifecycle.restarted(actor_id)  # re-created after its worker died
 
@@ -499,7 +545,7 @@ class Node:
             if sup is not None:
                 sup.remove(actor_id)
             self.forget(record, f"failed to start: {exc}")
-            self._reply(asker[1], asker[2], exc, ok=False)
+            self._reply(asker[1], asker[2], exc, ok=False, dst_node=asker[0])
             return
         log.error("re-creating %s failed: %s", record.spec.class_path, exc)
         self.registry.move(actor_id, None)
@@ -604,7 +650,7 @@ class Node:
         live = self._live_slots()
         if not live:
             return {"module": module, "workers": 0, "moved": 0, "errors": []}
-        self._reloads[module] = {"asker": (src_id, corr), "waiting": set(live), "moved": 0, "errors": [],
+        self._reloads[module] = {"asker": (src_id, corr, self._asker_node), "waiting": set(live), "moved": 0, "errors": [],
                                  "workers": len(live)}
         for slot in live:
             self._send_control(self.pool.workers[slot].identity, ["reload", module])
@@ -626,13 +672,13 @@ class Node:
         if job["waiting"]:
             return
         del self._reloads[module]
-        asker_id, asker_corr = job["asker"]
+        asker_id, asker_corr, asker_node = job["asker"]
         if job["errors"]:
             self._reply(asker_id, asker_corr, GorilixError(
-                f"reload of {module} failed: {'; '.join(job['errors'])}"), ok=False)
+                f"reload of {module} failed: {'; '.join(job['errors'])}"), ok=False, dst_node=asker_node)
         else:
             self._reply(asker_id, asker_corr, {"module": module, "workers": job["workers"],
-                                               "moved": job["moved"], "errors": []})
+                                               "moved": job["moved"], "errors": []}, dst_node=asker_node)
 
     def _h_dead_letter(self, source: bytes, src_id: int, corr: int, dst_id: int, reason: str) -> None:
         self._dead_letter(dst_id, self.name, 0, GorilixError(f"{reason} at worker {self._identity_slot.get(source)}"))
@@ -669,7 +715,7 @@ class Node:
         if sig in (signal.SIGKILL, signal.SIGTERM):
             # Answer once the death is handled, so whatever the caller sends
             # next already finds the worker's actors held for re-creation.
-            self._pending_kills.setdefault(slot, []).append((src_id, corr, pid))
+            self._pending_kills.setdefault(slot, []).append((src_id, corr, pid, self._asker_node))
             return DEFER
         return pid
 
@@ -737,8 +783,8 @@ class Node:
         actors, asks = self.table.endpoint_lost(worker.identity)
         self.table.unbind(worker.config.id_prefix << ID_SHIFT)
         died = WorkerDied(f"worker {slot} (pid {pid}) of node {self.name} died ({how}) while the ask was in flight")
-        for src_id, corr in asks:
-            self._reply(src_id, corr, died, ok=False)
+        for src_id, corr, origin in asks:
+            self._reply(src_id, corr, died, ok=False, dst_node=origin)
         records = self.registry.on_slot(slot)
         log.warning("worker %d (pid %s) died (%s); its %d actors go to their supervisors", slot, pid, how, len(records))
         for record in records:
@@ -749,8 +795,8 @@ class Node:
         for module, job in list(self._reloads.items()):
             job["waiting"].discard(slot)
             self._finish_reload(module)
-        for asker_id, asker_corr, killed_pid in self._pending_kills.pop(slot, []):
-            self._reply(asker_id, asker_corr, killed_pid)
+        for asker_id, asker_corr, killed_pid, asker_node in self._pending_kills.pop(slot, []):
+            self._reply(asker_id, asker_corr, killed_pid, dst_node=asker_node)
         if not was_ready:
             self._early_deaths[slot] += 1
             if self._early_deaths[slot] >= MAX_EARLY_DEATHS:

@@ -154,12 +154,12 @@ def test_endpoint_lost_returns_its_actors_and_inflight_asks(table: ForwardingTab
     actors, asks = table.endpoint_lost(W0)
 
     assert actors == {1, 2}
-    assert asks == [(10, 100), (11, 101), (12, 102)]
+    assert asks == [(10, 100, None), (11, 101, None), (12, 102, None)]
     assert table.lookup(1) is None and table.lookup(2) is None
     assert table.actors_at(W0) == 0
     # The other endpoint is untouched.
     assert table.lookup(3) == W1
-    assert table.endpoint_lost(W1) == ({3}, [(13, 103)])
+    assert table.endpoint_lost(W1) == ({3}, [(13, 103, None)])
 
 
 def test_replied_asks_are_not_reported(table: ForwardingTable) -> None:
@@ -173,7 +173,7 @@ def test_replied_asks_are_not_reported(table: ForwardingTable) -> None:
     table.reply_forwarded(W0, 11, 999)
     table.reply_forwarded(PEER, 1, 1)
     _, asks = table.endpoint_lost(W0)
-    assert asks == [(10, 101), (11, 100)]
+    assert asks == [(10, 101, None), (11, 100, None)]
 
 
 def test_endpoint_lost_holds_its_actors(table: ForwardingTable) -> None:
@@ -225,4 +225,4 @@ def test_unknown_endpoint_lost_is_empty(table: ForwardingTable) -> None:
 def test_same_ask_forwarded_twice_is_reported_once(table: ForwardingTable) -> None:
     table.ask_forwarded(PEER, 5, 1)
     table.ask_forwarded(PEER, 5, 1)
-    assert table.endpoint_lost(PEER) == (set(), [(5, 1)])
+    assert table.endpoint_lost(PEER) == (set(), [(5, 1, None)])

@@ -50,6 +50,10 @@ class ClusterError(GorilixError):
     """A clustering operation failed (not enabled, node not found, join failed)."""
 
 
+class NodeDown(ClusterError):
+    """The node hosting the actor left or was declared dead while the ask was in flight."""
+
+
 class ActorError(GorilixError):
     """An exception raised inside an actor, reported to the asker.
 
@@ -89,6 +93,7 @@ _CODES: dict[type[GorilixError], int] = {
     NotRunning: 8,
     ClusterError: 9,
     DecodeError: 10,
+    NodeDown: 11,
 }
 _TYPES: dict[int, type[GorilixError]] = {code: cls for cls, code in _CODES.items()}
 

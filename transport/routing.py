@@ -27,7 +27,8 @@ class ForwardingTable:
     routes: dict[int, bytes] = field(default_factory=dict)
     parked: dict[int, deque[Frames]] = field(default_factory=dict)
     by_endpoint: dict[bytes, set[int]] = field(default_factory=dict)
-    inflight: dict[bytes, dict[tuple[int, int], None]] = field(default_factory=dict)
+    #: endpoint -> {(asker id, corr): asker's node, or None for this node}
+    inflight: dict[bytes, dict[tuple[int, int], str | None]] = field(default_factory=dict)
 
     def bind(self, actor_id: int, endpoint: bytes) -> list[Frames]:
         """Route ``actor_id`` to ``endpoint``; returns parked frames to deliver now."""
@@ -69,21 +70,22 @@ class ForwardingTable:
         queue.append(frames)
         return ParkResult(True)
 
-    def ask_forwarded(self, endpoint: bytes, src_id: int, corr: int) -> None:
-        self.inflight.setdefault(endpoint, {})[(src_id, corr)] = None
+    def ask_forwarded(self, endpoint: bytes, src_id: int, corr: int, origin: str | None = None) -> None:
+        self.inflight.setdefault(endpoint, {})[(src_id, corr)] = origin
 
     def reply_forwarded(self, endpoint: bytes, dst_id: int, corr: int) -> None:
         asks = self.inflight.get(endpoint)
         if asks:
             asks.pop((dst_id, corr), None)
 
-    def endpoint_lost(self, endpoint: bytes) -> tuple[set[int], list[tuple[int, int]]]:
-        """Drop an endpoint: its actors are held, its in-flight asks returned."""
+    def endpoint_lost(self, endpoint: bytes) -> tuple[set[int], list[tuple[int, int, str | None]]]:
+        """Drop an endpoint: its actors are held, its in-flight asks returned
+        as ``(asker id, corr, asker node or None)``."""
         actors = self.by_endpoint.pop(endpoint, set())
         for actor_id in actors:
             self.routes.pop(actor_id, None)
             self.parked.setdefault(actor_id, deque())
-        asks = list(self.inflight.pop(endpoint, {}))
+        asks = [(src, corr, origin) for (src, corr), origin in self.inflight.pop(endpoint, {}).items()]
         return actors, asks
 
     def actors_at(self, endpoint: bytes) -> int:

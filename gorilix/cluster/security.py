@@ -1,0 +1,93 @@
+"""Keys derived from the cluster secret: gossip sealing and CURVE key pairs.
+
+Every node that knows the secret derives the same keys, so nothing but the
+secret has to be distributed. Gossip datagrams are sealed with AES-GCM (a
+datagram without the key is dropped unread); router links use ZeroMQ CURVE,
+where each node's key pair is derived from the secret and its name, and a
+server accepts only keys it can derive for known members or for tools
+(the CLI) that hold the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+import zmq
+from zmq.utils import z85
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from transport.errors import ClusterError
+
+#: The key-pair name tools such as the CLI use to reach a node.
+CLIENT_NAME = "gorilix-client"
+_NONCE = 12
+_VERSION = b"G1"
+
+
+def _derive(secret: bytes, label: str, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869), extract and one expand step."""
+    prk = hmac.new(b"gorilix-cluster-v1", secret, hashlib.sha256).digest()
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.new(prk, block + label.encode() + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+class ClusterKeys:
+    def __init__(self, secret: bytes) -> None:
+        if not isinstance(secret, bytes | bytearray) or len(secret) < 16:
+            raise ClusterError("secret_key must be bytes, at least 16 of them (32 random bytes is good)")
+        self._secret = bytes(secret)
+        self._gossip = AESGCM(_derive(self._secret, "gossip"))
+        self._pairs: dict[str, tuple[bytes, bytes]] = {}
+
+    # -- gossip -------------------------------------------------------------
+
+    def seal(self, packet: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return _VERSION + nonce + self._gossip.encrypt(nonce, packet, _VERSION)
+
+    def open(self, datagram: bytes) -> bytes | None:
+        """The plaintext, or None if the datagram was not sealed with our secret."""
+        if len(datagram) < 2 + _NONCE + 16 or not datagram.startswith(_VERSION):
+            return None
+        nonce = datagram[2:2 + _NONCE]
+        try:
+            return self._gossip.decrypt(nonce, datagram[2 + _NONCE:], _VERSION)
+        except InvalidTag:
+            return None
+
+    # -- CURVE --------------------------------------------------------------
+
+    def curve_pair(self, name: str) -> tuple[bytes, bytes]:
+        """(public, secret) Z85 keys for ``name``."""
+        pair = self._pairs.get(name)
+        if pair is None:
+            secret = z85.encode(_derive(self._secret, f"curve:{name}"))
+            pair = (zmq.curve_public(secret), secret)
+            self._pairs[name] = pair
+        return pair
+
+    def public_key(self, name: str) -> bytes:
+        return self.curve_pair(name)[0]
+
+
+def configure_server(sock: zmq.Socket[bytes], keys: ClusterKeys, name: str) -> None:
+    public, secret = keys.curve_pair(name)
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
+
+def configure_client(sock: zmq.Socket[bytes], keys: ClusterKeys, name: str, server: str) -> None:
+    public, secret = keys.curve_pair(name)
+    sock.setsockopt(zmq.CURVE_SERVERKEY, keys.public_key(server))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
