@@ -21,6 +21,7 @@ from transport.errors import (
     DecodeError,
     GorilixError,
     MailboxFull,
+    NodeDown,
     NotRunning,
     SerializationError,
     SpawnError,
@@ -57,7 +58,7 @@ def over_the_wire(exc: BaseException) -> GorilixError:
 def test_the_module_defines_the_expected_classes() -> None:
     assert set(ALL_ERRORS) == {
         GorilixError, SerializationError, DecodeError, SpawnError, ActorNotFound,
-        AskTimeout, MailboxFull, WorkerDied, NotRunning, ClusterError, ActorError,
+        AskTimeout, MailboxFull, WorkerDied, NotRunning, ClusterError, NodeDown, ActorError,
     }
 
 
