@@ -5,6 +5,8 @@ node, the public API, the CLI) -> ``workers`` (worker processes, actors,
 scheduling) -> ``transport`` (codec, frames, sockets).
 """
 
+import logging as _logging
+
 from gorilix import supervisor
 from gorilix.errors import (
     ActorError,
@@ -28,6 +30,9 @@ from workers.ref import ActorRef
 from workers.spec import PERMANENT, TEMPORARY, TRANSIENT
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where it goes (the CLI sets it up).
+_logging.getLogger("gorilix").addHandler(_logging.NullHandler())
 
 __all__ = [
     "PERMANENT",

@@ -511,15 +511,16 @@ class Node:
     def _h_register(self, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any]) -> None:
         spec = ActorSpec.from_wire(spec_fields)
         slot = self._identity_slot.get(source)
-        record = ActorRecord(actor_id, spec, slot, placed=True)
+        record = ActorRecord(actor_id, spec, slot, placed=True, started=True)
         self.registry.add(record)
         self.lifecycle.adopt(record)
+        self.table.bind(actor_id, source)
         if spec.name is not None:
             if spec.name in self.registry.names:
-                log.error("actor %#x asked for name %r, which is taken; it runs unnamed", actor_id, spec.name)
+                # As Erlang's register would: the newcomer does not get to run under a taken name.
+                self.lifecycle.exited([(record, f"name {spec.name!r} is already registered", True)], final=True)
             else:
                 self.registry.register_name(spec.name, actor_id)
-        self.table.bind(actor_id, source)
 
     def _h_spawned(self, source: bytes, src_id: int, corr: int, actor_id: int) -> None:
         record = self.registry.actors.get(actor_id)
@@ -540,12 +541,13 @@ class Node:
         if record is None:
             return
         asker = self._pending_spawns.pop(actor_id, None)
-        if asker is not None:  # a first start: the caller hears why
+        if asker is not None or not record.started:  # a first start: nothing to restart
             sup = self.lifecycle.supervisors.get(record.supervisor)
             if sup is not None:
                 sup.remove(actor_id)
             self.forget(record, f"failed to start: {exc}")
-            self._reply(asker[1], asker[2], exc, ok=False, dst_node=asker[0])
+            if asker is not None:
+                self._reply(asker[1], asker[2], exc, ok=False, dst_node=asker[0])
             return
         log.error("re-creating %s failed: %s", record.spec.class_path, exc)
         self.registry.move(actor_id, None)

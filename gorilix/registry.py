@@ -14,6 +14,7 @@ class ActorRecord:
     spec: ActorSpec
     slot: int | None  # the worker hosting it, or None while waiting for one
     placed: bool = False  # the worker confirmed it runs there
+    started: bool = False  # it ran at least once (a failure after that is a restart's)
     supervisor: int = 0  # the supervisor's id (0 until adopted)
     key: str = ""  # its child id within that supervisor
 
@@ -34,6 +35,7 @@ class Registry:
         self._by_slot.get(record.slot, set()).discard(actor_id)
         record.slot = slot
         record.placed = placed
+        record.started = record.started or placed
         self._by_slot.setdefault(slot, set()).add(actor_id)
 
     def remove(self, actor_id: int) -> ActorRecord | None:

@@ -95,7 +95,7 @@ def test_wire_codes_are_distinct_and_stable() -> None:
     assert codes == {
         GorilixError: 0, ActorError: 1, ActorNotFound: 2, AskTimeout: 3, MailboxFull: 4,
         SpawnError: 5, WorkerDied: 6, SerializationError: 7, NotRunning: 8,
-        ClusterError: 9, DecodeError: 10,
+        ClusterError: 9, DecodeError: 10, NodeDown: 11,
     }
 
 

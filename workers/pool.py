@@ -126,9 +126,13 @@ class WorkerPool:
         """
         deadline = time.monotonic() + timeout
         killed = []
-        for worker in self.workers.values():
+        running = [w for w in self.workers.values() if w.alive]
+        for worker in running:
+            if not worker.ready:  # never attached: it cannot have heard "shutdown"
+                worker.process.terminate()
+        for worker in running:
             worker.process.join(max(0.0, deadline - time.monotonic()))
-        for worker in self.workers.values():
+        for worker in running:
             if worker.alive:
                 worker.process.terminate()
                 worker.process.join(1.0)

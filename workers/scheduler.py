@@ -123,7 +123,7 @@ class Scheduler:
                 cell.busy = True
                 self.loop.create_task(self._finish(cell, message, result))
                 return
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the actor's failure, not the worker's
             self.runtime.on_crash(cell, message, exc)
             return
         finally:
@@ -133,7 +133,7 @@ class Scheduler:
     async def _finish(self, cell: ActorCell, message: Message, coro: Any) -> None:
         try:
             result = await coro
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             cell.busy = False
             self.runtime.on_crash(cell, message, exc)
         else:

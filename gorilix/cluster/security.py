@@ -15,9 +15,9 @@ import hmac
 import os
 
 import zmq
-from zmq.utils import z85
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from zmq.utils import z85
 
 from transport.errors import ClusterError
 
