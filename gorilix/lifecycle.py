@@ -40,6 +40,8 @@ class Lifecycle:
         self.node = node
         self.supervisors: dict[int, SupervisorState] = {}
         self.watches = Watches()
+        self.remote_watches: dict[tuple[str, int], set[int]] = {}  # (node, actor) -> local watchers
+        self.remote_watchers: dict[int, set[tuple[str, int]]] = {}  # local actor -> (node, watcher)
         self.root = self.new_supervisor("root", ROOT_STRATEGY, None)
 
     # -- the tree -----------------------------------------------------------
@@ -169,15 +171,54 @@ class Lifecycle:
         for other in linked:
             # Normal exits too: the worker hands them to actors that trap exits.
             self.node.exit_signal(other, ref, reason)
+        for node, watcher in self.remote_watchers.pop(record.id, ()):
+            self.node.send_node_control(node, ["rdown", record.id, record.spec.name, reason, watcher])
 
     def monitor(self, watcher: int, node: str, watched: int) -> None:
-        if node != self.node.name or watched not in self.node.registry.actors:
+        if node != self.node.name:
+            links = self.node.links
+            if links is None or node not in links.peers:
+                self.node.tell(watcher, Down(ActorRef(node, watched), f"node not found: {node}"))
+                return
+            self.remote_watches.setdefault((node, watched), set()).add(watcher)
+            self.node.send_node_control(node, ["rmonitor", watcher, watched])
+            return
+        if watched not in self.node.registry.actors:
             self.node.tell(watcher, Down(ActorRef(node, watched), "noproc"))
             return
         self.watches.monitor(watcher, watched)
 
     def demonitor(self, watcher: int, node: str, watched: int) -> None:
+        if node != self.node.name:
+            self.remote_watches.get((node, watched), set()).discard(watcher)
+            return
         self.watches.demonitor(watcher, watched)
+
+    def remote_monitor(self, node: str, watcher: int, watched: int) -> None:
+        """An actor on ``node`` monitors our ``watched``."""
+        if watched not in self.node.registry.actors:
+            self.node.send_node_control(node, ["rdown", watched, None, "noproc", watcher])
+            return
+        self.remote_watchers.setdefault(watched, set()).add((node, watcher))
+
+    def remote_down(self, node: str, watched: int, name: str | None, reason: str, watcher: int) -> None:
+        watchers = self.remote_watches.get((node, watched))
+        if not watchers or watcher not in watchers:
+            return  # demonitored meanwhile
+        watchers.discard(watcher)
+        if not watchers:
+            del self.remote_watches[(node, watched)]
+        self.node.tell(watcher, Down(ActorRef(node, watched, name), reason))
+
+    def node_down(self, node: str, reason: str) -> None:
+        """Every local monitor of an actor on ``node`` fires."""
+        for key in [k for k in self.remote_watches if k[0] == node]:
+            for watcher in self.remote_watches.pop(key):
+                self.node.tell(watcher, Down(ActorRef(node, key[1]), f"node {node} down: {reason}"))
+        for actor_id, watchers in list(self.remote_watchers.items()):
+            watchers -= {w for w in watchers if w[0] == node}
+            if not watchers:
+                del self.remote_watchers[actor_id]
 
     def link(self, a: int, node: str, b: int) -> None:
         if node != self.node.name or b not in self.node.registry.actors:

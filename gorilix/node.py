@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import zmq
 
 from gorilix.cluster.links import PeerLinks
+from gorilix.cluster.security import ClusterKeys
 from gorilix.lifecycle import Lifecycle
 from gorilix.registry import ActorRecord, Registry
 from gorilix.supervision import Strategy
@@ -33,6 +35,7 @@ from transport.errors import (
     ClusterError,
     DecodeError,
     GorilixError,
+    NodeDown,
     NotRunning,
     SpawnError,
     WorkerDied,
@@ -121,6 +124,12 @@ class Node:
         self._reloads: dict[str, dict[str, Any]] = {}
         self.lifecycle = Lifecycle(self)
         self.links: PeerLinks | None = None
+        self.cluster_keys: ClusterKeys | None = None  # set by the system before enable_cluster
+        self._events: zmq.Socket[bytes] | None = None
+        #: Set by the cluster provider: the member table as plain dicts (thread-safe).
+        self.members_view: Any = None
+        self._recoveries: list[dict[str, Any]] = []  # kill-and-wait requests
+        self.forwarded = 0
 
     # -- life ---------------------------------------------------------------
 
@@ -159,6 +168,7 @@ class Node:
             self.status = Status.FAILED
         finally:
             self._shutdown_workers()
+            self._disable_cluster()
             self.router.close(linger=0)
             path = ipc_path(self.endpoint)
             if path:
@@ -192,6 +202,10 @@ class Node:
             for item, _ in poll(timeout):
                 if item is router:
                     self._drain_router()
+                elif self.links is not None and item is self.links.external:
+                    self._drain_router(item)
+                elif item is self._events:
+                    self._drain_events()
                 else:
                     # Unregister first: the respawned worker may reuse this fd number.
                     self._poller.unregister(item)
@@ -230,7 +244,7 @@ class Node:
             except DecodeError:
                 self.malformed += 1
                 continue
-            if route.dst_id == CONTROL_ID:
+            if route.dst_id == CONTROL_ID and route.dst_node in (self.name, ""):
                 self._control_frames(frames)
             else:
                 self._forward(frames[0], route, frames)
@@ -245,7 +259,7 @@ class Node:
 
     def _forward(self, source: bytes, route: Route, frames: list[bytes]) -> None:
         """Send ``frames`` (identity slot included) towards ``route.dst_id``."""
-        if route.dst_node != self.name:
+        if route.dst_node != self.name and route.dst_node:  # "": whichever node this is
             self._forward_remote(source, route, frames)
             return
         dst = route.dst_id
@@ -534,6 +548,8 @@ class Node:
             self._reply(asker[1], asker[2], [self.name, actor_id, record.spec.name], dst_node=asker[0])
         else:
             self.lifecycle.restarted(actor_id)  # re-created after its worker died
+        if self._recoveries:
+            self._check_recoveries()
 
     def _h_spawn_failed(self, source: bytes, src_id: int, corr: int, actor_id: int, error: Any) -> None:
         exc = error_from_wire(error)
@@ -589,12 +605,13 @@ class Node:
     def _h_publish(self, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
         if type(payload) is not bytes:
             raise GorilixError("publish: payload must be codec bytes")
-        subscribers = self.lifecycle.watches.subscribers(str(topic))
-        if not subscribers:
+        reached = self._publish_here(str(topic), payload)
+        if self.links is not None and self._asker_node == self.name:
+            for peer in list(self.links.peers):
+                self.send_node_control(peer, ["publish_local", str(topic), payload])
+        elif not reached:
             self._dead_letter(0, self.name, src_id, GorilixError(f"no subscriber for topic {topic!r}"))
-        for actor_id in subscribers:
-            self._tell_bytes(actor_id, payload)
-        return len(subscribers)
+        return reached
 
     # supervisors (from the ActorSystem)
 
@@ -643,6 +660,82 @@ class Node:
         exists = sup_id in self.lifecycle.supervisors
         self.lifecycle.stop_supervisor(sup_id, "shutdown")
         return exists
+
+    # clustering
+
+    def _h_enable_cluster(self, source: bytes, src_id: int, corr: int, endpoint: str) -> list[str]:
+        if self.links is not None:
+            raise ClusterError("clustering is already enabled on this node")
+        self.links = PeerLinks(self.name, self.zctx, endpoint, self.cluster_keys)
+        self._poller.register(self.links.external, zmq.POLLIN)
+        self._events = self.zctx.socket(zmq.PULL)
+        self._events.setsockopt(zmq.LINGER, 0)
+        events_endpoint = f"inproc://gorilix-events-{id(self):x}"
+        self._events.bind(events_endpoint)
+        self._poller.register(self._events, zmq.POLLIN)
+        return [self.links.endpoint, events_endpoint]
+
+    def _h_disable_cluster(self, source: bytes, src_id: int, corr: int) -> bool:
+        return self._disable_cluster()
+
+    def _disable_cluster(self) -> bool:
+        if self.links is None:
+            return False
+        for name in list(self.links.peers):
+            self.node_down(name, "gone: this node left the cluster")
+        self._poller.unregister(self.links.external)
+        self.links.close()
+        self.links = None
+        if self._events is not None:
+            self._poller.unregister(self._events)
+            self._events.close(linger=0)
+            self._events = None
+        return True
+
+    def _drain_events(self) -> None:
+        """Membership changes from the gossip thread."""
+        assert self._events is not None
+        for _ in range(RECV_BURST):
+            try:
+                data = self._events.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, name, status, meta = codec.decode(data)
+            if name == self.name or self.links is None:
+                continue
+            if status == "alive" and kind in ("join", "alive", "update"):
+                router = meta.get("router") if isinstance(meta, dict) else None
+                if isinstance(router, str) and router.startswith("tcp://"):
+                    self.links.connect(name, router)
+            elif kind in ("dead", "leave"):
+                self.node_down(name, "dead" if kind == "dead" else "left the cluster")
+
+    def node_down(self, name: str, reason: str) -> None:
+        """A peer is gone: fail what waits on it, tell who watches it."""
+        if self.links is None or self.links.disconnect(name) is None:
+            return
+        log.warning("node %s: %s", name, reason)
+        _, asks = self.table.endpoint_lost(b"n:" + name.encode())
+        error = NodeDown(f"node {name} is down ({reason}) while the ask was in flight")
+        for src_id, corr, origin in asks:
+            self._reply(src_id, corr, error, ok=False, dst_node=origin)
+        self.lifecycle.node_down(name, reason)
+
+    def _h_rmonitor(self, source: bytes, src_id: int, corr: int, watcher: int, watched: int) -> None:
+        self.lifecycle.remote_monitor(self._asker_node, watcher, watched)
+
+    def _h_rdown(self, source: bytes, src_id: int, corr: int, watched: int, name: str | None,
+                 reason: str, watcher: int) -> None:
+        self.lifecycle.remote_down(self._asker_node, watched, name, str(reason), watcher)
+
+    def _h_publish_local(self, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
+        return self._publish_here(str(topic), payload)
+
+    def _publish_here(self, topic: str, payload: bytes) -> int:
+        subscribers = self.lifecycle.watches.subscribers(topic)
+        for actor_id in subscribers:
+            self._tell_bytes(actor_id, payload)
+        return len(subscribers)
 
     # hot reload
 
@@ -731,6 +824,62 @@ class Node:
             "parked": sum(len(q) for q in self.table.parked.values()),
         }
 
+    def _h_hello(self, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
+        return {"node": self.name, "workers": self.pool.size, "clustered": self.links is not None}
+
+    def _h_members(self, source: bytes, src_id: int, corr: int) -> list[dict[str, Any]]:
+        if self.members_view is None:
+            raise ClusterError("clustering not enabled")
+        return list(self.members_view())
+
+    def _h_status(self, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
+        return {
+            "node": self.name, "workers": self._h_workers(source, src_id, corr),
+            "stats": self._h_stats(source, src_id, corr), "dead_letters": self.dead_letter_count,
+            "recent_dead_letters": list(self.recent_dead_letters)[-10:],
+        }
+
+    def _h_kill_worker_wait(self, source: bytes, src_id: int, corr: int, slot: int | None, sig: int,
+                            timeout: float) -> Any:
+        """Kill a worker and answer once every actor it hosted runs again."""
+        live = self._live_slots()
+        if slot is None:
+            if not live:
+                raise GorilixError(f"node {self.name} has no live worker to kill")
+            slot = random.choice(live)
+        lost = {r.id for r in self.registry.on_slot(slot)}
+        pid = self._h_kill_worker(source, src_id, corr, slot, sig)
+        if pid is DEFER:  # the kill answer is replaced by ours
+            self._pending_kills[slot].pop()
+        job = {"asker": (src_id, corr, self._asker_node), "slot": slot, "lost": lost,
+               "started": time.monotonic(), "pid": self.pool.workers[slot].pid, "count": len(lost)}
+        self._recoveries.append(job)
+        self.schedule(timeout, self._recovery_timeout, job)
+        self._check_recoveries()
+        return DEFER
+
+    def _check_recoveries(self) -> None:
+        for job in list(self._recoveries):
+            if not job.get("died"):
+                continue
+            job["lost"] = {i for i in job["lost"] if (r := self.registry.actors.get(i)) is not None and not r.placed}
+            if job["lost"]:
+                continue
+            self._recoveries.remove(job)
+            asker_id, asker_corr, asker_node = job["asker"]
+            self._reply(asker_id, asker_corr, {
+                "worker": job["slot"], "pid": job["pid"], "actors": job["count"],
+                "recovered_ms": (time.monotonic() - job["started"]) * 1e3,
+            }, dst_node=asker_node)
+
+    def _recovery_timeout(self, job: dict[str, Any]) -> None:
+        if job in self._recoveries:
+            self._recoveries.remove(job)
+            asker_id, asker_corr, asker_node = job["asker"]
+            self._reply(asker_id, asker_corr, GorilixError(
+                f"{len(job['lost'])} of {job['count']} actors of worker {job['slot']} were not back in time"),
+                ok=False, dst_node=asker_node)
+
     def _h_stop(self, source: bytes, src_id: int, corr: int) -> bool:
         self._stop_requested.set()
         return True
@@ -758,6 +907,11 @@ class Node:
         "remove_child": _h_remove_child,
         "children": _h_children,
         "stop_supervisor": _h_stop_supervisor,
+        "enable_cluster": _h_enable_cluster,
+        "disable_cluster": _h_disable_cluster,
+        "rmonitor": _h_rmonitor,
+        "rdown": _h_rdown,
+        "publish_local": _h_publish_local,
         "reload": _h_reload,
         "reloaded": _h_reloaded,
         "dead_letter": _h_dead_letter,
@@ -769,6 +923,10 @@ class Node:
         "dead_letters": _h_dead_letters,
         "stats": _h_stats,
         "stop": _h_stop,
+        "hello": _h_hello,
+        "members": _h_members,
+        "status": _h_status,
+        "kill_worker_wait": _h_kill_worker_wait,
     }
 
     # -- worker death -------------------------------------------------------
@@ -799,6 +957,11 @@ class Node:
             self._finish_reload(module)
         for asker_id, asker_corr, killed_pid, asker_node in self._pending_kills.pop(slot, []):
             self._reply(asker_id, asker_corr, killed_pid, dst_node=asker_node)
+        for job in self._recoveries:
+            if job["slot"] == slot:
+                job["died"] = True
+        if self._recoveries:
+            self._check_recoveries()
         if not was_ready:
             self._early_deaths[slot] += 1
             if self._early_deaths[slot] >= MAX_EARLY_DEATHS:

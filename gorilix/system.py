@@ -13,11 +13,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gorilix.cluster.bridge import Cluster
+from gorilix.cluster.config import ClusterConfig
 from gorilix.node import Node, Status
 from gorilix.supervision import Strategy
 from gorilix.supervisor import SupervisorRef
 from transport import codec
 from transport.errors import ClusterError, GorilixError, NotRunning, SpawnError
+from transport.frames import CONTROL_ID
 from workers.actor import Actor
 from workers.client import ClientPort
 from workers.ref import ActorRef, install_resolver
@@ -132,6 +135,8 @@ class ActorSystem:
         self._clients: list[ClientPort] = []
         self._clients_lock = threading.Lock()
         self._stopped = False
+        self._provider: Any = None
+        self._cluster: Cluster | None = None
         try:
             self._node = Node(name, count, log_level=log_level, max_parked=max_parked)
             self._node.start(start_timeout)
@@ -184,7 +189,11 @@ class ActorSystem:
         self._check_node(node)
         spec = make_spec(actor_class, args, kwargs, name=name, restart=restart,
                          mailbox_size=mailbox_size, base=Actor)
-        node_name, actor_id, actor_name = self._control("spawn", spec.to_wire(), worker, timeout=30.0)
+        if node is not None and node != self.name:
+            found = self._client().ask(ActorRef(node, CONTROL_ID, "node"), ["spawn", spec.to_wire(), worker], 30.0)
+        else:
+            found = self._control("spawn", spec.to_wire(), worker, timeout=30.0)
+        node_name, actor_id, actor_name = found
         return ActorRef(node_name, actor_id, actor_name)
 
     def spawn_pool(self, actor_class: type[Actor] | str, *args: Any, size: int | None = None,
@@ -199,7 +208,10 @@ class ActorSystem:
     def whereis(self, name: str, node: str | None = None) -> ActorRef | None:
         """The actor registered under ``name``, or None."""
         self._check_node(node)
-        found = self._control("whereis", name)
+        if node is not None and node != self.name:
+            found = self._client().ask(ActorRef(node, CONTROL_ID, "node"), ["whereis", name], 10.0)
+        else:
+            found = self._control("whereis", name)
         return None if found is None else ActorRef(*found)
 
     def register_name(self, name: str, ref: ActorRef) -> None:
@@ -255,7 +267,7 @@ class ActorSystem:
         if not isinstance(ref, ActorRef):
             raise GorilixError(f"expected an ActorRef, got {ref!r}")
         if ref.node != self.name:
-            raise ClusterError("clustering not enabled")
+            raise GorilixError(f"{ref} lives on node {ref.node}; subscribe it there")
         return ref.id
 
     # -- workers and health -------------------------------------------------
@@ -280,7 +292,52 @@ class ActorSystem:
 
     def _check_node(self, node: str | None) -> None:
         if node is not None and node != self.name:
+            self._remote(node)
+
+    def _remote(self, node: str) -> None:
+        """Check that ``node`` is a live member we can route to."""
+        cluster = self.get_cluster()
+        for member in cluster.members():
+            if member.name == node and member.status.value == "alive":
+                return
+        raise ClusterError(f"node not found: {node}")
+
+    # -- clustering (the Go guide's API) ------------------------------------
+
+    def set_cluster_provider(self, provider: Any) -> None:
+        self._provider = provider
+
+    def enable_clustering(self, config: ClusterConfig) -> Cluster:
+        """Bind the router's TCP port and gossip's UDP port, then join ``config.seeds``.
+
+        Raises ClusterError "no cluster provider set" without a provider, and
+        "failed to join cluster: ..." when seeds were given and none
+        answered (the node stays up; call join_cluster again).
+        """
+        if self._provider is None:
+            raise ClusterError("no cluster provider set")
+        if self._cluster is not None:
+            raise ClusterError("clustering is already enabled")
+        self._cluster = self._provider.start(self, config)
+        if config.seeds:
+            self._cluster.join(list(config.seeds))
+        return self._cluster
+
+    def get_cluster(self) -> Cluster:
+        if self._cluster is None:
             raise ClusterError("clustering not enabled")
+        return self._cluster
+
+    def join_cluster(self, seeds: list[str]) -> int:
+        """Contact more seeds; returns how many answered."""
+        return self.get_cluster().join(list(seeds))
+
+    def leave_cluster(self) -> None:
+        """Leave gracefully (bounded in time); the node keeps running alone."""
+        cluster = self.get_cluster()
+        cluster.leave()
+        cluster.close()
+        self._cluster = None
 
     # -- stop ---------------------------------------------------------------
 
@@ -288,6 +345,11 @@ class ActorSystem:
         """Stop every actor and worker; safe to call twice."""
         if self._stopped:
             return
+        if self._cluster is not None:
+            try:
+                self.leave_cluster()
+            except GorilixError as exc:
+                log.warning("leaving the cluster: %s", exc)
         try:
             self._client().control("stop", timeout=min(timeout, 5.0))
         except GorilixError as exc:

@@ -238,7 +238,7 @@ def test_genserver_call_cast_info_and_errors(system: ActorSystem) -> None:
 def test_bounded_mailbox(system: ActorSystem) -> None:
     slow = system.spawn(SlowCounter, mailbox_size=1)
     before = system.dead_letters().count
-    slow.tell(1.0)  # keeps it busy for a second; its mailbox holds one more message
+    slow.tell(3.0)  # keeps it busy for 3 s; its mailbox holds one more message
     for _ in range(5):
         slow.tell(0.0)
     with pytest.raises(MailboxFull, match="full"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -35,7 +35,11 @@ from workers.ref import ActorRef
 
 
 class ClientPort:
-    def __init__(self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int) -> None:
+    def __init__(
+        self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int,
+        configure: Callable[[zmq.Socket[bytes]], None] | None = None,
+    ) -> None:
+        """``node_name`` "" addresses whichever node the endpoint reaches (remote tools)."""
         self.node = node_name
         self.id = client_id
         self._corr = itertools.count(1)
@@ -43,6 +47,8 @@ class ClientPort:
         self.sock: zmq.Socket[bytes] = zctx.socket(zmq.DEALER)
         configure_internal(self.sock)
         self.sock.setsockopt(zmq.ROUTING_ID, b"c%d" % client_id)
+        if configure is not None:
+            configure(self.sock)
         self.sock.connect(endpoint)
         self._send(node_name, CONTROL_ID, TELL, 0, codec.encode(["attach_client", client_id]))
 

@@ -15,7 +15,13 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from gorilix.cluster.security import CLIENT_NAME, ClusterKeys, configure_client, configure_server
+from gorilix.cluster.security import (
+    CLIENT_NAME,
+    SERVER_NAME,
+    ClusterKeys,
+    configure_client,
+    configure_server,
+)
 from transport.errors import ClusterError
 
 log = logging.getLogger("gorilix.cluster")
@@ -68,7 +74,7 @@ class PeerLinks:
             self._auth = ThreadAuthenticator(zctx, log=logging.getLogger("gorilix.cluster.auth"))
             self._auth.start()
             self._auth.configure_curve_callback(domain="*", credentials_provider=self._check)
-            configure_server(self.external, keys, node_name)
+            configure_server(self.external, keys, SERVER_NAME)
         try:
             self.external.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -97,7 +103,7 @@ class PeerLinks:
         sock.setsockopt(zmq.ROUTING_ID, b"n:" + self.node_name.encode())
         if self.keys is not None:
             self.allow(name)
-            configure_client(sock, self.keys, self.node_name, name)
+            configure_client(sock, self.keys, self.node_name, SERVER_NAME)
         sock.connect(endpoint)
         link = PeerLink(name, endpoint, sock)
         self.peers[name] = link

@@ -23,6 +23,10 @@ from transport.errors import ClusterError
 
 #: The key-pair name tools such as the CLI use to reach a node.
 CLIENT_NAME = "gorilix-client"
+#: Every node's router serves with the same key pair, so a client needs only
+#: the secret (not the node's name) to reach any node; clients are checked
+#: one by one against the allow-list.
+SERVER_NAME = "gorilix-router"
 _NONCE = 12
 _VERSION = b"G1"
 

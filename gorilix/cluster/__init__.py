@@ -1,0 +1,1 @@
+"""Clustering: the SWIM membership engine, its UDP driver and the cluster provider."""

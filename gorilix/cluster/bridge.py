@@ -1,0 +1,214 @@
+"""The SWIM cluster provider: bridges an ActorSystem to the gossip engine.
+
+``actor_system.set_cluster_provider(bridge.ClusterProvider())`` then
+``enable_clustering(ClusterConfig(...))`` binds the router's TCP port and the
+gossip UDP port, starts the gossip thread and joins the seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from gorilix.cluster.config import ClusterConfig
+from gorilix.cluster.driver import SwimDriver
+from gorilix.cluster.security import ClusterKeys
+from gorilix.cluster.swim import Member, MemberEvent, MemberStatus, SwimConfig
+from transport import codec
+from transport.codec import message
+from transport.errors import ClusterError, GorilixError
+from workers.ref import ActorRef
+
+if TYPE_CHECKING:
+    from gorilix.system import ActorSystem
+
+log = logging.getLogger("gorilix.cluster")
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """A membership change, as delivered to subscribed actors."""
+
+    kind: str  # "join", "update", "suspect", "alive", "dead", "leave"
+    name: str
+    address: str
+    port: int
+    status: str
+    meta: dict[str, Any]
+
+
+class Cluster:
+    """This node's view of the cluster (Go: the Cluster returned by the provider)."""
+
+    def __init__(self, system: ActorSystem, config: ClusterConfig, driver: SwimDriver,
+                 events_endpoint: str, router_endpoint: str) -> None:
+        self.system = system
+        self.config = config
+        self.router_endpoint = router_endpoint
+        self._driver = driver
+        self._events_endpoint = events_endpoint
+        self._push: zmq.Socket[bytes] | None = None  # used by the gossip thread only
+        self._callbacks: list[Callable[[ClusterEvent], None]] = []
+        self._subscribers: set[ActorRef] = set()
+        self._left = False
+
+    # -- the Go guide's operations -----------------------------------------
+
+    def members(self) -> list[Member]:
+        """Every known member (self included); dead and left ones stay listed a while."""
+        return self._driver.members()
+
+    def local_member(self) -> Member:
+        return self._driver.local_member()
+
+    def member_rows(self) -> list[dict[str, Any]]:
+        """The member table as plain data (what `gorilix members --json` prints)."""
+        return [
+            {"name": m.name, "address": m.address, "port": m.port, "status": m.status.value,
+             "incarnation": m.incarnation, "meta": dict(m.meta),
+             "workers": m.meta.get("workers"), "load": m.meta.get("load")}
+            for m in self.members()
+        ]
+
+    def member(self, name: str) -> Member:
+        for member in self.members():
+            if member.name == name:
+                return member
+        raise ClusterError(f"node not found: {name}")
+
+    def join(self, seeds: list[str], timeout: float | None = None) -> int:
+        """Contact ``seeds`` ("host:port" gossip addresses); returns how many answered."""
+        if self._left:
+            raise ClusterError("this node left the cluster; start a new system to join again")
+        try:
+            addresses = self.config.seed_addresses(seeds)
+        except ClusterError as exc:
+            raise ClusterError(f"failed to join cluster: {exc}") from None
+        if not addresses:
+            return 0
+        before = self._driver.joined_count()
+        self._driver.call(lambda engine: engine.join(addresses))
+        limit = self.config.join_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        answered = 0
+        while time.monotonic() < deadline:
+            answered = self._driver.joined_count()
+            if answered >= len(addresses) or (answered and answered != before):
+                break
+            time.sleep(0.01)
+        if answered == 0:
+            raise ClusterError(
+                f"failed to join cluster: no seed answered within {limit:g} s ({', '.join(seeds)}); "
+                "check the addresses, the firewall (UDP and TCP) and the secret"
+            )
+        return answered
+
+    def leave(self, timeout: float | None = None) -> None:
+        """Announce a graceful leave, then stop gossiping (bounded in time)."""
+        if self._left:
+            return
+        self._left = True
+        limit = self.config.leave_timeout if timeout is None else timeout
+        self._driver.call(lambda engine: engine.leave())
+        # Give the leave a few gossip rounds to spread, then stop regardless.
+        time.sleep(min(limit, max(3 * self.config.push_interval, 0.2)))
+        self._driver.stop(timeout=limit)
+        try:
+            self.system._control("disable_cluster", timeout=limit)
+        except GorilixError as exc:
+            log.warning("closing cluster links: %s", exc)
+
+    # -- events -------------------------------------------------------------
+
+    def on_event(self, callback: Callable[[ClusterEvent], None]) -> None:
+        """Call ``callback(event)`` on every membership change (from the gossip thread)."""
+        self._callbacks.append(callback)
+
+    def subscribe(self, ref: ActorRef) -> None:
+        """Send every membership change to ``ref`` as a ClusterEvent message."""
+        self._subscribers.add(ref)
+
+    def unsubscribe(self, ref: ActorRef) -> None:
+        self._subscribers.discard(ref)
+
+    def _deliver(self, events: list[MemberEvent]) -> None:
+        """Runs on the gossip thread: tell the node first, then listeners."""
+        push = self._push
+        if push is None:
+            push = self.system._node.zctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(self._events_endpoint)
+            self._push = push
+        for event in events:
+            member = event.member
+            push.send(codec.encode([event.kind.value, member.name, member.status.value, member.meta]))
+            out = ClusterEvent(event.kind.value, member.name, member.address, member.port,
+                               member.status.value, dict(member.meta))
+            for callback in list(self._callbacks):
+                try:
+                    callback(out)
+                except Exception:
+                    log.exception("cluster event callback failed")
+            for ref in list(self._subscribers):
+                try:
+                    ref.tell(out)
+                except GorilixError as exc:
+                    log.debug("cluster event to %s: %s", ref, exc)
+
+    def close(self) -> None:
+        """After leave(): the gossip thread has ended, so its socket may be closed here."""
+        if self._push is not None:
+            self._push.close(linger=0)
+            self._push = None
+
+
+class ClusterProvider:
+    """Clustering over SWIM gossip (the default and only provider)."""
+
+    def start(self, system: ActorSystem, config: ClusterConfig) -> Cluster:
+        if config.node_name != system.name:
+            raise ClusterError(
+                f"ClusterConfig.node_name {config.node_name!r} must match the ActorSystem's name "
+                f"{system.name!r}: refs carry the system's name as their node"
+            )
+        keys = ClusterKeys(config.secret_key) if config.secret_key is not None else None
+        router_bind = f"tcp://{config.bind_addr}:{config.bind_port}"
+        system._node.cluster_keys = keys
+        router_endpoint, events_endpoint = system._control("enable_cluster", router_bind)
+        bound_port = int(router_endpoint.rsplit(":", 1)[1])
+        try:
+            host, port = config.advertised(bound_port)
+            udp_port = config.gossip_port if config.gossip_port is not None else bound_port
+            meta = {
+                "router": f"tcp://{host}:{port}",
+                "workers": len(system._node.pool.workers),
+                "secure": keys is not None,
+            }
+            swim = SwimConfig(
+                probe_interval=config.probe_interval, probe_timeout=config.probe_timeout,
+                indirect_checks=config.indirect_checks, suspicion_mult=config.suspicion_mult,
+                retransmit_mult=config.retransmit_mult, gossip_nodes=config.gossip_nodes,
+                gossip_interval=config.push_interval, pull_interval=config.pull_interval,
+            )
+            holder: list[Cluster] = []
+            driver = SwimDriver(
+                config.node_name, (config.bind_addr, udp_port), (host, port),
+                meta, swim, keys, lambda events: holder[0]._deliver(events) if holder else None,
+            )
+        except BaseException:
+            system._control("disable_cluster")
+            raise
+        cluster = Cluster(system, config, driver, events_endpoint, router_endpoint)
+        holder.append(cluster)
+        system._node.members_view = cluster.member_rows
+        driver.start()
+        return cluster
+
+
+__all__ = ["Cluster", "ClusterEvent", "ClusterProvider", "MemberStatus"]

@@ -1,0 +1,133 @@
+"""ClusterConfig: every field of the Go guide's config, each one in effect."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+from transport.errors import ClusterError
+
+
+def parse_hostport(text: str, default_port: int, what: str = "address") -> tuple[str, int]:
+    """'host:port', 'host' or '[v6]:port' -> (host, port), with a clear error."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ClusterError(f"bad {what} {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ClusterError(f"bad {what} {text!r}: expected [host]:port")
+            port = _port(rest[1:], text, what)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(port_text, text, what)
+    if not host:
+        raise ClusterError(f"bad {what} {text!r}: no host")
+    return host, port
+
+
+def _port(text: str, whole: str, what: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ClusterError(f"bad {what} {whole!r}: port {text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ClusterError(f"bad {what} {whole!r}: port {port} is out of range 0..65535")
+    return port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve(host: str) -> str:
+    """An IPv4 address for ``host`` (gossip and routing use addresses, not names)."""
+    try:
+        return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+    except OSError as exc:
+        raise ClusterError(f"cannot resolve {host!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How this node joins a cluster.
+
+    ``bind_port`` is the router's TCP port; SWIM gossips over UDP on
+    ``gossip_port``, which defaults to the same number. Seeds name gossip
+    addresses. ``push_interval`` is how often gossip goes to ``gossip_nodes``
+    random members; ``pull_interval`` how often a full state exchange runs.
+    """
+
+    node_name: str
+    bind_addr: str = "127.0.0.1"
+    bind_port: int = 7946
+    seeds: list[str] = field(default_factory=list)
+    gossip_nodes: int = 3
+    gossip_port: int | None = None
+    push_interval: float = 0.2
+    pull_interval: float = 30.0
+    advertise_addr: str | None = None
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    indirect_checks: int = 3
+    suspicion_mult: int = 4
+    retransmit_mult: int = 4
+    secret_key: bytes | None = None
+    insecure: bool = False
+    join_timeout: float = 5.0
+    leave_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.node_name, str) or not self.node_name:
+            raise ClusterError("ClusterConfig.node_name must be a non-empty str")
+        for name in ("bind_port",):
+            _port(str(getattr(self, name)), str(getattr(self, name)), name)
+        if self.gossip_port is not None:
+            _port(str(self.gossip_port), str(self.gossip_port), "gossip_port")
+        for name in ("gossip_nodes", "indirect_checks", "suspicion_mult", "retransmit_mult"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ClusterError(f"ClusterConfig.{name}={value!r}: need a positive int")
+        for name in ("push_interval", "pull_interval", "probe_interval", "probe_timeout",
+                     "join_timeout", "leave_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ClusterError(f"ClusterConfig.{name}={value!r}: need a positive number of seconds")
+        if self.probe_timeout >= self.probe_interval:
+            raise ClusterError(
+                f"probe_timeout ({self.probe_timeout:g} s) must be shorter than probe_interval "
+                f"({self.probe_interval:g} s)"
+            )
+        if self.secret_key is None and not self.insecure and not is_loopback(self.bind_addr):
+            raise ClusterError(
+                f"refusing to bind {self.bind_addr} without a secret_key: anyone on the network could "
+                "join and run code here; set secret_key (or insecure=True on a trusted network)"
+            )
+
+    def advertised(self, bound_port: int) -> tuple[str, int]:
+        """The host and router port other nodes should use to reach us."""
+        if self.advertise_addr:
+            host, port = parse_hostport(self.advertise_addr, bound_port, "advertise_addr")
+            return resolve(host), port
+        host = self.bind_addr
+        if host in ("0.0.0.0", "", "*"):
+            raise ClusterError(
+                "bind_addr 0.0.0.0 needs advertise_addr: the address other nodes can reach this one at"
+            )
+        return resolve(host), bound_port
+
+    def seed_addresses(self, seeds: list[str] | None = None) -> list[tuple[str, int]]:
+        out = []
+        for seed in self.seeds if seeds is None else seeds:
+            host, port = parse_hostport(seed, 7946, "seed")
+            out.append((resolve(host), port))
+        return out

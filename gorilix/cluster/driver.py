@@ -1,0 +1,160 @@
+"""The UDP driver of the SWIM engine: its own thread, nothing else in it.
+
+A busy main thread or a slow handler cannot delay probes and acks here (and
+the engine's local health score stretches its timeouts when this thread
+itself is late). Other threads talk to it through a command queue and read
+membership through thread-safe snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gorilix.cluster.security import ClusterKeys
+from gorilix.cluster.swim import Member, MemberEvent, SwimConfig, SwimEngine
+from transport.errors import ClusterError
+
+log = logging.getLogger("gorilix.cluster")
+
+#: Largest datagram read; anything bigger is truncated by the kernel and fails to parse.
+MAX_DATAGRAM = 65_535
+
+
+class SwimDriver:
+    def __init__(
+        self, name: str, bind: tuple[str, int], advertise: tuple[str, int], meta: dict[str, Any],
+        config: SwimConfig, keys: ClusterKeys | None, on_events: Callable[[list[MemberEvent]], None],
+    ) -> None:
+        self.name = name
+        self.keys = keys
+        self.on_events = on_events
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind(bind)
+        except OSError as exc:
+            self.sock.close()
+            raise ClusterError(
+                f"cannot bind udp {bind[0]}:{bind[1]}: {exc.strerror}; is another node running? "
+                "pick another bind address or port"
+            ) from None
+        self.sock.setblocking(False)
+        self.bound = self.sock.getsockname()
+        host, _ = advertise
+        self.engine = SwimEngine(
+            name, host, self.bound[1], meta, config, clock=time.monotonic, rng=random.Random()
+        )
+        self.dropped = 0  # datagrams that failed authentication
+        self._lock = threading.Lock()  # guards the engine
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"gorilix-swim-{name}", daemon=True)
+
+    # -- from other threads -------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def call(self, fn: Callable[[SwimEngine], Any]) -> None:
+        """Run ``fn(engine)`` on the driver thread, soon."""
+        self._commands.put(lambda: fn(self.engine))
+        self._wake_w.send(b"\0")
+
+    def members(self) -> list[Member]:
+        with self._lock:
+            return self.engine.members()
+
+    def local_member(self) -> Member:
+        with self._lock:
+            return self.engine.local_member()
+
+    def joined_count(self) -> int:
+        with self._lock:
+            return self.engine.joined_count()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+        self._thread.join(timeout)
+        self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    deadline = self.engine.next_deadline()
+                timeout = max(0.0, min(0.5, deadline - time.monotonic()))
+                for key, _ in selector.select(timeout):
+                    if key.fileobj is self._wake_r:
+                        try:
+                            self._wake_r.recv(4096)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        self._read()
+                self._step()
+        except Exception:
+            log.exception("gossip driver of %s failed", self.name)
+        finally:
+            selector.close()
+
+    def _read(self) -> None:
+        for _ in range(256):
+            try:
+                data, source = self.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if self.keys is not None:
+                opened = self.keys.open(data)
+                if opened is None:
+                    self.dropped += 1
+                    continue
+                data = opened
+            with self._lock:
+                self.engine.receive(data, (source[0], source[1]))
+
+    def _step(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                command()
+        with self._lock:
+            self.engine.tick()
+            outbox = self.engine.take_outbox()
+            events = self.engine.take_events()
+        for address, packet in outbox:
+            if self.keys is not None:
+                packet = self.keys.seal(packet)
+            try:
+                self.sock.sendto(packet, address)
+            except OSError as exc:
+                log.debug("gossip to %s failed: %s", address, exc)
+        if events:
+            try:
+                self.on_events(events)
+            except Exception:
+                log.exception("membership event handler failed")

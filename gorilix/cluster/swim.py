@@ -1,0 +1,1292 @@
+"""SWIM membership with the Lifeguard refinements, as a sans-IO state machine.
+
+Why sans-IO: the engine never touches a socket, a thread or the wall clock.
+It is fed datagrams (:meth:`SwimEngine.receive`) and clock ticks
+(:meth:`SwimEngine.tick`) and hands back datagrams to send
+(:meth:`SwimEngine.take_outbox`) and membership events
+(:meth:`SwimEngine.take_events`). The clock and the random source are
+injected, so a test can run a thousand engines in one process on virtual
+time and get the same run for the same seed, and the UDP driver stays a thin
+loop that nothing else can delay.
+
+The protocol follows SWIM as refined by memberlist and Lifeguard:
+
+* failure detection: each probe period one member, picked in a shuffled
+  round-robin order, is pinged; without an ack within the probe timeout,
+  ``indirect_checks`` other members are asked to ping it for us (ping-req),
+  and they send a nack when they cannot reach it either. Without any ack by
+  the end of the period the member is suspected;
+* suspicion: every member that hears a suspicion starts its own timer. The
+  timer starts long (``suspicion_max_mult`` x the minimum) and shrinks
+  logarithmically towards the minimum as independent members confirm the
+  suspicion, so a real failure is declared quickly while a member that is
+  only slow to answer one prober gets time to refute. A suspected member
+  refutes by bumping its incarnation number and gossiping itself alive;
+* dissemination: every state change is queued and piggybacked on the pings,
+  acks and gossip packets that are sent anyway, each at most
+  ``retransmit_mult * ceil(log10(n + 1))`` times, fewest-sent first;
+* anti-entropy: now and then (and on join) two members swap their full state
+  (push-pull), which repairs whatever gossip lost;
+* local health (Lifeguard): missed acks and nacks raise a score that
+  stretches our own probe timeout and interval, so a member that is itself
+  slow (overloaded, paused) does not accuse healthy ones.
+
+Wire format: msgpack only, never pickle. A datagram is an array
+``[VERSION, message, message, ...]``; the first message is the reason for the
+datagram, the rest are piggybacked updates. Each message is an array whose
+first element is its type::
+
+    PING      [1, seq, target_name]
+    PING_REQ  [2, seq, target_name, target_address, target_port, want_nack]
+    ACK       [3, seq]
+    NACK      [4, seq]
+    ALIVE     [5, name, incarnation, address, port, meta]
+    SUSPECT   [6, name, incarnation, from_name]
+    DEAD      [7, name, incarnation, from_name]
+    LEAVE     [8, name, incarnation]
+    PUSH_PULL [9, nonce, is_join, sender_name]              (asks for a STATE reply)
+    STATE     [10, nonce, is_reply, sender_name, [record, ...]]
+              record = [name, address, port, incarnation, status_code, meta]
+
+Full state is split over as many STATE datagrams as needed, each at most
+``max_packet`` bytes, so nothing ever relies on IP fragmentation. Every
+field of every message is type-checked before anything is applied; a
+datagram with anything wrong is dropped whole and counted in
+``stats.malformed``.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+__all__ = [
+    "ACK",
+    "ALIVE",
+    "DEAD",
+    "LEAVE",
+    "META_MAX_BYTES",
+    "NACK",
+    "PING",
+    "PING_REQ",
+    "PROTOCOL_VERSION",
+    "PUSH_PULL",
+    "STATE",
+    "SUSPECT",
+    "EventKind",
+    "Member",
+    "MemberEvent",
+    "MemberStatus",
+    "SwimConfig",
+    "SwimEngine",
+    "SwimStats",
+    "pull_interval_for",
+    "retransmit_limit",
+    "suspicion_timeout",
+]
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+#: Encoded size limit of a member's metadata: it travels in every alive
+#: message and every state record, so it must stay well inside a datagram.
+META_MAX_BYTES = 512
+NAME_MAX = 255
+#: The largest UDP payload over IPv4; anything longer cannot be a datagram.
+MAX_DATAGRAM = 65507
+
+PING, PING_REQ, ACK, NACK, ALIVE, SUSPECT, DEAD, LEAVE, PUSH_PULL, STATE = range(1, 11)
+
+_U32 = 1 << 32
+_U64 = 1 << 64
+_VERSION_BYTES = msgpack.packb(PROTOCOL_VERSION)
+# Room for the outer array header (at most 3 bytes for array16) and the version.
+_ENVELOPE = 3 + len(_VERSION_BYTES)
+# Once less than this is left in a datagram no update will fit any more.
+_MIN_UPDATE = 12
+
+
+class MemberStatus(enum.Enum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+_ALIVE = MemberStatus.ALIVE
+_SUSPECT = MemberStatus.SUSPECT
+_DEAD = MemberStatus.DEAD
+_LEFT = MemberStatus.LEFT
+_STATUS_CODE = {_ALIVE: 0, _SUSPECT: 1, _DEAD: 2, _LEFT: 3}
+
+
+@dataclass(slots=True)
+class Member:
+    """One member as this engine sees it. Values handed out are copies."""
+
+    name: str
+    address: str  # gossip (UDP) address of the member
+    port: int
+    incarnation: int
+    status: MemberStatus
+    meta: dict[str, Any]  # msgpack-able dict (router endpoint, workers, load, curve key...)
+    status_since: float  # clock time of the last status change
+
+    def copy(self) -> Member:
+        """A snapshot the caller may keep or change without touching the engine."""
+        return Member(
+            self.name, self.address, self.port, self.incarnation, self.status,
+            dict(self.meta), self.status_since,
+        )
+
+
+class EventKind(enum.Enum):
+    JOIN = "join"
+    UPDATE = "update"
+    SUSPECT = "suspect"
+    ALIVE = "alive"
+    DEAD = "dead"
+    LEAVE = "leave"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    kind: EventKind
+    member: Member  # a snapshot copy
+
+
+@dataclass(frozen=True, slots=True)
+class SwimConfig:
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    indirect_checks: int = 3
+    # Lifeguard: start at max_mult*base, shrink to base with confirmations
+    suspicion_mult: int = 4
+    suspicion_max_mult: int = 6
+    retransmit_mult: int = 4
+    gossip_nodes: int = 3
+    gossip_interval: float = 0.2
+    pull_interval: float = 30.0  # full state exchange (push-pull) with one random member
+    awareness_max: int = 8  # Lifeguard local health: timeouts scale by (1 + score)
+    forget_after: float = 30.0  # dead/left members stay listed at least this long, then are removed
+    max_packet: int = 1400  # bytes; piggybacked gossip is packed up to this size
+    join_retry: float = 1.0  # retry seeds while fewer members are known than seeds given
+
+
+@dataclass(slots=True)
+class SwimStats:
+    """Counters for operators and tests; datagrams, not messages, unless named otherwise."""
+
+    sent: int = 0
+    received: int = 0
+    malformed: int = 0
+    probes: int = 0  # direct probes started
+    indirect_probes: int = 0  # ping-req messages sent for our own probes
+    suspicions: int = 0  # members we moved from alive to suspect
+    refutations: int = 0  # times we bumped our incarnation to deny a rumour about us
+    pushpulls: int = 0  # full state exchanges started or answered
+
+
+# -- formulas (pure, so tests can check the engine against them) -------------
+
+
+def retransmit_limit(mult: int, n: int) -> int:
+    """How many times an update is sent: enough that it reaches everyone w.h.p., no more."""
+    return mult * math.ceil(math.log10(n + 1))
+
+
+def suspicion_timeout(
+    mult: int, max_mult: int, n: int, interval: float, k: int, confirmations: int
+) -> float:
+    """The Lifeguard suspicion timeout after ``confirmations`` of ``k`` expected.
+
+    The minimum grows with log10(n) because a rumour needs about log(n)
+    rounds to reach everyone; the timeout starts at ``max_mult`` times that and
+    falls logarithmically with each independent confirmation.
+    """
+    low = mult * max(1.0, math.log10(max(1, n))) * interval
+    high = max_mult * low
+    if k < 1:
+        return low
+    frac = math.log(min(confirmations, k) + 1) / math.log(k + 1)
+    return max(low, high - frac * (high - low))
+
+
+def pull_interval_for(interval: float, n: int) -> float:
+    """Push-pull interval for a cluster of ``n``: doubles with every doubling past 32.
+
+    A full state exchange costs O(n) bytes, so without scaling the total
+    push-pull traffic would grow as n squared (as memberlist does).
+    """
+    if n <= 32:
+        return interval
+    return interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+
+# -- validation of caller input ---------------------------------------------
+
+
+def _check_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > NAME_MAX:
+        raise ValueError(f"{what} must be a non-empty str of at most {NAME_MAX} characters, got {value!r}")
+    return value
+
+
+def _check_port(value: object, what: str = "port") -> int:
+    if type(value) is not int or not 0 < value < 65536:
+        raise ValueError(f"{what} must be an int in 1..65535, got {value!r}")
+    return value
+
+
+def _check_meta(meta: object) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    if not all(isinstance(key, str) for key in meta):
+        raise TypeError("meta keys must be str")
+    try:
+        encoded = msgpack.packb(meta, use_bin_type=True)
+    except Exception as exc:
+        raise TypeError(f"meta must be msgpack-able (None, bool, int, float, str, bytes, list, dict): {exc}") from None
+    if len(encoded) > META_MAX_BYTES:
+        raise ValueError(f"meta encodes to {len(encoded)} bytes; the limit is {META_MAX_BYTES}")
+    # Decode our own encoding so what we hold is exactly what peers will see
+    # (tuples become lists and so on).
+    copy = msgpack.unpackb(encoded, raw=False, strict_map_key=False)
+    if not _valid_meta(copy):
+        raise TypeError("meta holds a value that does not travel (nested too deep or an extension type)")
+    return copy
+
+
+def _check_config(config: SwimConfig) -> None:
+    if not isinstance(config, SwimConfig):
+        raise TypeError(f"config must be a SwimConfig, got {type(config).__name__}")
+    positive = ("probe_interval", "probe_timeout", "gossip_interval", "pull_interval", "join_retry")
+    for field in positive:
+        value = getattr(config, field)
+        if not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+            raise ValueError(f"SwimConfig.{field} must be a positive number, got {value!r}")
+    if config.probe_timeout >= config.probe_interval:
+        raise ValueError("SwimConfig.probe_timeout must be shorter than probe_interval")
+    if not isinstance(config.forget_after, int | float) or config.forget_after < 0:
+        raise ValueError("SwimConfig.forget_after must be >= 0")
+    for field, low in (("indirect_checks", 0), ("suspicion_mult", 1), ("suspicion_max_mult", 1),
+                       ("retransmit_mult", 1), ("gossip_nodes", 1), ("awareness_max", 1)):
+        value = getattr(config, field)
+        if type(value) is not int or value < low:
+            raise ValueError(f"SwimConfig.{field} must be an int >= {low}, got {value!r}")
+    if type(config.max_packet) is not int or not 576 <= config.max_packet <= MAX_DATAGRAM:
+        raise ValueError(f"SwimConfig.max_packet must be an int in 576..{MAX_DATAGRAM}")
+
+
+# -- validation of wire input (must never raise) ------------------------------
+
+
+def _plain(value: object, depth: int) -> bool:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None or kind is bytes:
+        return True
+    if depth <= 0:
+        return False
+    if kind is list:
+        return all(_plain(item, depth - 1) for item in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(
+            (type(key) is str or type(key) is int) and _plain(item, depth - 1)
+            for key, item in value.items()  # type: ignore[attr-defined]
+        )
+    return False
+
+
+def _valid_meta(value: object) -> bool:
+    if type(value) is not dict:
+        return False
+    if not value:
+        return True
+    if len(value) > 64:  # type: ignore[arg-type]
+        return False
+    return all(
+        type(key) is str and len(key) <= NAME_MAX and _plain(item, 8)
+        for key, item in value.items()  # type: ignore[attr-defined]
+    )
+
+
+def _is_name(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= NAME_MAX  # type: ignore[arg-type]
+
+
+def _is_seq(value: object) -> bool:
+    return type(value) is int and 0 <= value < _U64  # type: ignore[operator]
+
+
+def _is_inc(value: object) -> bool:
+    return type(value) is int and 0 <= value < _U64  # type: ignore[operator]
+
+
+def _is_port(value: object) -> bool:
+    return type(value) is int and 0 < value < 65536  # type: ignore[operator]
+
+
+def _v_ping(m: list[Any]) -> bool:
+    return len(m) == 3 and _is_seq(m[1]) and _is_name(m[2])
+
+
+def _v_ping_req(m: list[Any]) -> bool:
+    return (len(m) == 6 and _is_seq(m[1]) and _is_name(m[2]) and _is_name(m[3])
+            and _is_port(m[4]) and type(m[5]) is bool)
+
+
+def _v_ack(m: list[Any]) -> bool:
+    return len(m) == 2 and _is_seq(m[1])
+
+
+def _v_alive(m: list[Any]) -> bool:
+    return (len(m) == 6 and _is_name(m[1]) and _is_inc(m[2]) and _is_name(m[3])
+            and _is_port(m[4]) and _valid_meta(m[5]))
+
+
+def _v_suspect(m: list[Any]) -> bool:
+    return len(m) == 4 and _is_name(m[1]) and _is_inc(m[2]) and _is_name(m[3])
+
+
+def _v_leave(m: list[Any]) -> bool:
+    return len(m) == 3 and _is_name(m[1]) and _is_inc(m[2])
+
+
+def _v_push_pull(m: list[Any]) -> bool:
+    return len(m) == 4 and type(m[1]) is int and 0 <= m[1] < _U32 and type(m[2]) is bool and _is_name(m[3])
+
+
+def _v_record(r: object) -> bool:
+    return (type(r) is list and len(r) == 6 and _is_name(r[0]) and _is_name(r[1])  # type: ignore[arg-type]
+            and _is_port(r[2]) and _is_inc(r[3]) and type(r[4]) is int  # type: ignore[index]
+            and 0 <= r[4] <= 3 and _valid_meta(r[5]))  # type: ignore[index,operator]
+
+
+def _v_state(m: list[Any]) -> bool:
+    return (len(m) == 5 and type(m[1]) is int and 0 <= m[1] < _U32 and type(m[2]) is bool
+            and _is_name(m[3]) and type(m[4]) is list and all(_v_record(r) for r in m[4]))
+
+
+_VALIDATORS: dict[int, Callable[[list[Any]], bool]] = {
+    PING: _v_ping, PING_REQ: _v_ping_req, ACK: _v_ack, NACK: _v_ack, ALIVE: _v_alive,
+    SUSPECT: _v_suspect, DEAD: _v_suspect, LEAVE: _v_leave, PUSH_PULL: _v_push_pull, STATE: _v_state,
+}
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return _SMALL_HEADERS[count]
+    if count < 0x10000:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+_SMALL_HEADERS = [bytes((0x90 | i,)) for i in range(16)]
+
+
+# -- internal state ------------------------------------------------------------
+
+
+class _IndexedSet:
+    """Names with O(1) add, remove and uniform random pick.
+
+    Picking ping-req helpers and gossip targets happens several times a
+    second; in a 1,000-member cluster that must not cost a scan of the list.
+    """
+
+    __slots__ = ("items", "_pos")
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._pos: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pos
+
+    def add(self, name: str) -> None:
+        if name not in self._pos:
+            self._pos[name] = len(self.items)
+            self.items.append(name)
+
+    def extend(self, names: list[str]) -> None:
+        """Add names known to be absent, in bulk (the preload of a large member list)."""
+        start = len(self.items)
+        self._pos.update(zip(names, range(start, start + len(names)), strict=True))
+        self.items.extend(names)
+
+    def discard(self, name: str) -> None:
+        index = self._pos.pop(name, None)
+        if index is None:
+            return
+        last = self.items.pop()
+        if last != name:
+            self.items[index] = last
+            self._pos[last] = index
+
+    def sample(self, rng: random.Random, k: int, accept: Callable[[str], bool] | None = None) -> list[str]:
+        """Up to ``k`` distinct names that ``accept`` allows, uniformly at random."""
+        items = self.items
+        n = len(items)
+        if k <= 0 or n == 0:
+            return []
+        if n <= 4 * k + 8:
+            pool = [x for x in items if accept is None or accept(x)]
+            if len(pool) <= k:
+                rng.shuffle(pool)
+                return pool
+            return rng.sample(pool, k)
+        picked: list[str] = []
+        for _ in range(8 * k + 16):
+            name = items[int(rng.random() * n)]
+            if name not in picked and (accept is None or accept(name)):
+                picked.append(name)
+                if len(picked) == k:
+                    break
+        return picked
+
+
+class _Broadcast:
+    __slots__ = ("name", "data", "transmits", "key")
+
+    def __init__(self, name: str, data: bytes, key: int) -> None:
+        self.name = name
+        self.data = data
+        self.transmits = 0
+        self.key = key
+
+
+class _BroadcastQueue:
+    """Updates waiting to be piggybacked: fewest transmissions first, newest first.
+
+    Kept in one bucket per transmit count, so filling a datagram touches only
+    the updates it takes, not the whole queue. A newer update about a member
+    replaces the queued one: there is no point spreading stale news.
+    """
+
+    __slots__ = ("_buckets", "_by_name", "_next")
+
+    def __init__(self) -> None:
+        self._buckets: list[dict[int, _Broadcast]] = [{}]
+        self._by_name: dict[str, _Broadcast] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def queue(self, name: str, data: bytes) -> None:
+        old = self._by_name.get(name)
+        if old is not None:
+            self._buckets[old.transmits].pop(old.key, None)
+        self._next += 1
+        item = _Broadcast(name, data, self._next)
+        self._by_name[name] = item
+        self._buckets[0][item.key] = item
+
+    def take(self, budget: int, limit: int) -> list[bytes]:
+        """Updates that fit in ``budget`` bytes; each taken one counts a transmission."""
+        out: list[bytes] = []
+        picked: list[_Broadcast] = []
+        misses = 0
+        done = False
+        for bucket in self._buckets:
+            if not bucket:
+                continue
+            for item in reversed(bucket.values()):
+                size = len(item.data)
+                if size <= budget:
+                    out.append(item.data)
+                    picked.append(item)
+                    budget -= size
+                    if budget < _MIN_UPDATE:
+                        done = True
+                        break
+                else:
+                    misses += 1
+                    if misses >= 16:
+                        done = True
+                        break
+            if done:
+                break
+        buckets = self._buckets
+        for item in picked:
+            del buckets[item.transmits][item.key]
+            item.transmits += 1
+            if item.transmits >= limit:
+                if self._by_name.get(item.name) is item:
+                    del self._by_name[item.name]
+                continue
+            if item.transmits == len(buckets):
+                buckets.append({})
+            buckets[item.transmits][item.key] = item
+        return out
+
+
+class _Suspicion:
+    """One member's suspicion timer; see :func:`suspicion_timeout`."""
+
+    __slots__ = ("start", "k", "low", "high", "confirmers", "confirmations", "deadline")
+
+    def __init__(self, source: str, start: float, k: int, low: float, high: float) -> None:
+        self.start = start
+        self.k = k
+        self.low = low
+        self.high = high
+        # The member that raised the suspicion is not a confirmation of it.
+        self.confirmers = {source}
+        self.confirmations = 0
+        self.deadline = start + (low if k < 1 else high)
+
+    def confirm(self, source: str) -> bool:
+        """Count an independent confirmation; True if it shortened the timer."""
+        if self.confirmations >= self.k or source in self.confirmers:
+            return False
+        self.confirmers.add(source)
+        self.confirmations += 1
+        frac = math.log(self.confirmations + 1) / math.log(self.k + 1)
+        self.deadline = self.start + max(self.low, self.high - frac * (self.high - self.low))
+        return True
+
+
+class _Probe:
+    __slots__ = ("seq", "target", "acked", "expected_nacks", "nacks")
+
+    def __init__(self, seq: int, target: str) -> None:
+        self.seq = seq
+        self.target = target
+        self.acked = False
+        self.expected_nacks = 0
+        self.nacks = 0
+
+
+# timer kinds
+_T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PULL, _T_JOIN, _T_SUSPICION, _T_FORGET, _T_RELAY = range(8)
+
+
+class SwimEngine:
+    """The membership state machine of one member; see the module docstring.
+
+    Not thread-safe: the driver calls it from one thread (or under a lock).
+    Every input method reads the clock once, so time does not move inside
+    one step.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        port: int,
+        meta: dict[str, Any] | None = None,
+        config: SwimConfig = SwimConfig(),  # noqa: B008 - frozen, so sharing the default is safe
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        _check_name(name, "name")
+        _check_name(address, "address")
+        _check_port(port)
+        _check_config(config)
+        self.name = name
+        self.config = config
+        self._clock = clock
+        self._rng = rng
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        now = self._now = clock()
+        self._me = Member(name, address, port, 0, _ALIVE, _check_meta(meta), now)
+        self._members: dict[str, Member] = {name: self._me}
+        self._check_record_size(self._me)
+        self._live = _IndexedSet()  # other members, alive or suspect: probe, ping-req, push-pull
+        self._gossip_set = _IndexedSet()  # other members not left: dead ones may need to refute
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        self._probe: _Probe | None = None
+        self._suspicions: dict[str, _Suspicion] = {}
+        self._relays: dict[int, tuple[tuple[str, int], int, bool]] = {}
+        self._records: dict[str, bytes] = {}  # encoded state records, dropped on change
+        self._queue = _BroadcastQueue()
+        self._outbox: list[tuple[tuple[str, int], bytes]] = []
+        self._events: list[MemberEvent] = []
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._timer_seq = 0
+        self._seq = 0
+        self._score = 0
+        self._leaving = False
+        self._join_seeds: list[tuple[str, int]] = []
+        self._join_answered: set[tuple[str, int]] = set()
+        self._join_nonces: dict[int, tuple[tuple[str, int], int]] = {}
+        self._join_round = 0
+        self._join_gen = 0
+        self._pull_gen = 0
+        self._gossip_armed = False
+        self.stats = SwimStats()
+        self._recompute_sizes()
+        # Random phases: members started together must not probe, gossip and
+        # pull in lockstep.
+        self._gossip_phase = now + rng.random() * config.gossip_interval
+        self._schedule(now + rng.random() * config.probe_interval, _T_PROBE, None)
+        self._schedule(now + rng.random() * config.pull_interval, _T_PULL, self._pull_gen)
+        self._emit(EventKind.JOIN, self._me)
+
+    # ------------------------------------------------------------------ inputs
+
+    def join(self, seeds: list[tuple[str, int]]) -> None:
+        """Swap full state with every seed; retried every ``join_retry`` until enough are known."""
+        self._now = self._clock()
+        if self._leaving:
+            raise RuntimeError("this member has left the cluster; start a new engine to join again")
+        checked: list[tuple[str, int]] = []
+        for seed in seeds:
+            if not (isinstance(seed, tuple | list) and len(seed) == 2):
+                raise ValueError(f"a seed must be an (address, port) pair, got {seed!r}")
+            address = _check_name(seed[0], "seed address")
+            port = _check_port(seed[1], "seed port")
+            if (address, port) != (self._me.address, self._me.port):
+                checked.append((address, port))
+        self._join_seeds = list(dict.fromkeys(checked))
+        self._join_answered = set()
+        self._join_nonces = {}
+        self._join_gen += 1
+        if not self._join_seeds:
+            return
+        self._send_join()
+        self._schedule(self._now + self.config.join_retry, _T_JOIN, self._join_gen)
+
+    def receive(self, data: bytes, source: tuple[str, int]) -> None:
+        """Handle one datagram. Malformed input is dropped and counted, never raised."""
+        self.stats.received += 1
+        messages = self._decode(data, source)
+        if messages is None:
+            self.stats.malformed += 1
+            return
+        self._now = self._clock()
+        try:
+            for message in messages:
+                self._dispatch(message, source)
+        except Exception:  # pragma: no cover - a bug; a datagram must still not take the node down
+            log.exception("SWIM engine %s failed on a datagram from %s", self.name, source)
+            self.stats.malformed += 1
+
+    def tick(self) -> None:
+        """Run every timer that is due at ``clock()``."""
+        now = self._now = self._clock()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, arg = heapq.heappop(timers)
+            if kind == _T_PROBE:
+                self._probe_tick()
+            elif kind == _T_GOSSIP:
+                self._gossip_tick()
+            elif kind == _T_PROBE_TIMEOUT:
+                self._probe_timeout(arg)
+            elif kind == _T_RELAY:
+                self._relay_timeout(arg)
+            elif kind == _T_SUSPICION:
+                self._suspicion_timeout(arg)
+            elif kind == _T_FORGET:
+                self._forget(arg)
+            elif kind == _T_PULL:
+                self._pull_tick(arg)
+            elif kind == _T_JOIN:
+                self._join_tick(arg)
+
+    def leave(self) -> None:
+        """Announce a graceful leave: others list us as LEFT, not DEAD. Probing stops."""
+        self._now = self._clock()
+        if self._leaving:
+            return
+        self._leaving = True
+        me = self._me
+        me.status = _LEFT
+        me.status_since = self._now
+        self._records.pop(me.name, None)
+        self._probe = None
+        self._join_seeds = []
+        self._broadcast(me.name, self._pack([LEAVE, me.name, me.incarnation]))
+        self._emit(EventKind.LEAVE, me)
+
+    def update_meta(self, meta: dict[str, Any]) -> None:
+        """Replace our metadata; the incarnation bump makes everyone take the new one."""
+        self._now = self._clock()
+        if self._leaving:
+            raise RuntimeError("this member has left the cluster; its metadata can no longer change")
+        new = _check_meta(meta)
+        me = self._me
+        old = me.meta
+        me.meta = new
+        try:
+            self._check_record_size(me)
+        except ValueError:
+            me.meta = old
+            raise
+        me.incarnation += 1
+        self._records.pop(me.name, None)
+        self._broadcast(me.name, self._alive_message(me))
+        self._emit(EventKind.UPDATE, me)
+
+    def preload(self, members: Iterable[Member]) -> int:
+        """Adopt members known out of band as ALIVE, silently; returns how many were new.
+
+        For a bootstrap from a saved member list, and for the simulator,
+        which starts a thousand members already acquainted: joining them
+        one by one through the protocol costs O(n^2) gossip before the
+        experiment even starts. No events are emitted and nothing is
+        gossiped; names already known are left alone.
+        """
+        now = self._now = self._clock()
+        known = self._members
+        added: list[str] = []
+        for m in members:
+            name = m.name
+            if name in known:
+                continue
+            if not (_is_name(name) and _is_name(m.address) and _is_port(m.port) and _is_inc(m.incarnation)
+                    and isinstance(m.meta, dict)):
+                raise ValueError(f"cannot preload {m!r}: bad name, address, port, incarnation or meta")
+            known[name] = Member(name, m.address, m.port, m.incarnation, _ALIVE, dict(m.meta), now)
+            added.append(name)
+        self._live.extend(added)
+        self._gossip_set.extend(added)
+        if added:
+            self._probe_order = list(self._live.items)
+            self._rng.shuffle(self._probe_order)
+            self._probe_index = 0
+            self._recompute_sizes()
+            # The pull interval just grew with n; spread the first pulls over it.
+            self._pull_gen += 1
+            self._schedule(self._now + self._rng.random() * self._pull_every, _T_PULL, self._pull_gen)
+        return len(added)
+
+    # ----------------------------------------------------------------- outputs
+
+    def take_outbox(self) -> list[tuple[tuple[str, int], bytes]]:
+        out = self._outbox
+        self._outbox = []
+        return out
+
+    def take_events(self) -> list[MemberEvent]:
+        events = self._events
+        self._events = []
+        return events
+
+    def members(self) -> list[Member]:
+        return [m.copy() for m in self._members.values()]
+
+    def local_member(self) -> Member:
+        return self._me.copy()
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` must run next (may be early, never late)."""
+        return self._timers[0][0] if self._timers else math.inf
+
+    @property
+    def health(self) -> int:
+        """Lifeguard awareness score: 0 is healthy; timeouts are scaled by 1 + health."""
+        return self._score
+
+    def joined_count(self) -> int:
+        """How many seeds of the last :meth:`join` answered with their state."""
+        return len(self._join_answered)
+
+    # --------------------------------------------------------------- decoding
+
+    def _decode(self, data: object, source: object) -> list[list[Any]] | None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            return None
+        if not (type(source) is tuple and len(source) == 2 and type(source[0]) is str
+                and type(source[1]) is int):
+            return None
+        size = len(data)
+        if size < 3 or size > MAX_DATAGRAM:
+            return None
+        try:
+            packet = msgpack.unpackb(
+                data, raw=False, strict_map_key=False, use_list=True, max_str_len=size,
+                max_bin_len=size, max_array_len=size, max_map_len=size, max_ext_len=0,
+            )
+        except Exception:
+            return None
+        if type(packet) is not list or len(packet) < 2 or type(packet[0]) is not int:
+            return None
+        if packet[0] != PROTOCOL_VERSION:
+            return None
+        messages = packet[1:]
+        for message in messages:
+            if type(message) is not list or not message:
+                return None
+            check = _VALIDATORS.get(message[0]) if type(message[0]) is int else None
+            if check is None or not check(message):
+                return None
+        return messages
+
+    def _dispatch(self, m: list[Any], source: tuple[str, int]) -> None:
+        kind = m[0]
+        if kind == ALIVE:
+            self._apply_alive(m[1], m[2], m[3], m[4], m[5], announce_new=True)
+        elif kind == PING:
+            if m[2] == self.name:  # a ping for someone who used to live at this address is not ours
+                self._send(source, self._pack([ACK, m[1]]))
+        elif kind == ACK:
+            self._on_ack(m[1])
+        elif kind == SUSPECT:
+            self._apply_suspect(m[1], m[2], m[3])
+        elif kind == DEAD:
+            self._apply_dead(m[1], m[2], m[3])
+        elif kind == LEAVE:
+            self._apply_left(m[1], m[2])
+        elif kind == PING_REQ:
+            self._on_ping_req(m, source)
+        elif kind == NACK:
+            probe = self._probe
+            if probe is not None and probe.seq == m[1] and not probe.acked:
+                probe.nacks += 1
+        elif kind == PUSH_PULL:
+            if m[3] != self.name:  # a seed list naming ourselves must not count as an answer
+                self.stats.pushpulls += 1
+                self._send_state(source, m[1], is_reply=True)
+        elif kind == STATE:
+            self._on_state(m)
+
+    # ------------------------------------------------------------------ probing
+
+    def _probe_tick(self) -> None:
+        self._finish_probe()
+        if self._leaving:
+            return
+        now = self._now
+        scale = 1 + self._score
+        target = self._next_target()
+        if target is not None:
+            seq = self._next_seq()
+            self._probe = _Probe(seq, target.name)
+            self.stats.probes += 1
+            extra: tuple[bytes, ...] = ()
+            if target.status is _SUSPECT:
+                # Tell the member directly: it refutes sooner than gossip would reach it.
+                extra = (self._pack([SUSPECT, target.name, target.incarnation, self.name]),)
+            self._send((target.address, target.port), self._pack([PING, seq, target.name]), extra)
+            self._schedule(now + self.config.probe_timeout * scale, _T_PROBE_TIMEOUT, seq)
+        self._schedule(now + self.config.probe_interval * scale, _T_PROBE, None)
+
+    def _next_target(self) -> Member | None:
+        members = self._members
+        for _ in range(len(self._probe_order) + 1):
+            if self._probe_index >= len(self._probe_order):
+                # A fresh random order each round: every member is probed once
+                # per round (bounded detection time) without a pattern.
+                self._probe_order = list(self._live.items)
+                self._rng.shuffle(self._probe_order)
+                self._probe_index = 0
+                if not self._probe_order:
+                    return None
+            name = self._probe_order[self._probe_index]
+            self._probe_index += 1
+            m = members.get(name)
+            if m is not None and (m.status is _ALIVE or m.status is _SUSPECT) and m is not self._me:
+                return m
+        return None
+
+    def _probe_timeout(self, seq: int) -> None:
+        probe = self._probe
+        if probe is None or probe.seq != seq or probe.acked:
+            return
+        target = self._members.get(probe.target)
+        if target is None:
+            return
+        members = self._members
+        helpers = self._live.sample(
+            self._rng, self.config.indirect_checks,
+            lambda name: name != probe.target and members[name].status is _ALIVE,
+        )
+        message = self._pack([PING_REQ, seq, target.name, target.address, target.port, True])
+        for name in helpers:
+            helper = members[name]
+            self._send((helper.address, helper.port), message)
+        probe.expected_nacks = len(helpers)
+        self.stats.indirect_probes += len(helpers)
+
+    def _finish_probe(self) -> None:
+        probe = self._probe
+        self._probe = None
+        if probe is None or probe.acked:
+            return
+        # Lifeguard: helpers that answered with nacks are alive and reachable,
+        # so the target is the problem; helpers that stayed silent suggest we
+        # are the problem, and we become more patient.
+        if probe.expected_nacks:
+            self._adjust_health(probe.expected_nacks - probe.nacks)
+        else:
+            self._adjust_health(1)
+        target = self._members.get(probe.target)
+        if target is not None and (target.status is _ALIVE or target.status is _SUSPECT):
+            self._apply_suspect(target.name, target.incarnation, self.name)
+
+    def _on_ack(self, seq: int) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == seq:
+            if not probe.acked:
+                probe.acked = True
+                self._adjust_health(-1)
+            return
+        relay = self._relays.pop(seq, None)
+        if relay is not None:
+            self._send(relay[0], self._pack([ACK, relay[1]]))
+
+    def _on_ping_req(self, m: list[Any], source: tuple[str, int]) -> None:
+        if m[2] == self.name:  # asked to vouch for ourselves: we are clearly up
+            self._send(source, self._pack([ACK, m[1]]))
+            return
+        seq = self._next_seq()
+        self._relays[seq] = (source, m[1], m[5])
+        self._send((m[3], m[4]), self._pack([PING, seq, m[2]]))
+        self._schedule(self._now + self.config.probe_timeout, _T_RELAY, seq)
+
+    def _relay_timeout(self, seq: int) -> None:
+        relay = self._relays.pop(seq, None)
+        if relay is not None and relay[2]:
+            self._send(relay[0], self._pack([NACK, relay[1]]))
+
+    def _adjust_health(self, delta: int) -> None:
+        self._score = min(max(self._score + delta, 0), self.config.awareness_max - 1)
+
+    # ------------------------------------------------------------ state changes
+
+    def _apply_alive(
+        self, name: str, inc: int, address: str, port: int, meta: dict[str, Any], *, announce_new: bool
+    ) -> None:
+        if name == self.name:
+            me = self._me
+            if self._leaving or inc < me.incarnation:
+                return
+            if inc == me.incarnation and address == me.address and port == me.port and meta == me.meta:
+                return  # our own news coming back
+            self._refute(inc)  # someone speaks for an older or other life of ours
+            return
+        m = self._members.get(name)
+        if m is None:
+            m = Member(name, address, port, inc, _ALIVE, meta, self._now)
+            self._members[name] = m
+            self._live.add(name)
+            self._gossip_set.add(name)
+            self._insert_probe(name)
+            self._recompute_sizes()
+            self._emit(EventKind.JOIN, m)
+            if announce_new:
+                self._broadcast(name, self._alive_message(m))
+            return
+        status = m.status
+        if status is _DEAD or status is _LEFT:
+            # A restart: a higher incarnation, or the same name at a new address.
+            if inc > m.incarnation or address != m.address or port != m.port:
+                m.incarnation, m.address, m.port, m.meta = inc, address, port, meta
+                self._set_status(m, _ALIVE)
+                self._emit(EventKind.JOIN, m)
+                self._broadcast(name, self._alive_message(m))
+            return
+        if inc <= m.incarnation:
+            return  # old news, or a name conflict at the same incarnation: keep what we have
+        changed = meta != m.meta or address != m.address or port != m.port
+        m.incarnation, m.address, m.port, m.meta = inc, address, port, meta
+        self._records.pop(name, None)
+        if status is _SUSPECT:
+            self._set_status(m, _ALIVE)
+            self._emit(EventKind.ALIVE, m)
+        if changed:
+            self._emit(EventKind.UPDATE, m)
+        self._broadcast(name, self._alive_message(m))
+
+    def _apply_suspect(self, name: str, inc: int, source: str) -> None:
+        if name == self.name:
+            if not self._leaving and inc >= self._me.incarnation:
+                self._refute(inc)
+            return
+        m = self._members.get(name)
+        if m is None or inc < m.incarnation or m.status is _DEAD or m.status is _LEFT:
+            return
+        suspicion = self._suspicions.get(name)
+        if suspicion is not None:
+            if inc > m.incarnation:
+                m.incarnation = inc
+                self._records.pop(name, None)
+            if suspicion.confirm(source):
+                self._schedule(suspicion.deadline, _T_SUSPICION, name)
+                # Pass the confirmation on: others' timers shrink too.
+                self._broadcast(name, self._pack([SUSPECT, name, m.incarnation, source]))
+            return
+        m.incarnation = inc
+        self._set_status(m, _SUSPECT)
+        self.stats.suspicions += 1
+        n_live = len(self._live) + 1
+        k = max(0, min(self.config.indirect_checks, n_live - 2))
+        low = self._suspicion_min
+        suspicion = _Suspicion(source, self._now, k, low, self.config.suspicion_max_mult * low)
+        self._suspicions[name] = suspicion
+        self._schedule(suspicion.deadline, _T_SUSPICION, name)
+        self._emit(EventKind.SUSPECT, m)
+        self._broadcast(name, self._pack([SUSPECT, name, inc, source]))
+
+    def _suspicion_timeout(self, name: str) -> None:
+        suspicion = self._suspicions.get(name)
+        if suspicion is None or suspicion.deadline > self._now:
+            return
+        m = self._members[name]
+        self._apply_dead(name, m.incarnation, self.name)
+
+    def _apply_dead(self, name: str, inc: int, source: str) -> None:
+        if name == self.name:
+            if not self._leaving and inc >= self._me.incarnation:
+                self._refute(inc)
+            return
+        m = self._members.get(name)
+        if m is None or inc < m.incarnation or m.status is _DEAD or m.status is _LEFT:
+            return
+        m.incarnation = inc
+        self._set_status(m, _DEAD)
+        self._emit(EventKind.DEAD, m)
+        self._broadcast(name, self._pack([DEAD, name, inc, source]))
+
+    def _apply_left(self, name: str, inc: int) -> None:
+        if name == self.name:
+            if not self._leaving and inc >= self._me.incarnation:
+                self._refute(inc)
+            return
+        m = self._members.get(name)
+        # A leave overrides a death at the same incarnation: the member said
+        # goodbye, so it must not count as a failure.
+        if m is None or inc < m.incarnation or m.status is _LEFT:
+            return
+        m.incarnation = inc
+        self._set_status(m, _LEFT)
+        self._emit(EventKind.LEAVE, m)
+        self._broadcast(name, self._pack([LEAVE, name, inc]))
+
+    def _refute(self, inc: int) -> None:
+        me = self._me
+        me.incarnation = max(me.incarnation, inc) + 1
+        self._records.pop(me.name, None)
+        self.stats.refutations += 1
+        # Lifeguard: being suspected hints that we are slow ourselves.
+        self._adjust_health(1)
+        self._broadcast(me.name, self._alive_message(me))
+
+    def _set_status(self, m: Member, status: MemberStatus) -> None:
+        old = m.status
+        m.status = status
+        m.status_since = self._now
+        name = m.name
+        self._records.pop(name, None)
+        was_live = old is _ALIVE or old is _SUSPECT
+        is_live = status is _ALIVE or status is _SUSPECT
+        if was_live and not is_live:
+            self._live.discard(name)
+        elif is_live and not was_live:
+            self._live.add(name)
+            self._insert_probe(name)
+        if status is _LEFT:
+            self._gossip_set.discard(name)
+        else:
+            self._gossip_set.add(name)
+        if status is not _SUSPECT:
+            self._suspicions.pop(name, None)
+        if status is _DEAD or status is _LEFT:
+            self._schedule(self._now + self.config.forget_after, _T_FORGET, name)
+
+    def _forget(self, name: str) -> None:
+        m = self._members.get(name)
+        if m is None or m is self._me or not (m.status is _DEAD or m.status is _LEFT):
+            return
+        if m.status_since + self.config.forget_after > self._now:
+            return  # died again since; a later timer will come
+        del self._members[name]
+        self._live.discard(name)
+        self._gossip_set.discard(name)
+        self._records.pop(name, None)
+        self._recompute_sizes()
+
+    def _insert_probe(self, name: str) -> None:
+        # At a random place, so a newcomer is probed within a round without
+        # reshuffling the whole order.
+        order = self._probe_order
+        order.append(name)
+        i = self._rng.randrange(len(order))
+        order[i], order[-1] = order[-1], order[i]
+
+    def _recompute_sizes(self) -> None:
+        n = len(self._members)
+        cfg = self.config
+        self._retransmit_limit = retransmit_limit(cfg.retransmit_mult, n)
+        self._suspicion_min = suspicion_timeout(
+            cfg.suspicion_mult, cfg.suspicion_max_mult, n, cfg.probe_interval, 0, 0
+        )
+        self._pull_every = pull_interval_for(cfg.pull_interval, n)
+
+    # ------------------------------------------------------------ dissemination
+
+    def _broadcast(self, name: str, data: bytes) -> None:
+        self._queue.queue(name, data)
+        if not self._gossip_armed:
+            # Gossip ticks only while there is something to say, on a fixed
+            # cadence: idle members cost nothing and busy ones stay periodic.
+            g = self.config.gossip_interval
+            slot = math.floor((self._now - self._gossip_phase) / g) + 1
+            self._gossip_armed = True
+            self._schedule(self._gossip_phase + slot * g, _T_GOSSIP, None)
+
+    def _gossip_tick(self) -> None:
+        self._gossip_armed = False
+        queue = self._queue
+        if not queue:
+            return
+        members = self._members
+        targets = self._gossip_set.sample(self._rng, self.config.gossip_nodes)
+        budget = self.config.max_packet - _ENVELOPE
+        limit = self._retransmit_limit
+        for name in targets:
+            updates = queue.take(budget, limit)
+            if not updates:
+                break
+            m = members[name]
+            packet = _array_header(1 + len(updates)) + _VERSION_BYTES + b"".join(updates)
+            self._outbox.append(((m.address, m.port), packet))
+            self.stats.sent += 1
+        if queue:
+            g = self.config.gossip_interval
+            slot = math.floor((self._now - self._gossip_phase) / g) + 1
+            self._gossip_armed = True
+            self._schedule(self._gossip_phase + slot * g, _T_GOSSIP, None)
+
+    def _send(self, address: tuple[str, int], main: bytes, extra: tuple[bytes, ...] = ()) -> None:
+        """Send ``main`` with as many queued updates as fit in ``max_packet``."""
+        budget = self.config.max_packet - _ENVELOPE - len(main)
+        for item in extra:
+            budget -= len(item)
+        updates = (self._queue.take(budget, self._retransmit_limit)
+                   if self._queue and budget >= _MIN_UPDATE else [])
+        parts = [_array_header(2 + len(extra) + len(updates)), _VERSION_BYTES, main, *extra, *updates]
+        self._outbox.append((address, b"".join(parts)))
+        self.stats.sent += 1
+
+    def _alive_message(self, m: Member) -> bytes:
+        return self._pack([ALIVE, m.name, m.incarnation, m.address, m.port, m.meta])
+
+    def _emit(self, kind: EventKind, m: Member) -> None:
+        self._events.append(MemberEvent(kind, m.copy()))
+
+    # ---------------------------------------------------------------- push-pull
+
+    def _pull_tick(self, gen: int) -> None:
+        if gen != self._pull_gen or self._leaving:
+            return
+        members = self._members
+        peers = self._live.sample(self._rng, 1, lambda name: members[name].status is _ALIVE)
+        if peers:
+            peer = members[peers[0]]
+            self._push_pull((peer.address, peer.port), False, self._rng.getrandbits(32))
+        self._schedule(self._now + self._pull_every, _T_PULL, gen)
+
+    def _send_join(self) -> None:
+        self._join_round += 1
+        current = self._join_round
+        self._join_nonces = {n: v for n, v in self._join_nonces.items() if v[1] >= current - 1}
+        for seed in self._join_seeds:
+            if seed in self._join_answered:
+                continue
+            nonce = self._rng.getrandbits(32)
+            self._join_nonces[nonce] = (seed, current)
+            self._push_pull(seed, True, nonce)
+
+    def _join_tick(self, gen: int) -> None:
+        if gen != self._join_gen or self._leaving or not self._join_seeds:
+            return
+        if len(self._live) >= len(self._join_seeds):
+            return  # we know at least as many members as seeds were given: joined
+        if all(seed in self._join_answered for seed in self._join_seeds):
+            return  # every seed answered; the cluster is just small
+        self._send_join()
+        self._schedule(self._now + self.config.join_retry, _T_JOIN, gen)
+
+    def _push_pull(self, address: tuple[str, int], join: bool, nonce: int) -> None:
+        self.stats.pushpulls += 1
+        self._send(address, self._pack([PUSH_PULL, nonce, join, self.name]))
+        self._send_state(address, nonce, is_reply=False)
+
+    def _send_state(self, address: tuple[str, int], nonce: int, *, is_reply: bool) -> None:
+        """Our whole member list, split into datagrams of at most ``max_packet`` bytes."""
+        head = b"\x95" + self._pack(STATE) + self._pack(nonce) + self._pack(is_reply) + self._pack(self.name)
+        prefix = _array_header(2) + _VERSION_BYTES + head
+        budget = self.config.max_packet - len(prefix) - 3  # 3: the records' array16 header
+        records = self._records
+        pack = self._pack
+        chunk: list[bytes] = []
+        size = 0
+        for m in self._members.values():
+            record = records.get(m.name)
+            if record is None:
+                record = pack([m.name, m.address, m.port, m.incarnation, _STATUS_CODE[m.status], m.meta])
+                records[m.name] = record
+            if size + len(record) > budget and chunk:
+                self._outbox.append((address, prefix + _array_header(len(chunk)) + b"".join(chunk)))
+                self.stats.sent += 1
+                chunk = []
+                size = 0
+            chunk.append(record)
+            size += len(record)
+        if chunk:
+            self._outbox.append((address, prefix + _array_header(len(chunk)) + b"".join(chunk)))
+            self.stats.sent += 1
+
+    def _on_state(self, m: list[Any]) -> None:
+        sender = m[3]
+        if sender == self.name:
+            return
+        if m[2]:
+            pending = self._join_nonces.get(m[1])
+            if pending is not None:
+                self._join_answered.add(pending[0])
+        members = self._members
+        for name, address, port, inc, code, meta in m[4]:
+            if code == 0:
+                # Newcomers learned from a full state are not re-gossiped (the
+                # sender's own record excepted): the peer already knows them
+                # and others learn them from their own exchanges. Re-gossiping
+                # would make every join cost n broadcasts.
+                self._apply_alive(name, inc, address, port, meta, announce_new=name == sender)
+            elif code == 1:
+                if name != self.name and name not in members:
+                    self._apply_alive(name, inc, address, port, meta, announce_new=False)
+                self._apply_suspect(name, inc, sender)
+            elif code == 2:
+                # Another member's verdict is only a suspicion here: we start
+                # our own timer, which the member can still refute.
+                self._apply_suspect(name, inc, sender)
+            else:
+                self._apply_left(name, inc)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _check_record_size(self, m: Member) -> None:
+        size = len(self._pack([ALIVE, m.name, _U64 - 1, m.address, m.port, m.meta]))
+        if size > self.config.max_packet // 2:
+            raise ValueError(
+                f"member {m.name!r} with its meta encodes to {size} bytes; "
+                f"it must fit in half a datagram ({self.config.max_packet // 2} bytes)"
+            )
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % _U64
+        return self._seq
+
+    def _schedule(self, when: float, kind: int, arg: Any) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, arg))

@@ -1,0 +1,272 @@
+"""Real multi-process clusters on 127.0.0.1: gossip, remote actors, security."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from actors import Echo, Stateful, Watcher
+from cluster_node import FAST
+from conftest import wait_for
+
+from gorilix import ActorSystem, ClusterError, Down, GorilixError, NodeDown
+from gorilix.cluster import bridge
+from gorilix.system import ClusterConfig
+
+NODE_SCRIPT = str(Path(__file__).with_name("cluster_node.py"))
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (the node binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+class Node:
+    def __init__(self, name: str, port: int, proc: subprocess.Popen[str], info: dict[str, Any]) -> None:
+        self.name = name
+        self.port = port
+        self.proc = proc
+        self.info = info
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def spawn_node() -> Iterator[Callable[..., Node]]:
+    """Start `cluster_node.py` processes; all are killed and reaped at the end."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(name: str, seeds: list[str], secret: bytes | None = None, port: int | None = None) -> Node:
+        port = port or free_port()
+        env = dict(os.environ)
+        env.pop("GORILIX_TEST_SECRET", None)
+        if secret is not None:
+            env["GORILIX_TEST_SECRET"] = secret.hex()
+        proc = subprocess.Popen(
+            [sys.executable, NODE_SCRIPT, name, str(port), *seeds], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.dirname(NODE_SCRIPT),
+        )
+        procs.append(proc)
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            proc.wait(10)
+            raise AssertionError(f"node {name} did not start (exit {proc.returncode})")
+        return Node(name, port, proc, json.loads(line))
+
+    try:
+        yield start
+    finally:
+        pids: list[int] = []
+        for proc in procs:
+            try:
+                pids += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+            except psutil.Error:
+                pass
+            proc.kill()
+        for proc in procs:
+            proc.wait(10)
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+        wait_for(lambda: not any(_running(p) for p in pids), 10, "cluster node workers gone")
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def local() -> Iterator[Callable[..., ActorSystem]]:
+    """This test process as a cluster member."""
+    systems: list[ActorSystem] = []
+
+    def make(seeds: list[str] | None = None, secret: bytes | None = None, name: str | None = None,
+             port: int | None = None) -> ActorSystem:
+        name = name or f"local-{uuid.uuid4().hex[:6]}"
+        system = ActorSystem(name, workers=1)
+        systems.append(system)
+        system.set_cluster_provider(bridge.ClusterProvider())
+        system.enable_clustering(ClusterConfig(
+            node_name=name, bind_addr="127.0.0.1", bind_port=port or free_port(), seeds=seeds or [],
+            secret_key=secret, **FAST,
+        ))
+        return system
+
+    try:
+        yield make
+    finally:
+        for system in systems:
+            system.stop()
+
+
+def statuses(system: ActorSystem) -> dict[str, str]:
+    return {m.name: m.status.value for m in system.get_cluster().members()}
+
+
+def test_api_errors_before_clustering() -> None:
+    with ActorSystem(f"solo-{uuid.uuid4().hex[:6]}", workers=1) as system:
+        with pytest.raises(ClusterError, match="^clustering not enabled$"):
+            system.get_cluster()
+        with pytest.raises(ClusterError, match="^clustering not enabled$"):
+            system.whereis("x", node="elsewhere")
+        with pytest.raises(ClusterError, match="^no cluster provider set$"):
+            system.enable_clustering(ClusterConfig(node_name=system.name, bind_port=free_port()))
+        with pytest.raises(ClusterError, match="refusing to bind 0.0.0.0 without a secret_key"):
+            ClusterConfig(node_name="x", bind_addr="0.0.0.0")
+
+
+def test_five_nodes_converge_and_talk(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    seed = f"127.0.0.1:{me.get_cluster().local_member().port}"
+    nodes = [spawn_node(f"n{i}-{uuid.uuid4().hex[:4]}", [seed]) for i in range(4)]
+    names = {me.name, *(n.name for n in nodes)}
+    wait_for(lambda: statuses(me) == dict.fromkeys(names, "alive"), 15, "five members alive here")
+    for node in nodes:
+        inspector = me.whereis("inspector", node=node.name)
+        assert inspector is not None and inspector.node == node.name
+        wait_for(lambda inspector=inspector: inspector.ask("members") == dict.fromkeys(names, "alive"),
+                 15, f"five members alive at {node.name}")
+    # Remote spawn, ask, tell, GenServer-style call through the same transport.
+    remote = me.spawn(Stateful, "remote", node=nodes[0].name)
+    assert remote.node == nodes[0].name
+    remote.tell("inc")
+    assert remote.ask("inc") == 2
+    assert remote.ask("pid") == nodes[0].info["workers"][0]
+    with pytest.raises(ClusterError, match="node not found: nowhere"):
+        me.whereis("inspector", node="nowhere")
+    # Remote refs travel inside messages and answer from anywhere.
+    echo = me.spawn(Echo)
+    inspector = me.whereis("inspector", node=nodes[1].name)
+    assert inspector.ask(echo) == ("inspector", echo)
+
+
+def test_sigkill_is_detected_by_all_and_fails_what_waits(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    seed = f"127.0.0.1:{me.get_cluster().local_member().port}"
+    victim, *others = [spawn_node(f"k{i}-{uuid.uuid4().hex[:4]}", [seed]) for i in range(3)]
+    names = {me.name, victim.name, *(o.name for o in others)}
+    wait_for(lambda: statuses(me) == dict.fromkeys(names, "alive"), 15, "four members alive")
+    remote = me.spawn(Stateful, "v", node=victim.name)
+    watcher = me.spawn(Watcher)
+    watcher.ask(("watch", remote))
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    started = time.monotonic()
+    # suspicion bound: max multiplier x suspicion_mult x log10-scaled probe interval, plus a probe
+    bound = 6 * FAST["suspicion_mult"] * FAST["probe_interval"] + 3 * FAST["probe_interval"] + 2.0
+    wait_for(lambda: statuses(me).get(victim.name) == "dead", bound, "victim dead here")
+    for other in others:
+        inspector = me.whereis("inspector", node=other.name)
+        wait_for(lambda inspector=inspector: inspector.ask("members").get(victim.name) == "dead",
+                 bound, f"victim dead at {other.name}")
+    assert time.monotonic() - started < bound
+    downs = wait_for(lambda: watcher.ask("get"), 5, "Down for the remote actor")
+    assert isinstance(downs[0], Down) and downs[0].ref == remote and victim.name in downs[0].reason
+    with pytest.raises((NodeDown, ClusterError)):
+        remote.ask("get", timeout=5.0)
+
+
+def test_sigterm_leaves_gracefully_and_a_restart_rejoins(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    seed = f"127.0.0.1:{me.get_cluster().local_member().port}"
+    name = f"t-{uuid.uuid4().hex[:4]}"
+    node = spawn_node(name, [seed])
+    wait_for(lambda: statuses(me).get(name) == "alive", 15, "member alive")
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(20) == 0
+    assert wait_for(lambda: statuses(me).get(name) == "left", 10, "member left") is True
+    again = spawn_node(name, [seed], port=free_port())
+    wait_for(lambda: statuses(me).get(name) == "alive", 15, "member rejoined under the same name")
+    inspector = me.whereis("inspector", node=name)
+    assert inspector.ask("pid") == again.info["workers"][0]  # the new process answers
+
+
+def test_wrong_secret_is_kept_out(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
+    secret = os.urandom(32)
+    me = local(secret=secret)
+    seed = f"127.0.0.1:{me.get_cluster().local_member().port}"
+    friend = spawn_node(f"f-{uuid.uuid4().hex[:4]}", [seed], secret=secret)
+    wait_for(lambda: statuses(me).get(friend.name) == "alive", 15, "friend joined")
+    assert me.whereis("inspector", node=friend.name).ask("hi") == ("inspector", "hi")
+    intruder = f"i-{uuid.uuid4().hex[:4]}"
+    # Its join is never answered: our gossip drops its datagrams unread, so it gives up.
+    with pytest.raises(AssertionError, match="did not start"):
+        spawn_node(intruder, [seed], secret=os.urandom(32))
+    assert intruder not in statuses(me)
+    assert me.get_cluster()._driver.dropped > 0
+    # Nor can it reach our router: CURVE with another secret's keys fails the handshake.
+    from gorilix.remote import NodeUnreachable, RemoteNode
+
+    with pytest.raises(NodeUnreachable):
+        RemoteNode(f"127.0.0.1:{me.get_cluster().local_member().port}", secret=os.urandom(32), timeout=1.0)
+    with RemoteNode(f"127.0.0.1:{me.get_cluster().local_member().port}", secret=secret) as tool:
+        assert tool.name == me.name
+
+
+def test_join_errors_and_retry(local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    dead_seed = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ClusterError, match="^failed to join cluster: no seed answered"):
+        me.get_cluster().join([dead_seed], timeout=0.5)
+    other = local()
+    assert me.join_cluster([f"127.0.0.1:{other.get_cluster().local_member().port}"]) == 1
+    wait_for(lambda: statuses(me).get(other.name) == "alive", 10, "joined on retry")
+
+
+def test_garbage_at_the_ports_crashes_nothing(local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    port = me.get_cluster().local_member().port
+    rng = __import__("random").Random(1234)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for _ in range(500):
+            udp.sendto(rng.randbytes(rng.randrange(0, 1500)), ("127.0.0.1", port))
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as tcp:
+            try:
+                tcp.sendall(rng.randbytes(rng.randrange(1, 4000)))
+            except OSError:
+                pass
+    wait_for(lambda: me.get_cluster()._driver.engine.stats.malformed > 0, 5, "garbage counted")
+    assert me.spawn(Echo).ask("still fine") == "still fine"
+    assert statuses(me) == {me.name: "alive"}
+
+
+def test_topics_cross_nodes(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    other = local(seeds=[f"127.0.0.1:{me.get_cluster().local_member().port}"])
+    wait_for(lambda: statuses(me).get(other.name) == "alive", 10, "two nodes")
+    from actors import Subscriber
+
+    here = me.spawn(Subscriber, "t")
+    there = other.spawn(Subscriber, "t")
+    wait_for(lambda: me.publish("t", "probe") >= 1 and there.ask("get"), 10, "remote delivery")
+    me.publish("t", "hello")
+    wait_for(lambda: "hello" in here.ask("get") and "hello" in there.ask("get"), 10, "both got it")
+    with pytest.raises(GorilixError):
+        me.subscribe("t", there)
