@@ -270,3 +270,23 @@ def test_topics_cross_nodes(spawn_node, local) -> None:  # type: ignore[no-untyp
     wait_for(lambda: "hello" in here.ask("get") and "hello" in there.ask("get"), 10, "both got it")
     with pytest.raises(GorilixError):
         me.subscribe("t", there)
+
+
+def test_membership_events_reach_callbacks_and_actors(local) -> None:  # type: ignore[no-untyped-def]
+    from actors import Recorder
+
+    from gorilix.cluster.bridge import ClusterEvent
+
+    me = local()
+    seen: list[ClusterEvent] = []
+    me.get_cluster().on_event(seen.append)
+    recorder = me.spawn(Recorder)
+    me.get_cluster().subscribe(recorder)
+    other = local(seeds=[f"127.0.0.1:{me.get_cluster().local_member().port}"])
+    wait_for(lambda: any(e.kind == "join" and e.name == other.name for e in seen), 10, "join callback")
+    got = wait_for(lambda: [e for e in recorder.ask(("get",)) if e.name == other.name], 10, "join message")
+    assert isinstance(got[0], ClusterEvent) and got[0].status == "alive"
+    assert got[0].meta["router"].startswith("tcp://127.0.0.1:")
+    assert "load" in got[0].meta and got[0].meta["workers"] == 1
+    other.leave_cluster()
+    wait_for(lambda: any(e.kind == "leave" and e.name == other.name for e in seen), 10, "leave callback")

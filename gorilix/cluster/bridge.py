@@ -8,6 +8,7 @@ gossip UDP port, starts the gossip thread and joins the seeds.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,11 +186,17 @@ class ClusterProvider:
         try:
             host, port = config.advertised(bound_port)
             udp_port = config.gossip_port if config.gossip_port is not None else bound_port
-            meta = {
+            base = {
                 "router": f"tcp://{host}:{port}",
                 "workers": len(system._node.pool.workers),
-                "secure": keys is not None,
+                "curve": keys.public_key(config.node_name).decode() if keys is not None else None,
             }
+
+            def current_meta() -> dict[str, Any]:
+                # The 1-minute load average, rounded so small wobbles do not cause gossip.
+                return {**base, "load": round(os.getloadavg()[0], 1)}
+
+            meta = current_meta()
             swim = SwimConfig(
                 probe_interval=config.probe_interval, probe_timeout=config.probe_timeout,
                 indirect_checks=config.indirect_checks, suspicion_mult=config.suspicion_mult,
@@ -200,6 +207,7 @@ class ClusterProvider:
             driver = SwimDriver(
                 config.node_name, (config.bind_addr, udp_port), (host, port),
                 meta, swim, keys, lambda events: holder[0]._deliver(events) if holder else None,
+                refresh_meta=current_meta,
             )
         except BaseException:
             system._control("disable_cluster")

@@ -32,6 +32,7 @@ class SwimDriver:
     def __init__(
         self, name: str, bind: tuple[str, int], advertise: tuple[str, int], meta: dict[str, Any],
         config: SwimConfig, keys: ClusterKeys | None, on_events: Callable[[list[MemberEvent]], None],
+        refresh_meta: Callable[[], dict[str, Any]] | None = None, refresh_every: float = 5.0,
     ) -> None:
         self.name = name
         self.keys = keys
@@ -52,6 +53,10 @@ class SwimDriver:
             name, host, self.bound[1], meta, config, clock=time.monotonic, rng=random.Random()
         )
         self.dropped = 0  # datagrams that failed authentication
+        self._meta = dict(meta)
+        self._refresh_meta = refresh_meta
+        self._refresh_every = refresh_every
+        self._next_refresh = time.monotonic() + refresh_every
         self._lock = threading.Lock()  # guards the engine
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -142,6 +147,14 @@ class SwimDriver:
                 break
             with self._lock:
                 command()
+        if self._refresh_meta is not None and time.monotonic() >= self._next_refresh:
+            self._next_refresh = time.monotonic() + self._refresh_every
+            meta = self._refresh_meta()
+            if meta != self._meta:
+                self._meta = meta
+                with self._lock:
+                    if self.engine.local_member().status.value == "alive":
+                        self.engine.update_meta(meta)
         with self._lock:
             self.engine.tick()
             outbox = self.engine.take_outbox()
