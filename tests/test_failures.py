@@ -268,3 +268,24 @@ def test_import_starts_no_thread_or_process() -> None:
     code = "import threading, gorilix, psutil; print(threading.active_count(), len(psutil.Process().children()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "0"]
+
+
+def test_messages_wait_for_a_recreated_actor_up_to_a_bound(make_system) -> None:  # type: ignore[no-untyped-def]
+    system = make_system(1, max_parked=3)
+    counter = system.spawn(Counter)
+    counter.ask("inc")
+    before = system.dead_letters().count
+    system.kill_worker(0)  # returns once the node holds the actor for re-creation
+    for _ in range(10):  # the only worker is still starting: these wait at the router
+        counter.tell("inc")
+    letters = system.dead_letters()
+    assert letters.count - before == 7  # past the bound: dead letters, counted
+
+    def count() -> int | None:
+        try:
+            return counter.ask("get", timeout=10.0)
+        except GorilixError:  # still being re-created, and the queue is full
+            return None
+
+    assert wait_for(lambda: count() is not None, what="actor back") and count() == 3
+    assert "already has 3 messages waiting" in letters.recent[-1]["reason"]

@@ -1,0 +1,48 @@
+"""The names users import are a contract: changing them is a decision, not an accident."""
+
+from __future__ import annotations
+
+import gorilix
+from gorilix import supervisor, system
+from gorilix.cluster import bridge
+
+
+def test_gorilix_exports() -> None:
+    assert sorted(gorilix.__all__) == sorted([
+        "PERMANENT", "TEMPORARY", "TRANSIENT", "Actor", "ActorError", "ActorNotFound", "ActorRef",
+        "ActorSystem", "AskTimeout", "ClusterError", "DeadLetters", "DecodeError", "Down", "Exit",
+        "GenServer", "GorilixError", "MailboxFull", "NodeDown", "NotRunning", "PoolRef",
+        "SerializationError", "SpawnError", "WorkerDied", "WorkerInfo", "message", "supervisor",
+    ])
+    for name in gorilix.__all__:
+        assert getattr(gorilix, name) is not None
+
+
+def test_every_error_is_a_gorilix_error() -> None:
+    errors = [getattr(gorilix, n) for n in gorilix.__all__ if n.endswith(("Error", "NotFound", "Timeout",
+                                                                          "Full", "Died", "Down", "Running"))]
+    errors = [e for e in errors if isinstance(e, type) and issubclass(e, BaseException)]
+    assert len(errors) == 11
+    assert all(issubclass(e, gorilix.GorilixError) for e in errors)
+
+
+def test_supervisor_module_names() -> None:
+    assert sorted(supervisor.__all__) == sorted([
+        "ONE_FOR_ALL", "ONE_FOR_ONE", "PERMANENT", "REST_FOR_ONE", "TEMPORARY", "TRANSIENT",
+        "Backoff", "BreakerConfig", "ChildSpec", "CircuitBreaker", "CircuitState", "Strategy",
+        "SupervisorRef",
+    ])
+
+
+def test_design_md_clustering_names() -> None:
+    assert system.ActorSystem is gorilix.ActorSystem
+    assert system.ClusterConfig.__dataclass_fields__.keys() >= {
+        "node_name", "bind_addr", "bind_port", "seeds", "gossip_nodes", "gossip_port", "push_interval",
+        "pull_interval", "advertise_addr", "probe_interval", "probe_timeout", "indirect_checks",
+        "suspicion_mult", "retransmit_mult", "secret_key", "insecure",
+    }
+    assert [s.value for s in bridge.MemberStatus] == ["alive", "suspect", "dead", "left"]
+    for method in ("set_cluster_provider", "enable_clustering", "get_cluster", "join_cluster", "leave_cluster"):
+        assert callable(getattr(gorilix.ActorSystem, method))
+    for method in ("members", "local_member", "join", "leave"):
+        assert callable(getattr(bridge.Cluster, method))
