@@ -42,6 +42,7 @@ class Lifecycle:
         self.watches = Watches()
         self.remote_watches: dict[tuple[str, int], set[int]] = {}  # (node, actor) -> local watchers
         self.remote_watchers: dict[int, set[tuple[str, int]]] = {}  # local actor -> (node, watcher)
+        self._down: set[int] = set()  # actors whose incarnation ended, waiting for a decision
         self.root = self.new_supervisor("root", ROOT_STRATEGY, None)
 
     # -- the tree -----------------------------------------------------------
@@ -77,6 +78,7 @@ class Lifecycle:
         """Actors' incarnations ended; ``final``: they are gone for good already."""
         for record, reason, abnormal in exits:
             self._signal(record, reason, abnormal)
+            self._down.add(record.id)
         if final:
             for record, reason, _ in exits:
                 sup = self.supervisors.get(record.supervisor)
@@ -112,8 +114,12 @@ class Lifecycle:
             else:
                 record = self.node.registry.actors.get(decision.id)
                 if record is not None:
+                    if decision.id not in self._down:  # a sibling that was still running
+                        self._signal(record, "shutdown", False)
                     self.node.forget(record, decision.reason)
         elif isinstance(decision, Restart):
+            for child_id in decision.ids:  # siblings still running end now, as in OTP
+                self._shut(child_id)
             if decision.delay > 0:
                 self.node.schedule(decision.delay, self._restart, sup.id, decision.ids, decision.reason)
             else:
@@ -133,11 +139,28 @@ class Lifecycle:
             record = self.node.registry.actors.get(child_id)
             if record is None:
                 continue
+            self._down.discard(child_id)
             if not self.node.restart_in_place(record, reason):
                 self.node.place(record)
 
+    def _shut(self, child_id: int) -> None:
+        """End a running child's incarnation ("shutdown") ahead of its restart or removal."""
+        nested = self.supervisors.get(child_id)
+        if nested is not None:
+            for child in nested.children:
+                self._shut(child.id)
+            return
+        record = self.node.registry.actors.get(child_id)
+        if record is None or child_id in self._down:
+            return
+        self._down.add(child_id)
+        self._signal(record, "shutdown", False)
+        self.node.suspend(record, "shutdown")
+
     def _escalate(self, sup: SupervisorState, reason: str) -> None:
         log.error("%s", reason)
+        for child in sup.children:  # a supervisor that gives up stops its children first
+            self._shut(child.id)
         if sup.parent is None or sup.parent not in self.supervisors:
             self.stop_supervisor(sup.id, reason)
             return
@@ -230,6 +253,7 @@ class Lifecycle:
         self.watches.unlink(a, b)
 
     def forget(self, actor_id: int) -> None:
+        self._down.discard(actor_id)
         self.watches.exited(actor_id)
         self.watches.forget(actor_id)
 

@@ -441,6 +441,12 @@ class Node:
         self._send_control(identity, ["restart", record.id, reason])
         return True
 
+    def suspend(self, record: ActorRecord, reason: str) -> None:
+        """End the incarnation of a running actor without reporting it as an exit."""
+        identity = self._worker_of(record)
+        if identity is not None:
+            self._send_control(identity, ["suspend", record.id, reason])
+
     def forget(self, record: ActorRecord, reason: str) -> None:
         """The actor is gone for good: no route, no name, no restart."""
         self.registry.remove(record.id)
@@ -501,7 +507,7 @@ class Node:
             raise SpawnError(f"name {spec.name!r} is already registered on node {self.name}")
         sup = self.lifecycle.supervisors.get(sup_id if sup_id is not None else self.lifecycle.root.id)
         if sup is None:
-            raise SpawnError(f"supervisor {sup_id} is stopped; cannot add a child to it")
+            raise SpawnError(f"supervisor {sup_id:#x} is stopped; cannot add a child to it")
         if key is not None and sup.find(key) is not None:
             raise SpawnError(f"supervisor {sup.name!r} already has a child {key!r}; remove it first")
         record = ActorRecord(self.allocate_id(), spec, None)
@@ -515,10 +521,14 @@ class Node:
 
     def _h_spawn_at(self, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any], worker: int) -> None:
         spec = ActorSpec.from_wire(spec_fields)
+        if spec.name is not None and spec.name in self.registry.names:
+            # As for a local spawn: the newcomer does not run under a taken name.
+            log.error("spawn of %s refused: name %r is already registered", spec.class_path, spec.name)
+            return
         record = ActorRecord(actor_id, spec, None)
         self.registry.add(record)
         self.lifecycle.adopt(record)
-        if spec.name is not None and spec.name not in self.registry.names:
+        if spec.name is not None:
             self.registry.register_name(spec.name, actor_id)
         self.place(record, worker if worker in self.pool.workers else None)
 

@@ -13,8 +13,10 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 #: A line each example prints only when it did its job.
 EXPECTED = {
+    "chaos_drill.py": "children answer through their original refs",
     "cpu_pool.py": "speedup",
     "failover.py": "refs answered again",
+    "supervision_tree.py": "api restarted with fresh state",
 }
 
 

@@ -275,3 +275,22 @@ def test_topics_reach_every_subscriber(system: ActorSystem) -> None:
     assert system.dead_letters().count == before + 1
     system.subscribe("sport", subs[0])
     assert system.publish("sport", "goal") == 2
+
+
+def test_siblings_restarted_or_removed_by_a_strategy_are_exits_too(system: ActorSystem) -> None:
+    log = system.spawn(Recorder)
+    watcher = system.spawn(Watcher)
+    sup = system.spawn_supervisor("sup", Strategy(supervisor.ONE_FOR_ALL))
+    failing = sup.add_child(ChildSpec(id="failing", actor_class=Stateful, args=("failing", log)))
+    sibling = sup.add_child(ChildSpec(id="sibling", actor_class=Stateful, args=("sibling", log)))
+    temp = sup.add_child(ChildSpec(id="temp", actor_class=Stateful, args=("temp", log), restart="temporary"))
+    for ref in (sibling, temp):
+        watcher.ask(("watch", ref))
+    crash(failing)
+    downs = wait_for(lambda: len(d := watcher.ask("get")) == 2 and d, what="Down for both siblings")
+    assert {d.ref: d.reason for d in downs} == {sibling: "shutdown", temp: "shutdown"}
+    assert ("sibling", "shutdown") in wait_for(lambda: log.ask(("get",)), what="on_stop logged")
+    assert sibling.ask("get") == 0  # restarted
+    with pytest.raises(ActorNotFound):
+        temp.ask("get")  # a temporary sibling is not brought back
+    assert [key for key, _ in sup.children()] == ["failing", "sibling"]

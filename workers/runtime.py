@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import itertools
 import logging
 import multiprocessing
@@ -241,6 +242,10 @@ class WorkerRuntime:
                 cell = self.cells.get(op[1])
                 if cell is not None:
                     self.stop_cell(cell, str(op[2]))
+            elif name == "suspend":
+                cell = self.cells.get(op[1])
+                if cell is not None:
+                    self.go_down(cell, str(op[2]), abnormal=False, report=False)
             elif name == "restart":
                 self._restart(op[1], str(op[2]))
             elif name == "exit_signal":
@@ -403,7 +408,7 @@ class WorkerRuntime:
         token = current.set((cell, None))
         try:
             instance.__init__(*args, **kwargs)
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             raise SpawnError(
                 f"{spec.class_path}.__init__ raised {type(exc).__name__}: {exc}"
             ) from exc
@@ -419,7 +424,7 @@ class WorkerRuntime:
             if asyncio.iscoroutine(result):
                 cell.busy = True
                 self.loop.create_task(self._finish_start(cell, result))
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             self.on_crash(cell, None, exc)
         finally:
             current.reset(token)
@@ -427,7 +432,7 @@ class WorkerRuntime:
     async def _finish_start(self, cell: ActorCell, coro: Any) -> None:
         try:
             await coro
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             cell.busy = False
             self.on_crash(cell, None, exc)
         else:
@@ -456,7 +461,7 @@ class WorkerRuntime:
             self._send(message[1], message[2], FAIL, cell.id, message[3], codec.encode(error_to_wire(error)))
         self.go_down(cell, f"crashed: {qualified_name(type(exc))}: {exc}", abnormal=True)
 
-    def go_down(self, cell: ActorCell, reason: str, abnormal: bool) -> None:
+    def go_down(self, cell: ActorCell, reason: str, abnormal: bool, report: bool = True) -> None:
         """End the current incarnation and let the node's supervisor decide.
 
         The cell keeps its mailbox (and its ref keeps working): if the actor
@@ -470,7 +475,8 @@ class WorkerRuntime:
         if cell.instance is not None:
             self._call_on_stop(cell, reason)
             cell.instance = None
-        self.notify("exited", cell.id, reason, abnormal, False)
+        if report:
+            self.notify("exited", cell.id, reason, abnormal, False)
 
     def _restart(self, actor_id: int, reason: str) -> None:
         cell = self.cells.get(actor_id)
@@ -505,11 +511,19 @@ class WorkerRuntime:
     def _reload(self, module_name: str) -> None:
         """Re-import a module and move live actors of its classes to the new code."""
         moved = 0
+        module = sys.modules.get(module_name)
+        saved = dict(module.__dict__) if module is not None else None
         try:
-            module = sys.modules.get(module_name)
             importlib.invalidate_caches()
-            module = importlib.reload(module) if module is not None else importlib.import_module(module_name)
+            if module is not None:
+                _drop_cached_bytecode(module)
+                module = importlib.reload(module)
+            else:
+                module = importlib.import_module(module_name)
         except Exception as exc:
+            if module is not None and saved is not None:  # a half-run module must not serve spawns
+                module.__dict__.clear()
+                module.__dict__.update(saved)
             log.exception("reload of %s failed", module_name)
             self.notify("reloaded", module_name, 0, f"{qualified_name(type(exc))}: {exc}")
             return
@@ -593,3 +607,14 @@ class WorkerRuntime:
         cell.timers.add(handle)
         return handle
 
+
+
+def _drop_cached_bytecode(module: Any) -> None:
+    """A .pyc is trusted by source mtime and size: a quick same-size edit would be missed."""
+    source = getattr(module, "__file__", None)
+    if not source or not source.endswith(".py"):
+        return
+    try:
+        os.remove(importlib.util.cache_from_source(source))
+    except (OSError, NotImplementedError, ValueError):
+        pass

@@ -1,0 +1,100 @@
+"""A chaos drill: kill worker processes again and again under supervised traffic.
+
+Eight counters live under one supervisor, spread over two workers. Two
+threads keep asking them while the main thread SIGKILLs a worker every 0.3 s.
+An ask in flight on a killed worker fails at once with WorkerDied; asks sent
+while an actor is being re-created wait at the node and are answered by the
+new instance. No ask may hang until its timeout. At the end every child
+answers through its original ref. Run it with:
+
+    python examples/chaos_drill.py
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter as Tally
+
+from gorilix import Actor, ActorRef, ActorSystem, AskTimeout, GorilixError, supervisor
+from gorilix.supervisor import ChildSpec, Strategy
+
+KILLS = 8
+CADENCE = 0.3  # seconds between kills
+
+
+class Counter(Actor):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def receive(self, message: str) -> int:
+        if message == "inc":
+            self.count += 1
+        return self.count
+
+
+def traffic(refs: list[ActorRef], stop: threading.Event, tally: Tally[str], lock: threading.Lock) -> None:
+    i = 0
+    while not stop.is_set():
+        ref = refs[i % len(refs)]
+        i += 1
+        try:
+            ref.ask("inc", timeout=3.0)
+            outcome = "answered"
+        except AskTimeout:
+            outcome = "timed out"  # would mean an ask was lost: the drill fails
+        except GorilixError as exc:  # WorkerDied, mostly
+            outcome = f"failed ({type(exc).__name__})"
+        with lock:
+            tally[outcome] += 1
+
+
+def wait_all_alive(system: ActorSystem, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(w.alive for w in system.workers()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("workers did not come back")
+        time.sleep(0.01)
+
+
+def main() -> None:
+    with ActorSystem("chaos", workers=2) as system:
+        # No restart limit: worker deaths are the point of the drill.
+        sup = system.spawn_supervisor("chaos", Strategy(supervisor.ONE_FOR_ONE, max_restarts=None))
+        children = [sup.add_child(ChildSpec(id=f"c{i}", actor_class=Counter, worker=i % 2))
+                    for i in range(8)]
+        stop = threading.Event()
+        lock = threading.Lock()
+        tally: Tally[str] = Tally()
+        threads = [threading.Thread(target=traffic, args=(children[k::2], stop, tally, lock))
+                   for k in range(2)]
+        for t in threads:
+            t.start()
+        started = time.monotonic()
+        try:
+            for kill in range(KILLS):
+                wait_all_alive(system)
+                pid = system.kill_worker(kill % 2)  # SIGKILL; returns once the node handled it
+                print(f"kill {kill + 1}: worker {kill % 2} (pid {pid})")
+                time.sleep(CADENCE)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        took = time.monotonic() - started
+        answered = tally["answered"]
+        failed = sum(n for outcome, n in tally.items() if outcome != "answered")
+        print(f"{KILLS} kills in {took:.1f} s: {answered} asks answered, {failed} failed "
+              f"({', '.join(f'{n} {o}' for o, n in sorted(tally.items()) if o != 'answered') or 'none'})")
+        assert tally["timed out"] == 0, "an ask hung until its timeout"
+        assert answered > 100, "too little traffic got through"
+
+        wait_all_alive(system)
+        counts = [ref.ask("get", timeout=10.0) for ref in children]
+        workers = [(w.id, w.restarts) for w in system.workers()]
+        print(f"workers (id, restarts): {workers}")
+        print(f"all {len(children)} children answer through their original refs: counts {counts}")
+
+
+if __name__ == "__main__":
+    main()
