@@ -103,7 +103,9 @@ class Node:
         self.table = ForwardingTable(max_parked_per_actor=max_parked)
         self.registry = Registry()
         self.pool = WorkerPool(name, self.endpoint, workers, log_level=log_level, start_method=start_method)
-        self._ids = itertools.count(1)
+        # A restarted node keeps its name, so its ids start somewhere new: an old
+        # ref must not reach a new actor that happens to get the same number.
+        self._ids = itertools.count(random.randrange(1, 1 << 39))
         self._identity_slot: dict[bytes, int] = {}
         self._early_deaths: dict[int, int] = dict.fromkeys(range(workers), 0)
         self._pending_spawns: dict[int, tuple[str, int, int]] = {}  # actor id -> (node, id, corr) of the asker

@@ -252,7 +252,11 @@ class ActorSystem:
         return bool(self._control("unsubscribe", str(topic), self._local_id(ref)))
 
     def publish(self, topic: str, message: Any) -> int:
-        """Send ``message`` to every subscriber of ``topic``; returns how many."""
+        """Send ``message`` to every subscriber of ``topic`` on every node.
+
+        Returns how many subscribers of this node got it (other nodes deliver
+        to theirs without reporting back).
+        """
         return int(self._control("publish", str(topic), codec.encode(message)))
 
     def reload(self, module: str, timeout: float = 30.0) -> dict[str, Any]:

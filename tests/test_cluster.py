@@ -237,6 +237,11 @@ def test_join_errors_and_retry(local) -> None:  # type: ignore[no-untyped-def]
     other = local()
     assert me.join_cluster([f"127.0.0.1:{other.get_cluster().local_member().port}"]) == 1
     wait_for(lambda: statuses(me).get(other.name) == "alive", 10, "joined on retry")
+    # A shared seed list names this node too: it is skipped, not waited for.
+    assert me.join_cluster([f"127.0.0.1:{me.get_cluster().local_member().port}"]) == 0
+    # The count is this join's, not the last one's.
+    with pytest.raises(ClusterError, match="^failed to join cluster"):
+        me.get_cluster().join([f"127.0.0.1:{free_port()}"], timeout=0.5)
 
 
 def test_garbage_at_the_ports_crashes_nothing(local) -> None:  # type: ignore[no-untyped-def]

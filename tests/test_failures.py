@@ -105,7 +105,9 @@ def test_queued_asks_fail_when_the_actor_stops(system: ActorSystem) -> None:
         first, error_type, text = system.spawn(AskTwice, worker=worker).ask(stopper)
         assert first == "stopping"
         assert error_type == "ActorNotFound"
-        assert "stopped (normal)" in text
+        # Failed from the mailbox ("stopped (normal)"), or refused by the router
+        # if the node had already forgotten the actor: both say it stopped.
+        assert "stopped" in text
 
 
 def test_ask_timeout(system: ActorSystem) -> None:

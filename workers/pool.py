@@ -11,6 +11,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,9 @@ class WorkerPool:
         self.size = size
         self.log_level = log_level
         self._mp = multiprocessing.get_context(start_method)
-        self._incarnations = itertools.count(1)
+        # Each incarnation is an id prefix; start at random so a restarted node
+        # (same name) does not hand out the ids of its previous life.
+        self._incarnations = itertools.count(random.randrange(1, 1 << 21))
         self.workers: dict[int, WorkerProcess] = {}
         self.restarts: dict[int, int] = dict.fromkeys(range(size), 0)
 

@@ -456,10 +456,12 @@ class WorkerRuntime:
         text = "".join(traceback.format_exception(exc))
         label = f"{cell.spec.class_path.replace(':', '.')} {cell.ref}"
         log.error("actor %s crashed:\n%s", label, text)
+        # Report the exit before answering the asker: the node acts on it (restarts,
+        # Down, links) before the asker can learn of the crash and send again.
+        self.go_down(cell, f"crashed: {qualified_name(type(exc))}: {exc}", abnormal=True)
         if message is not None and message[0] == ASK:
             error = ActorError(qualified_name(type(exc)), str(exc), text, label)
             self._send(message[1], message[2], FAIL, cell.id, message[3], codec.encode(error_to_wire(error)))
-        self.go_down(cell, f"crashed: {qualified_name(type(exc))}: {exc}", abnormal=True)
 
     def go_down(self, cell: ActorCell, reason: str, abnormal: bool, report: bool = True) -> None:
         """End the current incarnation and let the node's supervisor decide.

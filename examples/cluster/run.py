@@ -33,7 +33,7 @@ from typing import Any
 from node import FAST
 from services import Journal, Pricer, Watcher
 
-from gorilix import ActorSystem, ClusterError, NodeDown
+from gorilix import ActorSystem, ClusterError, GorilixError, NodeDown
 from gorilix.cluster import bridge
 from gorilix.system import ClusterConfig
 
@@ -169,6 +169,8 @@ def main() -> int:
                     outcome.append("answered")
                 except NodeDown as exc:
                     outcome.append(f"NodeDown after {time.monotonic() - began:.1f} s: {exc}")
+                except GorilixError as exc:  # not expected: reported, and the run fails
+                    outcome.append(f"{type(exc).__name__}: {exc}")
 
             asker = threading.Thread(target=slow_request)
             asker.start()

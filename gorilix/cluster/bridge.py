@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,16 +92,24 @@ class Cluster:
             addresses = self.config.seed_addresses(seeds)
         except ClusterError as exc:
             raise ClusterError(f"failed to join cluster: {exc}") from None
+        me = self._driver.local_member()
+        addresses = [a for a in addresses if a != (me.address, me.port)]  # a shared seed list names us too
         if not addresses:
             return 0
-        before = self._driver.joined_count()
-        self._driver.call(lambda engine: engine.join(addresses))
+        started = threading.Event()
+
+        def begin(engine: Any) -> None:
+            engine.join(addresses)
+            started.set()
+
+        self._driver.call(begin)
         limit = self.config.join_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
+        started.wait(limit)  # count answers to this join, not to the last one
         answered = 0
         while time.monotonic() < deadline:
             answered = self._driver.joined_count()
-            if answered >= len(addresses) or (answered and answered != before):
+            if answered >= len(addresses):
                 break
             time.sleep(0.01)
         if answered == 0:
@@ -215,6 +224,9 @@ class ClusterProvider:
         cluster = Cluster(system, config, driver, events_endpoint, router_endpoint)
         holder.append(cluster)
         system._node.members_view = cluster.member_rows
+        links = system._node.links
+        if links is not None:
+            links.follow_members(lambda: [m.name for m in driver.members() if m.status.value in ("alive", "suspect")])
         driver.start()
         return cluster
 

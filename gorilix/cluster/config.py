@@ -107,6 +107,8 @@ class ClusterConfig:
                 f"probe_timeout ({self.probe_timeout:g} s) must be shorter than probe_interval "
                 f"({self.probe_interval:g} s)"
             )
+        if self.secret_key is not None and (not isinstance(self.secret_key, bytes) or len(self.secret_key) < 16):
+            raise ClusterError("secret_key must be bytes, at least 16 of them (32 random bytes is good)")
         if self.secret_key is None and not self.insecure and not is_loopback(self.bind_addr):
             raise ClusterError(
                 f"refusing to bind {self.bind_addr} without a secret_key: anyone on the network could "

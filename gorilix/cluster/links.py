@@ -9,6 +9,7 @@ only keys derived from the secret for known members or for tools.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,18 @@ class _KeyCheck:
     """ZAP callback: admit CURVE keys derived for members and tools."""
 
     def __init__(self, keys: ClusterKeys) -> None:
+        self.keys = keys
         self.allowed = {keys.public_key(CLIENT_NAME)}
+        #: Names the gossip engine knows right now. A peer that just joined may
+        #: connect before its join event reaches the node thread, but never
+        #: before our gossip engine has heard of it.
+        self.member_names: Callable[[], list[str]] | None = None
 
     def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.allowed:
+            return True
+        if self.member_names is not None:
+            self.allowed.update(self.keys.public_key(name) for name in self.member_names())
         return key in self.allowed
 
 
@@ -85,6 +95,11 @@ class PeerLinks:
             ) from exc
         self.endpoint = self.external.getsockopt_string(zmq.LAST_ENDPOINT)
         self.identities: set[bytes] = set()  # who has sent to us on the external socket
+
+    def follow_members(self, member_names: Callable[[], list[str]]) -> None:
+        """Let the allow-list consult the gossip engine's member table."""
+        if self._check is not None:
+            self._check.member_names = member_names
 
     def allow(self, name: str) -> None:
         """Admit ``name``'s derived key (a member we learnt of)."""
