@@ -1,35 +1,549 @@
-"""The ``gorilix`` command: parsing and presentation only; the work is in the library."""
+"""The ``gorilix`` command: parsing and presentation only; the work is in the library.
+
+Exit codes: 0 success; 1 the operation ran and failed (an actor raised, an
+ask timed out, a drill found a problem); 2 bad input (a bad option or
+address, a port in use, an app that does not import, bad JSON, an
+unreachable node). Every error is one line on stderr.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import re
+import signal
 import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import click
 
+DEFAULT_NODE = "127.0.0.1:7946"
+#: Signals that end a worker (workers ignore SIGINT: the node decides when they stop).
+KILL_SIGNALS = ("KILL", "TERM", "QUIT", "ABRT", "SEGV", "HUP")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "GORILIX"})
+
+class CliError(click.ClickException):
+    """An expected failure: one line on stderr, then ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class GorilixGroup(click.Group):
+    """A click group whose errors are always one line (usage errors included)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            message = " ".join(exc.format_message().split())
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message += f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"Error: {message}", err=True)
+            code = exc.exit_code
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            code = 1
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    raise CliError(message, code)
+
+
+def _dump(value: Any) -> str:
+    def default(obj: Any) -> Any:
+        if isinstance(obj, bytes | bytearray):
+            try:
+                return bytes(obj).decode()
+            except UnicodeDecodeError:
+                return {"base64": base64.b64encode(bytes(obj)).decode()}
+        if isinstance(obj, set | frozenset):
+            return sorted(obj, key=repr)
+        return str(obj)
+
+    return json.dumps(value, indent=2, default=default)
+
+
+def _secret(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    from gorilix.launcher import LaunchError, read_secret
+
+    try:
+        return read_secret(path)
+    except LaunchError as exc:
+        _fail(str(exc))
+
+
+# -- options shared by the commands that reach a node ------------------------------
+
+
+def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=5.0, hidden=True,
+                      envvar="GORILIX_CONNECT_TIMEOUT", show_envvar=True,
+                      help="Seconds to wait for the node's first answer.")(fn)
+    fn = click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
+                      envvar="GORILIX_SECRET_FILE", show_envvar=True,
+                      help="File holding the cluster secret (at least 16 bytes); needed when the "
+                           "node has one.")(fn)
+    fn = click.option("--node", "node_address", metavar="HOST:PORT", default=DEFAULT_NODE,
+                      envvar="GORILIX_NODE", show_envvar=True, show_default=True,
+                      help="The node to talk to (its --bind or --advertise address).")(fn)
+    return fn
+
+
+@contextlib.contextmanager
+def reach(address: str, secret_file: str | None, timeout: float) -> Iterator[Any]:
+    """A RemoteNode for a command; every expected failure becomes a one-line CliError."""
+    from gorilix.cluster.config import parse_hostport, resolve
+    from gorilix.remote import NodeUnreachable, RemoteNode
+    from transport.errors import AskTimeout, ClusterError, GorilixError
+
+    secret = _secret(secret_file)
+    try:
+        host, _ = parse_hostport(address, 7946, "--node")
+        resolve(host)
+    except ClusterError as exc:
+        message = str(exc)
+        _fail(message if message.startswith("bad") else f"bad --node {address!r}: {message}")
+    try:
+        remote = RemoteNode(address, secret, timeout=timeout)
+    except NodeUnreachable as exc:
+        _fail(str(exc))
+    try:
+        yield remote
+    except NodeUnreachable as exc:
+        _fail(str(exc), 1)
+    except AskTimeout as exc:
+        _fail(f"timed out: {exc}", 1)
+    except GorilixError as exc:
+        _fail(" ".join(str(exc).split()), 1)
+    finally:
+        remote.close()
+
+
+def _parse_json(text: str, what: str = "JSON") -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{text!r} is not JSON ({exc.msg} at column {exc.colno}); "
+                                 "quote strings twice, e.g. '\"hello\"'", param_hint=what) from None
+
+
+def _named(remote: Any, name: str) -> Any:
+    ref = remote.whereis(name)
+    if ref is None:
+        _fail(f"no actor named {name!r} on node {remote.name}")
+    return ref
+
+
+class SignalName(click.ParamType):
+    name = "SIGNAL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).upper().removeprefix("SIG")
+        if text not in KILL_SIGNALS:
+            self.fail(f"{value!r} is not one of {', '.join(KILL_SIGNALS)} (workers ignore SIGINT)", param, ctx)
+        return int(getattr(signal, f"SIG{text}"))
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+# -- the group --------------------------------------------------------------------
+
+
+@click.group(cls=GorilixGroup, context_settings={
+    "help_option_names": ["-h", "--help"], "auto_envvar_prefix": "GORILIX", "show_default": True,
+})
 @click.version_option(package_name="gorilix")
 def main() -> None:
-    """Gorilix: an actor host for Python."""
+    """Gorilix: an actor host for Python.
+
+    Start nodes with `gorilix node`, inspect them with `members` and
+    `status`, drill failover with `kill-worker` and `chaos`. Every option
+    can also come from a GORILIX_* environment variable (shown in each
+    command's --help). Exit codes: 0 ok, 1 the operation failed, 2 bad input.
+    """
+
+
+# -- gorilix node -----------------------------------------------------------------
 
 
 @main.command()
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: one per core).")
+@click.option("--name", envvar="GORILIX_NAME", show_envvar=True, default=None,
+              help="Node name, unique in the cluster.  [default: this machine's host name]")
+@click.option("--bind", metavar="HOST:PORT", default="127.0.0.1:7946", envvar="GORILIX_BIND",
+              show_envvar=True, help="Address to listen on: TCP (router) and UDP (gossip), same port.")
+@click.option("--advertise", metavar="HOST:PORT", default=None, envvar="GORILIX_ADVERTISE",
+              show_envvar=True, help="Address other nodes reach this one at (needed with --bind 0.0.0.0, "
+                                     "or behind NAT).")
+@click.option("--seed", "seeds", metavar="HOST:PORT", multiple=True,
+              envvar=["GORILIX_SEEDS", "GORILIX_SEED"], show_envvar=True,
+              help="A member to join through; repeat for more (env: space-separated).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="GORILIX_WORKERS",
+              show_envvar=True, help="Worker processes.  [default: one per core]")
+@click.option("--app", metavar="MODULE:FUNCTION", default=None, envvar="GORILIX_APP", show_envvar=True,
+              help="Called with the ActorSystem once the node has joined; spawn your actors there.")
+@click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
+              envvar="GORILIX_SECRET_FILE", show_envvar=True,
+              help="File holding the cluster secret (>= 16 bytes): sealed gossip and CURVE links.")
+@click.option("--insecure", is_flag=True, envvar="GORILIX_INSECURE", show_envvar=True,
+              help="Allow a non-loopback --bind without a secret (trusted networks only).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="WARNING", envvar="GORILIX_LOG_LEVEL", show_envvar=True, help="Log level (stderr).")
+@click.option("--probe-interval", type=click.FloatRange(min=0.01), default=None, hidden=True,
+              envvar="GORILIX_PROBE_INTERVAL", help="Gossip: seconds between failure-detection probes.")
+@click.option("--probe-timeout", type=click.FloatRange(min=0.005), default=None, hidden=True,
+              envvar="GORILIX_PROBE_TIMEOUT", help="Gossip: seconds to wait for a probe's ack.")
+@click.option("--push-interval", type=click.FloatRange(min=0.01), default=None, hidden=True,
+              envvar="GORILIX_PUSH_INTERVAL", help="Gossip: seconds between gossip rounds.")
+@click.option("--pull-interval", type=click.FloatRange(min=0.1), default=None, hidden=True,
+              envvar="GORILIX_PULL_INTERVAL", help="Gossip: seconds between full state exchanges.")
+@click.option("--suspicion-mult", type=click.IntRange(min=1), default=None, hidden=True,
+              envvar="GORILIX_SUSPICION_MULT", help="Gossip: suspicion timeout multiplier.")
+@click.option("--leave-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True,
+              envvar="GORILIX_LEAVE_TIMEOUT", help="Seconds a graceful leave may take.")
+@click.option("--join-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True,
+              envvar="GORILIX_JOIN_TIMEOUT", help="Seconds to wait for a seed to answer.")
+@click.option("--watch-stdin", is_flag=True, hidden=True,
+              help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
+def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], workers: int | None,
+         app: str | None, secret_file: str | None, insecure: bool, log_level: str,
+         probe_interval: float | None, probe_timeout: float | None, push_interval: float | None,
+         pull_interval: float | None, suspicion_mult: int | None, leave_timeout: float | None,
+         join_timeout: float | None, watch_stdin: bool) -> None:
+    """Start a node and run it until SIGINT or SIGTERM.
+
+    It prints one "ready" line when it is up, then one line per membership
+    change. On SIGINT or SIGTERM it leaves the cluster, stops its workers and
+    exits 0.
+
+    \b
+      gorilix node --name n1 --bind 127.0.0.1:7946
+      gorilix node --name n2 --bind 127.0.0.1:7947 --seed 127.0.0.1:7946 --app myapp:setup
+    """
+    import logging
+
+    from gorilix.launcher import LaunchError, NodeOptions, run_node, secret_file_is_private
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    secret = _secret(secret_file)
+    if secret_file is not None and not secret_file_is_private(secret_file):
+        click.echo(f"warning: every user can read {secret_file}; chmod o-rwx it", err=True)
+    options = NodeOptions(
+        name=name, bind=bind, advertise=advertise, seeds=seeds, workers=workers, app=app, secret=secret,
+        insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
+        push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
+        leave_timeout=leave_timeout, join_timeout=join_timeout,
+    )
+    try:
+        code = run_node(options, say=click.echo, watch_stdin=watch_stdin)
+    except LaunchError as exc:
+        _fail(str(exc))
+    sys.exit(code)
+
+
+# -- inspecting a node ----------------------------------------------------------------
+
+
+@main.command()
+@node_options
+@click.option("--json", "as_json", is_flag=True, envvar="GORILIX_MEMBERS_JSON", help="Print a JSON array (name, address, port, status, meta, ...).")
+def members(node_address: str, secret_file: str | None, connect_timeout: float, as_json: bool) -> None:
+    """The cluster's members as one node sees them.
+
+    Dead and left members stay listed with that status for at least 30 s.
+    """
+    with reach(node_address, secret_file, connect_timeout) as remote:
+        rows = remote.members()
+        me = remote.name
+    if as_json:
+        click.echo(_dump(rows))
+        return
+    rows = sorted(rows, key=lambda r: r["name"])
+    click.echo(_table(
+        ["NAME", "ADDRESS", "PORT", "STATUS", "WORKERS", "LOAD"],
+        [[r["name"] + (" *" if r["name"] == me else ""), r["address"], r["port"], r["status"],
+          r.get("workers"), r.get("load")] for r in rows],
+    ))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    click.echo(f"{len(rows)} members ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); "
+               f"* = {me}, the node asked")
+
+
+@main.command()
+@node_options
+@click.option("--json", "as_json", is_flag=True, envvar="GORILIX_STATUS_JSON", help="Print a JSON object with node, workers and stats.")
+def status(node_address: str, secret_file: str | None, connect_timeout: float, as_json: bool) -> None:
+    """A node's workers (pid, actors, CPU, memory, restarts) and counters."""
+    with reach(node_address, secret_file, connect_timeout) as remote:
+        info = remote.status()
+    if as_json:
+        click.echo(_dump(info))
+        return
+    workers = info.get("workers", [])
+    click.echo(f"node {info.get('node')}: {sum(1 for w in workers if w['alive'])}/{len(workers)} workers alive")
+    click.echo(_table(
+        ["WORKER", "PID", "ALIVE", "ACTORS", "CPU%", "RSS", "RESTARTS"],
+        [[w["id"], w["pid"], "yes" if w["alive"] else "NO", w["actors"], f"{w['cpu_percent']:.1f}",
+          _mib(w["rss_bytes"]), w["restarts"]] for w in workers],
+    ))
+    stats = dict(info.get("stats") or {})
+    stats.pop("node", None)
+    labels = {"actors": "actors", "names": "named actors", "dead_letters": "dead letters",
+              "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped"}
+    parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
+    if parts:
+        click.echo("; ".join(parts))
+    for letter in info.get("recent_dead_letters") or []:
+        click.echo(f"dead letter: {json.dumps(letter, default=str)}")
+
+
+# -- failover drills -------------------------------------------------------------------
+
+
+@main.command("kill-worker")
+@node_options
+@click.argument("worker_id", type=click.IntRange(min=0), required=False)
+@click.option("--random", "pick_random", is_flag=True, envvar="GORILIX_KILL_WORKER_RANDOM", help="Kill a random live worker.")
+@click.option("--signal", "sig", envvar="GORILIX_KILL_WORKER_SIGNAL", type=SignalName(), default="KILL",
+              help=f"Signal to send: {', '.join(KILL_SIGNALS)}.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0,
+              help="Seconds to wait for the worker's actors to answer again.")
+@click.option("--json", "as_json", is_flag=True, envvar="GORILIX_KILL_WORKER_JSON", help="Print the result as JSON.")
+def kill_worker(node_address: str, secret_file: str | None, connect_timeout: float, worker_id: int | None,
+                pick_random: bool, sig: int, timeout: float, as_json: bool) -> None:
+    """Kill one worker of a node (a failover drill) and time the recovery.
+
+    Reports how long until every actor the worker hosted answered again (on
+    another worker, or on the respawned one) and the respawned worker's pid.
+    """
+    if (worker_id is None) == (not pick_random):
+        raise click.UsageError("give either a WORKER_ID or --random")
+    with reach(node_address, secret_file, connect_timeout) as remote:
+        if worker_id is not None and worker_id >= remote.workers:
+            raise click.BadParameter(f"node {remote.name} has workers 0..{remote.workers - 1}, not {worker_id}",
+                                     param_hint="WORKER_ID")
+        result = remote.kill_worker(worker_id, sig, timeout=timeout)
+        slot = result["worker"]
+        deadline = time.monotonic() + timeout
+        respawned = None
+        while time.monotonic() < deadline:
+            row = remote.status()["workers"][slot]
+            if row["alive"] and row["pid"] != result["pid"]:
+                respawned = row
+                break
+            time.sleep(0.05)
+        node_name = remote.name
+    if as_json:
+        click.echo(_dump({**result, "node": node_name, "signal": signal.Signals(sig).name,
+                          "respawned_pid": respawned and respawned["pid"],
+                          "restarts": respawned and respawned["restarts"]}))
+    else:
+        click.echo(f"killed worker {slot} (pid {result['pid']}) of node {node_name} with "
+                   f"{signal.Signals(sig).name}; its {result['actors']} actors answered again after "
+                   f"{result['recovered_ms']:.0f} ms")
+        if respawned:
+            click.echo(f"worker {slot} respawned as pid {respawned['pid']} (restarts: {respawned['restarts']})")
+    if respawned is None:
+        _fail(f"worker {slot} was not respawned within {timeout:g} s", 1)
+
+
+@main.command()
+@node_options
+@click.option("--every", type=click.FloatRange(min=0.05), default=2.0, metavar="SECONDS",
+              help="Seconds between kills.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=20.0, metavar="SECONDS",
+              help="Seconds the drill runs.")
+@click.option("--signal", "sig", envvar="GORILIX_CHAOS_SIGNAL", type=SignalName(), default="KILL", help="Signal each kill sends.")
+@click.option("--probe-timeout", type=click.FloatRange(min=0.01), default=1.0,
+              help="Seconds the probe waits for each answer before counting a failure.")
+@click.option("--json", "as_json", is_flag=True, envvar="GORILIX_CHAOS_JSON", help="Print the report as JSON.")
+def chaos(node_address: str, secret_file: str | None, connect_timeout: float, every: float, duration: float,
+          sig: int, probe_timeout: float, as_json: bool) -> None:
+    """Kill a random worker again and again while a probe actor is asked in a loop.
+
+    Then print a report: kills, recoveries, slowest recovery, and how many of
+    the probe's asks were answered or failed. Exits 1 if a kill did not
+    recover.
+    """
+    from gorilix.chaos import run_chaos
+    from gorilix.remote import NodeUnreachable
+    from transport.errors import GorilixError
+
+    secret = _secret(secret_file)
+    last: list[str] = []
+    steps = max(1, int(duration * 10))
+    with reach(node_address, secret_file, connect_timeout) as remote:
+        target = remote.name  # checks the address, the secret and the node before the drill
+    with click.progressbar(length=steps, label=f"chaos on {target}", file=sys.stderr,
+                           item_show_func=lambda _: last[-1] if last else None) as bar:
+        done = [0]
+
+        def progress(elapsed: float) -> None:
+            now = min(steps, int(elapsed * 10))
+            if now > done[0]:
+                bar.update(now - done[0])
+                done[0] = now
+
+        def killed(result: dict[str, Any]) -> None:
+            if "error" in result:
+                last.append(f"kill failed: {result['error']}"[:60])
+            else:
+                last.append(f"worker {result['worker']} back in {result['recovered_ms']:.0f} ms")
+
+        try:
+            report = run_chaos(node_address, every, duration, secret=secret, sig=sig,
+                               probe_timeout=probe_timeout, connect_timeout=connect_timeout,
+                               on_progress=progress, on_kill=killed)
+        except NodeUnreachable as exc:
+            _fail(str(exc))
+        except GorilixError as exc:
+            _fail(str(exc), 1)
+    if as_json:
+        click.echo(_dump(report.to_dict()))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.ok:
+        sys.exit(1)
+
+
+# -- messaging ------------------------------------------------------------------------
+
+
+@main.command()
+@node_options
+@click.argument("name")
+@click.argument("message", metavar="JSON")
+def send(node_address: str, secret_file: str | None, connect_timeout: float, name: str, message: str) -> None:
+    """Send JSON to the actor registered as NAME (fire and forget).
+
+    \b
+      gorilix send --node 127.0.0.1:7946 greeter '"hello"'
+      gorilix send greeter '{"op": "reset", "keep": [1, 2]}'
+    """
+    value = _parse_json(message)
+    with reach(node_address, secret_file, connect_timeout) as remote:
+        ref = _named(remote, name)
+        remote.tell_ref(ref, value)  # RemoteNode.tell would look the name up a second time
+        click.echo(f"sent to {name} on node {remote.name}")
+
+
+@main.command()
+@node_options
+@click.argument("name")
+@click.argument("message", metavar="JSON")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=5.0, help="Seconds to wait for the reply.")
+def ask(node_address: str, secret_file: str | None, connect_timeout: float, name: str, message: str,
+        timeout: float) -> None:
+    """Ask the actor registered as NAME with JSON; print its reply as JSON.
+
+    \b
+      gorilix ask --node 127.0.0.1:7946 greeter '"World"'
+    """
+    value = _parse_json(message)
+    with reach(node_address, secret_file, connect_timeout) as remote:
+        ref = _named(remote, name)
+        reply = remote.ask_ref(ref, value, timeout=timeout)
+    click.echo(_dump(reply))
+
+
+@main.command()
+@node_options
+@click.argument("module")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, help="Seconds the reload may take.")
+@click.option("--json", "as_json", is_flag=True, envvar="GORILIX_RELOAD_JSON", help="Print the result as JSON.")
+def reload(node_address: str, secret_file: str | None, connect_timeout: float, module: str, timeout: float,
+           as_json: bool) -> None:
+    """Hot-reload MODULE in every worker of the node; live actors move to the new code."""
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
+        raise click.BadParameter(f"{module!r} is not a module path like myapp.actors", param_hint="MODULE")
+    with reach(node_address, secret_file, connect_timeout) as remote:
+        result = remote.reload(module, timeout=timeout)
+        node_name = remote.name
+    if as_json:
+        click.echo(_dump(result))
+    else:
+        click.echo(f"reloaded {result.get('module', module)} on node {node_name}: "
+                   f"{result.get('workers', 0)} workers, {result.get('moved', 0)} actors moved to the new code")
+        for error in result.get("errors") or []:
+            click.echo(f"  error: {error}", err=True)
+    if result.get("errors"):
+        sys.exit(1)
+
+
+# -- on this machine -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers of the demo's main node.  [default: one per core, at least 2]")
 def demo(workers: int | None) -> None:
-    """Run the demo on localhost: CPU-bound actors across cores, then a failover drill."""
+    """A three-node cluster on localhost: spread, message, kill, recover.
+
+    Needs no set-up: this process is one node and starts two `gorilix node`
+    processes beside it; they are always stopped at the end.
+    """
     from gorilix.demo import run_demo
 
     sys.exit(run_demo(workers=workers, echo=click.echo))
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--json", "as_json", is_flag=True, envvar="GORILIX_BENCH_JSON", help="Print the figures as JSON (progress goes to stderr).")
 @click.option("--quick", is_flag=True, help="Fewer rounds (a smoke run, not a measurement).")
 def bench(as_json: bool, quick: bool) -> None:
     """Measure latency, throughput, speedup, spawn rate and failover on this machine."""
-    from gorilix.bench import run_bench
+    from gorilix.bench import format_report, run_bench
 
-    report = run_bench(quick=quick, progress=not as_json)
+    step = re.compile(r"\[(\d+)/(\d+)\]\s*(.*)")
+    with click.progressbar(length=9, label="bench", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda text: text) as bar:
+        done = [0]
+
+        def say(line: str) -> None:
+            found = step.match(line)
+            if found is None:
+                return
+            n, total, text = int(found[1]), int(found[2]), found[3]
+            bar.length = total
+            bar.update(n - 1 - done[0], text[:50])
+            done[0] = n - 1
+
+        report = run_bench(quick=quick, progress=False, say=say)
+        bar.update(bar.length - done[0], "done")
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(_dump(report))
+    else:
+        click.echo(format_report(report))
+
+
+# Every option shows its environment variable in --help (explicit or GORILIX_<COMMAND>_<OPTION>).
+for _command in main.commands.values():
+    for _param in _command.params:
+        if isinstance(_param, click.Option):
+            _param.show_envvar = True

@@ -58,7 +58,13 @@ from transport.frames import (
     unpack_route,
 )
 from transport.routing import ForwardingTable
-from transport.sockets import ID_SHIFT, configure_internal, ipc_endpoint, ipc_path
+from transport.sockets import (
+    ID_SHIFT,
+    configure_internal,
+    ipc_endpoint,
+    ipc_path,
+    remove_stale_ipc_files,
+)
 from workers.pool import WorkerPool
 from workers.ref import ActorRef
 from workers.spec import ActorSpec
@@ -94,6 +100,7 @@ class Node:
     ) -> None:
         self.name = name
         self.status = Status.INIT
+        remove_stale_ipc_files()
         self.endpoint = ipc_endpoint(name)
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.router: zmq.Socket[bytes] = self.zctx.socket(zmq.ROUTER)
@@ -267,6 +274,7 @@ class Node:
         dst = route.dst_id
         endpoint = self.table.routes.get(dst)
         if endpoint is not None:
+            self.forwarded += 1
             frames[0] = endpoint
             try:
                 self._send_to(endpoint, frames)
@@ -726,7 +734,8 @@ class Node:
         """A peer is gone: fail what waits on it, tell who watches it."""
         if self.links is None or self.links.disconnect(name) is None:
             return
-        log.warning("node %s: %s", name, reason)
+        level = logging.INFO if "left" in reason else logging.WARNING
+        log.log(level, "node %s: %s", name, reason)
         _, asks = self.table.endpoint_lost(b"n:" + name.encode())
         error = NodeDown(f"node {name} is down ({reason}) while the ask was in flight")
         for src_id, corr, origin in asks:
@@ -833,6 +842,7 @@ class Node:
         return {
             "node": self.name, "actors": len(self.registry.actors), "names": len(self.registry.names),
             "malformed": self.malformed, "dead_letters": self.dead_letter_count,
+            "forwarded": self.forwarded,
             "parked": sum(len(q) for q in self.table.parked.values()),
         }
 

@@ -98,6 +98,13 @@ class RemoteNode:
     def ask_ref(self, ref: ActorRef, message: Any, timeout: float = 5.0) -> Any:
         return self._port.ask(ref, message, timeout)
 
+    def tell_ref(self, ref: ActorRef, message: Any) -> None:
+        self._port.tell(ref, message)
+
+    def stop_ref(self, ref: ActorRef) -> None:
+        """Stop an actor for good (its supervisor does not restart it)."""
+        self._port.stop_actor(ref)
+
     def spawn(self, class_path: str, *args: Any, name: str | None = None) -> ActorRef:
         from workers.spec import make_spec
 

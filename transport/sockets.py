@@ -27,5 +27,29 @@ def ipc_endpoint(node_name: str) -> str:
     return f"ipc://{path}"
 
 
+def remove_stale_ipc_files() -> int:
+    """Delete socket files left by nodes that were killed (their pid is gone)."""
+    removed = 0
+    folder = tempfile.gettempdir()
+    for entry in os.listdir(folder):
+        if not (entry.startswith("gorilix-") and entry.endswith(".sock")):
+            continue
+        try:
+            pid = int(entry[:-len(".sock")].split("-")[-2])
+        except (ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(folder, entry))
+                removed += 1
+            except OSError:
+                pass
+        except PermissionError:
+            pass  # alive, someone else's
+    return removed
+
+
 def ipc_path(endpoint: str) -> str | None:
     return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None

@@ -195,6 +195,9 @@ class ClusterProvider:
         try:
             host, port = config.advertised(bound_port)
             udp_port = config.gossip_port if config.gossip_port is not None else bound_port
+            # Others gossip to the advertised port: the same number as the router's,
+            # unless gossip_port says otherwise.
+            gossip_seen_at = udp_port if config.gossip_port is not None or not config.advertise_addr else port
             base = {
                 "router": f"tcp://{host}:{port}",
                 "workers": len(system._node.pool.workers),
@@ -214,7 +217,7 @@ class ClusterProvider:
             )
             holder: list[Cluster] = []
             driver = SwimDriver(
-                config.node_name, (config.bind_addr, udp_port), (host, port),
+                config.node_name, (config.bind_addr, udp_port), (host, gossip_seen_at),
                 meta, swim, keys, lambda events: holder[0]._deliver(events) if holder else None,
                 refresh_meta=current_meta,
             )

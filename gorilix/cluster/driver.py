@@ -48,9 +48,9 @@ class SwimDriver:
             ) from None
         self.sock.setblocking(False)
         self.bound = self.sock.getsockname()
-        host, _ = advertise
+        host, port = advertise
         self.engine = SwimEngine(
-            name, host, self.bound[1], meta, config, clock=time.monotonic, rng=random.Random()
+            name, host, port or self.bound[1], meta, config, clock=time.monotonic, rng=random.Random()
         )
         self.dropped = 0  # datagrams that failed authentication
         self._meta = dict(meta)

@@ -1,0 +1,468 @@
+"""The library side of ``gorilix node``: start a clustered node from options and run it.
+
+The CLI parses options into :class:`NodeOptions` and calls :func:`run_node`.
+Everything that can be wrong with the options (an address, a port in use, a
+secret, an app that does not import) is checked before any worker process
+starts where it can be, and raised as :class:`LaunchError` with one line that
+says what to change. A node that fails half-way stops its workers before the
+error leaves :func:`start_node`.
+
+:class:`NodeProcess` runs ``gorilix node`` as a subprocess (the demo uses it)
+and always reaps it.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import logging
+import os
+import queue
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gorilix.cluster.bridge import Cluster, ClusterEvent, ClusterProvider
+from gorilix.cluster.config import ClusterConfig, parse_hostport, resolve
+from gorilix.system import ActorSystem, default_worker_count
+from transport.errors import ClusterError, GorilixError
+
+log = logging.getLogger("gorilix.launcher")
+
+DEFAULT_PORT = 7946
+DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"
+MIN_SECRET_BYTES = 16
+
+Say = Callable[[str], None]
+
+
+class LaunchError(GorilixError):
+    """A node could not start from these options; the message says what to change."""
+
+
+# -- options ------------------------------------------------------------------
+
+
+@dataclass
+class NodeOptions:
+    """Everything ``gorilix node`` takes, already parsed from the command line."""
+
+    name: str | None = None  # None: this machine's host name
+    bind: str = DEFAULT_BIND
+    advertise: str | None = None
+    seeds: Sequence[str] = ()
+    workers: int | None = None  # None: one per core
+    app: str | None = None  # "module:function"
+    secret: bytes | None = None
+    insecure: bool = False
+    log_level: str = "WARNING"
+    # Gossip timings (ClusterConfig fields); None keeps the library default.
+    probe_interval: float | None = None
+    probe_timeout: float | None = None
+    push_interval: float | None = None
+    pull_interval: float | None = None
+    suspicion_mult: int | None = None
+    leave_timeout: float | None = None
+    join_timeout: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_name(self) -> str:
+        return self.name or socket.gethostname()
+
+
+def read_secret(path: str | os.PathLike[str]) -> bytes:
+    """The cluster secret stored in ``path`` (trailing newline stripped)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise LaunchError(f"cannot read secret file {os.fspath(path)}: {exc.strerror}") from None
+    secret = data.rstrip(b"\r\n")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise LaunchError(
+            f"secret file {os.fspath(path)} holds {len(secret)} bytes; a secret needs at least "
+            f"{MIN_SECRET_BYTES} (make one with: head -c 32 /dev/urandom | base64 > {os.fspath(path)})"
+        )
+    return secret
+
+
+def secret_file_is_private(path: str | os.PathLike[str]) -> bool:
+    """False when every user may read the secret file (group access is the admin's choice)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return True
+    return not mode & stat.S_IRWXO
+
+
+def load_app(spec: str) -> Callable[[ActorSystem], Any]:
+    """Import ``module:function``; the current directory is importable, as with ``python -m``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise LaunchError(f"bad --app {spec!r}: expected MODULE:FUNCTION, e.g. myapp.actors:setup")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        # Worker processes inherit sys.path, so they can import the app's actors too.
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LaunchError(f"cannot import app module {module_name!r}: {exc}") from None
+    except Exception as exc:  # a broken app module: say what broke, in one line
+        raise LaunchError(f"app module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from None
+    try:
+        fn = getattr(module, attr)
+    except AttributeError:
+        raise LaunchError(f"app module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(fn):
+        raise LaunchError(f"--app {spec}: {attr!r} is not callable; it should be a function taking the ActorSystem")
+    return fn  # type: ignore[no-any-return]
+
+
+def build_config(opts: NodeOptions) -> ClusterConfig:
+    """A validated ClusterConfig; raises LaunchError naming the option that is wrong."""
+    host, port = _hostport(opts.bind, "--bind")
+    if opts.advertise:
+        _hostport(opts.advertise, "--advertise")
+    seeds = []
+    for seed in opts.seeds:
+        seed_host, seed_port = _hostport(seed, "--seed")
+        seeds.append(f"{seed_host}:{seed_port}")
+    timings = {
+        key: value for key, value in (
+            ("probe_interval", opts.probe_interval), ("probe_timeout", opts.probe_timeout),
+            ("push_interval", opts.push_interval), ("pull_interval", opts.pull_interval),
+            ("suspicion_mult", opts.suspicion_mult), ("leave_timeout", opts.leave_timeout),
+            ("join_timeout", opts.join_timeout),
+        ) if value is not None
+    }
+    if "probe_interval" in timings and "probe_timeout" not in timings:
+        timings["probe_timeout"] = timings["probe_interval"] / 2
+    try:
+        config = ClusterConfig(
+            node_name=opts.node_name, bind_addr=host, bind_port=port, seeds=seeds,
+            advertise_addr=opts.advertise, secret_key=opts.secret, insecure=opts.insecure,
+            **timings, **opts.extra,
+        )
+        config.seed_addresses()  # resolves every seed now, not after the workers started
+        if port != 0:
+            config.advertised(port)
+    except ClusterError as exc:
+        raise LaunchError(str(exc)) from None
+    return config
+
+
+def _hostport(text: str, option: str) -> tuple[str, int]:
+    try:
+        host, port = parse_hostport(text, DEFAULT_PORT, option)
+        resolve(host)
+    except ClusterError as exc:
+        message = str(exc)
+        if message.startswith("cannot resolve"):
+            message = f"bad {option} {text!r}: {message}"
+        raise LaunchError(message) from None
+    return host, port
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early, before workers start, when TCP or UDP ``port`` cannot be bound."""
+    if port == 0:
+        return
+    address = resolve(host) if host not in ("0.0.0.0", "", "*") else "0.0.0.0"
+    for kind, proto in ((socket.SOCK_STREAM, "tcp"), (socket.SOCK_DGRAM, "udp")):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, port))
+            except OSError as exc:
+                hint = {
+                    errno.EADDRINUSE: "is another node running there? pick another --bind HOST:PORT",
+                    errno.EACCES: "ports below 1024 need privileges; pick another --bind port",
+                    errno.EADDRNOTAVAIL: "is that an address of this machine? see --advertise",
+                }.get(exc.errno or 0, "pick another --bind HOST:PORT")
+                raise LaunchError(f"cannot bind {proto} {host}:{port}: {exc.strerror}; {hint}") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port number free for both TCP and UDP on ``host`` (a node binds both)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise LaunchError(f"no port free for both TCP and UDP on {host}")
+
+
+# -- starting and running a node ------------------------------------------------
+
+
+class _WatchingProvider(ClusterProvider):
+    """The SWIM provider, with our event callback attached before the first join."""
+
+    def __init__(self, on_event: Callable[[ClusterEvent], None] | None) -> None:
+        self._on_event = on_event
+
+    def start(self, system: ActorSystem, config: ClusterConfig) -> Cluster:
+        cluster = super().start(system, config)
+        if self._on_event is not None:
+            cluster.on_event(self._on_event)
+        return cluster
+
+
+@dataclass
+class RunningNode:
+    system: ActorSystem
+    cluster: Cluster
+    config: ClusterConfig
+
+    @property
+    def address(self) -> str:
+        me = self.cluster.local_member()
+        return f"{me.address}:{me.port}"
+
+    def ready_line(self) -> str:
+        workers = self.system.workers()
+        pids = ", ".join(str(w.pid) for w in workers)
+        count = f"{len(workers)} worker{'' if len(workers) == 1 else 's'}"
+        seeds = ", ".join(self.config.seeds) or "none"
+        secure = "CURVE + sealed gossip" if self.config.secret_key is not None else "no secret"
+        bound = f"{self.config.bind_addr}:{self.cluster.local_member().port}"
+        return (f"ready: node {self.system.name} at {self.address} (bound {bound}, tcp+udp), "
+                f"{count} (pid{'' if len(workers) == 1 else 's'} {pids}), seeds: {seeds}, {secure}")
+
+    def stop(self) -> None:
+        """Leave the cluster (bounded in time), then stop every worker."""
+        try:
+            self.system.leave_cluster()
+        except GorilixError as exc:
+            log.warning("leaving the cluster: %s", exc)
+        self.system.stop()
+
+
+def start_node(opts: NodeOptions, on_event: Callable[[ClusterEvent], None] | None = None,
+               app: Callable[[ActorSystem], Any] | None = None) -> RunningNode:
+    """Start workers, bind, join the seeds and run the app; stop everything on failure."""
+    config = build_config(opts)
+    setup = app if app is not None else (load_app(opts.app) if opts.app else None)
+    check_port_free(config.bind_addr, config.bind_port)
+    workers = opts.workers if opts.workers is not None else default_worker_count()
+    level = logging.getLevelName(opts.log_level.upper())
+    try:
+        system = ActorSystem(config.node_name, workers=workers,
+                             log_level=level if isinstance(level, int) else logging.WARNING)
+    except GorilixError as exc:
+        raise LaunchError(f"cannot start node {config.node_name}: {exc}") from None
+    try:
+        system.set_cluster_provider(_WatchingProvider(on_event))
+        cluster = system.enable_clustering(config)
+        if setup is not None:
+            try:
+                setup(system)
+            except Exception as exc:
+                log.debug("app setup failed", exc_info=True)
+                raise LaunchError(f"app {opts.app or setup!r} failed: {type(exc).__name__}: {exc}") from None
+    except ClusterError as exc:
+        system.stop()
+        raise LaunchError(str(exc)) from None
+    except BaseException:
+        system.stop()
+        raise
+    return RunningNode(system, cluster, config)
+
+
+class ChangeFilter:
+    """Drops "update" events that only carry a new load figure (they come every few seconds)."""
+
+    QUIET_META = frozenset({"load"})
+
+    def __init__(self) -> None:
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, event: ClusterEvent) -> bool:
+        meta = {k: v for k, v in event.meta.items() if k not in self.QUIET_META}
+        previous = self._meta.get(event.name)
+        self._meta[event.name] = meta
+        return not (event.kind == "update" and previous == meta)
+
+
+def describe_event(event: ClusterEvent) -> str:
+    """One line per membership change, as ``gorilix node`` prints it."""
+    verbs = {"join": "joined", "leave": "left", "dead": "is dead", "suspect": "is suspect",
+             "alive": "is alive again", "update": "updated"}
+    workers = event.meta.get("workers")
+    extra = f", {workers} worker{'' if workers == 1 else 's'}" if workers is not None else ""
+    return (f"{time.strftime('%H:%M:%S')} member {event.name} {verbs.get(event.kind, event.kind)} "
+            f"({event.address}:{event.port}, {event.status}{extra})")
+
+
+def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False) -> int:
+    """Run a node until SIGINT or SIGTERM (or stdin EOF with ``watch_stdin``); returns 0.
+
+    Membership changes are printed by this (the main) thread, one line each,
+    so a slow terminal never holds up the gossip thread.
+    """
+    events: queue.SimpleQueue[ClusterEvent] = queue.SimpleQueue()
+    worth_printing = ChangeFilter()
+    stop = threading.Event()
+    reason: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # a second signal: stop waiting for a graceful leave
+            os._exit(128 + signum)
+        reason.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        node = start_node(opts, on_event=events.put)
+        try:
+            say(node.ready_line())
+            if watch_stdin:
+                def watch() -> None:
+                    # Raw reads: a daemon thread blocked in sys.stdin's buffered
+                    # reader would abort the interpreter at exit.
+                    try:
+                        while os.read(0, 4096):
+                            pass
+                    except OSError:
+                        pass
+                    reason.append("stdin closed")
+                    stop.set()
+                threading.Thread(target=watch, name="gorilix-stdin", daemon=True).start()
+            while not stop.is_set():
+                try:
+                    event = events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if worth_printing(event):
+                    say(describe_event(event))
+            while True:
+                try:
+                    event = events.get_nowait()
+                except queue.Empty:
+                    break
+                if worth_printing(event):
+                    say(describe_event(event))
+            say(f"{reason[0] if reason else 'stop'}: node {node.system.name} leaving the cluster")
+        finally:
+            node.stop()
+        say(f"node {node.system.name} stopped")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- a node as a subprocess -------------------------------------------------------
+
+
+def _same_code_env() -> dict[str, str]:
+    """This environment, with our own package first on the path: the child runs the same code."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class NodeProcess:
+    """``gorilix node`` in a child process; output is drained so the child never blocks.
+
+    Use as a context manager or call :meth:`reap`: the child is killed and
+    waited for, whatever happened.
+    """
+
+    def __init__(self, name: str, port: int, seeds: Sequence[str] = (), workers: int = 1,
+                 args: Sequence[str] = (), host: str = "127.0.0.1",
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.port = port
+        self.address = f"{host}:{port}"
+        cmd = [sys.executable, "-m", "gorilix", "node", "--name", name, "--bind", self.address,
+               "--workers", str(workers), "--watch-stdin", *args]
+        for seed in seeds:
+            cmd += ["--seed", seed]
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env or _same_code_env())
+        self._threads = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, self.lines, True), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, self.errors, False), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _drain(self, stream: Any, into: list[str], watch_ready: bool) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+            if watch_ready and line.startswith("ready:"):
+                self._ready.set()
+        self._ready.set()  # EOF: wake whoever waits, they check the exit code
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        """The node's "ready" line; LaunchError with its stderr if it died or took too long."""
+        if not self._ready.wait(timeout):
+            raise LaunchError(f"node {self.name} not ready within {timeout:g} s")
+        for line in self.lines:
+            if line.startswith("ready:"):
+                return line
+        self.proc.wait(5)
+        last = self.errors[-1] if self.errors else "no output"
+        raise LaunchError(f"node {self.name} exited with code {self.proc.returncode}: {last}")
+
+    def wait(self, timeout: float = 20.0) -> int:
+        """Wait for the child to exit on its own (after :meth:`terminate`); kill it after ``timeout``."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM: the node leaves the cluster, stops its workers and exits 0."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def reap(self, grace: float = 5.0) -> int | None:
+        """Stop the child if it still runs (SIGTERM, then SIGKILL after ``grace``) and wait for it."""
+        if self.proc.poll() is None:
+            self.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait(10.0)
+        for thread in self._threads:
+            thread.join(2.0)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        return self.proc.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reap()
