@@ -114,7 +114,8 @@ class SupervisorState:
         self.name = name
         self.strategy = strategy
         self.parent = parent
-        self.children: list[Child] = []
+        self._children: dict[int, Child] = {}  # in start order
+        self._keys: dict[str, Child] = {}
         self._clock = clock
         self._rng = rng or random.Random()
         self._incidents: deque[float] = deque()
@@ -124,27 +125,33 @@ class SupervisorState:
         )
 
     def __repr__(self) -> str:
-        return f"<Supervisor {self.name!r} {self.strategy.kind} {len(self.children)} children>"
+        return f"<Supervisor {self.name!r} {self.strategy.kind} {len(self._children)} children>"
+
+    @property
+    def children(self) -> list[Child]:
+        """In start order (the root may have many: lookups go through dicts)."""
+        return list(self._children.values())
 
     # -- children -----------------------------------------------------------
 
     def add(self, child: Child) -> None:
         if child.restart not in RESTART_TYPES:
             raise ValueError(f"restart={child.restart!r} is not one of {', '.join(RESTART_TYPES)}")
-        if self.find(child.key) is not None:
+        if child.key in self._keys:
             raise KeyError(f"supervisor {self.name!r} already has a child {child.key!r}")
-        self.children.append(child)
+        self._children[child.id] = child
+        self._keys[child.key] = child
 
     def find(self, key: str) -> Child | None:
-        return next((c for c in self.children if c.key == key), None)
+        return self._keys.get(key)
 
     def get(self, child_id: int) -> Child | None:
-        return next((c for c in self.children if c.id == child_id), None)
+        return self._children.get(child_id)
 
     def remove(self, child_id: int) -> Child | None:
-        child = self.get(child_id)
+        child = self._children.pop(child_id, None)
         if child is not None:
-            self.children.remove(child)
+            del self._keys[child.key]
             self._attempts.pop(child_id, None)
         return child
 
@@ -190,14 +197,23 @@ class SupervisorState:
                 f"supervisor {self.name!r}: {len(self._incidents)} restarts within {window:g} s "
                 f"(limit {limit}); last: {reason}"
             )]
+        if self.breaker is not None:
+            self.breaker.record_failure()  # one incident, one failure
         failed_ids = {c.id for c in failed}
         if self.strategy.kind == ONE_FOR_ONE:
-            affected = [c for c in self.children if c.id in failed_ids]
-        elif self.strategy.kind == ONE_FOR_ALL:
+            # Each child waits by its own recent attempts: an often-restarted
+            # neighbour lost in the same worker death must not delay the others.
+            by_delay: dict[float, list[int]] = {}
+            for child in failed:
+                delay = self._delay(self._attempt(child.id, now, window), now)
+                by_delay.setdefault(delay, []).append(child.id)
+            return decisions + [Restart(tuple(ids), delay, reason) for delay, ids in sorted(by_delay.items())]
+        if self.strategy.kind == ONE_FOR_ALL:
             affected = list(self.children)
         else:
-            first = min(self.children.index(c) for c in failed)
-            affected = self.children[first:]
+            order = self.children
+            first = min(order.index(c) for c in failed)
+            affected = order[first:]
         restart_ids = []
         for child in affected:
             if child.id not in failed_ids and child.restart == TEMPORARY:
@@ -206,15 +222,17 @@ class SupervisorState:
             else:
                 restart_ids.append(child.id)
         attempt = max(self._attempt(c.id, now, window) for c in failed)
+        decisions.append(Restart(tuple(restart_ids), self._delay(attempt, now), reason))
+        return decisions
+
+    def _delay(self, attempt: int, now: float) -> float:
         delay = self.strategy.backoff.delay(attempt, self._rng)
         if self.breaker is not None:
-            self.breaker.record_failure()
             if not self.breaker.allow():
                 retry_at = self.breaker.retry_at()
                 if retry_at is not None:
                     delay = max(delay, retry_at - now)
-        decisions.append(Restart(tuple(restart_ids), delay, reason))
-        return decisions
+        return delay
 
     def _attempt(self, child_id: int, now: float, window: float) -> int:
         times = self._attempts.setdefault(child_id, deque())

@@ -185,3 +185,23 @@ def test_strategy_validation_and_wire_round_trip() -> None:
                         BreakerConfig(3, 10.0, 4.0, 2))
     assert Strategy.from_wire(strategy.to_wire()) == strategy
     assert Strategy.from_wire(Strategy().to_wire()) == Strategy()
+
+
+def test_one_for_one_delays_each_child_by_its_own_attempts() -> None:
+    sup, clock = make(Strategy(max_restarts=None, backoff=Backoff.exponential(base=0.1, max=1.0)), PERMANENT, PERMANENT)
+    for _ in range(3):
+        clock.now += 0.01
+        sup.on_exits(crash(10))
+    clock.now += 0.01
+    decisions = sup.on_exits([(10, "worker died", True), (11, "worker died", True)])
+    assert decisions == [Restart((11,), pytest.approx(0.1), "worker died"),
+                         Restart((10,), pytest.approx(0.8), "worker died")]
+
+
+def test_many_children_stay_cheap() -> None:
+    sup, _ = make(ROOT_STRATEGY)
+    for i in range(20_000):
+        sup.add(Child(1000 + i, f"k{i}"))
+    assert sup.find("k19999").id == 20_999 and sup.get(1000).key == "k0"
+    assert sup.remove(1000) is not None and sup.find("k0") is None
+    assert [c.id for c in sup.children[:2]] == [1001, 1002]
