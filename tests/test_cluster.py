@@ -22,25 +22,11 @@ from conftest import wait_for
 
 from gorilix import ActorSystem, ClusterError, Down, GorilixError, NodeDown
 from gorilix.cluster import bridge
+from gorilix.launcher import free_port
 from gorilix.system import ClusterConfig
 
 NODE_SCRIPT = str(Path(__file__).with_name("cluster_node.py"))
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (the node binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 class Node:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,23 +34,10 @@ from services import Journal, Pricer, Watcher
 
 from gorilix import ActorSystem, ClusterError, GorilixError, NodeDown
 from gorilix.cluster import bridge
+from gorilix.launcher import free_port
 from gorilix.system import ClusterConfig
 
 NODE_SCRIPT = Path(__file__).with_name("node.py")
-
-
-def free_port() -> int:
-    """A port number free for both TCP (router) and UDP (gossip) on 127.0.0.1."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> Any:
