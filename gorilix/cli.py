@@ -307,9 +307,10 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
     workers = info.get("workers", [])
     click.echo(f"node {info.get('node')}: {sum(1 for w in workers if w['alive'])}/{len(workers)} workers alive")
     click.echo(_table(
-        ["WORKER", "PID", "ALIVE", "ACTORS", "CPU%", "RSS", "RESTARTS"],
+        ["WORKER", "PID", "ALIVE", "ACTORS", "CPU%", "RSS", "RESTARTS", "MAILBOX", "MAX BOX", "MSG/S"],
         [[w["id"], w["pid"], "yes" if w["alive"] else "NO", w["actors"], f"{w['cpu_percent']:.1f}",
-          _mib(w["rss_bytes"]), w["restarts"]] for w in workers],
+          _mib(w["rss_bytes"]), w["restarts"], w.get("mailbox", 0), w.get("deepest_mailbox", 0),
+          f"{w.get('msgs_per_s', 0.0):,.0f}"] for w in workers],
     ))
     stats = dict(info.get("stats") or {})
     stats.pop("node", None)

@@ -130,6 +130,7 @@ class Node(ControlHandlers):
         self.members_view: Any = None
         self._recoveries: list[dict[str, Any]] = []  # kill-and-wait requests
         self.forwarded = 0
+        self._worker_load: dict[int, dict[str, Any]] = {}  # slot -> last load report
 
     # -- life ---------------------------------------------------------------
 

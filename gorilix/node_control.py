@@ -316,6 +316,20 @@ class ControlHandlers:
     def _h_unregister_name(self, source: bytes, src_id: int, corr: int, name: str) -> bool:
         return self.registry.unregister_name(name)
 
+    def _h_load(self, source: bytes, src_id: int, corr: int, queued: int, deepest: int, handled: int,
+                malformed: int, dead_letters: int) -> None:
+        slot = self._identity_slot.get(source)
+        if slot is None:
+            return
+        now = time.monotonic()
+        last = self._worker_load.get(slot)
+        rate = 0.0
+        if last is not None and last["pid"] == self.pool.workers[slot].pid and now > last["at"]:
+            rate = max(0, handled - last["handled"]) / (now - last["at"])
+        self._worker_load[slot] = {"queued": int(queued), "deepest": int(deepest), "handled": int(handled),
+                                   "msgs_per_s": rate, "at": now, "pid": self.pool.workers[slot].pid,
+                                   "malformed": int(malformed)}
+
     def _h_workers(self, source: bytes, src_id: int, corr: int) -> list[dict[str, Any]]:
         rows = []
         for slot in range(self.pool.size):
@@ -326,8 +340,16 @@ class ControlHandlers:
                 "alive": bool(worker and worker.alive and worker.ready),
                 "actors": self.registry.count(slot), "cpu_percent": cpu, "rss_bytes": rss,
                 "restarts": self.pool.restarts[slot],
+                **self._load_of(slot, worker.pid if worker else None),
             })
         return rows
+
+    def _load_of(self, slot: int, pid: int | None) -> dict[str, Any]:
+        load = self._worker_load.get(slot)
+        if load is None or load["pid"] != pid:
+            return {"mailbox": 0, "deepest_mailbox": 0, "msgs_per_s": 0.0}
+        return {"mailbox": load["queued"], "deepest_mailbox": load["deepest"],
+                "msgs_per_s": round(load["msgs_per_s"], 1)}
 
     def _h_kill_worker(self, source: bytes, src_id: int, corr: int, slot: int, sig: int) -> Any:
         try:
@@ -455,5 +477,6 @@ class ControlHandlers:
         "members": _h_members,
         "status": _h_status,
         "kill_worker_wait": _h_kill_worker_wait,
+        "load": _h_load,
     }
 

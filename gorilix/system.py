@@ -60,6 +60,9 @@ class WorkerInfo:
     cpu_percent: float
     rss_bytes: int
     restarts: int
+    mailbox: int = 0  # messages queued in its actors' mailboxes (last report, once a second)
+    deepest_mailbox: int = 0
+    msgs_per_s: float = 0.0  # messages its actors handled per second (last report)
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,3 +200,17 @@ def test_single_worker_node(make_system, workers: int) -> None:  # type: ignore[
     relay = system.spawn(Relay)
     echo = system.spawn(Echo)
     assert relay.ask((echo, 1)) == ("relayed", 1)
+
+
+def test_workers_report_mailbox_depths_and_message_rates(system: ActorSystem) -> None:
+    checker = system.spawn(SeqChecker, worker=1)
+    flood = system.spawn(Pinger, worker=0)
+    flood.ask(("send", checker, 20_000))
+
+    def busy() -> bool:
+        flood.tell(("send", checker, 5_000))
+        return system.workers()[1].msgs_per_s > 0
+
+    wait_for(busy, what="a message rate reported for worker 1")
+    rows = system.workers()
+    assert rows[0].msgs_per_s >= 0 and rows[1].mailbox >= 0 and rows[1].deepest_mailbox <= rows[1].mailbox

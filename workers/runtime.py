@@ -69,6 +69,8 @@ FLUSH_AT = 1024
 MAX_BATCH = 512
 #: Multiparts read from the socket before yielding to the scheduler.
 RECV_BURST = 512
+#: Seconds between load reports to the node.
+LOAD_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class WorkerRuntime:
         self._batching = False  # inside a drain or a scheduler run: flush at its end
         self.malformed = 0
         self.dead_letters = 0
+        self.handled = 0  # messages handed to actors (for the node's message rates)
         self.loop: asyncio.AbstractEventLoop
         self.sock: zmq.Socket[bytes]
         self.scheduler: Scheduler
@@ -136,12 +139,20 @@ class WorkerRuntime:
             self.loop.add_reader(parent.sentinel, self._on_parent_gone)
         self.notify("attach_worker", self.slot, self.config.incarnation, os.getpid())
         self.flush()
+        self.loop.call_later(LOAD_EVERY, self._report_load)
         try:
             self.loop.run_forever()
         finally:
             install_resolver(None)
             self.sock.close(linger=0)
             ctx.term()
+
+    def _report_load(self) -> None:
+        """Mailbox depths and counters, for `gorilix status` (cheap: once a second)."""
+        queued = sum(len(c.mailbox) for c in self.cells.values())
+        deepest = max((len(c.mailbox) for c in self.cells.values()), default=0)
+        self.notify("load", queued, deepest, self.handled, self.malformed, self.dead_letters)
+        self.loop.call_later(LOAD_EVERY, self._report_load)
 
     def _on_parent_gone(self) -> None:
         log.warning("node process is gone; worker %d exits", self.slot)

@@ -101,6 +101,7 @@ class Scheduler:
                     break
                 budget -= 1
                 self.invoke(cell, cell.mailbox.popleft())
+            self.runtime.handled += self.BATCH - budget
             if cell.alive and cell.stop_reason is not None and not cell.busy:
                 self.runtime.go_down(cell, cell.stop_reason, abnormal=False)
             elif cell.alive and cell.mailbox and not cell.busy and not cell.down:
