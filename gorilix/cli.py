@@ -398,6 +398,7 @@ def chaos(node_address: str, secret_file: str | None, connect_timeout: float, ev
     secret = _secret(secret_file)
     last: list[str] = []
     steps = max(1, int(duration * 10))
+    bar: Any
     with reach(node_address, secret_file, connect_timeout) as remote:
         target = remote.name  # checks the address, the secret and the node before the drill
     with click.progressbar(length=steps, label=f"chaos on {target}", file=sys.stderr,
@@ -536,7 +537,7 @@ def bench(as_json: bool, quick: bool) -> None:
             done[0] = n - 1
 
         report = run_bench(quick=quick, progress=False, say=say)
-        bar.update(bar.length - done[0], "done")
+        bar.update((bar.length or 0) - done[0], "done")
     if as_json:
         click.echo(_dump(report))
     else:

@@ -136,7 +136,7 @@ def build_config(opts: NodeOptions) -> ClusterConfig:
     for seed in opts.seeds:
         seed_host, seed_port = _hostport(seed, "--seed")
         seeds.append(f"{seed_host}:{seed_port}")
-    timings = {
+    timings: dict[str, Any] = {
         key: value for key, value in (
             ("probe_interval", opts.probe_interval), ("probe_timeout", opts.probe_timeout),
             ("push_interval", opts.push_interval), ("pull_interval", opts.pull_interval),

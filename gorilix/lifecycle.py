@@ -93,9 +93,9 @@ class Lifecycle:
             sup = self.supervisors.get(sup_id)
             if sup is None:  # its supervisor is gone: nothing will restart it
                 for actor_id, reason, _ in items:
-                    record = self.node.registry.actors.get(actor_id)
-                    if record is not None:
-                        self.node.forget(record, reason)
+                    orphan = self.node.registry.actors.get(actor_id)
+                    if orphan is not None:
+                        self.node.forget(orphan, reason)
                 continue
             for decision in sup.on_exits(items):
                 self._execute(sup, decision)

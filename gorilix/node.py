@@ -27,7 +27,7 @@ import zmq
 from gorilix.cluster.links import PeerLinks
 from gorilix.cluster.security import ClusterKeys
 from gorilix.lifecycle import Lifecycle
-from gorilix.node_control import DEFER, ControlHandlers
+from gorilix.node_control import DEFER, HANDLERS, check_recoveries, finish_reload
 from gorilix.registry import ActorRecord, Registry
 from transport import codec
 from transport.errors import (
@@ -84,7 +84,7 @@ class Status(enum.Enum):
     FAILED = "failed"
 
 
-class Node(ControlHandlers):
+class Node:
     def __init__(
         self, name: str, workers: int, *, log_level: int = logging.WARNING,
         max_parked: int = 10_000, start_method: str = "spawn",
@@ -394,7 +394,7 @@ class Node(ControlHandlers):
                 env = unpack_env(env_frame)
                 op = codec.decode(payload)
                 name, args = op[0], op[1:]
-                handler = self._handlers[name]
+                handler = HANDLERS[name]
             except (DecodeError, TypeError, IndexError, KeyError):
                 self.malformed += 1
                 continue
@@ -551,14 +551,14 @@ class Node(ControlHandlers):
         self.lifecycle.exited([(record, reason, True) for record in records], final=False)
         for module, job in list(self._reloads.items()):
             job["waiting"].discard(slot)
-            self._finish_reload(module)
+            finish_reload(self, module)
         for asker_id, asker_corr, killed_pid, asker_node in self._pending_kills.pop(slot, []):
             self._reply(asker_id, asker_corr, killed_pid, dst_node=asker_node)
         for job in self._recoveries:
             if job["slot"] == slot:
                 job["died"] = True
         if self._recoveries:
-            self._check_recoveries()
+            check_recoveries(self)
         if not was_ready:
             self._early_deaths[slot] += 1
             if self._early_deaths[slot] >= MAX_EARLY_DEATHS:

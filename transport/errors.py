@@ -81,7 +81,7 @@ class ActorError(GorilixError):
 
 # Wire codes for errors that cross process boundaries. Codes are stable: they
 # are part of the protocol, so never renumber one.
-_CODES: dict[type[GorilixError], int] = {
+_CODES: dict[type[BaseException], int] = {
     GorilixError: 0,
     ActorError: 1,
     ActorNotFound: 2,
@@ -95,7 +95,7 @@ _CODES: dict[type[GorilixError], int] = {
     DecodeError: 10,
     NodeDown: 11,
 }
-_TYPES: dict[int, type[GorilixError]] = {code: cls for cls, code in _CODES.items()}
+_TYPES: dict[int, type[GorilixError]] = {code: cls for cls, code in _CODES.items() if issubclass(cls, GorilixError)}
 
 
 def error_to_wire(exc: BaseException) -> list[Any]:

@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import psutil
 
@@ -70,7 +71,7 @@ class WorkerPool:
         self.endpoint = endpoint
         self.size = size
         self.log_level = log_level
-        self._mp = multiprocessing.get_context(start_method)
+        self._mp: Any = multiprocessing.get_context(start_method)
         # Each incarnation is an id prefix; start at random so a restarted node
         # (same name) does not hand out the ids of its previous life.
         self._incarnations = itertools.count(random.randrange(1, 1 << 21))

@@ -22,7 +22,7 @@ import sys
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -110,7 +110,7 @@ class WorkerRuntime:
         self._out_key: tuple[str, int] | None = None
         self._out_count = 0
         self._flush_scheduled = False
-        self._classes: dict[str, type] = {}
+        self._classes: dict[str, type[Any]] = {}
         self._thread_id = 0
         self._batching = False  # inside a drain or a scheduler run: flush at its end
         self.malformed = 0
@@ -133,7 +133,7 @@ class WorkerRuntime:
         self.sock.setsockopt(zmq.ROUTING_ID, self.config.identity)
         self.sock.connect(self.config.endpoint)
         install_resolver(lambda ref: self)
-        self.loop.add_reader(self.sock.getsockopt(zmq.FD), self._on_readable)
+        self.loop.add_reader(cast(int, self.sock.getsockopt(zmq.FD)), self._on_readable)
         parent = multiprocessing.parent_process()
         if parent is not None:
             self.loop.add_reader(parent.sentinel, self._on_parent_gone)
@@ -315,7 +315,7 @@ class WorkerRuntime:
             send = self.sock.send_multipart
             for frames in out:
                 send(frames)
-        if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if cast(int, self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             # The FD is edge-triggered: sending can swallow the edge.
             self.loop.call_soon(self._on_readable)
 
@@ -410,15 +410,17 @@ class WorkerRuntime:
 
     def _instantiate(self, cell: ActorCell) -> Actor:
         spec = cell.spec
-        cls = self._classes.get(spec.class_path)
+        cls: type[Actor] | None = self._classes.get(spec.class_path)
         if cls is None:
             cls = self._classes[spec.class_path] = resolve_class(spec.class_path, Actor)
         args, kwargs = decode_args(spec)
-        instance = cls.__new__(cls)
+        # The cell is attached before the user's __init__ runs, so `self.ref`
+        # and `self.spawn` work there: hence __new__ and __init__ by hand.
+        instance = cls.__new__(cls)  # type: ignore[call-overload]
         instance._gx_cell = cell
         token = current.set((cell, None))
         try:
-            instance.__init__(*args, **kwargs)
+            instance.__init__(*args, **kwargs)  # type: ignore[misc]
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             raise SpawnError(
                 f"{spec.class_path}.__init__ raised {type(exc).__name__}: {exc}"

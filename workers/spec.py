@@ -85,7 +85,7 @@ def make_spec(
     return ActorSpec(path, encoded, name, restart, mailbox_size)
 
 
-def resolve_class(path: str, base: type) -> type:
+def resolve_class(path: str, base: type) -> type[Any]:
     """Import the class a spec names; only ``base`` subclasses are accepted."""
     module_name, _, qualname = path.partition(":")
     if not module_name or not qualname:

@@ -52,7 +52,7 @@ def is_loopback(host: str) -> bool:
 def resolve(host: str) -> str:
     """An IPv4 address for ``host`` (gossip and routing use addresses, not names)."""
     try:
-        return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+        return str(socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0])
     except OSError as exc:
         raise ClusterError(f"cannot resolve {host!r}: {exc}") from None
 
