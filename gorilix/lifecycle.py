@@ -43,6 +43,7 @@ class Lifecycle:
         self.remote_watches: dict[tuple[str, int], set[int]] = {}  # (node, actor) -> local watchers
         self.remote_watchers: dict[int, set[tuple[str, int]]] = {}  # local actor -> (node, watcher)
         self._down: set[int] = set()  # actors whose incarnation ended, waiting for a decision
+        self.remote_links: dict[int, set[tuple[str, int]]] = {}  # local actor -> (node, actor)
         self.root = self.new_supervisor("root", ROOT_STRATEGY, None)
 
     # -- the tree -----------------------------------------------------------
@@ -196,6 +197,8 @@ class Lifecycle:
             self.node.exit_signal(other, ref, reason)
         for node, watcher in self.remote_watchers.pop(record.id, ()):
             self.node.send_node_control(node, ["rdown", record.id, record.spec.name, reason, watcher])
+        for node, other in self.remote_links.pop(record.id, ()):
+            self.node.send_node_control(node, ["rexit", other, record.id, record.spec.name, reason])
 
     def monitor(self, watcher: int, node: str, watched: int) -> None:
         if node != self.node.name:
@@ -242,18 +245,53 @@ class Lifecycle:
             watchers -= {w for w in watchers if w[0] == node}
             if not watchers:
                 del self.remote_watchers[actor_id]
+        for actor_id, links in list(self.remote_links.items()):
+            for peer, other in [link for link in links if link[0] == node]:
+                links.discard((peer, other))
+                self.node.exit_signal(actor_id, ActorRef(node, other), f"node {node} down: {reason}")
 
     def link(self, a: int, node: str, b: int) -> None:
-        if node != self.node.name or b not in self.node.registry.actors:
+        if node != self.node.name:
+            links = self.node.links
+            if links is None or node not in links.peers:
+                self.node.exit_signal(a, ActorRef(node, b), f"node not found: {node}")
+                return
+            self.remote_links.setdefault(a, set()).add((node, b))
+            self.node.send_node_control(node, ["rlink", b, a])
+            return
+        if b not in self.node.registry.actors:
             self.node.exit_signal(a, ActorRef(node, b), "noproc")
             return
         self.watches.link(a, b)
 
     def unlink(self, a: int, node: str, b: int) -> None:
+        if node != self.node.name:
+            self.remote_links.get(a, set()).discard((node, b))
+            self.node.send_node_control(node, ["runlink", b, a])
+            return
         self.watches.unlink(a, b)
+
+    def remote_link(self, node: str, local: int, remote: int) -> None:
+        """An actor on ``node`` linked to our ``local``: the link holds both ways."""
+        if local not in self.node.registry.actors:
+            self.node.send_node_control(node, ["rexit", remote, local, None, "noproc"])
+            return
+        self.remote_links.setdefault(local, set()).add((node, remote))
+
+    def remote_unlink(self, node: str, local: int, remote: int) -> None:
+        self.remote_links.get(local, set()).discard((node, remote))
+
+    def remote_exit(self, node: str, local: int, remote: int, name: str | None, reason: str) -> None:
+        """A linked actor on ``node`` exited: signal our side of the link."""
+        links = self.remote_links.get(local)
+        if not links or (node, remote) not in links:
+            return  # unlinked meanwhile
+        links.discard((node, remote))
+        self.node.exit_signal(local, ActorRef(node, remote, name), reason)
 
     def forget(self, actor_id: int) -> None:
         self._down.discard(actor_id)
+        self.remote_links.pop(actor_id, None)
         self.watches.exited(actor_id)
         self.watches.forget(actor_id)
 

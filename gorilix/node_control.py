@@ -256,6 +256,19 @@ def _h_rdown(node: Node, source: bytes, src_id: int, corr: int, watched: int, na
              reason: str, watcher: int) -> None:
     node.lifecycle.remote_down(node._asker_node, watched, name, str(reason), watcher)
 
+def _h_rlink(node: Node, source: bytes, src_id: int, corr: int, local: int, remote: int) -> None:
+    node.lifecycle.remote_link(node._asker_node, local, remote)
+
+
+def _h_runlink(node: Node, source: bytes, src_id: int, corr: int, local: int, remote: int) -> None:
+    node.lifecycle.remote_unlink(node._asker_node, local, remote)
+
+
+def _h_rexit(node: Node, source: bytes, src_id: int, corr: int, local: int, remote: int, name: str | None,
+             reason: str) -> None:
+    node.lifecycle.remote_exit(node._asker_node, local, remote, name, str(reason))
+
+
 def _h_publish_local(node: Node, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
     return _publish_here(node, str(topic), payload)
 
@@ -463,6 +476,9 @@ HANDLERS: dict[str, Any] = {
     "rmonitor": _h_rmonitor,
     "rdown": _h_rdown,
     "publish_local": _h_publish_local,
+    "rlink": _h_rlink,
+    "runlink": _h_runlink,
+    "rexit": _h_rexit,
     "reload": _h_reload,
     "reloaded": _h_reloaded,
     "dead_letter": _h_dead_letter,

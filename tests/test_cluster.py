@@ -281,3 +281,32 @@ def test_membership_events_reach_callbacks_and_actors(local) -> None:  # type: i
     assert "load" in got[0].meta and got[0].meta["workers"] == 1
     other.leave_cluster()
     wait_for(lambda: any(e.kind == "leave" and e.name == other.name for e in seen), 10, "leave callback")
+
+
+def test_links_and_monitors_across_nodes(local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    other = local(seeds=[f"127.0.0.1:{me.get_cluster().local_member().port}"])
+    wait_for(lambda: statuses(me).get(other.name) == "alive" and statuses(other).get(me.name) == "alive",
+             10, "two nodes")
+    target = other.spawn(Stateful, "t")
+    linked = me.spawn(Watcher)
+    trapper = me.spawn(Watcher, True)
+    watcher = me.spawn(Watcher)
+    linked.ask("remember me")
+    assert linked.ask(("link", target)) == "linked"
+    assert trapper.ask(("link", target)) == "linked"
+    assert watcher.ask(("watch", target)) == "watching"
+    with pytest.raises(GorilixError):
+        target.ask("crash")
+    # The crash crossed the link: `linked` was restarted (fresh state), the trapper got Exit.
+    assert wait_for(lambda: linked.ask("get") == [], 10, "linked actor restarted")
+    exits = wait_for(lambda: trapper.ask("get"), 10, "Exit across nodes")
+    assert exits[0].ref == target and exits[0].reason.startswith("crashed")
+    downs = wait_for(lambda: watcher.ask("get"), 10, "Down across nodes")
+    assert downs[0].ref == target
+    # A link to a node that then goes away fires too.
+    survivor = other.spawn(Stateful, "s")
+    assert trapper.ask(("link", survivor)) == "linked"
+    other.leave_cluster()
+    exits = wait_for(lambda: len(e := trapper.ask("get")) == 2 and e, 10, "Exit on node loss")
+    assert exits[1].ref == survivor and "down" in exits[1].reason
