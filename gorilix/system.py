@@ -157,7 +157,8 @@ class ActorSystem:
         if client is None:
             if self._stopped:
                 raise NotRunning(f"ActorSystem {self.name!r} is stopped")
-            client = ClientPort(self._node.zctx, self._node.endpoint, self.name, self._node.allocate_id())
+            client = ClientPort(self._node.zctx, self._node.endpoint, self.name, self._node.allocate_id(),
+                                new_id=self._node.allocate_id)
             self._local.client = client
             with self._clients_lock:
                 self._clients.append(client)

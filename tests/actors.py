@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from gorilix import Actor, ActorRef, GenServer, message
@@ -331,3 +332,12 @@ class SlowCounter(Actor):
         await asyncio.sleep(msg)
         self.count += 1
         return self.count
+
+
+class Stamp(Actor):
+    """Sleeps, then answers with when it started (CLOCK_MONOTONIC is machine-wide)."""
+
+    async def receive(self, msg: Any) -> Any:
+        started = time.monotonic()
+        await asyncio.sleep(msg)
+        return started

@@ -19,6 +19,7 @@ from actors import (
     SeqChecker,
     Sleeper,
     Square,
+    Stamp,
     Stopper,
     Timer,
     WhoAmI,
@@ -214,3 +215,15 @@ def test_workers_report_mailbox_depths_and_message_rates(system: ActorSystem) ->
     wait_for(busy, what="a message rate reported for worker 1")
     rows = system.workers()
     assert rows[0].msgs_per_s >= 0 and rows[1].mailbox >= 0 and rows[1].deepest_mailbox <= rows[1].mailbox
+
+
+def test_ask_async_from_asyncio_code_runs_asks_concurrently(system: ActorSystem) -> None:
+    stamps = [system.spawn(Stamp) for _ in range(12)]
+
+    async def main() -> list[float]:
+        return await asyncio.gather(*(ref.ask_async(1.0, timeout=10.0) for ref in stamps))
+
+    started = asyncio.run(main())
+    # All twelve were handled at once: each began before any had finished.
+    assert max(started) - min(started) < 1.0
+    assert asyncio.run(main())  # a second event loop gets a socket of its own

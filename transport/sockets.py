@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from typing import Any
 
 import zmq
 
@@ -13,7 +14,7 @@ import zmq
 ID_SHIFT = 40
 
 
-def configure_internal(sock: zmq.Socket[bytes]) -> None:
+def configure_internal(sock: zmq.Socket[Any]) -> None:
     """Options for node-local links (ipc): never drop, never block on close."""
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
+import zmq.asyncio
 
 from transport import codec
 from transport.errors import AskTimeout, DecodeError, error_from_wire
@@ -38,8 +39,17 @@ class ClientPort:
     def __init__(
         self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int,
         configure: Callable[[zmq.Socket[bytes]], None] | None = None,
+        new_id: Callable[[], int] | None = None,
     ) -> None:
-        """``node_name`` "" addresses whichever node the endpoint reaches (remote tools)."""
+        """``node_name`` "" addresses whichever node the endpoint reaches (remote tools).
+
+        ``new_id`` hands out client ids; with it, ``ask_async`` from asyncio
+        code gets a socket of its own event loop instead of a thread.
+        """
+        self._zctx = zctx
+        self._endpoint = endpoint
+        self._new_id = new_id
+        self._askers: list[AsyncAsker] = []
         self.node = node_name
         self.id = client_id
         self._corr = itertools.count(1)
@@ -53,6 +63,9 @@ class ClientPort:
         self._send(node_name, CONTROL_ID, TELL, 0, codec.encode(["attach_client", client_id]))
 
     def close(self) -> None:
+        for asker in self._askers:
+            asker.close()
+        self._askers.clear()
         self.sock.close(linger=0)
 
     def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
@@ -86,9 +99,22 @@ class ClientPort:
                 raise value
 
     async def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Any:
-        # Run the blocking ask on an executor thread; that thread gets its own port.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, ref.ask, message, timeout)
+        if self._new_id is None:  # no ids to hand out: a blocking ask on an executor thread
+            return await loop.run_in_executor(None, ref.ask, message, timeout)
+        return await self._asker(loop).ask(ref, message, timeout)
+
+    def _asker(self, loop: asyncio.AbstractEventLoop) -> AsyncAsker:
+        for asker in list(self._askers):
+            if asker.loop is loop and asker.usable:
+                return asker
+            if not asker.usable:  # its loop has ended (asyncio.run returned)
+                asker.close()
+                self._askers.remove(asker)
+        assert self._new_id is not None
+        asker = AsyncAsker(self._zctx, self._endpoint, self.node, self._new_id())
+        self._askers.append(asker)
+        return asker
 
     def control(self, op: str, *args: Any, timeout: float = 10.0) -> Any:
         """Ask the node itself (spawn, names, worker table, ...)."""
@@ -147,21 +173,99 @@ class ClientPort:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.sock.poll(max(1, int(remaining * 1000))):
                 return None
-            frames = self.sock.recv_multipart()
+            answers, bad = parse_answers(self.sock.recv_multipart())
+            self.malformed += bad
+            if answers:
+                return answers[0]  # answers never travel batched
+
+
+def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int]:
+    """Replies and failures in a multipart as (corr, ok, value), and how many parts were malformed."""
+    try:
+        pairs = split_messages(frames)
+    except DecodeError:
+        return [], 1
+    answers: list[tuple[int, bool, Any]] = []
+    bad = 0
+    for env_frame, payload in pairs:
+        try:
+            env = unpack_env(env_frame)
+            if env.kind != REPLY and env.kind != FAIL:
+                continue  # a tell to a client has nowhere to go
+            value = codec.decode(payload)
+        except DecodeError:
+            bad += 1
+            continue
+        if env.kind == REPLY:
+            answers.append((env.corr, True, value))
+        else:
+            answers.append((env.corr, False, error_from_wire(value)))
+    return answers, bad
+
+
+class AsyncAsker:
+    """Asks from one asyncio event loop, as many at once as the caller awaits.
+
+    Its socket belongs to that loop (ZeroMQ's asyncio integration); a reader
+    task hands each answer to the future waiting for it.
+    """
+
+    def __init__(self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.node = node_name
+        self.id = client_id
+        self.malformed = 0
+        self._corr = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._actx = zmq.asyncio.Context.shadow(zctx)
+        self.sock = self._actx.socket(zmq.DEALER)
+        configure_internal(self.sock)
+        self.sock.setsockopt(zmq.ROUTING_ID, b"c%d" % client_id)
+        self.sock.connect(endpoint)
+        self._send(node_name, CONTROL_ID, TELL, 0, codec.encode(["attach_client", client_id]))
+        self._reader = self.loop.create_task(self._read())
+
+    def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
+        src = self.id if kind == ASK else 0
+        self.sock.send_multipart(  # queued at once: internal sockets have no high-water mark
+            [pack_route(dst_node, dst_id, FLAG_ASK if kind == ASK else 0, src, corr),
+             pack_env(kind, self.node, src, corr), payload]
+        )
+
+    async def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        payload = codec.encode(message)
+        corr = next(self._corr)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self._waiting[corr] = future
+        self._send(ref.node, ref.id, ASK, corr, payload)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AskTimeout(f"{ref} did not answer within {timeout:g} s") from None
+        finally:
+            self._waiting.pop(corr, None)
+
+    async def _read(self) -> None:
+        while True:
+            answers, bad = parse_answers(await self.sock.recv_multipart())
+            self.malformed += bad
+            for corr, ok, value in answers:
+                future = self._waiting.get(corr)
+                if future is None or future.done():
+                    continue  # a late answer to an ask that timed out
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    @property
+    def usable(self) -> bool:
+        return not self.loop.is_closed() and not self._reader.done()
+
+    def close(self) -> None:
+        if not self.loop.is_closed() and not self._reader.done():
             try:
-                pairs = split_messages(frames)
-            except DecodeError:
-                self.malformed += 1
-                continue
-            for env_frame, payload in pairs:
-                try:
-                    env = unpack_env(env_frame)
-                    if env.kind != REPLY and env.kind != FAIL:
-                        continue  # a tell to a client has nowhere to go
-                    value = codec.decode(payload)
-                except DecodeError:
-                    self.malformed += 1
-                    continue
-                if env.kind == REPLY:
-                    return env.corr, True, value
-                return env.corr, False, error_from_wire(value)
+                self.loop.call_soon_threadsafe(self._reader.cancel)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        self.sock.close(linger=0)
