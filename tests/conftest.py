@@ -25,6 +25,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         time.sleep(0.01)
 
 
+def process_running(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _is_ours(proc: psutil.Process) -> bool:
     # multiprocessing's resource tracker lives as long as this process and
     # exits with it; it is not something a test started.

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from actors import Echo, Stateful, Watcher
 from cluster_node import FAST
-from conftest import wait_for
+from conftest import process_running, wait_for
 
 from gorilix import ActorSystem, ClusterError, Down, GorilixError, NodeDown
 from gorilix.cluster import bridge
@@ -78,14 +78,9 @@ def spawn_node() -> Iterator[Callable[..., Node]]:
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     stream.close()
-        wait_for(lambda: not any(_running(p) for p in pids), 10, "cluster node workers gone")
+        wait_for(lambda: not any(process_running(p) for p in pids), 10, "cluster node workers gone")
 
 
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture

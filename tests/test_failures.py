@@ -27,7 +27,7 @@ from actors import (
     Stopper,
     UnsendableReply,
 )
-from conftest import wait_for
+from conftest import process_running, wait_for
 
 from gorilix import (
     ActorError,
@@ -209,7 +209,7 @@ def test_stop_is_idempotent_and_final(make_system) -> None:  # type: ignore[no-u
     pids = [w.pid for w in system.workers()]
     system.stop()
     system.stop()
-    assert not any(_running(p) for p in pids)
+    assert not any(process_running(p) for p in pids)
     with pytest.raises(GorilixError):
         echo.ask("anyone?")
     with pytest.raises(GorilixError):
@@ -254,16 +254,11 @@ def _run_and_kill(proc: subprocess.Popen[str], pids: list[int]) -> None:
     proc.wait(10)
 
     def gone() -> bool:
-        return not any(_running(p) for p in pids)
+        return not any(process_running(p) for p in pids)
 
     wait_for(gone, 10.0, "workers of the killed node gone")
 
 
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_import_starts_no_thread_or_process() -> None:

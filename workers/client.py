@@ -69,11 +69,7 @@ class ClientPort:
         self.sock.close(linger=0)
 
     def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
-        flags = FLAG_ASK if kind == ASK else 0
-        src = self.id if kind == ASK else 0
-        self.sock.send_multipart(
-            [pack_route(dst_node, dst_id, flags, src, corr), pack_env(kind, self.node, src, corr), payload]
-        )
+        self.sock.send_multipart(client_frames(self.node, self.id, dst_node, dst_id, kind, corr, payload))
 
     # -- Port ---------------------------------------------------------------
 
@@ -179,6 +175,15 @@ class ClientPort:
                 return answers[0]  # answers never travel batched
 
 
+def client_frames(
+    node: str, client_id: int, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes
+) -> list[bytes]:
+    """A client's multipart: only an ask carries the client's id, for the reply to find it."""
+    src = client_id if kind == ASK else 0
+    flags = FLAG_ASK if kind == ASK else 0
+    return [pack_route(dst_node, dst_id, flags, src, corr), pack_env(kind, node, src, corr), payload]
+
+
 def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int]:
     """Replies and failures in a multipart as (corr, ok, value), and how many parts were malformed."""
     try:
@@ -226,11 +231,8 @@ class AsyncAsker:
         self._reader = self.loop.create_task(self._read())
 
     def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
-        src = self.id if kind == ASK else 0
-        self.sock.send_multipart(  # queued at once: internal sockets have no high-water mark
-            [pack_route(dst_node, dst_id, FLAG_ASK if kind == ASK else 0, src, corr),
-             pack_env(kind, self.node, src, corr), payload]
-        )
+        # Queued at once (a future we need not await): internal sockets have no high-water mark.
+        self.sock.send_multipart(client_frames(self.node, self.id, dst_node, dst_id, kind, corr, payload))
 
     async def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
         payload = codec.encode(message)

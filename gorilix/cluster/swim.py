@@ -1007,9 +1007,7 @@ class SwimEngine:
         self._broadcast(name, self._alive_message(m))
 
     def _apply_suspect(self, name: str, inc: int, source: str) -> None:
-        if name == self.name:
-            if not self._leaving and inc >= self._me.incarnation:
-                self._refute(inc)
+        if self._about_me(name, inc):
             return
         m = self._members.get(name)
         if m is None or inc < m.incarnation or m.status is _DEAD or m.status is _LEFT:
@@ -1044,9 +1042,7 @@ class SwimEngine:
         self._apply_dead(name, m.incarnation, self.name)
 
     def _apply_dead(self, name: str, inc: int, source: str) -> None:
-        if name == self.name:
-            if not self._leaving and inc >= self._me.incarnation:
-                self._refute(inc)
+        if self._about_me(name, inc):
             return
         m = self._members.get(name)
         if m is None or inc < m.incarnation or m.status is _DEAD or m.status is _LEFT:
@@ -1057,9 +1053,7 @@ class SwimEngine:
         self._broadcast(name, self._pack([DEAD, name, inc, source]))
 
     def _apply_left(self, name: str, inc: int) -> None:
-        if name == self.name:
-            if not self._leaving and inc >= self._me.incarnation:
-                self._refute(inc)
+        if self._about_me(name, inc):
             return
         m = self._members.get(name)
         # A leave overrides a death at the same incarnation: the member said
@@ -1070,6 +1064,14 @@ class SwimEngine:
         self._set_status(m, _LEFT)
         self._emit(EventKind.LEAVE, m)
         self._broadcast(name, self._pack([LEAVE, name, inc]))
+
+    def _about_me(self, name: str, inc: int) -> bool:
+        """A rumour that we are suspect, dead or gone: deny it (unless we are leaving)."""
+        if name != self.name:
+            return False
+        if not self._leaving and inc >= self._me.incarnation:
+            self._refute(inc)
+        return True
 
     def _refute(self, inc: int) -> None:
         me = self._me
