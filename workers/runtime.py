@@ -108,6 +108,7 @@ class WorkerRuntime:
         self._asks: dict[int, asyncio.Future[Any]] = {}
         self._out: list[list[bytes]] = []
         self._out_key: tuple[str, int] | None = None
+        self._tell_envs: dict[int, bytes] = {}
         self._out_count = 0
         self._flush_scheduled = False
         self._classes: dict[str, type[Any]] = {}
@@ -287,9 +288,9 @@ class WorkerRuntime:
         if kind == TELL:
             key = (dst_node, dst_id)
             if key == self._out_key and len(self._out[-1]) < 2 * MAX_BATCH:
-                self._out[-1] += (pack_env(TELL, self.node, src_id, 0), payload)
+                self._out[-1] += (self._tell_env(src_id), payload)
             else:
-                self._out.append([pack_route(dst_node, dst_id), pack_env(TELL, self.node, src_id, 0), payload])
+                self._out.append([pack_route(dst_node, dst_id), self._tell_env(src_id), payload])
                 self._out_key = key
         else:
             flags = FLAG_ASK if kind == ASK else FLAG_REPLY if kind in (REPLY, FAIL) else 0
@@ -304,6 +305,15 @@ class WorkerRuntime:
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
+
+    def _tell_env(self, src_id: int) -> bytes:
+        """A tell's envelope depends only on its sender: pack it once, not per message."""
+        env = self._tell_envs.get(src_id)
+        if env is None:
+            if len(self._tell_envs) >= 4096:  # many short-lived senders: start over
+                self._tell_envs.clear()
+            env = self._tell_envs[src_id] = pack_env(TELL, self.node, src_id, 0)
+        return env
 
     def flush(self) -> None:
         self._flush_scheduled = False
