@@ -27,6 +27,7 @@ from workers.spec import ActorSpec
 if TYPE_CHECKING:
     from gorilix.node import Node
 
+
 log = logging.getLogger("gorilix.node")
 
 
@@ -53,11 +54,14 @@ def _h_attach_worker(node: Node, source: bytes, src_id: int, corr: int, slot: in
     if len(node._live_slots()) == node.pool.size:
         node._all_workers_ready()
 
+
 def _h_attach_client(node: Node, source: bytes, src_id: int, corr: int, client_id: int) -> None:
     node.table.bind(client_id, source)
 
+
 def _h_detach_client(node: Node, source: bytes, src_id: int, corr: int, client_id: int) -> None:
     node.table.unbind(client_id)
+
 
 def _h_spawn(node: Node, source: bytes, src_id: int, corr: int, spec_fields: list[Any], worker: int | None,
              sup_id: int | None = None, key: str | None = None) -> Any:
@@ -80,6 +84,7 @@ def _h_spawn(node: Node, source: bytes, src_id: int, corr: int, spec_fields: lis
     node.place(record, worker)
     return DEFER
 
+
 def _h_spawn_at(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any], worker: int) -> None:
     spec = ActorSpec.from_wire(spec_fields)
     if spec.name is not None and spec.name in node.registry.names:
@@ -92,6 +97,7 @@ def _h_spawn_at(node: Node, source: bytes, src_id: int, corr: int, actor_id: int
     if spec.name is not None:
         node.registry.register_name(spec.name, actor_id)
     node.place(record, worker if worker in node.pool.workers else None)
+
 
 def _h_register(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any]) -> None:
     spec = ActorSpec.from_wire(spec_fields)
@@ -107,6 +113,7 @@ def _h_register(node: Node, source: bytes, src_id: int, corr: int, actor_id: int
         else:
             node.registry.register_name(spec.name, actor_id)
 
+
 def _h_spawned(node: Node, source: bytes, src_id: int, corr: int, actor_id: int) -> None:
     record = node.registry.actors.get(actor_id)
     if record is None:  # stopped meanwhile: the worker will report it
@@ -121,6 +128,7 @@ def _h_spawned(node: Node, source: bytes, src_id: int, corr: int, actor_id: int)
         node.lifecycle.restarted(actor_id)  # re-created after its worker died
     if node._recoveries:
         check_recoveries(node)
+
 
 def _h_spawn_failed(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, error: Any) -> None:
     exc = error_from_wire(error)
@@ -140,6 +148,7 @@ def _h_spawn_failed(node: Node, source: bytes, src_id: int, corr: int, actor_id:
     node.registry.move(actor_id, None)
     node.lifecycle.exited([(record, f"restart failed: {exc}", True)], final=False)
 
+
 def _h_exited(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, reason: str,
               abnormal: bool, final: bool) -> None:
     record = node.registry.actors.get(actor_id)
@@ -147,22 +156,28 @@ def _h_exited(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, 
         return  # already forgotten, or a stale report from a worker it left
     node.lifecycle.exited([(record, str(reason), bool(abnormal))], final=bool(final))
 
+
 def _h_restarted(node: Node, source: bytes, src_id: int, corr: int, actor_id: int) -> None:
     node.lifecycle.restarted(actor_id)
 
 # monitors, links and topics (from actors)
 
+
 def _h_monitor(node: Node, source: bytes, src_id: int, corr: int, watcher: int, where: str, watched: int) -> None:
     node.lifecycle.monitor(watcher, where, watched)
+
 
 def _h_demonitor(node: Node, source: bytes, src_id: int, corr: int, watcher: int, where: str, watched: int) -> None:
     node.lifecycle.demonitor(watcher, where, watched)
 
+
 def _h_link(node: Node, source: bytes, src_id: int, corr: int, a: int, where: str, b: int) -> None:
     node.lifecycle.link(a, where, b)
 
+
 def _h_unlink(node: Node, source: bytes, src_id: int, corr: int, a: int, where: str, b: int) -> None:
     node.lifecycle.unlink(a, where, b)
+
 
 def _h_subscribe(node: Node, source: bytes, src_id: int, corr: int, topic: str, actor_id: int) -> bool:
     if actor_id not in node.registry.actors:
@@ -170,8 +185,10 @@ def _h_subscribe(node: Node, source: bytes, src_id: int, corr: int, topic: str, 
     node.lifecycle.watches.subscribe(str(topic), actor_id)
     return True
 
+
 def _h_unsubscribe(node: Node, source: bytes, src_id: int, corr: int, topic: str, actor_id: int) -> bool:
     return node.lifecycle.watches.unsubscribe(str(topic), actor_id)
+
 
 def _h_publish(node: Node, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
     if type(payload) is not bytes:
@@ -185,6 +202,7 @@ def _h_publish(node: Node, source: bytes, src_id: int, corr: int, topic: str, pa
     return reached
 
 # supervisors (from the ActorSystem)
+
 
 def _h_spawn_supervisor(node: Node, source: bytes, src_id: int, corr: int, name: str,
                         strategy: list[Any], parent: int | None, restart: str) -> int:
@@ -200,9 +218,11 @@ def _h_spawn_supervisor(node: Node, source: bytes, src_id: int, corr: int, name:
         raise GorilixError(f"supervisor {sup.name!r} already has a child {name!r}")
     return node.lifecycle.new_supervisor(str(name), parsed, owner, restart).id
 
+
 def _h_add_child(node: Node, source: bytes, src_id: int, corr: int, sup_id: int, key: str,
                  spec_fields: list[Any], worker: int | None) -> Any:
     return _h_spawn(node, source, src_id, corr, spec_fields, worker, sup_id, str(key))
+
 
 def _h_remove_child(node: Node, source: bytes, src_id: int, corr: int, sup_id: int, key: str) -> bool:
     sup = node.lifecycle.supervisors.get(sup_id)
@@ -218,12 +238,14 @@ def _h_remove_child(node: Node, source: bytes, src_id: int, corr: int, sup_id: i
         node.lifecycle.exited([(record, "shutdown", False)], final=True)
     return True
 
+
 def _h_children(node: Node, source: bytes, src_id: int, corr: int, sup_id: int) -> list[Any]:
     rows = []
     for key, child_id, is_sup in node.lifecycle.children(sup_id):
         record = node.registry.actors.get(child_id)
         rows.append([key, node.name, child_id, record.spec.name if record else None, is_sup])
     return rows
+
 
 def _h_stop_supervisor(node: Node, source: bytes, src_id: int, corr: int, sup_id: int) -> bool:
     if sup_id == node.lifecycle.root.id:
@@ -233,6 +255,7 @@ def _h_stop_supervisor(node: Node, source: bytes, src_id: int, corr: int, sup_id
     return exists
 
 # clustering
+
 
 def _h_enable_cluster(node: Node, source: bytes, src_id: int, corr: int, endpoint: str) -> list[str]:
     if node.links is not None:
@@ -246,15 +269,19 @@ def _h_enable_cluster(node: Node, source: bytes, src_id: int, corr: int, endpoin
     node._poller.register(node._events, zmq.POLLIN)
     return [node.links.endpoint, events_endpoint]
 
+
 def _h_disable_cluster(node: Node, source: bytes, src_id: int, corr: int) -> bool:
     return node._disable_cluster()
+
 
 def _h_rmonitor(node: Node, source: bytes, src_id: int, corr: int, watcher: int, watched: int) -> None:
     node.lifecycle.remote_monitor(node._asker_node, watcher, watched)
 
+
 def _h_rdown(node: Node, source: bytes, src_id: int, corr: int, watched: int, name: str | None,
              reason: str, watcher: int) -> None:
     node.lifecycle.remote_down(node._asker_node, watched, name, str(reason), watcher)
+
 
 def _h_rlink(node: Node, source: bytes, src_id: int, corr: int, local: int, remote: int) -> None:
     node.lifecycle.remote_link(node._asker_node, local, remote)
@@ -272,6 +299,7 @@ def _h_rexit(node: Node, source: bytes, src_id: int, corr: int, local: int, remo
 def _h_publish_local(node: Node, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
     return _publish_here(node, str(topic), payload)
 
+
 def _publish_here(node: Node, topic: str, payload: bytes) -> int:
     subscribers = node.lifecycle.watches.subscribers(topic)
     for actor_id in subscribers:
@@ -279,6 +307,7 @@ def _publish_here(node: Node, topic: str, payload: bytes) -> int:
     return len(subscribers)
 
 # hot reload
+
 
 def _h_reload(node: Node, source: bytes, src_id: int, corr: int, module: str) -> Any:
     if not isinstance(module, str) or not module or module in node._reloads:
@@ -292,6 +321,7 @@ def _h_reload(node: Node, source: bytes, src_id: int, corr: int, module: str) ->
         node._send_control(node.pool.workers[slot].identity, ["reload", module])
     return DEFER
 
+
 def _h_reloaded(node: Node, source: bytes, src_id: int, corr: int, module: str, moved: int, error: str | None) -> None:
     job = node._reloads.get(module)
     slot = node._identity_slot.get(source)
@@ -302,6 +332,7 @@ def _h_reloaded(node: Node, source: bytes, src_id: int, corr: int, module: str, 
     if error:
         job["errors"].append(f"worker {slot}: {error}")
     finish_reload(node, module)
+
 
 def finish_reload(node: Node, module: str) -> None:
     job = node._reloads[module]
@@ -316,19 +347,24 @@ def finish_reload(node: Node, module: str) -> None:
         node._reply(asker_id, asker_corr, {"module": module, "workers": job["workers"],
                                            "moved": job["moved"], "errors": []}, dst_node=asker_node)
 
+
 def _h_dead_letter(node: Node, source: bytes, src_id: int, corr: int, dst_id: int, reason: str) -> None:
     node._dead_letter(dst_id, node.name, 0, GorilixError(f"{reason} at worker {node._identity_slot.get(source)}"))
+
 
 def _h_whereis(node: Node, source: bytes, src_id: int, corr: int, name: str) -> Any:
     actor_id = node.registry.names.get(name)
     return None if actor_id is None else [node.name, actor_id, name]
 
+
 def _h_register_name(node: Node, source: bytes, src_id: int, corr: int, name: str, actor_id: int) -> bool:
     node.registry.register_name(name, actor_id)
     return True
 
+
 def _h_unregister_name(node: Node, source: bytes, src_id: int, corr: int, name: str) -> bool:
     return node.registry.unregister_name(name)
+
 
 def _h_load(node: Node, source: bytes, src_id: int, corr: int, queued: int, deepest: int, handled: int,
             malformed: int, dead_letters: int) -> None:
@@ -344,6 +380,7 @@ def _h_load(node: Node, source: bytes, src_id: int, corr: int, queued: int, deep
                                "msgs_per_s": rate, "at": now, "pid": node.pool.workers[slot].pid,
                                "malformed": int(malformed)}
 
+
 def _h_workers(node: Node, source: bytes, src_id: int, corr: int) -> list[dict[str, Any]]:
     rows = []
     for slot in range(node.pool.size):
@@ -358,6 +395,7 @@ def _h_workers(node: Node, source: bytes, src_id: int, corr: int) -> list[dict[s
         })
     return rows
 
+
 def _load_of(node: Node, slot: int, pid: int | None) -> dict[str, Any]:
     load = node._worker_load.get(slot)
     if load is None or load["pid"] != pid:
@@ -365,11 +403,16 @@ def _load_of(node: Node, slot: int, pid: int | None) -> dict[str, Any]:
     return {"mailbox": load["queued"], "deepest_mailbox": load["deepest"],
             "msgs_per_s": round(load["msgs_per_s"], 1)}
 
-def _h_kill_worker(node: Node, source: bytes, src_id: int, corr: int, slot: int, sig: int) -> Any:
+
+def _kill(node: Node, slot: int, sig: int) -> int:
     try:
-        pid = node.pool.kill(slot, sig)
+        return node.pool.kill(slot, sig)
     except LookupError as exc:
         raise GorilixError(f"cannot kill worker {slot} of node {node.name}: {exc}") from None
+
+
+def _h_kill_worker(node: Node, source: bytes, src_id: int, corr: int, slot: int, sig: int) -> Any:
+    pid = _kill(node, slot, sig)
     if sig in (signal.SIGKILL, signal.SIGTERM):
         # Answer once the death is handled, so whatever the caller sends
         # next already finds the worker's actors held for re-creation.
@@ -377,8 +420,10 @@ def _h_kill_worker(node: Node, source: bytes, src_id: int, corr: int, slot: int,
         return DEFER
     return pid
 
+
 def _h_dead_letters(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
     return {"count": node.dead_letter_count, "recent": list(node.recent_dead_letters)}
+
 
 def _h_stats(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
     return {
@@ -388,13 +433,16 @@ def _h_stats(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any
         "parked": sum(len(q) for q in node.table.parked.values()),
     }
 
+
 def _h_hello(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
     return {"node": node.name, "workers": node.pool.size, "clustered": node.links is not None}
+
 
 def _h_members(node: Node, source: bytes, src_id: int, corr: int) -> list[dict[str, Any]]:
     if node.members_view is None:
         raise ClusterError("clustering not enabled")
     return list(node.members_view())
+
 
 def _h_status(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
     return {
@@ -402,6 +450,7 @@ def _h_status(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, An
         "stats": _h_stats(node, source, src_id, corr), "dead_letters": node.dead_letter_count,
         "recent_dead_letters": list(node.recent_dead_letters)[-10:],
     }
+
 
 def _h_kill_worker_wait(node: Node, source: bytes, src_id: int, corr: int, slot: int | None, sig: int,
                         timeout: float) -> Any:
@@ -412,15 +461,14 @@ def _h_kill_worker_wait(node: Node, source: bytes, src_id: int, corr: int, slot:
             raise GorilixError(f"node {node.name} has no live worker to kill")
         slot = random.choice(live)
     lost = {r.id for r in node.registry.on_slot(slot)}
-    pid = _h_kill_worker(node, source, src_id, corr, slot, sig)
-    if pid is DEFER:  # the kill answer is replaced by ours
-        node._pending_kills[slot].pop()
+    _kill(node, slot, sig)
     job = {"asker": (src_id, corr, node._asker_node), "slot": slot, "lost": lost,
            "started": time.monotonic(), "pid": node.pool.workers[slot].pid, "count": len(lost)}
     node._recoveries.append(job)
     node.schedule(timeout, _recovery_timeout, node, job)
     check_recoveries(node)
     return DEFER
+
 
 def check_recoveries(node: Node) -> None:
     for job in list(node._recoveries):
@@ -436,6 +484,7 @@ def check_recoveries(node: Node) -> None:
             "recovered_ms": (time.monotonic() - job["started"]) * 1e3,
         }, dst_node=asker_node)
 
+
 def _recovery_timeout(node: Node, job: dict[str, Any]) -> None:
     if job in node._recoveries:
         node._recoveries.remove(job)
@@ -444,9 +493,11 @@ def _recovery_timeout(node: Node, job: dict[str, Any]) -> None:
             f"{len(job['lost'])} of {job['count']} actors of worker {job['slot']} were not back in time"),
             ok=False, dst_node=asker_node)
 
+
 def _h_stop(node: Node, source: bytes, src_id: int, corr: int) -> bool:
     node._stop_requested.set()
     return True
+
 
 HANDLERS: dict[str, Any] = {
     "attach_worker": _h_attach_worker,
