@@ -206,13 +206,14 @@ def test_single_worker_node(make_system, workers: int) -> None:  # type: ignore[
 def test_workers_report_mailbox_depths_and_message_rates(system: ActorSystem) -> None:
     checker = system.spawn(SeqChecker, worker=1)
     flood = system.spawn(Pinger, worker=0)
-    flood.ask(("send", checker, 20_000))
 
     def busy() -> bool:
-        flood.tell(("send", checker, 5_000))
+        # Paced by the two asks (sent, then handled), so a slow machine is not buried in a backlog.
+        flood.ask(("send", checker, 2_000))
+        checker.ask("report")
         return system.workers()[1].msgs_per_s > 0
 
-    wait_for(busy, what="a message rate reported for worker 1")
+    wait_for(busy, timeout=30.0, what="a message rate reported for worker 1")
     rows = system.workers()
     assert rows[0].msgs_per_s >= 0 and rows[1].mailbox >= 0 and rows[1].deepest_mailbox <= rows[1].mailbox
 

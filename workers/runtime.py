@@ -150,10 +150,10 @@ class WorkerRuntime:
 
     def _report_load(self) -> None:
         """Mailbox depths and counters, for `gorilix status` (cheap: once a second)."""
+        self.loop.call_later(LOAD_EVERY, self._report_load)  # first: a failure here must not end the reports
         queued = sum(len(c.mailbox) for c in self.cells.values())
         deepest = max((len(c.mailbox) for c in self.cells.values()), default=0)
         self.notify("load", queued, deepest, self.handled, self.malformed, self.dead_letters)
-        self.loop.call_later(LOAD_EVERY, self._report_load)
 
     def _on_parent_gone(self) -> None:
         log.warning("node process is gone; worker %d exits", self.slot)
@@ -217,7 +217,6 @@ class WorkerRuntime:
             return
         if kind == STOP and cell.down:
             self.stop_cell(cell, "shutdown")  # nothing runs there until a restart: stop now
-            return
             return
         limit = cell.spec.mailbox_size
         if limit is not None and len(cell.mailbox) >= limit and kind != STOP:
