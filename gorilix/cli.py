@@ -200,6 +200,9 @@ def main() -> None:
 @click.option("--seed", "seeds", metavar="HOST:PORT", multiple=True,
               envvar=["GORILIX_SEEDS", "GORILIX_SEED"], show_envvar=True,
               help="A member to join through; repeat for more (env: space-separated).")
+@click.option("--retry-join", is_flag=True, envvar="GORILIX_RETRY_JOIN", show_envvar=True,
+              help="If no seed answers yet, keep running and retry every second (nodes may boot in "
+                   "any order); without it the node exits 2.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, envvar="GORILIX_WORKERS",
               show_envvar=True, help="Worker processes.  [default: one per core]")
 @click.option("--app", metavar="MODULE:FUNCTION", default=None, envvar="GORILIX_APP", show_envvar=True,
@@ -227,8 +230,8 @@ def main() -> None:
               envvar="GORILIX_JOIN_TIMEOUT", help="Seconds to wait for a seed to answer.")
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
-def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], workers: int | None,
-         app: str | None, secret_file: str | None, insecure: bool, log_level: str,
+def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], retry_join: bool,
+         workers: int | None, app: str | None, secret_file: str | None, insecure: bool, log_level: str,
          probe_interval: float | None, probe_timeout: float | None, push_interval: float | None,
          pull_interval: float | None, suspicion_mult: int | None, leave_timeout: float | None,
          join_timeout: float | None, watch_stdin: bool) -> None:
@@ -252,8 +255,8 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
     if secret_file is not None and not secret_file_is_private(secret_file):
         click.echo(f"warning: every user can read {secret_file}; chmod o-rwx it", err=True)
     options = NodeOptions(
-        name=name, bind=bind, advertise=advertise, seeds=seeds, workers=workers, app=app, secret=secret,
-        insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
+        name=name, bind=bind, advertise=advertise, seeds=seeds, retry_join=retry_join, workers=workers,
+        app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
         push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
         leave_timeout=leave_timeout, join_timeout=join_timeout,
     )

@@ -26,12 +26,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gorilix.cluster.bridge import Cluster, ClusterEvent, ClusterProvider
 from gorilix.cluster.config import ClusterConfig, parse_hostport, resolve
+from gorilix.cluster.swim import JOIN_RETRY
 from gorilix.system import ActorSystem, default_worker_count
 from transport.errors import ClusterError, GorilixError
 
@@ -63,6 +64,7 @@ class NodeOptions:
     app: str | None = None  # "module:function"
     secret: bytes | None = None
     insecure: bool = False
+    retry_join: bool = False  # keep running when no seed answers yet; gossip retries every second
     log_level: str = "WARNING"
     # Gossip timings (ClusterConfig fields); None keeps the library default.
     probe_interval: float | None = None
@@ -228,6 +230,7 @@ class RunningNode:
     system: ActorSystem
     cluster: Cluster
     config: ClusterConfig
+    joined: int | None = 0  # seeds that answered at start; None: none yet, still trying
 
     @property
     def address(self) -> str:
@@ -268,7 +271,8 @@ def start_node(opts: NodeOptions, on_event: Callable[[ClusterEvent], None] | Non
         raise LaunchError(f"cannot start node {config.node_name}: {exc}") from None
     try:
         system.set_cluster_provider(_WatchingProvider(on_event))
-        cluster = system.enable_clustering(config)
+        cluster = system.enable_clustering(replace(config, seeds=[]))
+        joined = _join(cluster, config, opts.retry_join)
         if setup is not None:
             try:
                 setup(system)
@@ -281,7 +285,23 @@ def start_node(opts: NodeOptions, on_event: Callable[[ClusterEvent], None] | Non
     except BaseException:
         system.stop()
         raise
-    return RunningNode(system, cluster, config)
+    return RunningNode(system, cluster, config, joined)
+
+
+def _join(cluster: Cluster, config: ClusterConfig, retry: bool) -> int | None:
+    """How many seeds answered; None when none did yet and ``retry`` keeps the node up.
+
+    The gossip engine goes on contacting the seeds every ``join_retry``
+    seconds until one answers, so nodes of a cluster can boot in any order.
+    """
+    if not config.seeds:
+        return 0
+    try:
+        return cluster.join(list(config.seeds))
+    except ClusterError:
+        if retry:
+            return None
+        raise
 
 
 class ChangeFilter:
@@ -331,6 +351,9 @@ def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False) -> 
         node = start_node(opts, on_event=events.put)
         try:
             say(node.ready_line())
+            if node.joined is None:
+                say(f"no seed answered yet ({', '.join(node.config.seeds)}); "
+                    f"retrying every {JOIN_RETRY:g} s in the background")
             if watch_stdin:
                 def watch() -> None:
                     # Raw reads: a daemon thread blocked in sys.stdin's buffered

@@ -25,7 +25,8 @@ COMMANDS = ["node", "members", "status", "kill-worker", "chaos", "send", "ask", 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     for name in ("GORILIX_NODE", "GORILIX_SECRET_FILE", "GORILIX_NAME", "GORILIX_BIND", "GORILIX_SEEDS",
-                 "GORILIX_SEED", "GORILIX_WORKERS", "GORILIX_APP", "GORILIX_INSECURE", "GORILIX_LOG_LEVEL"):
+                 "GORILIX_SEED", "GORILIX_WORKERS", "GORILIX_APP", "GORILIX_INSECURE", "GORILIX_LOG_LEVEL",
+                 "GORILIX_RETRY_JOIN"):
         monkeypatch.delenv(name, raising=False)
     return CliRunner()
 
@@ -68,7 +69,7 @@ def test_client_help_shows_defaults_and_env_vars(runner: CliRunner) -> None:
     assert "GORILIX_NODE" in out and "GORILIX_SECRET_FILE" in out
     out = runner.invoke(main, ["node", "--help"], terminal_width=200).output
     for var in ("GORILIX_NAME", "GORILIX_BIND", "GORILIX_ADVERTISE", "GORILIX_SEEDS", "GORILIX_WORKERS",
-                "GORILIX_APP", "GORILIX_SECRET_FILE", "GORILIX_INSECURE", "GORILIX_LOG_LEVEL"):
+                "GORILIX_APP", "GORILIX_SECRET_FILE", "GORILIX_INSECURE", "GORILIX_LOG_LEVEL", "GORILIX_RETRY_JOIN"):
         assert var in out, var
     assert "--probe-interval" not in out  # advanced gossip timings stay hidden
 
@@ -122,13 +123,14 @@ def test_node_reads_every_option_from_the_environment(
         "GORILIX_NAME": "envnode", "GORILIX_BIND": "127.0.0.1:7100", "GORILIX_ADVERTISE": "127.0.0.1:7100",
         "GORILIX_SEEDS": "127.0.0.1:7101 127.0.0.1:7102", "GORILIX_WORKERS": "2", "GORILIX_APP": "m:f",
         "GORILIX_SECRET_FILE": str(secret_file), "GORILIX_INSECURE": "1", "GORILIX_LOG_LEVEL": "DEBUG",
+        "GORILIX_RETRY_JOIN": "1",
     }
     result = runner.invoke(main, ["node"], env=env)
     assert result.exit_code == 0, result.output
     opts, _ = captured[0]
     assert opts.name == "envnode" and opts.bind == "127.0.0.1:7100" and opts.advertise == "127.0.0.1:7100"
     assert opts.seeds == ("127.0.0.1:7101", "127.0.0.1:7102")
-    assert opts.workers == 2 and opts.app == "m:f" and opts.insecure is True
+    assert opts.workers == 2 and opts.app == "m:f" and opts.insecure is True and opts.retry_join is True
     assert opts.secret is not None and opts.log_level.upper() == "DEBUG"
     # the command line wins over the environment
     runner.invoke(main, ["node", "--name", "cli"], env=env)
@@ -210,6 +212,19 @@ def test_node_seed_that_does_not_answer(runner: CliRunner) -> None:
     result = runner.invoke(main, ["node", "--name", "lonely", "--bind", f"127.0.0.1:{free_port()}", "--workers",
                                   "1", "--seed", f"127.0.0.1:{free_port()}"], env={"GORILIX_JOIN_TIMEOUT": "0.5"})
     assert "failed to join cluster: no seed answered" in one_line_error(result)
+
+
+def test_node_retry_join_keeps_running_when_no_seed_answers() -> None:
+    from gorilix.launcher import NodeOptions, start_node
+
+    opts = NodeOptions(name="patient", bind=f"127.0.0.1:{free_port()}", workers=1, retry_join=True,
+                       seeds=(f"127.0.0.1:{free_port()}",), join_timeout=0.3)
+    node = start_node(opts)
+    try:
+        assert node.joined is None
+        assert [m.name for m in node.cluster.members()] == ["patient"]
+    finally:
+        node.stop()
 
 
 # -- the library helpers behind `node` ----------------------------------------------------

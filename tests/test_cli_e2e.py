@@ -99,9 +99,10 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
 
     def start(name: str | None = None, seeds: tuple[str, ...] = (), workers: int = 1,
-              args: tuple[str, ...] = ("--app", "cli_app:setup"), wait: bool = True) -> Node:
+              args: tuple[str, ...] = ("--app", "cli_app:setup"), wait: bool = True,
+              port: int | None = None) -> Node:
         name = name or f"cli-{uuid.uuid4().hex[:6]}"
-        port = free_port()
+        port = port or free_port()
         out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
         cmd = [sys.executable, "-m", "gorilix", "node", "--name", name, "--bind", f"127.0.0.1:{port}",
                "--workers", str(workers), *FAST, *args]
@@ -268,6 +269,17 @@ def test_sigkill_of_a_node_leaves_no_orphan_worker(start_node: Callable[..., Nod
     victim.proc.wait(10)
     wait_for(lambda: not any(_alive(pid) for pid in pids), 10, "the killed node's workers gone")
     wait_for(lambda: first.members().get(victim.name) == "dead", DEAD_WITHIN, "victim marked dead")
+
+
+def test_retry_join_lets_nodes_boot_in_any_order(start_node: Callable[..., Node]) -> None:
+    seed_port = free_port()
+    early_port = next(p for p in iter(free_port, None) if p != seed_port)
+    early = start_node(seeds=(f"127.0.0.1:{seed_port}",), port=early_port,
+                       args=("--retry-join", "--join-timeout", "0.3"))
+    wait_for(lambda: "no seed answered yet (127.0.0.1:" in early.out.read_text(), 10, "the retry notice")
+    seed = start_node(port=seed_port, args=())
+    wait_for(lambda: early.members() == {early.name: "alive", seed.name: "alive"}, 20, "the early node joined")
+    wait_for(lambda: seed.members().get(early.name) == "alive", 20, "the seed sees the early node")
 
 
 def test_secret_file_guards_the_node(start_node: Callable[..., Node], tmp_path: Path) -> None:

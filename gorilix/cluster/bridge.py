@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gorilix.cluster")
 
+#: Once one seed has answered, how long a join still waits for the others.
+JOIN_GRACE = 0.5
+
 
 @message
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,8 @@ class Cluster:
             answered = self._driver.joined_count()
             if answered >= len(addresses):
                 break
+            if answered and deadline - time.monotonic() > JOIN_GRACE:
+                deadline = time.monotonic() + JOIN_GRACE  # one seed is enough; a dead one must not stall us
             time.sleep(0.01)
         if answered == 0:
             raise ClusterError(

@@ -128,6 +128,10 @@ _LEFT = MemberStatus.LEFT
 _STATUS_CODE = {_ALIVE: 0, _SUSPECT: 1, _DEAD: 2, _LEFT: 3}
 
 
+#: Seconds between join attempts while no seed (or too few) answered.
+JOIN_RETRY = 1.0
+
+
 @dataclass(slots=True)
 class Member:
     """One member as this engine sees it. Values handed out are copies."""
@@ -178,7 +182,7 @@ class SwimConfig:
     awareness_max: int = 8  # Lifeguard local health: timeouts scale by (1 + score)
     forget_after: float = 30.0  # dead/left members stay listed at least this long, then are removed
     max_packet: int = 1400  # bytes; piggybacked gossip is packed up to this size
-    join_retry: float = 1.0  # retry seeds while fewer members are known than seeds given
+    join_retry: float = JOIN_RETRY  # retry seeds while fewer members are known than seeds given
 
 
 @dataclass(slots=True)
