@@ -60,9 +60,12 @@ from transport.routing import ForwardingTable
 from transport.sockets import (
     ID_SHIFT,
     configure_internal,
+    has_input,
     ipc_endpoint,
     ipc_path,
+    recv_frames,
     remove_stale_ipc_files,
+    send_frames,
 )
 from workers.pool import WorkerPool
 from workers.ref import ActorRef
@@ -234,12 +237,11 @@ class Node:
 
     def _drain_router(self, sock: zmq.Socket[bytes] | None = None) -> None:
         external = sock is not None
-        recv = (sock or self.router).recv_multipart
+        sock = sock or self.router
         for _ in range(RECV_BURST):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(sock):  # cheaper than the zmq.Again an empty recv raises
                 return
+            frames = recv_frames(sock)
             if external and self.links is not None:
                 self.links.identities.add(frames[0])
             if len(frames) < 4:
@@ -259,9 +261,9 @@ class Node:
         """Send through whichever router socket ``identity`` is connected to."""
         links = self.links
         if links is not None and identity in links.identities:
-            links.external.send_multipart(frames)
+            send_frames(links.external, frames)
         else:
-            self.router.send_multipart(frames)
+            send_frames(self.router, frames)
 
     def _forward(self, source: bytes, route: Route, frames: list[bytes]) -> None:
         """Send ``frames`` (identity slot included) towards ``route.dst_id``."""

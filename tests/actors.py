@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from gorilix import Actor, ActorRef, GenServer, message
+from gorilix import Actor, ActorRef, AskTimeout, GenServer, message
 
 
 @message
@@ -101,6 +101,24 @@ class Sleeper(Actor):
     async def receive(self, msg: Any) -> Any:
         await asyncio.sleep(msg)
         return msg
+
+
+class Impatient(Actor):
+    """Asks a Sleeper three ways from inside a worker: times out, gives up (cancels), then waits."""
+
+    async def receive(self, msg: Any) -> Any:
+        sleeper = msg
+        outcomes = []
+        try:
+            await sleeper.ask_async(0.5, timeout=0.05)
+        except AskTimeout as exc:
+            outcomes.append(("timeout", str(exc)))
+        try:
+            await asyncio.wait_for(sleeper.ask_async(0.3, timeout=5.0), 0.05)
+        except TimeoutError as exc:
+            outcomes.append(("gave up", type(exc).__name__))
+        outcomes.append(("answer", await sleeper.ask_async(0.01, timeout=5.0)))
+        return outcomes
 
 
 class Crasher(Actor):

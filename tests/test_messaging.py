@@ -10,6 +10,7 @@ from actors import (
     Counter,
     Echo,
     Greeter,
+    Impatient,
     Parent,
     Pinger,
     Point,
@@ -216,6 +217,16 @@ def test_workers_report_mailbox_depths_and_message_rates(system: ActorSystem) ->
     wait_for(busy, timeout=30.0, what="a message rate reported for worker 1")
     rows = system.workers()
     assert rows[0].msgs_per_s >= 0 and rows[1].mailbox >= 0 and rows[1].deepest_mailbox <= rows[1].mailbox
+
+
+def test_ask_async_inside_a_worker_times_out_and_can_be_cancelled(system: ActorSystem) -> None:
+    sleeper = system.spawn(Sleeper, worker=1)
+    impatient = system.spawn(Impatient, worker=0)
+    outcomes = impatient.ask(sleeper, timeout=10.0)
+    assert outcomes[0][0] == "timeout" and "did not answer within 0.05 s" in outcomes[0][1]
+    assert outcomes[1:] == [("gave up", "TimeoutError"), ("answer", 0.01)]
+    # The late answers to the abandoned asks arrived and were dropped quietly: the actor still works.
+    assert impatient.ask(sleeper, timeout=10.0)[2] == ("answer", 0.01)
 
 
 def test_ask_async_from_asyncio_code_runs_asks_concurrently(system: ActorSystem) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import zmq
+from zmq.backend import Socket as _CSocket
 
 #: Actor ids are ``prefix << ID_SHIFT | counter``: the node hands each worker
 #: incarnation its own prefix, so workers create ids without asking anyone.
@@ -54,3 +55,40 @@ def remove_stale_ipc_files() -> int:
 
 def ipc_path(endpoint: str) -> str | None:
     return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+# -- the hot path -----------------------------------------------------------
+# pyzmq's Python layer (buffer checks, enum flags, a Python getsockopt per
+# frame) costs about as much as the C calls underneath; a message crosses
+# three sockets per hop, so these call the Cython backend directly.
+
+_send = _CSocket.send
+_recv = _CSocket.recv
+_get = _CSocket.get
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def send_frames(sock: zmq.Socket[Any], frames: list[bytes], flags: int = 0) -> None:
+    """``send_multipart`` for a list of bytes (raises zmq.ZMQError as it does)."""
+    last = len(frames) - 1
+    more = _SNDMORE | flags
+    for i in range(last):
+        _send(sock, frames[i], more)
+    _send(sock, frames[last], flags)
+
+
+def recv_frames(sock: zmq.Socket[Any], block: bool = False) -> list[bytes]:
+    """One multipart as bytes; raises zmq.Again when ``block`` is false and none is queued."""
+    parts: list[bytes] = [_recv(sock, 0 if block else _NOBLOCK)]
+    while _get(sock, _RCVMORE):
+        parts.append(_recv(sock, _NOBLOCK))
+    return parts
+
+
+def has_input(sock: zmq.Socket[Any]) -> bool:
+    """Whether a message is queued (also re-arms the edge-triggered ZMQ_FD)."""
+    return bool(cast(int, _get(sock, _EVENTS)) & _POLLIN)

@@ -31,7 +31,7 @@ from transport.frames import (
     split_messages,
     unpack_env,
 )
-from transport.sockets import configure_internal
+from transport.sockets import configure_internal, recv_frames, send_frames
 from workers.ref import ActorRef
 
 
@@ -57,6 +57,8 @@ class ClientPort:
         self.sock: zmq.Socket[bytes] = zctx.socket(zmq.DEALER)
         configure_internal(self.sock)
         self.sock.setsockopt(zmq.ROUTING_ID, b"c%d" % client_id)
+        self._poller = zmq.Poller()  # one for the port's life: Socket.poll builds one per call
+        self._poller.register(self.sock, zmq.POLLIN)
         if configure is not None:
             configure(self.sock)
         self.sock.connect(endpoint)
@@ -69,7 +71,7 @@ class ClientPort:
         self.sock.close(linger=0)
 
     def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
-        self.sock.send_multipart(client_frames(self.node, self.id, dst_node, dst_id, kind, corr, payload))
+        send_frames(self.sock, client_frames(self.node, self.id, dst_node, dst_id, kind, corr, payload))
 
     # -- Port ---------------------------------------------------------------
 
@@ -167,9 +169,9 @@ class ClientPort:
         """Next answer as (corr, ok, value), or None at the deadline."""
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.sock.poll(max(1, int(remaining * 1000))):
+            if remaining <= 0 or not self._poller.poll(max(1, int(remaining * 1000))):
                 return None
-            answers, bad = parse_answers(self.sock.recv_multipart())
+            answers, bad = parse_answers(recv_frames(self.sock))
             self.malformed += bad
             if answers:
                 return answers[0]  # answers never travel batched

@@ -8,7 +8,7 @@ in the node process. The layer that owns the process installs the resolver.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from transport import codec
@@ -22,7 +22,7 @@ class Port(Protocol):
 
     def tell(self, ref: ActorRef, message: Any) -> None: ...
     def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any: ...
-    async def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Any: ...
+    def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Awaitable[Any]: ...
     def stop_actor(self, ref: ActorRef) -> None: ...
 
 
@@ -63,7 +63,7 @@ class ActorRef:
         return port_for(self).ask(self, message, timeout)
 
     async def ask_async(self, message: Any, timeout: float = 5.0) -> Any:
-        """Send and await the answer."""
+        """Send and await the answer (a coroutine, so ``asyncio.create_task`` takes it)."""
         return await port_for(self).ask_async(self, message, timeout)
 
     def stop(self) -> None:

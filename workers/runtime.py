@@ -54,7 +54,7 @@ from transport.frames import (
     unpack_env,
     unpack_route,
 )
-from transport.sockets import ID_SHIFT, configure_internal
+from transport.sockets import ID_SHIFT, configure_internal, has_input, recv_frames, send_frames
 from workers.actor import Actor
 from workers.messages import Exit, is_abnormal
 from workers.ref import ActorRef, install_resolver
@@ -105,7 +105,7 @@ class WorkerRuntime:
         self.cells: dict[int, ActorCell] = {}
         self._ids = itertools.count(self.self_id + 1)
         self._corr = itertools.count(1)
-        self._asks: dict[int, asyncio.Future[Any]] = {}
+        self._asks: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle]] = {}
         self._out: list[list[bytes]] = []
         self._out_key: tuple[str, int] | None = None
         self._tell_envs: dict[int, bytes] = {}
@@ -173,11 +173,9 @@ class WorkerRuntime:
         scheduler.holding = self._batching = True
         try:
             for _ in range(RECV_BURST):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
+                if not has_input(sock):  # cheaper than the zmq.Again an empty recv raises
                     break
-                self._dispatch(frames)
+                self._dispatch(recv_frames(sock))
             else:
                 self.loop.call_soon(self._on_readable)
         finally:
@@ -227,8 +225,12 @@ class WorkerRuntime:
         self.scheduler.enqueue(cell, message)
 
     def _settle(self, corr: int, kind: int, value: Any) -> None:
-        future = self._asks.pop(corr, None)
-        if future is None or future.done():
+        pending = self._asks.pop(corr, None)
+        if pending is None:
+            return
+        future, timer = pending
+        timer.cancel()
+        if future.done():  # the asker was cancelled
             return
         if kind == REPLY:
             future.set_result(value)
@@ -321,12 +323,11 @@ class WorkerRuntime:
             self._out = []
             self._out_key = None
             self._out_count = 0
-            send = self.sock.send_multipart
+            sock = self.sock
             for frames in out:
-                send(frames)
-        if cast(int, self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            # The FD is edge-triggered: sending can swallow the edge.
-            self.loop.call_soon(self._on_readable)
+                send_frames(sock, frames)
+            if has_input(sock):  # the FD is edge-triggered: sending can swallow the edge
+                self.loop.call_soon(self._on_readable)
 
     def notify(self, op: str, *args: Any) -> None:
         """Tell the node something (ordered with every other message we send)."""
@@ -364,26 +365,25 @@ class WorkerRuntime:
                 f"ask() would block the worker's event loop (asking {ref} from inside an actor); "
                 "make receive `async def` and use `await ref.ask_async(...)`"
             )
-        future = asyncio.run_coroutine_threadsafe(self.ask_async(ref, message, timeout), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self._ask_from_thread(ref, message, timeout), self.loop)
         return future.result()
 
-    async def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+    def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> asyncio.Future[Any]:
+        """Send now; the future settles with the answer, an error, or AskTimeout."""
         payload = codec.encode(message)
         corr = next(self._corr)
         future: asyncio.Future[Any] = self.loop.create_future()
-        self._asks[corr] = future
-        timer = self.loop.call_later(timeout, self._expire, corr, ref, timeout)
+        self._asks[corr] = (future, self.loop.call_later(timeout, self._expire, corr, ref, timeout))
         self._send(ref.node, ref.id, ASK, self._current_src(), corr, payload)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-            self._asks.pop(corr, None)
+        return future
+
+    async def _ask_from_thread(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        return await self.ask_async(ref, message, timeout)
 
     def _expire(self, corr: int, ref: ActorRef, timeout: float) -> None:
-        future = self._asks.pop(corr, None)
-        if future is not None and not future.done():
-            future.set_exception(AskTimeout(f"{ref} did not answer within {timeout:g} s"))
+        pending = self._asks.pop(corr, None)
+        if pending is not None and not pending[0].done():
+            pending[0].set_exception(AskTimeout(f"{ref} did not answer within {timeout:g} s"))
 
     # -- actor lifecycle ----------------------------------------------------
 
