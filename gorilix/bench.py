@@ -66,34 +66,40 @@ def _tell_rate(system: ActorSystem, count: int, same_worker: bool) -> float:
     return count / elapsed
 
 
-def _pool_speedup(system: ActorSystem, items: list[int]) -> dict[str, float]:
+def _pool_speedups(system: ActorSystem, items: list[int], rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Our pool and multiprocessing.Pool, 1 worker vs all, the same work, in alternating rounds.
+
+    Each run is short (well under a second), so one noisy moment would move a
+    single measurement a lot: the medians of ``rounds`` are reported.
+    """
     workers = len(system.workers())
     single = system.spawn_pool(CpuWorker, size=1)
     full = system.spawn_pool(CpuWorker, size=workers)
     single.map(items[:2], timeout=120.0)
     full.map(items[:workers], timeout=120.0)
-    start = time.perf_counter()
-    single.map(items, timeout=600.0)
-    one = time.perf_counter() - start
-    start = time.perf_counter()
-    full.map(items, timeout=600.0)
-    many = time.perf_counter() - start
-    return {"one_s": one, "all_s": many, "speedup": one / many}
-
-
-def _mp_pool_speedup(items: list[int], workers: int) -> dict[str, float]:
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        pool.map(cpu_task, items[:2], chunksize=1)
-        start = time.perf_counter()
-        pool.map(cpu_task, items, chunksize=1)
-        one = time.perf_counter() - start
-    with ctx.Pool(workers) as pool:
-        pool.map(cpu_task, items[:workers], chunksize=1)
-        start = time.perf_counter()
-        pool.map(cpu_task, items, chunksize=1)
-        many = time.perf_counter() - start
-    return {"one_s": one, "all_s": many, "speedup": one / many}
+    ours: dict[str, list[float]] = {"one_s": [], "all_s": [], "speedup": []}
+    theirs: dict[str, list[float]] = {"one_s": [], "all_s": [], "speedup": []}
+    with ctx.Pool(1) as mp_single, ctx.Pool(workers) as mp_full:
+        mp_single.map(cpu_task, items[:2], chunksize=1)
+        mp_full.map(cpu_task, items[:workers], chunksize=1)
+        for _ in range(rounds):
+            for into, run_one, run_all in (
+                (ours, lambda: single.map(items, timeout=600.0), lambda: full.map(items, timeout=600.0)),
+                (theirs, lambda: mp_single.map(cpu_task, items, chunksize=1),
+                 lambda: mp_full.map(cpu_task, items, chunksize=1)),
+            ):
+                start = time.perf_counter()
+                run_one()
+                one = time.perf_counter() - start
+                start = time.perf_counter()
+                run_all()
+                many = time.perf_counter() - start
+                into["one_s"].append(one)
+                into["all_s"].append(many)
+                into["speedup"].append(one / many)
+    median = statistics.median
+    return ({k: median(v) for k, v in ours.items()}, {k: median(v) for k, v in theirs.items()})
 
 
 def _spawn_rate(system: ActorSystem, count: int) -> dict[str, float]:
@@ -184,7 +190,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
     out: Say = say or (print if progress else _quiet)
     scale = 10 if quick else 1
     workers = max(2, default_worker_count())
-    steps = 9
+    steps = 8
     report: dict[str, Any] = {"workers": workers, "quick": quick}
 
     def step(n: int, text: str) -> None:
@@ -192,7 +198,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
 
     # Ratios compare like with like: see docs/performance.md.
 
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     with ActorSystem(f"bench-{uuid.uuid4().hex[:6]}", workers=workers) as system:
         # The raw hop and ours alternate, so a noisy neighbour hits both alike;
         # each figure is the median of its rounds.
@@ -217,12 +223,10 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         report["tell_cross_per_s"] = median(samples["cross"])
         report["tell_local_per_s"] = median(samples["local"])
         report["rounds"] = rounds
-        base_rtt = report["baseline"]["ask_rtt_us"]
-        base_rate = report["baseline"]["tell_msgs_per_s"]
-        step(5, "pool map speedup: 1 worker vs all workers")
+        step(5, f"pool map speedup, 1 worker vs all, ours and multiprocessing.Pool alternating ({rounds} rounds)")
         n = _calibrate(0.01)
         items = [n] * (8 * workers if quick else 32 * workers)
-        report["pool"] = _pool_speedup(system, items)
+        report["pool"], report["mp_pool"] = _pool_speedups(system, items, rounds)
         step(6, "spawn rate and memory per idle actor")
         report["spawn"] = _spawn_rate(system, 20_000 // scale)
     # Crashes and kills are the point here: keep the workers' tracebacks quiet.
@@ -232,13 +236,17 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         report["failover"] = _failover(system, rounds)
         step(8, "restart latency: a supervised actor crashes, time until it answers again")
         report["restart"] = _restart_in_worker(system, 100 // scale)
-    step(9, "multiprocessing.Pool doing the same work")
-    report["mp_pool"] = _mp_pool_speedup(items, workers)
+    def paired(ours: str, raw: str) -> float:
+        # The median of per-round ratios: a round's raw run and ours ran back to
+        # back, so a slow minute on a shared machine cancels out of each ratio.
+        pairs = zip(samples[ours], samples[raw], strict=True)
+        return median([o / r for o, r in pairs])
+
     report["ratios"] = {
-        "ask_actor_vs_raw_rtt": report["ask_actor_us"] / base_rtt,
-        "ask_main_vs_raw_rtt": report["ask_main_us"] / base_rtt,
-        "tell_cross_vs_raw_rate": report["tell_cross_per_s"] / base_rate,
-        "tell_local_vs_raw_rate": report["tell_local_per_s"] / base_rate,
+        "ask_actor_vs_raw_rtt": paired("actor", "ask_rtt_us"),
+        "ask_main_vs_raw_rtt": paired("main", "ask_rtt_us"),
+        "tell_cross_vs_raw_rate": paired("cross", "tell_msgs_per_s"),
+        "tell_local_vs_raw_rate": paired("local", "tell_msgs_per_s"),
         "pool_speedup_vs_mp": report["pool"]["speedup"] / report["mp_pool"]["speedup"],
     }
     if progress:
