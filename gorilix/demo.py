@@ -33,7 +33,7 @@ from gorilix.launcher import (
 )
 from gorilix.remote import RemoteNode
 from gorilix.system import ActorSystem, default_worker_count
-from transport.errors import ClusterError, GorilixError
+from transport.errors import ClusterError, GorilixError, NodeDown
 from workers.actor import Actor
 
 Echoer = Callable[[str], None]
@@ -257,8 +257,10 @@ def run_demo(workers: int | None = None, echo: Echoer = print) -> int:
         try:
             echo_c.ask("ping", timeout=2.0)
             demo.check(False, "an ask to an actor on dead node c fails")
-        except GorilixError as exc:
+        except NodeDown as exc:
             demo.say(f"ask to {echo_c} now fails at once: {type(exc).__name__}: {exc}")
+        except GorilixError as exc:
+            demo.check(False, f"an ask to dead node c fails with NodeDown (got {type(exc).__name__}: {exc})")
         code = peers["c"].reap()
         demo.check(code == -signal.SIGKILL, "node c was killed by SIGKILL")
 

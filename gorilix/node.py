@@ -76,6 +76,8 @@ log = logging.getLogger("gorilix.node")
 RECV_BURST = 1000
 #: A worker that dies this many times in a row before it is ready stops the node.
 MAX_EARLY_DEATHS = 3
+#: Peers remembered as down (for NodeDown instead of "node not found").
+MAX_GONE_NODES = 1024
 
 
 class Status(enum.Enum):
@@ -127,6 +129,8 @@ class Node:
         self._reloads: dict[str, dict[str, Any]] = {}
         self.lifecycle = Lifecycle(self)
         self.links: PeerLinks | None = None
+        #: Peers declared dead or gone, and why: a message to them fails with NodeDown, not "not found".
+        self._gone_nodes: dict[str, str] = {}
         self.cluster_keys: ClusterKeys | None = None  # set by the system before enable_cluster
         self._events: zmq.Socket[bytes] | None = None
         #: Set by the cluster provider: the member table as plain dicts (thread-safe).
@@ -310,7 +314,9 @@ class Node:
             return
         link = links.peers.get(route.dst_node)
         if link is None or not links.send(route.dst_node, frames[1:]):
-            self._undeliverable(frames, ClusterError(f"node not found: {route.dst_node}"))
+            gone = self._gone_nodes.get(route.dst_node)
+            self._undeliverable(frames, ClusterError(f"node not found: {route.dst_node}") if gone is None
+                                else NodeDown(f"node {route.dst_node} is down ({gone}); its actors cannot answer"))
             return
         if route.flags & FLAG_ASK:
             self.table.ask_forwarded(link.key, route.src_id, route.corr)
@@ -513,6 +519,7 @@ class Node:
                 router = meta.get("router") if isinstance(meta, dict) else None
                 if isinstance(router, str) and router.startswith("tcp://"):
                     self.links.connect(name, router)
+                    self._gone_nodes.pop(name, None)
             elif kind in ("dead", "leave"):
                 self.node_down(name, "dead" if kind == "dead" else "left the cluster")
 
@@ -520,6 +527,10 @@ class Node:
         """A peer is gone: fail what waits on it, tell who watches it."""
         if self.links is None or self.links.disconnect(name) is None:
             return
+        self._gone_nodes.pop(name, None)
+        self._gone_nodes[name] = reason
+        if len(self._gone_nodes) > MAX_GONE_NODES:  # many restarts under new names: forget the oldest
+            del self._gone_nodes[next(iter(self._gone_nodes))]
         level = logging.INFO if "left" in reason else logging.WARNING
         log.log(level, "node %s: %s", name, reason)
         _, asks = self.table.endpoint_lost(b"n:" + name.encode())

@@ -169,8 +169,11 @@ def test_sigkill_is_detected_by_all_and_fails_what_waits(spawn_node, local) -> N
     assert time.monotonic() - started < bound
     downs = wait_for(lambda: watcher.ask("get"), 5, "Down for the remote actor")
     assert isinstance(downs[0], Down) and downs[0].ref == remote and victim.name in downs[0].reason
-    with pytest.raises((NodeDown, ClusterError)):
+    with pytest.raises(NodeDown, match=f"node {victim.name} is down \\(dead\\)"):
         remote.ask("get", timeout=5.0)
+    remote.tell("lost")
+    wait_for(lambda: any(d["reason"].startswith(f"node {victim.name} is down") for d in me.dead_letters().recent),
+             5, "the tell to the dead node counted as a dead letter")
 
 
 def test_sigterm_leaves_gracefully_and_a_restart_rejoins(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
