@@ -26,8 +26,8 @@ import zmq
 
 from gorilix.cluster.links import PeerLinks
 from gorilix.cluster.security import ClusterKeys
+from gorilix.control import DEFER, HANDLERS, check_recoveries, finish_reload
 from gorilix.lifecycle import Lifecycle
-from gorilix.node_control import DEFER, HANDLERS, check_recoveries, finish_reload
 from gorilix.registry import ActorRecord, Registry
 from transport import codec
 from transport.errors import (

@@ -1,0 +1,202 @@
+"""Control requests of operators and tools: status, load, kill-worker drills and their recovery timing, reload, stop."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from gorilix.control.base import DEFER
+from transport.errors import ClusterError, GorilixError
+
+if TYPE_CHECKING:
+    from gorilix.node import Node
+
+
+def _h_reload(node: Node, source: bytes, src_id: int, corr: int, module: str) -> Any:
+    if not isinstance(module, str) or not module or module in node._reloads:
+        raise GorilixError(f"cannot reload {module!r}: not a module name, or a reload of it is running")
+    live = node._live_slots()
+    if not live:
+        return {"module": module, "workers": 0, "moved": 0, "errors": []}
+    node._reloads[module] = {"asker": (src_id, corr, node._asker_node), "waiting": set(live), "moved": 0, "errors": [],
+                             "workers": len(live)}
+    for slot in live:
+        node._send_control(node.pool.workers[slot].identity, ["reload", module])
+    return DEFER
+
+
+def _h_reloaded(node: Node, source: bytes, src_id: int, corr: int, module: str, moved: int, error: str | None) -> None:
+    job = node._reloads.get(module)
+    slot = node._identity_slot.get(source)
+    if job is None or slot not in job["waiting"]:
+        return
+    job["waiting"].discard(slot)
+    job["moved"] += int(moved)
+    if error:
+        job["errors"].append(f"worker {slot}: {error}")
+    finish_reload(node, module)
+
+
+def finish_reload(node: Node, module: str) -> None:
+    job = node._reloads[module]
+    if job["waiting"]:
+        return
+    del node._reloads[module]
+    asker_id, asker_corr, asker_node = job["asker"]
+    if job["errors"]:
+        node._reply(asker_id, asker_corr, GorilixError(
+            f"reload of {module} failed: {'; '.join(job['errors'])}"), ok=False, dst_node=asker_node)
+    else:
+        node._reply(asker_id, asker_corr, {"module": module, "workers": job["workers"],
+                                           "moved": job["moved"], "errors": []}, dst_node=asker_node)
+
+
+def _h_load(node: Node, source: bytes, src_id: int, corr: int, queued: int, deepest: int, handled: int,
+            malformed: int, dead_letters: int) -> None:
+    slot = node._identity_slot.get(source)
+    if slot is None:
+        return
+    now = time.monotonic()
+    last = node._worker_load.get(slot)
+    rate = 0.0
+    if last is not None and last["pid"] == node.pool.workers[slot].pid and now > last["at"]:
+        rate = max(0, handled - last["handled"]) / (now - last["at"])
+    node._worker_load[slot] = {"queued": int(queued), "deepest": int(deepest), "handled": int(handled),
+                               "msgs_per_s": rate, "at": now, "pid": node.pool.workers[slot].pid,
+                               "malformed": int(malformed)}
+
+
+def _h_workers(node: Node, source: bytes, src_id: int, corr: int) -> list[dict[str, Any]]:
+    rows = []
+    for slot in range(node.pool.size):
+        worker = node.pool.workers.get(slot)
+        cpu, rss = node.pool.stats(slot)
+        rows.append({
+            "id": slot, "pid": worker.pid if worker else None,
+            "alive": bool(worker and worker.alive and worker.ready),
+            "actors": node.registry.count(slot), "cpu_percent": cpu, "rss_bytes": rss,
+            "restarts": node.pool.restarts[slot],
+            **_load_of(node, slot, worker.pid if worker else None),
+        })
+    return rows
+
+
+def _load_of(node: Node, slot: int, pid: int | None) -> dict[str, Any]:
+    load = node._worker_load.get(slot)
+    if load is None or load["pid"] != pid:
+        return {"mailbox": 0, "deepest_mailbox": 0, "msgs_per_s": 0.0}
+    return {"mailbox": load["queued"], "deepest_mailbox": load["deepest"],
+            "msgs_per_s": round(load["msgs_per_s"], 1)}
+
+
+def _kill(node: Node, slot: int, sig: int) -> int:
+    try:
+        return node.pool.kill(slot, sig)
+    except LookupError as exc:
+        raise GorilixError(f"cannot kill worker {slot} of node {node.name}: {exc}") from None
+
+
+def _h_kill_worker(node: Node, source: bytes, src_id: int, corr: int, slot: int, sig: int) -> Any:
+    pid = _kill(node, slot, sig)
+    if sig in (signal.SIGKILL, signal.SIGTERM):
+        # Answer once the death is handled, so whatever the caller sends
+        # next already finds the worker's actors held for re-creation.
+        node._pending_kills.setdefault(slot, []).append((src_id, corr, pid, node._asker_node))
+        return DEFER
+    return pid
+
+
+def _h_dead_letters(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
+    return {"count": node.dead_letter_count, "recent": list(node.recent_dead_letters)}
+
+
+def _h_stats(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
+    return {
+        "node": node.name, "actors": len(node.registry.actors), "names": len(node.registry.names),
+        "malformed": node.malformed, "dead_letters": node.dead_letter_count,
+        "forwarded": node.forwarded,
+        "parked": sum(len(q) for q in node.table.parked.values()),
+    }
+
+
+def _h_hello(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
+    return {"node": node.name, "workers": node.pool.size, "clustered": node.links is not None}
+
+
+def _h_members(node: Node, source: bytes, src_id: int, corr: int) -> list[dict[str, Any]]:
+    if node.members_view is None:
+        raise ClusterError("clustering not enabled")
+    return list(node.members_view())
+
+
+def _h_status(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
+    return {
+        "node": node.name, "workers": _h_workers(node, source, src_id, corr),
+        "stats": _h_stats(node, source, src_id, corr), "dead_letters": node.dead_letter_count,
+        "recent_dead_letters": list(node.recent_dead_letters)[-10:],
+    }
+
+
+def _h_kill_worker_wait(node: Node, source: bytes, src_id: int, corr: int, slot: int | None, sig: int,
+                        timeout: float) -> Any:
+    """Kill a worker and answer once every actor it hosted runs again."""
+    live = node._live_slots()
+    if slot is None:
+        if not live:
+            raise GorilixError(f"node {node.name} has no live worker to kill")
+        slot = random.choice(live)
+    lost = {r.id for r in node.registry.on_slot(slot)}
+    _kill(node, slot, sig)
+    job = {"asker": (src_id, corr, node._asker_node), "slot": slot, "lost": lost,
+           "started": time.monotonic(), "pid": node.pool.workers[slot].pid, "count": len(lost)}
+    node._recoveries.append(job)
+    node.schedule(timeout, _recovery_timeout, node, job)
+    check_recoveries(node)
+    return DEFER
+
+
+def check_recoveries(node: Node) -> None:
+    for job in list(node._recoveries):
+        if not job.get("died"):
+            continue
+        job["lost"] = {i for i in job["lost"] if (r := node.registry.actors.get(i)) is not None and not r.placed}
+        if job["lost"]:
+            continue
+        node._recoveries.remove(job)
+        asker_id, asker_corr, asker_node = job["asker"]
+        node._reply(asker_id, asker_corr, {
+            "worker": job["slot"], "pid": job["pid"], "actors": job["count"],
+            "recovered_ms": (time.monotonic() - job["started"]) * 1e3,
+        }, dst_node=asker_node)
+
+
+def _recovery_timeout(node: Node, job: dict[str, Any]) -> None:
+    if job in node._recoveries:
+        node._recoveries.remove(job)
+        asker_id, asker_corr, asker_node = job["asker"]
+        node._reply(asker_id, asker_corr, GorilixError(
+            f"{len(job['lost'])} of {job['count']} actors of worker {job['slot']} were not back in time"),
+            ok=False, dst_node=asker_node)
+
+
+def _h_stop(node: Node, source: bytes, src_id: int, corr: int) -> bool:
+    node._stop_requested.set()
+    return True
+
+
+HANDLERS: dict[str, Any] = {
+    "reload": _h_reload,
+    "reloaded": _h_reloaded,
+    "load": _h_load,
+    "workers": _h_workers,
+    "kill_worker": _h_kill_worker,
+    "dead_letters": _h_dead_letters,
+    "stats": _h_stats,
+    "hello": _h_hello,
+    "members": _h_members,
+    "status": _h_status,
+    "kill_worker_wait": _h_kill_worker_wait,
+    "stop": _h_stop,
+}
