@@ -150,6 +150,7 @@ class Lifecycle:
         if nested is not None:
             for child in nested.children:
                 self._shut(child.id)
+            self._signal_exit(nested.id, nested.name, "shutdown")
             return
         record = self.node.registry.actors.get(child_id)
         if record is None or child_id in self._down:
@@ -165,18 +166,19 @@ class Lifecycle:
         if sup.parent is None or sup.parent not in self.supervisors:
             self.stop_supervisor(sup.id, reason)
             return
+        self._signal_exit(sup.id, sup.name, reason)  # it failed: its monitors and links hear of it
         parent = self.supervisors[sup.parent]
         for decision in parent.on_exits([(sup.id, reason, True)]):
             self._execute(parent, decision)
 
     def stop_supervisor(self, sup_id: int, reason: str) -> None:
-        """Stop a subtree for good, last-started child first."""
+        """Stop a subtree for good, last-started child first; ``reason`` goes to its monitors."""
         sup = self.supervisors.pop(sup_id, None)
         if sup is None:
             return
         for child in reversed(list(sup.children)):
             if child.is_supervisor:
-                self.stop_supervisor(child.id, reason)
+                self.stop_supervisor(child.id, "shutdown")
             else:
                 record = self.node.registry.actors.get(child.id)
                 if record is not None:
@@ -184,21 +186,27 @@ class Lifecycle:
                     self.node.forget(record, "shutdown")
         if sup.parent is not None and sup.parent in self.supervisors:
             self.supervisors[sup.parent].remove(sup.id)
+        self._signal_exit(sup.id, sup.name, reason)
+        self.forget(sup.id)
 
     # -- monitors and links -------------------------------------------------
 
     def _signal(self, record: ActorRecord, reason: str, abnormal: bool) -> None:
-        ref = ActorRef(self.node.name, record.id, record.spec.name)
-        watchers, linked = self.watches.exited(record.id)
+        self._signal_exit(record.id, record.spec.name, reason)
+
+    def _signal_exit(self, actor_id: int, name: str | None, reason: str) -> None:
+        """Tell monitors and links that an actor (or a supervisor) ``actor_id`` ended."""
+        ref = ActorRef(self.node.name, actor_id, name)
+        watchers, linked = self.watches.exited(actor_id)
         for watcher in watchers:
             self.node.tell(watcher, Down(ref, reason))
         for other in linked:
             # Normal exits too: the worker hands them to actors that trap exits.
             self.node.exit_signal(other, ref, reason)
-        for node, watcher in self.remote_watchers.pop(record.id, ()):
-            self.node.send_node_control(node, ["rdown", record.id, record.spec.name, reason, watcher])
-        for node, other in self.remote_links.pop(record.id, ()):
-            self.node.send_node_control(node, ["rexit", other, record.id, record.spec.name, reason])
+        for node, watcher in self.remote_watchers.pop(actor_id, ()):
+            self.node.send_node_control(node, ["rdown", actor_id, name, reason, watcher])
+        for node, other in self.remote_links.pop(actor_id, ()):
+            self.node.send_node_control(node, ["rexit", other, actor_id, name, reason])
 
     def monitor(self, watcher: int, node: str, watched: int) -> None:
         if node != self.node.name:
@@ -209,7 +217,7 @@ class Lifecycle:
             self.remote_watches.setdefault((node, watched), set()).add(watcher)
             self.node.send_node_control(node, ["rmonitor", watcher, watched])
             return
-        if watched not in self.node.registry.actors:
+        if not self.exists(watched):
             self.node.tell(watcher, Down(ActorRef(node, watched), "noproc"))
             return
         self.watches.monitor(watcher, watched)
@@ -222,7 +230,7 @@ class Lifecycle:
 
     def remote_monitor(self, node: str, watcher: int, watched: int) -> None:
         """An actor on ``node`` monitors our ``watched``."""
-        if watched not in self.node.registry.actors:
+        if not self.exists(watched):
             self.node.send_node_control(node, ["rdown", watched, None, "noproc", watcher])
             return
         self.remote_watchers.setdefault(watched, set()).add((node, watcher))
@@ -259,7 +267,7 @@ class Lifecycle:
             self.remote_links.setdefault(a, set()).add((node, b))
             self.node.send_node_control(node, ["rlink", b, a])
             return
-        if b not in self.node.registry.actors:
+        if not self.exists(b):
             self.node.exit_signal(a, ActorRef(node, b), "noproc")
             return
         self.watches.link(a, b)
@@ -273,7 +281,7 @@ class Lifecycle:
 
     def remote_link(self, node: str, local: int, remote: int) -> None:
         """An actor on ``node`` linked to our ``local``: the link holds both ways."""
-        if local not in self.node.registry.actors:
+        if not self.exists(local):
             self.node.send_node_control(node, ["rexit", remote, local, None, "noproc"])
             return
         self.remote_links.setdefault(local, set()).add((node, remote))
@@ -288,6 +296,16 @@ class Lifecycle:
             return  # unlinked meanwhile
         links.discard((node, remote))
         self.node.exit_signal(local, ActorRef(node, remote, name), reason)
+
+    def is_running(self, actor_id: int) -> bool:
+        """A supervisor, or an actor whose incarnation has not ended (it may be moving workers)."""
+        if actor_id in self.supervisors:
+            return True
+        return actor_id in self.node.registry.actors and actor_id not in self._down
+
+    def exists(self, actor_id: int) -> bool:
+        """An actor or a supervisor of this node (both can be monitored and linked)."""
+        return actor_id in self.node.registry.actors or actor_id in self.supervisors
 
     def forget(self, actor_id: int) -> None:
         self._down.discard(actor_id)

@@ -27,6 +27,7 @@ import zmq
 from gorilix.cluster.links import PeerLinks
 from gorilix.cluster.security import ClusterKeys
 from gorilix.control import DEFER, HANDLERS, check_recoveries, finish_reload
+from gorilix.control.supervisors import supervisor_request
 from gorilix.lifecycle import Lifecycle
 from gorilix.registry import ActorRecord, Registry
 from transport import codec
@@ -48,6 +49,7 @@ from transport.frames import (
     FLAG_ASK,
     FLAG_REPLY,
     REPLY,
+    STOP,
     TELL,
     Route,
     pack_env,
@@ -298,6 +300,9 @@ class Node:
             return
         if route.flags & FLAG_REPLY:
             self.table.reply_forwarded(source, dst, route.corr)
+        if dst in self.lifecycle.supervisors:
+            self._to_supervisor(dst, frames)
+            return
         if self.table.is_held(dst):
             if self.table.park(dst, frames).parked:
                 return
@@ -306,6 +311,37 @@ class Node:
                 f"{self.table.max_parked_per_actor} messages waiting"))
             return
         self._undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"))
+
+    def _to_supervisor(self, sup_id: int, frames: list[bytes]) -> None:
+        """Messages to a supervisor's ref: requests it answers, or a stop of its subtree."""
+        try:
+            pairs = split_messages(frames[1:])
+        except DecodeError:
+            self.malformed += 1
+            return
+        for env_frame, payload in pairs:
+            try:
+                env = unpack_env(env_frame)
+                request = codec.decode(payload)
+            except DecodeError:
+                self.malformed += 1
+                continue
+            if env.kind == STOP:
+                if sup_id != self.lifecycle.root.id:
+                    self.lifecycle.stop_supervisor(sup_id, "shutdown")
+                continue
+            if env.kind not in (TELL, ASK) or sup_id not in self.lifecycle.supervisors:
+                continue
+            try:
+                result = supervisor_request(self, sup_id, request)
+            except GorilixError as exc:
+                if env.kind == ASK:
+                    self._reply(env.src_id, env.corr, exc, ok=False, dst_node=env.src_node)
+                else:
+                    self._dead_letter(sup_id, env.src_node, env.src_id, exc)
+                continue
+            if env.kind == ASK:
+                self._reply(env.src_id, env.corr, result, dst_node=env.src_node)
 
     def _forward_remote(self, source: bytes, route: Route, frames: list[bytes]) -> None:
         links = self.links

@@ -73,6 +73,19 @@ class SupervisorRef:
     def __hash__(self) -> int:
         return hash((self.system.name, self.id))
 
+    @property
+    def ref(self) -> ActorRef:
+        """The supervisor as an actor: monitor or link it, send the ref in messages.
+
+        A monitor gets ``Down(ref, reason)`` when the supervisor stops
+        ("shutdown") or gives up (past its restart intensity; its parent then
+        restarts it under the same ref). It answers the asks
+        ``"which_children"`` (``[(id, ref), ...]``) and ``"count_children"``
+        (``{"specs", "active", "supervisors", "workers"}``), as OTP's
+        supervisors do; ``ref.stop()`` stops its subtree.
+        """
+        return ActorRef(self.system.name, self.id, self.name)
+
     def add_child(self, spec: ChildSpec) -> ActorRef:
         """Start a child under this supervisor and return its ref."""
         actor_spec = make_spec(

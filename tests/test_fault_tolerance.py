@@ -294,3 +294,43 @@ def test_siblings_restarted_or_removed_by_a_strategy_are_exits_too(system: Actor
     with pytest.raises(ActorNotFound):
         temp.ask("get")  # a temporary sibling is not brought back
     assert [key for key, _ in sup.children()] == ["failing", "sibling"]
+
+
+def test_a_supervisor_is_an_actor_too_monitors_links_and_asks(system: ActorSystem) -> None:
+    top = system.spawn_supervisor("top", Strategy(max_restarts=5))
+    inner = top.add_supervisor("inner", Strategy(max_restarts=0))
+    a, b = counters(inner, "a", "b")
+    watcher = system.spawn(Watcher, worker=0)
+    trapper = system.spawn(Watcher, True, worker=1)
+    assert watcher.ask(("watch", inner.ref)) == "watching"
+    assert trapper.ask(("link", inner.ref)) == "linked"
+
+    assert inner.ref.ask("which_children") == [("a", a), ("b", b)]
+    assert inner.ref.ask("count_children") == {"specs": 2, "active": 2, "supervisors": 0, "workers": 2}
+    assert top.ref.ask("count_children") == {"specs": 1, "active": 1, "supervisors": 1, "workers": 0}
+    assert top.ref.ask("which_children") == [("inner", inner.ref)]
+    with pytest.raises(GorilixError, match="answers 'which_children' and 'count_children'"):
+        inner.ref.ask("hello")
+
+    crash(a)  # inner allows no restart: it gives up, and top restarts it under the same ref
+    downs = wait_for(lambda: watcher.ask("get"), what="Down for the supervisor that gave up")
+    assert len(downs) == 1 and isinstance(downs[0], Down) and downs[0].ref == inner.ref
+    assert "inner" in downs[0].reason and downs[0].reason != "shutdown"
+    exits = wait_for(lambda: trapper.ask("get"), what="Exit for the linked supervisor")
+    assert len(exits) == 1 and isinstance(exits[0], Exit) and exits[0].ref == inner.ref
+    assert wait_for(lambda: a.ask("get") == 0 and b.ask("get") == 0, what="inner subtree restarted")
+    assert inner.ref.ask("count_children")["active"] == 2
+
+    # A monitor fires once; watch again, then stop the subtree through the actor ref.
+    watcher.ask(("watch", inner.ref))
+    inner.ref.stop()
+    downs = wait_for(lambda: watcher.ask("get")[1:], what="Down for the stopped supervisor")
+    assert downs == [Down(inner.ref, "shutdown")]
+    for ref in (a, b):
+        wait_for(lambda ref=ref: _gone(ref), what=f"{ref} stopped with its supervisor")
+    assert top.children() == []
+    # A stopped supervisor is gone like any actor: noproc, and asks fail fast.
+    watcher.ask(("watch", inner.ref))
+    assert wait_for(lambda: watcher.ask("get")[2:], what="noproc") == [Down(inner.ref, "noproc")]
+    with pytest.raises(ActorNotFound):
+        inner.ref.ask("count_children")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from gorilix.control.actors import _h_spawn  # a child is spawned like any actor, then supervised
 from gorilix.supervision import Strategy
 from transport.errors import GorilixError
+from workers.ref import ActorRef
 
 if TYPE_CHECKING:
     from gorilix.node import Node
@@ -61,6 +62,30 @@ def _h_stop_supervisor(node: Node, source: bytes, src_id: int, corr: int, sup_id
     exists = sup_id in node.lifecycle.supervisors
     node.lifecycle.stop_supervisor(sup_id, "shutdown")
     return exists
+
+
+def supervisor_request(node: Node, sup_id: int, request: Any) -> Any:
+    """A message to a supervisor's own ref: it answers what OTP's supervisors answer."""
+    sup = node.lifecycle.supervisors[sup_id]
+    if request == "which_children":
+        return [(child.key, ActorRef(node.name, child.id, _child_name(node, child.id, child.key, child.is_supervisor)))
+                for child in sup.children]
+    if request == "count_children":
+        children = sup.children
+        nested = sum(1 for c in children if c.is_supervisor)
+        return {"specs": len(children), "active": sum(1 for c in children if node.lifecycle.is_running(c.id)),
+                "supervisors": nested, "workers": len(children) - nested}
+    raise GorilixError(
+        f"supervisor {sup.name!r} answers 'which_children' and 'count_children', not {request!r}; "
+        "manage it with its SupervisorRef (add_child, remove_child, stop)"
+    )
+
+
+def _child_name(node: Node, child_id: int, key: str, is_supervisor: bool) -> str | None:
+    if is_supervisor:
+        return key
+    record = node.registry.actors.get(child_id)
+    return None if record is None else record.spec.name
 
 
 HANDLERS: dict[str, Any] = {
