@@ -20,6 +20,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -51,6 +52,7 @@ from transport.frames import (
     REPLY,
     STOP,
     TELL,
+    Envelope,
     Route,
     pack_env,
     pack_route,
@@ -314,18 +316,7 @@ class Node:
 
     def _to_supervisor(self, sup_id: int, frames: list[bytes]) -> None:
         """Messages to a supervisor's ref: requests it answers, or a stop of its subtree."""
-        try:
-            pairs = split_messages(frames[1:])
-        except DecodeError:
-            self.malformed += 1
-            return
-        for env_frame, payload in pairs:
-            try:
-                env = unpack_env(env_frame)
-                request = codec.decode(payload)
-            except DecodeError:
-                self.malformed += 1
-                continue
+        for env, request in self._messages(frames):
             if env.kind == STOP:
                 if sup_id != self.lifecycle.root.id:
                     self.lifecycle.stop_supervisor(sup_id, "shutdown")
@@ -426,8 +417,8 @@ class Node:
 
     # -- control ------------------------------------------------------------
 
-    def _control_frames(self, frames: list[bytes]) -> None:
-        source = frames[0]
+    def _messages(self, frames: list[bytes]) -> Iterator[tuple[Envelope, Any]]:
+        """Each (envelope, decoded payload) of a multipart the node itself handles; bad ones are counted."""
         try:
             pairs = split_messages(frames[1:])
         except DecodeError:
@@ -435,11 +426,17 @@ class Node:
             return
         for env_frame, payload in pairs:
             try:
-                env = unpack_env(env_frame)
-                op = codec.decode(payload)
+                yield unpack_env(env_frame), codec.decode(payload)
+            except DecodeError:
+                self.malformed += 1
+
+    def _control_frames(self, frames: list[bytes]) -> None:
+        source = frames[0]
+        for env, op in self._messages(frames):
+            try:
                 name, args = op[0], op[1:]
                 handler = HANDLERS[name]
-            except (DecodeError, TypeError, IndexError, KeyError):
+            except (TypeError, IndexError, KeyError):
                 self.malformed += 1
                 continue
             self._asker_node = env.src_node
