@@ -325,7 +325,8 @@ def describe_event(event: ClusterEvent) -> str:
              "alive": "is alive again", "update": "updated"}
     workers = event.meta.get("workers")
     extra = f", {workers} worker{'' if workers == 1 else 's'}" if workers is not None else ""
-    return (f"{time.strftime('%H:%M:%S')} member {event.name} {verbs.get(event.kind, event.kind)} "
+    seen = time.localtime(event.at) if event.at else None  # when it happened, not when it is printed
+    return (f"{time.strftime('%H:%M:%S', seen or time.localtime())} member {event.name} {verbs.get(event.kind, event.kind)} "
             f"({event.address}:{event.port}, {event.status}{extra})")
 
 

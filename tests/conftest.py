@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,25 @@ def process_running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def reap_nodes(procs: list[subprocess.Popen[Any]]) -> None:
+    """Stop node processes in stages: SIGTERM (a graceful leave), then SIGKILL; then check their workers gone."""
+    workers: list[int] = []
+    for proc in procs:
+        try:
+            workers += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.Error:
+            pass
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    wait_for(lambda: not any(process_running(p) for p in workers), 10, "every node's workers gone")
 
 
 def _is_ours(proc: psutil.Process) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -521,3 +522,6 @@ def test_node_prints_membership_changes_not_load_wobbles() -> None:
     assert worth(ClusterEvent("update", "n2", "127.0.0.1", 7947, "alive", {"workers": 3, "load": 0.7}))
     dead = ClusterEvent("dead", "n2", "127.0.0.1", 7947, "dead", {"workers": 3, "load": 0.7})
     assert worth(dead) and "member n2 is dead" in describe_event(dead)
+    # The time printed is when the change was seen, even if the line is printed later.
+    seen = ClusterEvent("leave", "n2", "127.0.0.1", 7947, "left", {}, at=time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1)))
+    assert describe_event(seen).startswith("03:04:05 member n2 left")

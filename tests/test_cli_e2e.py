@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import wait_for
+from conftest import process_running, reap_nodes, wait_for
 
 from gorilix.launcher import free_port
 
@@ -86,13 +86,6 @@ class Node:
         return [w["pid"] for w in gx_json("status", "--node", self.address)["workers"]]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.fixture
 def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     """Start `gorilix node` processes; each is stopped, waited for and its workers checked gone."""
@@ -121,22 +114,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     try:
         yield start
     finally:
-        # Staged: SIGTERM (a graceful leave), then SIGKILL whatever is still running.
-        pids: list[int] = []
-        for node in nodes:
-            try:
-                pids += [c.pid for c in psutil.Process(node.proc.pid).children(recursive=True)]
-            except psutil.Error:
-                pass
-            if node.proc.poll() is None:
-                node.proc.terminate()
-        for node in nodes:
-            try:
-                node.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait(10)
-        wait_for(lambda: not any(_alive(p) for p in pids), 10, "every node's workers gone")
+        reap_nodes([node.proc for node in nodes])
 
 
 @pytest.fixture
@@ -169,7 +147,7 @@ def test_three_nodes_join_members_and_status(trio: list[Node]) -> None:
     assert len(status["workers"]) == 2
     for worker in status["workers"]:
         assert {"id", "pid", "alive", "actors", "cpu_percent", "rss_bytes", "restarts"} <= set(worker)
-        assert worker["alive"] is True and _alive(worker["pid"]) and worker["rss_bytes"] > 0
+        assert worker["alive"] is True and process_running(worker["pid"]) and worker["rss_bytes"] > 0
     assert sum(w["actors"] for w in status["workers"]) >= 2  # cli_app:setup spawned echo and counter
     assert "stats" in status and "dead_letters" in status
     human = gx("status", "--node", first.address)
@@ -205,7 +183,7 @@ def test_kill_worker_and_respawn(trio: list[Node]) -> None:
     result = gx_json("kill-worker", "--node", first.address, "0")
     assert result["worker"] == 0 and result["pid"] == before[0]["pid"] and result["signal"] == "SIGKILL"
     assert result["recovered_ms"] >= 0 and result["respawned_pid"] not in (None, before[0]["pid"])
-    wait_for(lambda: not _alive(before[0]["pid"]), 5, "killed worker gone")
+    wait_for(lambda: not process_running(before[0]["pid"]), 5, "killed worker gone")
     after = gx_json("status", "--node", first.address)["workers"]
     assert after[0]["alive"] and after[0]["pid"] == result["respawned_pid"]
     assert after[0]["restarts"] == before[0]["restarts"] + 1
@@ -246,7 +224,7 @@ def test_sigterm_leaves_gracefully_and_exits_0(start_node: Callable[..., Node]) 
     leaver.proc.send_signal(signal.SIGTERM)
     assert leaver.proc.wait(20) == 0, leaver.output()
     assert wait_for(lambda: first.members().get(leaver.name) == "left", 10, "leaver marked left") is True
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(process_running(pid) for pid in pids)
     out = leaver.out.read_text()
     assert "SIGTERM: node" in out and f"node {leaver.name} stopped" in out
     assert "Traceback" not in leaver.err.read_text()
@@ -264,10 +242,10 @@ def test_sigkill_of_a_node_leaves_no_orphan_worker(start_node: Callable[..., Nod
     victim = start_node(seeds=(first.address,), workers=2)
     wait_for(lambda: first.members().get(victim.name) == "alive", 20, "victim joined")
     pids = victim.worker_pids()
-    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and all(process_running(pid) for pid in pids)
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
-    wait_for(lambda: not any(_alive(pid) for pid in pids), 10, "the killed node's workers gone")
+    wait_for(lambda: not any(process_running(pid) for pid in pids), 10, "the killed node's workers gone")
     wait_for(lambda: first.members().get(victim.name) == "dead", DEAD_WITHIN, "victim marked dead")
 
 
@@ -313,7 +291,7 @@ def test_node_bad_input_is_one_line_and_leaves_nothing_running(start_node: Calla
         line = assert_one_line_error(done)
         assert expected in line, line
         assert "Traceback" not in done.stderr
-    after = {p.pid for p in psutil.Process().children(recursive=True) if _alive(p.pid)}
+    after = {p.pid for p in psutil.Process().children(recursive=True) if process_running(p.pid)}
     assert after <= before
     assert "refusing to bind 0.0.0.0" in assert_one_line_error(gx("node", "--bind", "0.0.0.0:7946"))
     assert "is not JSON" in assert_one_line_error(gx("ask", "--node", taken.address, "echo", "nope"))

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -226,6 +227,26 @@ def test_join_errors_and_retry(local) -> None:  # type: ignore[no-untyped-def]
     # The count is this join's, not the last one's.
     with pytest.raises(ClusterError, match="^failed to join cluster"):
         me.get_cluster().join([f"127.0.0.1:{free_port()}"], timeout=0.5)
+
+
+def test_a_join_counts_a_seed_that_reached_us_first(local) -> None:  # type: ignore[no-untyped-def]
+    """Nodes booting together: the late seed joins through the early node while that one still retries."""
+    early = local()
+    late_port = free_port()
+    outcome: list[object] = []
+
+    def join() -> None:
+        try:
+            outcome.append(early.get_cluster().join([f"127.0.0.1:{late_port}"], timeout=30.0))
+        except ClusterError as exc:
+            outcome.append(exc)
+
+    joining = threading.Thread(target=join)
+    joining.start()
+    late = local(seeds=[f"127.0.0.1:{early.get_cluster().local_member().port}"], port=late_port)
+    joining.join(40)
+    assert outcome == [1]
+    assert statuses(early).get(late.name) == "alive"
 
 
 def test_garbage_at_the_ports_crashes_nothing(local) -> None:  # type: ignore[no-untyped-def]

@@ -46,6 +46,7 @@ class ClusterEvent:
     port: int
     status: str
     meta: dict[str, Any]
+    at: float = 0.0  # wall-clock time this node saw the change (0: unknown)
 
 
 class Cluster:
@@ -110,8 +111,13 @@ class Cluster:
         deadline = time.monotonic() + limit
         started.wait(limit)  # count answers to this join, not to the last one
         answered = 0
+        wanted = set(addresses)
         while time.monotonic() < deadline:
-            answered = self._driver.joined_count()
+            # A seed that answered our push, or that reached us first (it joined through us
+            # while we were still retrying): either way it is up and we are in its cluster.
+            known = sum(1 for m in self._driver.members()
+                        if (m.address, m.port) in wanted and m.status.value in ("alive", "suspect"))
+            answered = max(self._driver.joined_count(), known)
             if answered >= len(addresses):
                 break
             if answered and deadline - time.monotonic() > JOIN_GRACE:
@@ -160,11 +166,12 @@ class Cluster:
             push.setsockopt(zmq.LINGER, 0)
             push.connect(self._events_endpoint)
             self._push = push
+        now = time.time()
         for event in events:
             member = event.member
             push.send(codec.encode([event.kind.value, member.name, member.status.value, member.meta]))
             out = ClusterEvent(event.kind.value, member.name, member.address, member.port,
-                               member.status.value, dict(member.meta))
+                               member.status.value, dict(member.meta), now)
             for callback in list(self._callbacks):
                 try:
                     callback(out)
