@@ -228,13 +228,15 @@ def main() -> None:
               envvar="GORILIX_LEAVE_TIMEOUT", help="Seconds a graceful leave may take.")
 @click.option("--join-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True,
               envvar="GORILIX_JOIN_TIMEOUT", help="Seconds to wait for a seed to answer.")
+@click.option("--reconnect-interval", type=click.FloatRange(min=0.1), default=None, hidden=True,
+              envvar="GORILIX_RECONNECT_INTERVAL", help="Seconds between attempts to reach members declared dead.")
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
 def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], retry_join: bool,
          workers: int | None, app: str | None, secret_file: str | None, insecure: bool, log_level: str,
          probe_interval: float | None, probe_timeout: float | None, push_interval: float | None,
          pull_interval: float | None, suspicion_mult: int | None, leave_timeout: float | None,
-         join_timeout: float | None, watch_stdin: bool) -> None:
+         join_timeout: float | None, reconnect_interval: float | None, watch_stdin: bool) -> None:
     """Start a node and run it until SIGINT or SIGTERM.
 
     It prints one "ready" line when it is up, then one line per membership
@@ -258,7 +260,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         name=name, bind=bind, advertise=advertise, seeds=seeds, retry_join=retry_join, workers=workers,
         app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
         push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
-        leave_timeout=leave_timeout, join_timeout=join_timeout,
+        leave_timeout=leave_timeout, join_timeout=join_timeout, reconnect_interval=reconnect_interval,
     )
     try:
         code = run_node(options, say=click.echo, watch_stdin=watch_stdin)

@@ -74,6 +74,7 @@ class NodeOptions:
     suspicion_mult: int | None = None
     leave_timeout: float | None = None
     join_timeout: float | None = None
+    reconnect_interval: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -143,7 +144,7 @@ def build_config(opts: NodeOptions) -> ClusterConfig:
             ("probe_interval", opts.probe_interval), ("probe_timeout", opts.probe_timeout),
             ("push_interval", opts.push_interval), ("pull_interval", opts.pull_interval),
             ("suspicion_mult", opts.suspicion_mult), ("leave_timeout", opts.leave_timeout),
-            ("join_timeout", opts.join_timeout),
+            ("join_timeout", opts.join_timeout), ("reconnect_interval", opts.reconnect_interval),
         ) if value is not None
     }
     if "probe_interval" in timings and "probe_timeout" not in timings:

@@ -82,6 +82,8 @@ RECV_BURST = 1000
 MAX_EARLY_DEATHS = 3
 #: Peers remembered as down (for NodeDown instead of "node not found").
 MAX_GONE_NODES = 1024
+#: How often links to peers are checked for a refused handshake.
+LINK_REPAIR_EVERY = 0.2
 
 
 class Status(enum.Enum):
@@ -135,6 +137,7 @@ class Node:
         self.links: PeerLinks | None = None
         #: Peers declared dead or gone, and why: a message to them fails with NodeDown, not "not found".
         self._gone_nodes: dict[str, str] = {}
+        self._repair_armed = False
         self.cluster_keys: ClusterKeys | None = None  # set by the system before enable_cluster
         self._events: zmq.Socket[bytes] | None = None
         #: Set by the cluster provider: the member table as plain dicts (thread-safe).
@@ -522,6 +525,14 @@ class Node:
         identity = None if record is None else self._worker_of(record)
         if identity is not None:
             self._send_control(identity, ["exit_signal", actor_id, [source.node, source.id, source.name], reason])
+
+    def repair_links(self) -> None:
+        """Every LINK_REPAIR_EVERY while clustered: re-open links a peer refused (see PeerLinks.repair)."""
+        if self.links is None:
+            self._repair_armed = False
+            return
+        self.links.repair()
+        self.schedule(LINK_REPAIR_EVERY, self.repair_links)
 
     def _disable_cluster(self) -> bool:
         if self.links is None:

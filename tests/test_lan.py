@@ -36,6 +36,7 @@ pytestmark = pytest.mark.slow
 PORT = 7946
 HOSTS = 3
 PREFIX = "gxlan-"
+RECONNECT = 1.0  # seconds between attempts to reach members declared dead
 
 
 def _ip(*args: str) -> None:
@@ -62,6 +63,7 @@ class Lan:
     hosts: int
     tag: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:4]}")
     made: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)  # each host's interface on the bridge
 
     def ns(self, host: int) -> str:
         return f"{PREFIX}{self.tag}-h{host}"
@@ -84,9 +86,14 @@ class Lan:
             outer, inner = f"gx{short}b{host}", f"gx{short}h{host}"
             _ip("link", "add", outer, "netns", bridge, "type", "veth", "peer", "name", inner, "netns", ns)
             _ip("-n", bridge, "link", "set", outer, "master", "br0", "up")
+            self.ports.append(outer)
             _ip("-n", ns, "addr", "add", f"{self.address(host)}/24", "dev", inner)
             _ip("-n", ns, "link", "set", inner, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+
+    def cable(self, host: int, plugged: bool) -> None:
+        """Unplug (or plug back) ``host``'s cable: its port on the bridge goes down."""
+        _ip("-n", f"{PREFIX}{self.tag}-br", "link", "set", self.ports[host], "up" if plugged else "down")
 
     def destroy(self) -> None:
         for name in reversed(self.made):
@@ -142,7 +149,7 @@ def lan_nodes(lan: Lan, tmp_path: Path) -> Iterator[tuple[Lan, list[LanNode], Pa
             cmd = ["ip", "netns", "exec", lan.ns(host), sys.executable, "-m", "gorilix", "node", "--name", name,
                    "--bind", f"0.0.0.0:{PORT}", "--advertise", f"{Lan.address(host)}:{PORT}",
                    "--secret-file", str(secret), "--retry-join", "--workers", "1", "--app", "cli_app:lan",
-                   *seeds, *FAST]
+                   "--reconnect-interval", str(RECONNECT), *seeds, *FAST]
             with out.open("wb") as sink:
                 proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=TESTS, env=_env())
             nodes.append(LanNode(name, host, proc, out))
@@ -167,6 +174,30 @@ def _ask(lan: Lan, host: int, node: str, secret: Path, actor: str, message: Any)
     done = lan.run(host, "ask", "--node", node, "--secret-file", str(secret), actor, json.dumps(message))
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def _converged(lan: Lan, nodes: list[LanNode], secret: Path, expected: dict[str, str]) -> None:
+    for node in nodes:
+        def seen(node: LanNode = node) -> bool:
+            rows = _members(lan, node.host, node.address, secret)
+            return {name: row["status"] for name, row in rows.items() if row["status"] != "left"} == expected
+        wait_for(seen, DEAD_WITHIN + 10, f"{node.name} sees {expected}")
+
+
+def test_a_healed_partition_merges_back(lan_nodes: tuple[Lan, list[LanNode], Path]) -> None:
+    """Unplug one host until both sides declare each other dead; plug it back: one cluster again."""
+    lan, nodes, secret = lan_nodes
+    everyone = {node.name: "alive" for node in nodes}
+    _converged(lan, nodes, secret, everyone)
+    lan.cable(2, plugged=False)
+    _converged(lan, nodes[:2], secret, {**everyone, nodes[2].name: "dead"})
+    _converged(lan, nodes[2:], secret, {**dict.fromkeys(everyone, "dead"), nodes[2].name: "alive"})
+    lan.cable(2, plugged=True)
+    _converged(lan, nodes, secret, everyone)
+    # And the actors talk across the healed link again.
+    assert _ask(lan, 0, nodes[0].address, secret, "probe", "go") == "published"
+    wait_for(lambda: nodes[0].name in _ask(lan, 2, nodes[2].address, secret, "probe", "heard"), 20,
+             "the healed host heard node 0 and asked it back")
 
 
 def test_three_hosts_boot_together_talk_and_fail_over(lan_nodes: tuple[Lan, list[LanNode], Path]) -> None:

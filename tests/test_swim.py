@@ -476,11 +476,14 @@ def test_push_pull_repairs_what_gossip_missed() -> None:
     config = SwimConfig(pull_interval=5.0)
     a, b = cluster(net, "a", "b", config=config)
     net.blocked.add((addr(7001), addr(7002)))  # b never hears a's gossip about c
+    from_c = (addr(7003), addr(7002))
+    net.blocked.add(from_c)  # nor c's own announcement of itself
     c = net.add("c", 7003, config=config)
     c.join([addr(7001)])
-    net.run(0.5)
+    net.run(2.0)  # c's announcement has used up its retransmissions
     assert net.view(b, "c") is None
-    net.run(15.0, until=lambda: net.view(b, "c") is not None)
+    net.blocked.discard(from_c)
+    net.run(60.0, until=lambda: net.view(b, "c") is not None)
     assert net.view(b, "c").status is MemberStatus.ALIVE
     assert c.stats.pushpulls + b.stats.pushpulls >= 2
 
@@ -572,7 +575,7 @@ MALFORMED = {
     "not msgpack": b"\xc1\xc1\xc1",
     "pickle": b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00]\x94.",
     "not an array": msgpack.packb({"a": 1}),
-    "wrong version": msgpack.packb([2, [swim.ACK, 1]]),
+    "wrong version": msgpack.packb([swim.PROTOCOL_VERSION + 1, [swim.ACK, 1]]),
     "no message": msgpack.packb([1]),
     "empty message": packet([]),
     "unknown type": packet([99, 1]),
@@ -588,8 +591,10 @@ MALFORMED = {
     "meta int key": packet([swim.ALIVE, "b", 0, HOST, 7002, {1: 2}]),
     "too deep": packet([swim.ALIVE, "b", 0, HOST, 7002, {"x": [[[[[[[[[[1]]]]]]]]]]}]),
     "extra field": packet([swim.ACK, 1, 2]),
-    "bad state record": packet([swim.STATE, 1, True, "b", [["c", HOST, 7003, 0, 7, {}]]]),
-    "state not a list": packet([swim.STATE, 1, True, "b", {"c": 1}]),
+    "bad state record": packet([swim.STATE, 1, True, "b", 0, 1, [["c", HOST, 7003, 0, 7, {}]]]),
+    "state not a list": packet([swim.STATE, 1, True, "b", 0, 1, {"c": 1}]),
+    "state part out of range": packet([swim.STATE, 1, True, "b", 1, 1, [["c", HOST, 7003, 0, 0, {}]]]),
+    "state of the old protocol": packet([swim.STATE, 1, True, "b", [["c", HOST, 7003, 0, 0, {}]]]),
     "good then bad": packet(GOOD_ALIVE, [swim.SUSPECT, "b", 0]),
     "trailing bytes": packet(GOOD_ALIVE) + b"\x00",
     "truncated": packet(GOOD_ALIVE)[:-3],
@@ -642,8 +647,60 @@ def test_datagrams_never_exceed_max_packet() -> None:
     pushpulls = sum(e.stats.pushpulls for e in engines)
     net.run(6.0)
     assert sum(e.stats.pushpulls for e in engines) > pushpulls
-    assert any(dec[1][0] == swim.STATE and len(dec[1][4]) < 8 for _, _, _, dec in net.trace)
+    split = [dec[1] for _, _, _, dec in net.trace if dec[1][0] == swim.STATE and dec[1][5] > 1]
+    assert split and all(len(state[6]) < 8 for state in split)  # a full state in several numbered parts
     assert 500 < net.largest <= 600
     for engine in engines:
         assert {"ghost0", "ghost1", "ghost2"} <= {m.name for m in engine.members()}
         assert net.view(engine, "e").meta == {"pad": "x" * 200, "i": 4}
+
+
+# ------------------------------------------------------------ partitions
+
+
+def _statuses(engine: SwimEngine) -> dict[str, str]:
+    return {m.name: m.status.value for m in engine.members()}
+
+
+@pytest.mark.parametrize("forgotten", [False, True])
+def test_a_healed_partition_merges_again(forgotten: bool) -> None:
+    """Each side declares the other dead (and maybe forgets it); reconnects merge them after the heal."""
+    net = Net()
+    config = SwimConfig(reconnect_interval=10.0, forget_after=30.0 if forgotten else 600.0)
+    a, b, c = cluster(net, "a", "b", "c", config=config)
+    cut = {(addr(7003), addr(p)) for p in (7001, 7002)} | {(addr(p), addr(7003)) for p in (7001, 7002)}
+    net.blocked |= cut
+    if forgotten:
+        net.run(120.0)
+        assert _statuses(a) == _statuses(b) == {"a": "alive", "b": "alive"}  # c forgotten
+    else:
+        verdicts = lambda: (_statuses(a) == _statuses(b) == {"a": "alive", "b": "alive", "c": "dead"}  # noqa: E731
+                            and _statuses(c) == {"a": "dead", "b": "dead", "c": "alive"})
+        net.run(300.0, until=verdicts)
+        assert verdicts()
+    cut_ended = net.now
+    net.blocked -= cut
+    merged = lambda: all(_statuses(e) == dict.fromkeys("abc", "alive") for e in (a, b, c))  # noqa: E731
+    healed = net.run(60.0, until=merged)
+    assert merged()
+    # One reconnect attempt (every reconnect_interval, from either side) is enough.
+    assert healed - cut_ended <= config.reconnect_interval + 2 * config.probe_interval
+    if not forgotten:  # the dead verdicts were refuted: both sides bumped their incarnation
+        assert a.stats.refutations + b.stats.refutations >= 1 and c.stats.refutations >= 1
+
+
+def test_reconnect_tries_dead_members_not_left_ones_and_gives_up_in_time() -> None:
+    net = Net()
+    config = SwimConfig(reconnect_interval=5.0, reconnect_timeout=60.0)
+    a, b, c = cluster(net, "a", "b", "c", config=config)
+    c.leave()
+    net.run(1.0)
+    net.down.add(addr(7002))  # b crashes
+    net.run(30.0, until=lambda: _statuses(a).get("b") == "dead")
+    died = net.now
+    net.run(120.0)
+    tries_b = [t for t, _ in net.sent(addr(7001), addr(7002), swim.PUSH_PULL) if t > died]
+    tries_c = [t for t, _ in net.sent(addr(7001), addr(7003), swim.PUSH_PULL) if t > died]
+    assert tries_c == []  # a graceful leave is not a partition
+    assert len(tries_b) >= 10  # about every 5 s ...
+    assert max(tries_b) <= died + config.reconnect_timeout + config.reconnect_interval  # ... for 60 s, then no more

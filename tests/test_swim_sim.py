@@ -118,7 +118,10 @@ def test_no_false_positives_at_five_percent_loss() -> None:
     assert false_positives(sim) == 0
     # The run was long and lossy enough to put the refutation path to work.
     assert false_suspicions(sim) > 0
-    assert sum(e.stats.refutations for e in sim.engines) >= false_suspicions(sim)
+    # Every false suspicion that is over was refuted (none ended in DEAD, above); some
+    # may still be under way when the run stops.
+    pending = {(m.name, m.incarnation) for e in sim.engines for m in e.members() if m.status is MemberStatus.SUSPECT}
+    assert sum(e.stats.refutations for e in sim.engines) >= false_suspicions(sim) - len(pending) > 0
     for i in (0, 500, 999):
         statuses = {m.status for m in sim.engines[i].members()}
         assert statuses <= {MemberStatus.ALIVE, MemberStatus.SUSPECT}

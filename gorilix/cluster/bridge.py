@@ -226,6 +226,7 @@ class ClusterProvider:
                 indirect_checks=config.indirect_checks, suspicion_mult=config.suspicion_mult,
                 retransmit_mult=config.retransmit_mult, gossip_nodes=config.gossip_nodes,
                 gossip_interval=config.push_interval, pull_interval=config.pull_interval,
+                reconnect_interval=config.reconnect_interval,
             )
             holder: list[Cluster] = []
             driver = SwimDriver(

@@ -85,6 +85,9 @@ class ClusterConfig:
     insecure: bool = False
     join_timeout: float = 5.0
     leave_timeout: float = 3.0
+    #: Every this many seconds, one state exchange with a member declared dead (or a seed not
+    #: seen): what merges the two halves of a network partition once it heals.
+    reconnect_interval: float = 10.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_name, str) or not self.node_name:
@@ -98,7 +101,7 @@ class ClusterConfig:
             if type(value) is not int or value < 1:
                 raise ClusterError(f"ClusterConfig.{name}={value!r}: need a positive int")
         for name in ("push_interval", "pull_interval", "probe_interval", "probe_timeout",
-                     "join_timeout", "leave_timeout"):
+                     "join_timeout", "leave_timeout", "reconnect_interval"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ClusterError(f"ClusterConfig.{name}={value!r}: need a positive number of seconds")

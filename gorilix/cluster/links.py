@@ -9,12 +9,14 @@ only keys derived from the secret for known members or for tools.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from gorilix.cluster.security import (
     CLIENT_NAME,
@@ -33,11 +35,43 @@ EXTERNAL_HWM = 100_000
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
+#: What a link's monitor reports: how each CURVE handshake ended.
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_HANDSHAKE_FAILED = _HANDSHAKE_EVENTS & ~zmq.EVENT_HANDSHAKE_SUCCEEDED
+#: Re-opening a refused link waits this long, doubling per refusal up to the maximum.
+REPAIR_FIRST, REPAIR_MAX = 0.1, 5.0
+
+
 @dataclass
 class PeerLink:
     name: str
     endpoint: str
     sock: zmq.Socket[bytes]
+    monitor: zmq.Socket[bytes] | None = None  # handshake events (with CURVE only)
+    refusals: int = 0  # handshakes refused in a row
+    repair_at: float = 0.0  # monotonic time before which a refused link is left alone
+    failed: bool = False  # the latest handshake was refused
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.sock.disable_monitor()
+            self.monitor.close(linger=0)
+        self.sock.close(linger=0)
+
+    def refused(self) -> bool:
+        """Drain the monitor: was the latest handshake refused?"""
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event["event"] & _HANDSHAKE_FAILED:
+                self.failed = True
+            elif event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.failed = False
+                self.refusals = 0
+        return self.failed
 
     @property
     def key(self) -> bytes:
@@ -51,9 +85,11 @@ class _KeyCheck:
     def __init__(self, keys: ClusterKeys) -> None:
         self.keys = keys
         self.allowed = {keys.public_key(CLIENT_NAME)}
-        #: Names the gossip engine knows right now. A peer that just joined may
-        #: connect before its join event reaches the node thread, but never
-        #: before our gossip engine has heard of it.
+        #: Names the gossip engine knows right now: a peer that just joined may
+        #: connect before its join event reaches the node thread. One may even
+        #: connect before our gossip engine has heard of it (members learn of
+        #: each other in any order): we refuse it, and it re-opens its link
+        #: a little later (PeerLinks.repair).
         self.member_names: Callable[[], list[str]] | None = None
 
     def callback(self, domain: str, key: bytes) -> bool:
@@ -75,6 +111,9 @@ class PeerLinks:
         self.external: zmq.Socket[bytes] = zctx.socket(zmq.ROUTER)
         self.external.setsockopt(zmq.LINGER, 0)
         self.external.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A peer reconnecting after a partition reuses its routing id while our end of
+        # its old connection may still look open (its FIN was lost): the new one wins.
+        self.external.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.external.setsockopt(zmq.SNDHWM, EXTERNAL_HWM)
         self.external.setsockopt(zmq.RCVHWM, EXTERNAL_HWM)
         self.external.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
@@ -112,24 +151,53 @@ class PeerLinks:
             return link
         if link is not None:
             self.disconnect(name)
-        sock = self.zctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, EXTERNAL_HWM)
-        sock.setsockopt(zmq.ROUTING_ID, b"n:" + self.node_name.encode())
-        if self.keys is not None:
-            self.allow(name)
-            configure_client(sock, self.keys, self.node_name, SERVER_NAME)
-        sock.connect(endpoint)
-        link = PeerLink(name, endpoint, sock)
+        link = self._open(name, endpoint)
         self.peers[name] = link
         log.info("%s: linked to %s at %s", self.node_name, name, endpoint)
         return link
 
+    def _open(self, name: str, endpoint: str) -> PeerLink:
+        sock = self.zctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, EXTERNAL_HWM)
+        sock.setsockopt(zmq.ROUTING_ID, b"n:" + self.node_name.encode())
+        monitor = None
+        if self.keys is not None:
+            self.allow(name)
+            configure_client(sock, self.keys, self.node_name, SERVER_NAME)
+            monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        sock.connect(endpoint)
+        return PeerLink(name, endpoint, sock, monitor)
+
     def disconnect(self, name: str) -> PeerLink | None:
         link = self.peers.pop(name, None)
         if link is not None:
-            link.sock.close(linger=0)
+            link.close()
         return link
+
+    def repair(self) -> list[str]:
+        """Re-open links whose CURVE handshake was refused; returns their names.
+
+        A peer refuses our key while it has not heard of us yet (nodes that
+        boot together learn of each other in any order), and ZeroMQ never
+        retries a refused handshake: without this the link would stay dead,
+        silently (sends still queue, nothing is delivered), for as long as
+        both nodes run. What was queued on the refused link is lost. Each
+        refusal in a row doubles the wait before the next attempt.
+        """
+        repaired = []
+        now = time.monotonic()
+        for name, link in list(self.peers.items()):
+            if not link.refused() or now < link.repair_at:
+                continue
+            link.close()
+            fresh = self._open(name, link.endpoint)
+            fresh.refusals = link.refusals + 1
+            fresh.repair_at = now + min(REPAIR_MAX, REPAIR_FIRST * 2 ** link.refusals)
+            self.peers[name] = fresh
+            repaired.append(name)
+            log.info("%s: %s refused our handshake (it may not know us yet); linking again", self.node_name, name)
+        return repaired
 
     def send(self, node: str, frames: list[bytes]) -> bool:
         link = self.peers.get(node)

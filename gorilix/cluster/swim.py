@@ -45,11 +45,14 @@ first element is its type::
     DEAD      [7, name, incarnation, from_name]
     LEAVE     [8, name, incarnation]
     PUSH_PULL [9, nonce, is_join, sender_name]              (asks for a STATE reply)
-    STATE     [10, nonce, is_reply, sender_name, [record, ...]]
+    STATE     [10, nonce, is_reply, sender_name, part, parts, [record, ...]]
               record = [name, address, port, incarnation, status_code, meta]
 
-Full state is split over as many STATE datagrams as needed, each at most
-``max_packet`` bytes, so nothing ever relies on IP fragmentation. Every
+Full state is split over as many STATE datagrams as needed (``part`` of
+``parts``), each at most ``max_packet`` bytes, so nothing ever relies on IP
+fragmentation. A join counts a seed as answered only once every part of its
+reply arrived, and asks again otherwise: over UDP a lost part would leave a
+newcomer blind to some members until the next periodic exchange. Every
 field of every message is type-checked before anything is applied; a
 datagram with anything wrong is dropped whole and counted in
 ``stats.malformed``.
@@ -95,7 +98,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: Encoded size limit of a member's metadata: it travels in every alive
 #: message and every state record, so it must stay well inside a datagram.
 META_MAX_BYTES = 512
@@ -183,6 +186,11 @@ class SwimConfig:
     forget_after: float = 30.0  # dead/left members stay listed at least this long, then are removed
     max_packet: int = 1400  # bytes; piggybacked gossip is packed up to this size
     join_retry: float = JOIN_RETRY  # retry seeds while fewer members are known than seeds given
+    # Healing partitions: each interval, one state exchange with a member we declared dead (or a
+    # seed we do not see alive). Both sides of a healed partition think the other dead and would
+    # never talk again; the exchange makes each refute and the halves merge.
+    reconnect_interval: float = 10.0
+    reconnect_timeout: float = 24 * 3600.0  # stop trying a dead member after this long
 
 
 @dataclass(slots=True)
@@ -274,7 +282,8 @@ def _check_meta(meta: object) -> dict[str, Any]:
 def _check_config(config: SwimConfig) -> None:
     if not isinstance(config, SwimConfig):
         raise TypeError(f"config must be a SwimConfig, got {type(config).__name__}")
-    positive = ("probe_interval", "probe_timeout", "gossip_interval", "pull_interval", "join_retry")
+    positive = ("probe_interval", "probe_timeout", "gossip_interval", "pull_interval", "join_retry",
+                "reconnect_interval", "reconnect_timeout")
     for field in positive:
         value = getattr(config, field)
         if not isinstance(value, int | float) or not value > 0 or math.isinf(value):
@@ -377,8 +386,9 @@ def _v_record(r: object) -> bool:
 
 
 def _v_state(m: list[Any]) -> bool:
-    return (len(m) == 5 and type(m[1]) is int and 0 <= m[1] < _U32 and type(m[2]) is bool
-            and _is_name(m[3]) and type(m[4]) is list and all(_v_record(r) for r in m[4]))
+    return (len(m) == 7 and type(m[1]) is int and 0 <= m[1] < _U32 and type(m[2]) is bool
+            and _is_name(m[3]) and type(m[4]) is int and type(m[5]) is int and 0 <= m[4] < m[5] <= 0xFFFF
+            and type(m[6]) is list and all(_v_record(r) for r in m[6]))
 
 
 _VALIDATORS: dict[int, Callable[[list[Any]], bool]] = {
@@ -576,7 +586,10 @@ class _Probe:
 
 
 # timer kinds
-_T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PULL, _T_JOIN, _T_SUSPICION, _T_FORGET, _T_RELAY = range(8)
+_T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PULL, _T_JOIN, _T_SUSPICION, _T_FORGET, _T_RELAY, _T_RECONNECT = range(9)
+
+#: Dead members remembered for reconnection (the oldest are dropped first).
+MAX_RECONNECT = 1024
 
 
 class SwimEngine:
@@ -630,9 +643,12 @@ class SwimEngine:
         self._join_seeds: list[tuple[str, int]] = []
         self._join_answered: set[tuple[str, int]] = set()
         self._join_nonces: dict[int, tuple[tuple[str, int], int]] = {}
+        self._join_parts: dict[int, set[int]] = {}  # parts of each join reply received so far
         self._join_round = 0
         self._join_gen = 0
         self._pull_gen = 0
+        #: Members we declared dead: name -> (gossip address, since); tried again to heal partitions.
+        self._failed: dict[str, tuple[tuple[str, int], float]] = {}
         self._gossip_armed = False
         self.stats = SwimStats()
         self._recompute_sizes()
@@ -641,6 +657,7 @@ class SwimEngine:
         self._gossip_phase = now + rng.random() * config.gossip_interval
         self._schedule(now + rng.random() * config.probe_interval, _T_PROBE, None)
         self._schedule(now + rng.random() * config.pull_interval, _T_PULL, self._pull_gen)
+        self._schedule(now + rng.random() * config.reconnect_interval, _T_RECONNECT, None)
         self._emit(EventKind.JOIN, self._me)
 
     # ------------------------------------------------------------------ inputs
@@ -661,9 +678,15 @@ class SwimEngine:
         self._join_seeds = list(dict.fromkeys(checked))
         self._join_answered = set()
         self._join_nonces = {}
+        self._join_parts = {}
         self._join_gen += 1
         if not self._join_seeds:
             return
+        # Announce ourselves by gossip too, as memberlist does: a state exchange is
+        # several datagrams, and if the one carrying our record is lost, the seed
+        # answers without learning us and nobody else ever would.
+        me = self._me
+        self._broadcast(me.name, self._alive_message(me))
         self._send_join()
         self._schedule(self._now + self.config.join_retry, _T_JOIN, self._join_gen)
 
@@ -704,6 +727,8 @@ class SwimEngine:
                 self._pull_tick(arg)
             elif kind == _T_JOIN:
                 self._join_tick(arg)
+            elif kind == _T_RECONNECT:
+                self._reconnect_tick()
 
     def leave(self) -> None:
         """Announce a graceful leave: others list us as LEFT, not DEAD. Probing stops."""
@@ -985,6 +1010,7 @@ class SwimEngine:
             self._gossip_set.add(name)
             self._insert_probe(name)
             self._recompute_sizes()
+            self._arm_gossip()
             self._emit(EventKind.JOIN, m)
             if announce_new:
                 self._broadcast(name, self._alive_message(m))
@@ -1103,8 +1129,16 @@ class SwimEngine:
             self._gossip_set.discard(name)
         else:
             self._gossip_set.add(name)
+            self._arm_gossip()  # rumours queued while we knew nobody (our own alive, at join)
         if status is not _SUSPECT:
             self._suspicions.pop(name, None)
+        if status is _DEAD:
+            self._failed.pop(name, None)
+            self._failed[name] = ((m.address, m.port), self._now)
+            if len(self._failed) > MAX_RECONNECT:
+                del self._failed[next(iter(self._failed))]
+        else:
+            self._failed.pop(name, None)  # alive again, or left on purpose: nothing to heal
         if status is _DEAD or status is _LEFT:
             self._schedule(self._now + self.config.forget_after, _T_FORGET, name)
 
@@ -1141,13 +1175,19 @@ class SwimEngine:
 
     def _broadcast(self, name: str, data: bytes) -> None:
         self._queue.queue(name, data)
-        if not self._gossip_armed:
-            # Gossip ticks only while there is something to say, on a fixed
-            # cadence: idle members cost nothing and busy ones stay periodic.
-            g = self.config.gossip_interval
-            slot = math.floor((self._now - self._gossip_phase) / g) + 1
-            self._gossip_armed = True
-            self._schedule(self._gossip_phase + slot * g, _T_GOSSIP, None)
+        self._arm_gossip()
+
+    def _arm_gossip(self) -> None:
+        """Gossip ticks only while there is something to say and someone to tell, on a
+        fixed cadence: idle members cost nothing and busy ones stay periodic."""
+        if self._gossip_armed or not self._queue or not self._gossip_set:
+            return
+        g = self.config.gossip_interval
+        at = self._gossip_phase + (math.floor((self._now - self._gossip_phase) / g) + 1) * g
+        if at <= self._now:  # rounding put the next slot on this instant
+            at += g
+        self._gossip_armed = True
+        self._schedule(at, _T_GOSSIP, None)
 
     def _gossip_tick(self) -> None:
         self._gossip_armed = False
@@ -1166,11 +1206,7 @@ class SwimEngine:
             packet = _array_header(1 + len(updates)) + _VERSION_BYTES + b"".join(updates)
             self._outbox.append(((m.address, m.port), packet))
             self.stats.sent += 1
-        if queue:
-            g = self.config.gossip_interval
-            slot = math.floor((self._now - self._gossip_phase) / g) + 1
-            self._gossip_armed = True
-            self._schedule(self._gossip_phase + slot * g, _T_GOSSIP, None)
+        self._arm_gossip()
 
     def _send(self, address: tuple[str, int], main: bytes, extra: tuple[bytes, ...] = ()) -> None:
         """Send ``main`` with as many queued updates as fit in ``max_packet``."""
@@ -1205,6 +1241,7 @@ class SwimEngine:
         self._join_round += 1
         current = self._join_round
         self._join_nonces = {n: v for n, v in self._join_nonces.items() if v[1] >= current - 1}
+        self._join_parts = {n: p for n, p in self._join_parts.items() if n in self._join_nonces}
         for seed in self._join_seeds:
             if seed in self._join_answered:
                 continue
@@ -1215,12 +1252,36 @@ class SwimEngine:
     def _join_tick(self, gen: int) -> None:
         if gen != self._join_gen or self._leaving or not self._join_seeds:
             return
-        if len(self._live) >= len(self._join_seeds):
-            return  # we know at least as many members as seeds were given: joined
         if all(seed in self._join_answered for seed in self._join_seeds):
             return  # every seed answered; the cluster is just small
+        if self._join_answered and len(self._live) >= len(self._join_seeds):
+            return  # one full answer, and as many members as seeds: joined (some seeds may be gone)
         self._send_join()
         self._schedule(self._now + self.config.join_retry, _T_JOIN, gen)
+
+    def _reconnect_tick(self) -> None:
+        """One state exchange with a member we declared dead, or a seed we do not see.
+
+        After a partition heals, each side still lists the other as dead and
+        never probes or gossips to it again. A push-pull carries each side's
+        verdict to the other, which refutes it (a higher incarnation), and
+        the halves merge. Also how a node keeps retrying its seeds while the
+        cluster is smaller than its seed list.
+        """
+        cfg = self.config
+        self._schedule(self._now + cfg.reconnect_interval, _T_RECONNECT, None)
+        if self._leaving:
+            return
+        expired = [name for name, (_, since) in self._failed.items() if self._now - since > cfg.reconnect_timeout]
+        for name in expired:
+            del self._failed[name]
+        candidates = [address for address, _ in self._failed.values()]
+        if self._join_seeds and len(self._live) < len(self._join_seeds):
+            members = self._members
+            seen = {(members[n].address, members[n].port) for n in self._live.items}
+            candidates += [seed for seed in self._join_seeds if seed not in seen]
+        if candidates:
+            self._push_pull(self._rng.choice(candidates), False, self._rng.getrandbits(32))
 
     def _push_pull(self, address: tuple[str, int], join: bool, nonce: int) -> None:
         self.stats.pushpulls += 1
@@ -1229,11 +1290,12 @@ class SwimEngine:
 
     def _send_state(self, address: tuple[str, int], nonce: int, *, is_reply: bool) -> None:
         """Our whole member list, split into datagrams of at most ``max_packet`` bytes."""
-        head = b"\x95" + self._pack(STATE) + self._pack(nonce) + self._pack(is_reply) + self._pack(self.name)
-        prefix = _array_header(2) + _VERSION_BYTES + head
-        budget = self.config.max_packet - len(prefix) - 3  # 3: the records' array16 header
-        records = self._records
         pack = self._pack
+        head = b"\x97" + pack(STATE) + pack(nonce) + pack(is_reply) + pack(self.name)
+        prefix = _array_header(2) + _VERSION_BYTES + head
+        budget = self.config.max_packet - len(prefix) - 6 - 3  # 6: part and parts; 3: an array16 header
+        records = self._records
+        chunks: list[list[bytes]] = []
         chunk: list[bytes] = []
         size = 0
         for m in self._members.values():
@@ -1242,14 +1304,16 @@ class SwimEngine:
                 record = pack([m.name, m.address, m.port, m.incarnation, _STATUS_CODE[m.status], m.meta])
                 records[m.name] = record
             if size + len(record) > budget and chunk:
-                self._outbox.append((address, prefix + _array_header(len(chunk)) + b"".join(chunk)))
-                self.stats.sent += 1
+                chunks.append(chunk)
                 chunk = []
                 size = 0
             chunk.append(record)
             size += len(record)
-        if chunk:
-            self._outbox.append((address, prefix + _array_header(len(chunk)) + b"".join(chunk)))
+        chunks.append(chunk)
+        parts = pack(len(chunks))
+        for part, records_of_part in enumerate(chunks):
+            body = pack(part) + parts + _array_header(len(records_of_part)) + b"".join(records_of_part)
+            self._outbox.append((address, prefix + body))
             self.stats.sent += 1
 
     def _on_state(self, m: list[Any]) -> None:
@@ -1259,9 +1323,12 @@ class SwimEngine:
         if m[2]:
             pending = self._join_nonces.get(m[1])
             if pending is not None:
-                self._join_answered.add(pending[0])
+                got = self._join_parts.setdefault(m[1], set())
+                got.add(m[4])
+                if len(got) >= m[5]:  # every part of this seed's state arrived
+                    self._join_answered.add(pending[0])
         members = self._members
-        for name, address, port, inc, code, meta in m[4]:
+        for name, address, port, inc, code, meta in m[6]:
             if code == 0:
                 # Newcomers learned from a full state are not re-gossiped (the
                 # sender's own record excepted): the peer already knows them

@@ -24,6 +24,9 @@ def _h_enable_cluster(node: Node, source: bytes, src_id: int, corr: int, endpoin
     events_endpoint = f"inproc://gorilix-events-{id(node):x}"
     node._events.bind(events_endpoint)
     node._poller.register(node._events, zmq.POLLIN)
+    if not node._repair_armed:
+        node._repair_armed = True
+        node.schedule(0, node.repair_links)
     return [node.links.endpoint, events_endpoint]
 
 
