@@ -687,6 +687,12 @@ def test_a_healed_partition_merges_again(forgotten: bool) -> None:
     assert healed - cut_ended <= config.reconnect_interval + 2 * config.probe_interval
     if not forgotten:  # the dead verdicts were refuted: both sides bumped their incarnation
         assert a.stats.refutations + b.stats.refutations >= 1 and c.stats.refutations >= 1
+    # Healed, nobody is retried any more: only the periodic exchanges (every pull_interval, 30 s) remain.
+    quiet_from = net.run(30.0)
+    net.run(120.0)
+    for port in (7001, 7002, 7003):
+        started = [t for t, _ in net.sent(addr(port), None, swim.PUSH_PULL) if t > quiet_from]
+        assert len(started) <= 120 // 30 + 1, (port, started)
 
 
 def test_reconnect_tries_dead_members_not_left_ones_and_gives_up_in_time() -> None:

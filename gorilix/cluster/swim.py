@@ -1011,6 +1011,7 @@ class SwimEngine:
             self._insert_probe(name)
             self._recompute_sizes()
             self._arm_gossip()
+            self._failed.pop(name, None)  # forgotten while dead, and back: nothing left to heal
             self._emit(EventKind.JOIN, m)
             if announce_new:
                 self._broadcast(name, self._alive_message(m))
