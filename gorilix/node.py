@@ -82,8 +82,9 @@ RECV_BURST = 1000
 MAX_EARLY_DEATHS = 3
 #: Peers remembered as down (for NodeDown instead of "node not found").
 MAX_GONE_NODES = 1024
-#: How often links to peers are checked for a refused handshake.
+#: How often links to peers are checked for a refused handshake (LINK_WAIT_CHECK while one is pending).
 LINK_REPAIR_EVERY = 0.2
+LINK_WAIT_CHECK = 0.01
 
 
 class Status(enum.Enum):
@@ -532,7 +533,8 @@ class Node:
             self._repair_armed = False
             return
         self.links.repair()
-        self.schedule(LINK_REPAIR_EVERY, self.repair_links)
+        # Briefly faster while a new link waits for its handshake: what it keeps should not wait long.
+        self.schedule(LINK_WAIT_CHECK if self.links.waiting() else LINK_REPAIR_EVERY, self.repair_links)
 
     def _disable_cluster(self) -> bool:
         if self.links is None:

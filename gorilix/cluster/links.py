@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -43,15 +44,23 @@ _HANDSHAKE_FAILED = _HANDSHAKE_EVENTS & ~zmq.EVENT_HANDSHAKE_SUCCEEDED
 REPAIR_FIRST, REPAIR_MAX = 0.1, 5.0
 
 
+#: Messages a link keeps while its handshake is pending; past this, sends fail.
+MAX_PENDING = 10_000
+
+
 @dataclass
 class PeerLink:
     name: str
     endpoint: str
     sock: zmq.Socket[bytes]
     monitor: zmq.Socket[bytes] | None = None  # handshake events (with CURVE only)
+    ready: bool = True  # the handshake succeeded (always, without CURVE)
+    failed: bool = False  # the latest handshake was refused
     refusals: int = 0  # handshakes refused in a row
     repair_at: float = 0.0  # monotonic time before which a refused link is left alone
-    failed: bool = False  # the latest handshake was refused
+    #: Sent before the handshake succeeded. Kept here, not in ZeroMQ's queue, which
+    #: is lost with a refused connection; they survive a re-open and go out in order.
+    pending: deque[list[bytes]] = field(default_factory=deque)
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -59,8 +68,8 @@ class PeerLink:
             self.monitor.close(linger=0)
         self.sock.close(linger=0)
 
-    def refused(self) -> bool:
-        """Drain the monitor: was the latest handshake refused?"""
+    def poll_handshake(self) -> None:
+        """Drain the monitor: how did the latest handshake end?"""
         while self.monitor is not None:
             try:
                 event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
@@ -69,9 +78,17 @@ class PeerLink:
             if event["event"] & _HANDSHAKE_FAILED:
                 self.failed = True
             elif event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.failed = False
-                self.refusals = 0
-        return self.failed
+                self.ready, self.failed, self.refusals = True, False, 0
+
+    def flush(self) -> None:
+        """Hand what waited for the handshake to ZeroMQ, in order (until its queue is full)."""
+        pending = self.pending
+        while pending:
+            try:
+                self.sock.send_multipart(pending[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            pending.popleft()
 
     @property
     def key(self) -> bytes:
@@ -167,7 +184,7 @@ class PeerLinks:
             configure_client(sock, self.keys, self.node_name, SERVER_NAME)
             monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         sock.connect(endpoint)
-        return PeerLink(name, endpoint, sock, monitor)
+        return PeerLink(name, endpoint, sock, monitor, ready=monitor is None)
 
     def disconnect(self, name: str) -> PeerLink | None:
         link = self.peers.pop(name, None)
@@ -176,33 +193,55 @@ class PeerLinks:
         return link
 
     def repair(self) -> list[str]:
-        """Re-open links whose CURVE handshake was refused; returns their names.
+        """Flush links whose handshake succeeded; re-open refused ones. Returns the re-opened.
 
         A peer refuses our key while it has not heard of us yet (nodes that
         boot together learn of each other in any order), and ZeroMQ never
-        retries a refused handshake: without this the link would stay dead,
-        silently (sends still queue, nothing is delivered), for as long as
-        both nodes run. What was queued on the refused link is lost. Each
-        refusal in a row doubles the wait before the next attempt.
+        retries a refused handshake: the link would stay dead, silently, for
+        as long as both nodes run. What was sent meanwhile waits in the link
+        and goes out on the new connection. Each refusal in a row doubles the
+        wait before the next attempt.
         """
         repaired = []
         now = time.monotonic()
         for name, link in list(self.peers.items()):
-            if not link.refused() or now < link.repair_at:
+            if link.ready:
+                if link.pending:
+                    link.flush()
+                continue
+            link.poll_handshake()
+            if link.ready:
+                link.flush()
+                continue
+            if not link.failed or now < link.repair_at:
                 continue
             link.close()
             fresh = self._open(name, link.endpoint)
             fresh.refusals = link.refusals + 1
             fresh.repair_at = now + min(REPAIR_MAX, REPAIR_FIRST * 2 ** link.refusals)
+            fresh.pending = link.pending
             self.peers[name] = fresh
             repaired.append(name)
             log.info("%s: %s refused our handshake (it may not know us yet); linking again", self.node_name, name)
         return repaired
 
+    def waiting(self) -> bool:
+        """Whether some link still waits for its handshake (or to hand over what it kept)."""
+        return any(not link.ready or link.pending for link in self.peers.values())
+
     def send(self, node: str, frames: list[bytes]) -> bool:
         link = self.peers.get(node)
         if link is None:
             return False
+        if not link.ready:
+            link.poll_handshake()
+        if link.ready and link.pending:
+            link.flush()
+        if not link.ready or link.pending:
+            if len(link.pending) >= MAX_PENDING:
+                return False
+            link.pending.append(frames)
+            return True
         try:
             link.sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
