@@ -31,7 +31,7 @@ The protocol follows SWIM as refined by memberlist and Lifeguard:
   stretches our own probe timeout and interval, so a member that is itself
   slow (overloaded, paused) does not accuse healthy ones.
 
-Wire format: msgpack only, never pickle. A datagram is an array
+Wire format (constants and checks in :mod:`gorilix.cluster.wire`): msgpack only, never pickle. A datagram is an array
 ``[VERSION, message, message, ...]``; the first message is the reason for the
 datagram, the rest are piggybacked updates. Each message is an array whose
 first element is its type::
@@ -71,6 +71,34 @@ from typing import Any
 
 import msgpack
 
+from gorilix.cluster.swim_state import BroadcastQueue, IndexedSet, Probe, Suspicion
+from gorilix.cluster.wire import (
+    ACK,
+    ALIVE,
+    DEAD,
+    ENVELOPE,
+    LEAVE,
+    MAX_DATAGRAM,
+    META_MAX_BYTES,
+    MIN_UPDATE,
+    NACK,
+    NAME_MAX,
+    PING,
+    PING_REQ,
+    PROTOCOL_VERSION,
+    PUSH_PULL,
+    STATE,
+    SUSPECT,
+    U64,
+    VALIDATORS,
+    VERSION_BYTES,
+    array_header,
+    is_inc,
+    is_name,
+    is_port,
+    valid_meta,
+)
+
 __all__ = [
     "ACK",
     "ALIVE",
@@ -97,25 +125,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PROTOCOL_VERSION = 2
-#: Encoded size limit of a member's metadata: it travels in every alive
-#: message and every state record, so it must stay well inside a datagram.
-META_MAX_BYTES = 512
-NAME_MAX = 255
-#: The largest UDP payload over IPv4; anything longer cannot be a datagram.
-MAX_DATAGRAM = 65507
-
-PING, PING_REQ, ACK, NACK, ALIVE, SUSPECT, DEAD, LEAVE, PUSH_PULL, STATE = range(1, 11)
-
-_U32 = 1 << 32
-_U64 = 1 << 64
-_VERSION_BYTES = msgpack.packb(PROTOCOL_VERSION)
-# Room for the outer array header (at most 3 bytes for array16) and the version.
-_ENVELOPE = 3 + len(_VERSION_BYTES)
-# Once less than this is left in a datagram no update will fit any more.
-_MIN_UPDATE = 12
-
 
 class MemberStatus(enum.Enum):
     ALIVE = "alive"
@@ -274,7 +283,7 @@ def _check_meta(meta: object) -> dict[str, Any]:
     # Decode our own encoding so what we hold is exactly what peers will see
     # (tuples become lists and so on).
     copy = msgpack.unpackb(encoded, raw=False, strict_map_key=False)
-    if not _valid_meta(copy):
+    if not valid_meta(copy):
         raise TypeError("meta holds a value that does not travel (nested too deep or an extension type)")
     return copy
 
@@ -299,290 +308,6 @@ def _check_config(config: SwimConfig) -> None:
             raise ValueError(f"SwimConfig.{field} must be an int >= {low}, got {value!r}")
     if type(config.max_packet) is not int or not 576 <= config.max_packet <= MAX_DATAGRAM:
         raise ValueError(f"SwimConfig.max_packet must be an int in 576..{MAX_DATAGRAM}")
-
-
-# -- validation of wire input (must never raise) ------------------------------
-
-
-def _plain(value: object, depth: int) -> bool:
-    kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None or kind is bytes:
-        return True
-    if depth <= 0:
-        return False
-    if kind is list:
-        return all(_plain(item, depth - 1) for item in value)  # type: ignore[attr-defined]
-    if kind is dict:
-        return all(
-            (type(key) is str or type(key) is int) and _plain(item, depth - 1)
-            for key, item in value.items()  # type: ignore[attr-defined]
-        )
-    return False
-
-
-def _valid_meta(value: object) -> bool:
-    if type(value) is not dict:
-        return False
-    if not value:
-        return True
-    if len(value) > 64:  # type: ignore[arg-type]
-        return False
-    return all(
-        type(key) is str and len(key) <= NAME_MAX and _plain(item, 8)
-        for key, item in value.items()  # type: ignore[attr-defined]
-    )
-
-
-def _is_name(value: object) -> bool:
-    return type(value) is str and 0 < len(value) <= NAME_MAX  # type: ignore[arg-type]
-
-
-def _is_seq(value: object) -> bool:
-    return type(value) is int and 0 <= value < _U64  # type: ignore[operator]
-
-
-def _is_inc(value: object) -> bool:
-    return type(value) is int and 0 <= value < _U64  # type: ignore[operator]
-
-
-def _is_port(value: object) -> bool:
-    return type(value) is int and 0 < value < 65536  # type: ignore[operator]
-
-
-def _v_ping(m: list[Any]) -> bool:
-    return len(m) == 3 and _is_seq(m[1]) and _is_name(m[2])
-
-
-def _v_ping_req(m: list[Any]) -> bool:
-    return (len(m) == 6 and _is_seq(m[1]) and _is_name(m[2]) and _is_name(m[3])
-            and _is_port(m[4]) and type(m[5]) is bool)
-
-
-def _v_ack(m: list[Any]) -> bool:
-    return len(m) == 2 and _is_seq(m[1])
-
-
-def _v_alive(m: list[Any]) -> bool:
-    return (len(m) == 6 and _is_name(m[1]) and _is_inc(m[2]) and _is_name(m[3])
-            and _is_port(m[4]) and _valid_meta(m[5]))
-
-
-def _v_suspect(m: list[Any]) -> bool:
-    return len(m) == 4 and _is_name(m[1]) and _is_inc(m[2]) and _is_name(m[3])
-
-
-def _v_leave(m: list[Any]) -> bool:
-    return len(m) == 3 and _is_name(m[1]) and _is_inc(m[2])
-
-
-def _v_push_pull(m: list[Any]) -> bool:
-    return len(m) == 4 and type(m[1]) is int and 0 <= m[1] < _U32 and type(m[2]) is bool and _is_name(m[3])
-
-
-def _v_record(r: object) -> bool:
-    return (type(r) is list and len(r) == 6 and _is_name(r[0]) and _is_name(r[1])  # type: ignore[arg-type]
-            and _is_port(r[2]) and _is_inc(r[3]) and type(r[4]) is int  # type: ignore[index]
-            and 0 <= r[4] <= 3 and _valid_meta(r[5]))  # type: ignore[index,operator]
-
-
-def _v_state(m: list[Any]) -> bool:
-    return (len(m) == 7 and type(m[1]) is int and 0 <= m[1] < _U32 and type(m[2]) is bool
-            and _is_name(m[3]) and type(m[4]) is int and type(m[5]) is int and 0 <= m[4] < m[5] <= 0xFFFF
-            and type(m[6]) is list and all(_v_record(r) for r in m[6]))
-
-
-_VALIDATORS: dict[int, Callable[[list[Any]], bool]] = {
-    PING: _v_ping, PING_REQ: _v_ping_req, ACK: _v_ack, NACK: _v_ack, ALIVE: _v_alive,
-    SUSPECT: _v_suspect, DEAD: _v_suspect, LEAVE: _v_leave, PUSH_PULL: _v_push_pull, STATE: _v_state,
-}
-
-
-def _array_header(count: int) -> bytes:
-    if count < 16:
-        return _SMALL_HEADERS[count]
-    if count < 0x10000:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
-
-
-_SMALL_HEADERS = [bytes((0x90 | i,)) for i in range(16)]
-
-
-# -- internal state ------------------------------------------------------------
-
-
-class _IndexedSet:
-    """Names with O(1) add, remove and uniform random pick.
-
-    Picking ping-req helpers and gossip targets happens several times a
-    second; in a 1,000-member cluster that must not cost a scan of the list.
-    """
-
-    __slots__ = ("items", "_pos")
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self._pos: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._pos
-
-    def add(self, name: str) -> None:
-        if name not in self._pos:
-            self._pos[name] = len(self.items)
-            self.items.append(name)
-
-    def extend(self, names: list[str]) -> None:
-        """Add names known to be absent, in bulk (the preload of a large member list)."""
-        start = len(self.items)
-        self._pos.update(zip(names, range(start, start + len(names)), strict=True))
-        self.items.extend(names)
-
-    def discard(self, name: str) -> None:
-        index = self._pos.pop(name, None)
-        if index is None:
-            return
-        last = self.items.pop()
-        if last != name:
-            self.items[index] = last
-            self._pos[last] = index
-
-    def sample(self, rng: random.Random, k: int, accept: Callable[[str], bool] | None = None) -> list[str]:
-        """Up to ``k`` distinct names that ``accept`` allows, uniformly at random."""
-        items = self.items
-        n = len(items)
-        if k <= 0 or n == 0:
-            return []
-        if n <= 4 * k + 8:
-            pool = [x for x in items if accept is None or accept(x)]
-            if len(pool) <= k:
-                rng.shuffle(pool)
-                return pool
-            return rng.sample(pool, k)
-        picked: list[str] = []
-        for _ in range(8 * k + 16):
-            name = items[int(rng.random() * n)]
-            if name not in picked and (accept is None or accept(name)):
-                picked.append(name)
-                if len(picked) == k:
-                    break
-        return picked
-
-
-class _Broadcast:
-    __slots__ = ("name", "data", "transmits", "key")
-
-    def __init__(self, name: str, data: bytes, key: int) -> None:
-        self.name = name
-        self.data = data
-        self.transmits = 0
-        self.key = key
-
-
-class _BroadcastQueue:
-    """Updates waiting to be piggybacked: fewest transmissions first, newest first.
-
-    Kept in one bucket per transmit count, so filling a datagram touches only
-    the updates it takes, not the whole queue. A newer update about a member
-    replaces the queued one: there is no point spreading stale news.
-    """
-
-    __slots__ = ("_buckets", "_by_name", "_next")
-
-    def __init__(self) -> None:
-        self._buckets: list[dict[int, _Broadcast]] = [{}]
-        self._by_name: dict[str, _Broadcast] = {}
-        self._next = 0
-
-    def __len__(self) -> int:
-        return len(self._by_name)
-
-    def queue(self, name: str, data: bytes) -> None:
-        old = self._by_name.get(name)
-        if old is not None:
-            self._buckets[old.transmits].pop(old.key, None)
-        self._next += 1
-        item = _Broadcast(name, data, self._next)
-        self._by_name[name] = item
-        self._buckets[0][item.key] = item
-
-    def take(self, budget: int, limit: int) -> list[bytes]:
-        """Updates that fit in ``budget`` bytes; each taken one counts a transmission."""
-        out: list[bytes] = []
-        picked: list[_Broadcast] = []
-        misses = 0
-        done = False
-        for bucket in self._buckets:
-            if not bucket:
-                continue
-            for item in reversed(bucket.values()):
-                size = len(item.data)
-                if size <= budget:
-                    out.append(item.data)
-                    picked.append(item)
-                    budget -= size
-                    if budget < _MIN_UPDATE:
-                        done = True
-                        break
-                else:
-                    misses += 1
-                    if misses >= 16:
-                        done = True
-                        break
-            if done:
-                break
-        buckets = self._buckets
-        for item in picked:
-            del buckets[item.transmits][item.key]
-            item.transmits += 1
-            if item.transmits >= limit:
-                if self._by_name.get(item.name) is item:
-                    del self._by_name[item.name]
-                continue
-            if item.transmits == len(buckets):
-                buckets.append({})
-            buckets[item.transmits][item.key] = item
-        return out
-
-
-class _Suspicion:
-    """One member's suspicion timer; see :func:`suspicion_timeout`."""
-
-    __slots__ = ("start", "k", "low", "high", "confirmers", "confirmations", "deadline")
-
-    def __init__(self, source: str, start: float, k: int, low: float, high: float) -> None:
-        self.start = start
-        self.k = k
-        self.low = low
-        self.high = high
-        # The member that raised the suspicion is not a confirmation of it.
-        self.confirmers = {source}
-        self.confirmations = 0
-        self.deadline = start + (low if k < 1 else high)
-
-    def confirm(self, source: str) -> bool:
-        """Count an independent confirmation; True if it shortened the timer."""
-        if self.confirmations >= self.k or source in self.confirmers:
-            return False
-        self.confirmers.add(source)
-        self.confirmations += 1
-        frac = math.log(self.confirmations + 1) / math.log(self.k + 1)
-        self.deadline = self.start + max(self.low, self.high - frac * (self.high - self.low))
-        return True
-
-
-class _Probe:
-    __slots__ = ("seq", "target", "acked", "expected_nacks", "nacks")
-
-    def __init__(self, seq: int, target: str) -> None:
-        self.seq = seq
-        self.target = target
-        self.acked = False
-        self.expected_nacks = 0
-        self.nacks = 0
 
 
 # timer kinds
@@ -624,15 +349,15 @@ class SwimEngine:
         self._me = Member(name, address, port, 0, _ALIVE, _check_meta(meta), now)
         self._members: dict[str, Member] = {name: self._me}
         self._check_record_size(self._me)
-        self._live = _IndexedSet()  # other members, alive or suspect: probe, ping-req, push-pull
-        self._gossip_set = _IndexedSet()  # other members not left: dead ones may need to refute
+        self._live = IndexedSet()  # other members, alive or suspect: probe, ping-req, push-pull
+        self._gossip_set = IndexedSet()  # other members not left: dead ones may need to refute
         self._probe_order: list[str] = []
         self._probe_index = 0
-        self._probe: _Probe | None = None
-        self._suspicions: dict[str, _Suspicion] = {}
+        self._probe: Probe | None = None
+        self._suspicions: dict[str, Suspicion] = {}
         self._relays: dict[int, tuple[tuple[str, int], int, bool]] = {}
         self._records: dict[str, bytes] = {}  # encoded state records, dropped on change
-        self._queue = _BroadcastQueue()
+        self._queue = BroadcastQueue()
         self._outbox: list[tuple[tuple[str, int], bytes]] = []
         self._events: list[MemberEvent] = []
         self._timers: list[tuple[float, int, int, Any]] = []
@@ -780,7 +505,7 @@ class SwimEngine:
             name = m.name
             if name in known:
                 continue
-            if not (_is_name(name) and _is_name(m.address) and _is_port(m.port) and _is_inc(m.incarnation)
+            if not (is_name(name) and is_name(m.address) and is_port(m.port) and is_inc(m.incarnation)
                     and isinstance(m.meta, dict)):
                 raise ValueError(f"cannot preload {m!r}: bad name, address, port, incarnation or meta")
             known[name] = Member(name, m.address, m.port, m.incarnation, _ALIVE, dict(m.meta), now)
@@ -854,7 +579,7 @@ class SwimEngine:
         for message in messages:
             if type(message) is not list or not message:
                 return None
-            check = _VALIDATORS.get(message[0]) if type(message[0]) is int else None
+            check = VALIDATORS.get(message[0]) if type(message[0]) is int else None
             if check is None or not check(message):
                 return None
         return messages
@@ -898,7 +623,7 @@ class SwimEngine:
         target = self._next_target()
         if target is not None:
             seq = self._next_seq()
-            self._probe = _Probe(seq, target.name)
+            self._probe = Probe(seq, target.name)
             self.stats.probes += 1
             extra: tuple[bytes, ...] = ()
             if target.status is _SUSPECT:
@@ -1059,7 +784,7 @@ class SwimEngine:
         n_live = len(self._live) + 1
         k = max(0, min(self.config.indirect_checks, n_live - 2))
         low = self._suspicion_min
-        suspicion = _Suspicion(source, self._now, k, low, self.config.suspicion_max_mult * low)
+        suspicion = Suspicion(source, self._now, k, low, self.config.suspicion_max_mult * low)
         self._suspicions[name] = suspicion
         self._schedule(suspicion.deadline, _T_SUSPICION, name)
         self._emit(EventKind.SUSPECT, m)
@@ -1197,26 +922,26 @@ class SwimEngine:
             return
         members = self._members
         targets = self._gossip_set.sample(self._rng, self.config.gossip_nodes)
-        budget = self.config.max_packet - _ENVELOPE
+        budget = self.config.max_packet - ENVELOPE
         limit = self._retransmit_limit
         for name in targets:
             updates = queue.take(budget, limit)
             if not updates:
                 break
             m = members[name]
-            packet = _array_header(1 + len(updates)) + _VERSION_BYTES + b"".join(updates)
+            packet = array_header(1 + len(updates)) + VERSION_BYTES + b"".join(updates)
             self._outbox.append(((m.address, m.port), packet))
             self.stats.sent += 1
         self._arm_gossip()
 
     def _send(self, address: tuple[str, int], main: bytes, extra: tuple[bytes, ...] = ()) -> None:
         """Send ``main`` with as many queued updates as fit in ``max_packet``."""
-        budget = self.config.max_packet - _ENVELOPE - len(main)
+        budget = self.config.max_packet - ENVELOPE - len(main)
         for item in extra:
             budget -= len(item)
         updates = (self._queue.take(budget, self._retransmit_limit)
-                   if self._queue and budget >= _MIN_UPDATE else [])
-        parts = [_array_header(2 + len(extra) + len(updates)), _VERSION_BYTES, main, *extra, *updates]
+                   if self._queue and budget >= MIN_UPDATE else [])
+        parts = [array_header(2 + len(extra) + len(updates)), VERSION_BYTES, main, *extra, *updates]
         self._outbox.append((address, b"".join(parts)))
         self.stats.sent += 1
 
@@ -1293,7 +1018,7 @@ class SwimEngine:
         """Our whole member list, split into datagrams of at most ``max_packet`` bytes."""
         pack = self._pack
         head = b"\x97" + pack(STATE) + pack(nonce) + pack(is_reply) + pack(self.name)
-        prefix = _array_header(2) + _VERSION_BYTES + head
+        prefix = array_header(2) + VERSION_BYTES + head
         budget = self.config.max_packet - len(prefix) - 6 - 3  # 6: part and parts; 3: an array16 header
         records = self._records
         chunks: list[list[bytes]] = []
@@ -1313,7 +1038,7 @@ class SwimEngine:
         chunks.append(chunk)
         parts = pack(len(chunks))
         for part, records_of_part in enumerate(chunks):
-            body = pack(part) + parts + _array_header(len(records_of_part)) + b"".join(records_of_part)
+            body = pack(part) + parts + array_header(len(records_of_part)) + b"".join(records_of_part)
             self._outbox.append((address, prefix + body))
             self.stats.sent += 1
 
@@ -1350,7 +1075,7 @@ class SwimEngine:
     # ----------------------------------------------------------------- helpers
 
     def _check_record_size(self, m: Member) -> None:
-        size = len(self._pack([ALIVE, m.name, _U64 - 1, m.address, m.port, m.meta]))
+        size = len(self._pack([ALIVE, m.name, U64 - 1, m.address, m.port, m.meta]))
         if size > self.config.max_packet // 2:
             raise ValueError(
                 f"member {m.name!r} with its meta encodes to {size} bytes; "
@@ -1358,7 +1083,7 @@ class SwimEngine:
             )
 
     def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) % _U64
+        self._seq = (self._seq + 1) % U64
         return self._seq
 
     def _schedule(self, when: float, kind: int, arg: Any) -> None:
