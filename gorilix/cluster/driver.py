@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gorilix.cluster.security import ClusterKeys
+from gorilix.cluster.security import REPLAY_WINDOW, ClusterKeys
 from gorilix.cluster.swim import Member, MemberEvent, SwimConfig, SwimEngine
 from transport.errors import ClusterError
 
@@ -26,6 +26,8 @@ log = logging.getLogger("gorilix.cluster")
 
 #: Largest datagram read; anything bigger is truncated by the kernel and fails to parse.
 MAX_DATAGRAM = 65_535
+#: At most one warning this often about members whose clocks are too far off.
+STALE_WARN_EVERY = 30.0
 
 
 class SwimDriver:
@@ -52,7 +54,9 @@ class SwimDriver:
         self.engine = SwimEngine(
             name, host, port or self.bound[1], meta, config, clock=time.monotonic, rng=random.Random()
         )
-        self.dropped = 0  # datagrams that failed authentication
+        self.dropped = 0  # datagrams that failed authentication (or came too late, or twice)
+        self._stale_seen = 0
+        self._stale_warned_at = -STALE_WARN_EVERY
         self._meta = dict(meta)
         self._refresh_meta = refresh_meta
         self._refresh_every = refresh_every
@@ -134,10 +138,26 @@ class SwimDriver:
                 opened = self.keys.open(data)
                 if opened is None:
                     self.dropped += 1
+                    if self.keys.stale != self._stale_seen:
+                        self._warn_stale(source)
                     continue
                 data = opened
             with self._lock:
                 self.engine.receive(data, (source[0], source[1]))
+
+    def _warn_stale(self, source: tuple[str, int]) -> None:
+        """A member whose clock is off by more than the replay window is cut off: say why, now and then."""
+        assert self.keys is not None
+        self._stale_seen = self.keys.stale
+        now = time.monotonic()
+        if now < self._stale_warned_at + STALE_WARN_EVERY:
+            return
+        self._stale_warned_at = now
+        skew = self.keys.last_skew
+        log.warning(
+            "dropped sealed gossip from %s:%d: its clock is %.0f s %s ours, more than the %.0f s allowed; "
+            "synchronise the members' clocks (NTP)", source[0], source[1], abs(skew),
+            "ahead of" if skew > 0 else "behind", REPLAY_WINDOW)
 
     def _step(self) -> None:
         while True:
