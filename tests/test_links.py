@@ -70,3 +70,29 @@ def test_repeated_refusals_back_off(pair: tuple[PeerLinks, PeerLinks]) -> None:
         waits.append((fresh.refusals, fresh.repair_at))
     assert [r for r, _ in waits] == [1, 2, 3]
     assert waits[0][1] < waits[1][1] < waits[2][1]  # each attempt waits longer than the last
+
+
+def test_a_peer_restarted_before_it_knows_us_is_linked_again() -> None:
+    """ZeroMQ reconnects by itself when a peer restarts; the new process may refuse us at first."""
+    keys = ClusterKeys(os.urandom(32))
+    contexts: list[zmq.Context[zmq.Socket[bytes]]] = [zmq.Context() for _ in range(3)]
+    a = PeerLinks("a", contexts[0], "tcp://127.0.0.1:0", keys)
+    b = PeerLinks("b", contexts[1], "tcp://127.0.0.1:0", keys)
+    restarted: PeerLinks | None = None
+    try:
+        b.allow("a")
+        a.connect("b", b.endpoint)
+        a.send("b", [b"first"])
+        wait_for(lambda: a.repair() == [] and a.peers["b"].ready and _received(b), 5, "a healthy link")
+        b.close()  # b dies; a new b comes up on the same address, not knowing a yet
+        restarted = PeerLinks("b", contexts[2], b.endpoint, keys)
+        wait_for(lambda: (a.repair(), not a.peers["b"].ready)[1], 10, "the reconnection refused")
+        assert a.send("b", [b"kept"]) is True
+        restarted.allow("a")
+        wait_for(lambda: (a.repair(), [b"n:a", b"kept"] in _received(restarted))[1], 10, "the link working again")
+    finally:
+        a.close()
+        if restarted is not None:
+            restarted.close()
+        for ctx in contexts:
+            ctx.destroy(linger=0)

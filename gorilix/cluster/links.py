@@ -76,7 +76,9 @@ class PeerLink:
             except zmq.Again:
                 break
             if event["event"] & _HANDSHAKE_FAILED:
-                self.failed = True
+                # Also after a success: ZeroMQ reconnects on its own when the TCP
+                # connection breaks (the peer restarted), and that can be refused too.
+                self.ready, self.failed = False, True
             elif event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.ready, self.failed, self.refusals = True, False, 0
 
@@ -205,13 +207,10 @@ class PeerLinks:
         repaired = []
         now = time.monotonic()
         for name, link in list(self.peers.items()):
+            link.poll_handshake()
             if link.ready:
                 if link.pending:
                     link.flush()
-                continue
-            link.poll_handshake()
-            if link.ready:
-                link.flush()
                 continue
             if not link.failed or now < link.repair_at:
                 continue
@@ -234,7 +233,7 @@ class PeerLinks:
         if link is None:
             return False
         if not link.ready:
-            link.poll_handshake()
+            link.poll_handshake()  # (a ready link's monitor is read by repair(), off the hot path)
         if link.ready and link.pending:
             link.flush()
         if not link.ready or link.pending:
