@@ -324,6 +324,9 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))
+    for link in info.get("links") or []:
+        state = "ready" if link["ready"] else f"NOT READY ({link['refusals']} refused handshakes, {link['pending']} kept)"
+        click.echo(f"link to {link['node']} at {link['endpoint']}: {state}")
     for letter in info.get("recent_dead_letters") or []:
         click.echo(f"dead letter: {json.dumps(letter, default=str)}")
 

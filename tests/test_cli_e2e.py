@@ -150,8 +150,11 @@ def test_three_nodes_join_members_and_status(trio: list[Node]) -> None:
         assert worker["alive"] is True and process_running(worker["pid"]) and worker["rss_bytes"] > 0
     assert sum(w["actors"] for w in status["workers"]) >= 2  # cli_app:setup spawned echo and counter
     assert "stats" in status and "dead_letters" in status
+    assert [(link["node"], link["ready"]) for link in status["links"]] == sorted(
+        (n.name, True) for n in (second, third))  # without a secret a link is ready once made
     human = gx("status", "--node", first.address)
     assert human.returncode == 0 and f"node {first.name}: 2/2 workers alive" in human.stdout
+    assert f"link to {second.name} at tcp://127.0.0.1:{second.port}: ready" in human.stdout
 
     # The node's own output: one ready line, then the membership changes.
     lines = first.out.read_text().splitlines()

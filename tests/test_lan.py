@@ -170,6 +170,12 @@ def _members(lan: Lan, host: int, node: str, secret: Path) -> dict[str, Any]:
     return {row["name"]: row for row in json.loads(done.stdout)}
 
 
+def lan_status(lan: Lan, node: LanNode, secret: Path) -> dict[str, Any]:
+    done = lan.run(node.host, "status", "--node", node.address, "--secret-file", str(secret), "--json")
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
 def _ask(lan: Lan, host: int, node: str, secret: Path, actor: str, message: Any) -> Any:
     done = lan.run(host, "ask", "--node", node, "--secret-file", str(secret), actor, json.dumps(message))
     assert done.returncode == 0, done.stderr
@@ -194,6 +200,10 @@ def test_a_healed_partition_merges_back(lan_nodes: tuple[Lan, list[LanNode], Pat
     _converged(lan, nodes[2:], secret, {**dict.fromkeys(everyone, "dead"), nodes[2].name: "alive"})
     lan.cable(2, plugged=True)
     _converged(lan, nodes, secret, everyone)
+    # Every link is back, CURVE handshakes done, nothing left waiting.
+    for node in nodes:
+        wait_for(lambda node=node: [(link["ready"], link["pending"]) for link in lan_status(lan, node, secret)["links"]]
+                 == [(True, 0), (True, 0)], 10, f"{node.name}'s links ready")
     # And the actors talk across the healed link again.
     assert _ask(lan, 0, nodes[0].address, secret, "probe", "go") == "published"
     wait_for(lambda: nodes[0].name in _ask(lan, 2, nodes[2].address, secret, "probe", "heard"), 20,

@@ -136,7 +136,16 @@ def _h_status(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, An
         "node": node.name, "workers": _h_workers(node, source, src_id, corr),
         "stats": _h_stats(node, source, src_id, corr), "dead_letters": node.dead_letter_count,
         "recent_dead_letters": list(node.recent_dead_letters)[-10:],
+        "links": _links(node),
     }
+
+
+def _links(node: Node) -> list[dict[str, Any]]:
+    """This node's links to its peers: a link that is not ready (a refused handshake) keeps what is sent to it."""
+    if node.links is None:
+        return []
+    return [{"node": name, "endpoint": link.endpoint, "ready": link.ready, "pending": len(link.pending),
+             "refusals": link.refusals} for name, link in sorted(node.links.peers.items())]
 
 
 def _h_kill_worker_wait(node: Node, source: bytes, src_id: int, corr: int, slot: int | None, sig: int,
