@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from gorilix import Actor, ActorRef, ActorSystem
+from gorilix.bench_actors import Sink  # counts what it is told; asked "count", answers the count
 
 
 class NamedEcho(Actor):
@@ -19,22 +20,9 @@ class NamedEcho(Actor):
         return {"echo": message, "node": self.ref.node, "pid": os.getpid()}
 
 
-class Counter(Actor):
-    """Counts what it is told; asked "count", answers the count."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def receive(self, message: Any) -> Any:
-        if message == "count":
-            return self.count
-        self.count += 1
-        return None
-
-
 def setup(system: ActorSystem) -> None:
     system.spawn(NamedEcho, name="echo")
-    system.spawn(Counter, name="counter")
+    system.spawn(Sink, name="counter")
 
 
 class LanProbe(Actor):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import importlib.util
 import math
 import random
 import sys
@@ -26,25 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-try:
-    from gorilix.cluster.swim import (
-        EventKind,
-        Member,
-        MemberEvent,
-        MemberStatus,
-        SwimConfig,
-        SwimEngine,
-    )
-except ImportError:  # run as a script from a checkout
+if importlib.util.find_spec("gorilix") is None:  # run as a script from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from gorilix.cluster.swim import (
-        EventKind,
-        Member,
-        MemberEvent,
-        MemberStatus,
-        SwimConfig,
-        SwimEngine,
-    )
+from gorilix.cluster.swim import (  # noqa: E402
+    EventKind,
+    Member,
+    MemberEvent,
+    MemberStatus,
+    SwimConfig,
+    SwimEngine,
+)
 
 _TICK = 0
 _DELIVER = 1

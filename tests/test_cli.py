@@ -165,7 +165,7 @@ def test_node_warns_about_a_readable_secret_file(
     (["--app", "no_colon_here"], "expected MODULE:FUNCTION"),
     (["--app", "no_such_module_xyz:setup"], "cannot import app module 'no_such_module_xyz'"),
     (["--app", "cli_app:missing"], "app module 'cli_app' has no attribute 'missing'"),
-    (["--app", "cli_app:Counter.count"], "has no attribute"),
+    (["--app", "cli_app:Sink.count"], "has no attribute"),
     (["--no-such-option"], "No such option"),
 ])
 def test_node_bad_input(runner: CliRunner, args: list[str], expected: str) -> None:
