@@ -20,7 +20,7 @@ from gorilix.bench_actors import CpuWorker, Crashy, Driver, Echo, Sink, cpu_task
 from gorilix.supervision import ONE_FOR_ONE, Strategy
 from gorilix.supervisor import ChildSpec
 from gorilix.system import ActorSystem, default_worker_count
-from transport.errors import GorilixError
+from gorilix.transport.errors import GorilixError
 
 Say = Callable[[str], None]
 

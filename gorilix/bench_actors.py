@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.actor import Actor
-from workers.ref import ActorRef
+from gorilix.workers.actor import Actor
+from gorilix.workers.ref import ActorRef
 
 
 def cpu_task(n: int) -> int:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gorilix.remote import NodeUnreachable, RemoteNode
-from transport.errors import GorilixError
+from gorilix.transport.errors import GorilixError
 
 PROBE_ACTOR = "gorilix.bench_actors:Echo"
 

@@ -26,11 +26,15 @@ KILL_SIGNALS = ("KILL", "TERM", "QUIT", "ABRT", "SEGV", "HUP")
 
 
 class CliError(click.ClickException):
-    """An expected failure: one line on stderr, then ``exit_code``."""
+    """Bad input (an option, an address, a port in use, an unreachable node): exit 2."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 2
+
+
+class OperationFailed(CliError):
+    """The operation ran and failed (an actor raised, an ask timed out): exit 1."""
+
+    exit_code = 1
 
 
 class GorilixGroup(click.Group):
@@ -57,7 +61,7 @@ class GorilixGroup(click.Group):
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    raise CliError(message, code)
+    raise OperationFailed(message) if code == 1 else CliError(message)
 
 
 def _dump(value: Any) -> str:
@@ -107,7 +111,7 @@ def reach(address: str, secret_file: str | None, timeout: float) -> Iterator[Any
     """A RemoteNode for a command; every expected failure becomes a one-line CliError."""
     from gorilix.cluster.config import parse_hostport, resolve
     from gorilix.remote import NodeUnreachable, RemoteNode
-    from transport.errors import AskTimeout, ClusterError, GorilixError
+    from gorilix.transport.errors import AskTimeout, ClusterError, GorilixError
 
     secret = _secret(secret_file)
     try:
@@ -401,7 +405,7 @@ def chaos(node_address: str, secret_file: str | None, connect_timeout: float, ev
     """
     from gorilix.chaos import run_chaos
     from gorilix.remote import NodeUnreachable
-    from transport.errors import GorilixError
+    from gorilix.transport.errors import GorilixError
 
     secret = _secret(secret_file)
     last: list[str] = []

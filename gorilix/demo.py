@@ -33,8 +33,8 @@ from gorilix.launcher import (
 )
 from gorilix.remote import RemoteNode
 from gorilix.system import ActorSystem, default_worker_count
-from transport.errors import ClusterError, GorilixError, NodeDown
-from workers.actor import Actor
+from gorilix.transport.errors import ClusterError, GorilixError, NodeDown
+from gorilix.workers.actor import Actor
 
 Echoer = Callable[[str], None]
 

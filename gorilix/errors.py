@@ -1,6 +1,6 @@
 """The errors Gorilix raises; all derive from :class:`GorilixError`."""
 
-from transport.errors import (
+from gorilix.transport.errors import (
     ActorError,
     ActorNotFound,
     AskTimeout,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.actor import Actor
-from workers.messages import Call, Cast
+from gorilix.workers.actor import Actor
+from gorilix.workers.messages import Call, Cast
 
 log = logging.getLogger("gorilix.genserver")
 

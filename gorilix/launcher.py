@@ -34,7 +34,7 @@ from gorilix.cluster.bridge import Cluster, ClusterEvent, ClusterProvider
 from gorilix.cluster.config import ClusterConfig, parse_hostport, resolve
 from gorilix.cluster.swim import JOIN_RETRY
 from gorilix.system import ActorSystem, default_worker_count
-from transport.errors import ClusterError, GorilixError
+from gorilix.transport.errors import ClusterError, GorilixError
 
 log = logging.getLogger("gorilix.launcher")
 

@@ -21,11 +21,11 @@ from gorilix.supervision import (
     Strategy,
     SupervisorState,
 )
+from gorilix.transport.errors import GorilixError
 from gorilix.watches import Watches
-from transport.errors import GorilixError
-from workers.messages import Down
-from workers.ref import ActorRef
-from workers.spec import PERMANENT
+from gorilix.workers.messages import Down
+from gorilix.workers.ref import ActorRef
+from gorilix.workers.spec import PERMANENT
 
 if TYPE_CHECKING:
     from gorilix.node import Node

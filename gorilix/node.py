@@ -31,8 +31,8 @@ from gorilix.control import DEFER, HANDLERS, check_recoveries, finish_reload
 from gorilix.control.supervisors import supervisor_request
 from gorilix.lifecycle import Lifecycle
 from gorilix.registry import ActorRecord, Registry
-from transport import codec
-from transport.errors import (
+from gorilix.transport import codec
+from gorilix.transport.errors import (
     ActorNotFound,
     ClusterError,
     DecodeError,
@@ -43,7 +43,7 @@ from transport.errors import (
     WorkerDied,
     error_to_wire,
 )
-from transport.frames import (
+from gorilix.transport.frames import (
     ASK,
     CONTROL_ID,
     FAIL,
@@ -60,8 +60,8 @@ from transport.frames import (
     unpack_env,
     unpack_route,
 )
-from transport.routing import ForwardingTable
-from transport.sockets import (
+from gorilix.transport.routing import ForwardingTable
+from gorilix.transport.sockets import (
     ID_SHIFT,
     configure_internal,
     has_input,
@@ -71,8 +71,8 @@ from transport.sockets import (
     remove_stale_ipc_files,
     send_frames,
 )
-from workers.pool import WorkerPool
-from workers.ref import ActorRef
+from gorilix.workers.pool import WorkerPool
+from gorilix.workers.ref import ActorRef
 
 log = logging.getLogger("gorilix.node")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transport.errors import GorilixError
-from workers.spec import ActorSpec
+from gorilix.transport.errors import GorilixError
+from gorilix.workers.spec import ActorSpec
 
 
 @dataclass(slots=True)

@@ -15,10 +15,10 @@ import zmq
 
 from gorilix.cluster.config import parse_hostport
 from gorilix.cluster.security import CLIENT_NAME, SERVER_NAME, ClusterKeys, configure_client
-from transport.errors import AskTimeout, GorilixError
-from transport.frames import CONTROL_ID
-from workers.client import ClientPort
-from workers.ref import ActorRef
+from gorilix.transport.errors import AskTimeout, GorilixError
+from gorilix.transport.frames import CONTROL_ID
+from gorilix.workers.client import ClientPort
+from gorilix.workers.ref import ActorRef
 
 
 class NodeUnreachable(GorilixError):
@@ -106,7 +106,7 @@ class RemoteNode:
         self._port.stop_actor(ref)
 
     def spawn(self, class_path: str, *args: Any, name: str | None = None) -> ActorRef:
-        from workers.spec import make_spec
+        from gorilix.workers.spec import make_spec
 
         spec = make_spec(class_path, args, {}, name=name)
         node, actor_id, actor_name = self.control("spawn", spec.to_wire(), None, timeout=30.0)

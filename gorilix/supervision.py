@@ -17,7 +17,7 @@ from typing import Any
 
 from gorilix.backoff import Backoff
 from gorilix.breaker import BreakerConfig, CircuitBreaker
-from workers.spec import PERMANENT, RESTART_TYPES, TEMPORARY, TRANSIENT
+from gorilix.workers.spec import PERMANENT, RESTART_TYPES, TEMPORARY, TRANSIENT
 
 ONE_FOR_ONE = "one_for_one"  # restart only the child that failed
 ONE_FOR_ALL = "one_for_all"  # restart every child

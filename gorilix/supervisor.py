@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from gorilix.backoff import Backoff
 from gorilix.breaker import BreakerConfig, CircuitBreaker, CircuitState
 from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, Strategy
-from workers.actor import Actor
-from workers.ref import ActorRef
-from workers.spec import PERMANENT, TEMPORARY, TRANSIENT, make_spec
+from gorilix.workers.actor import Actor
+from gorilix.workers.ref import ActorRef
+from gorilix.workers.spec import PERMANENT, TEMPORARY, TRANSIENT, make_spec
 
 if TYPE_CHECKING:
     from gorilix.system import ActorSystem

@@ -18,13 +18,13 @@ from gorilix.cluster.config import ClusterConfig
 from gorilix.node import Node, Status
 from gorilix.supervision import Strategy
 from gorilix.supervisor import SupervisorRef
-from transport import codec
-from transport.errors import ClusterError, GorilixError, NotRunning, SpawnError
-from transport.frames import CONTROL_ID
-from workers.actor import Actor
-from workers.client import ClientPort
-from workers.ref import ActorRef, install_resolver
-from workers.spec import PERMANENT, RESTART_TYPES, make_spec
+from gorilix.transport import codec
+from gorilix.transport.errors import ClusterError, GorilixError, NotRunning, SpawnError
+from gorilix.transport.frames import CONTROL_ID
+from gorilix.workers.actor import Actor
+from gorilix.workers.client import ClientPort
+from gorilix.workers.ref import ActorRef, install_resolver
+from gorilix.workers.spec import PERMANENT, RESTART_TYPES, make_spec
 
 log = logging.getLogger("gorilix.system")
 

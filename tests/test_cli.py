@@ -18,7 +18,7 @@ import gorilix.remote
 from gorilix.cli import main
 from gorilix.launcher import LaunchError, NodeOptions, free_port, load_app, read_secret
 from gorilix.remote import NodeUnreachable
-from workers.ref import ActorRef
+from gorilix.workers.ref import ActorRef
 
 COMMANDS = ["node", "members", "status", "kill-worker", "chaos", "send", "ask", "reload", "demo", "bench"]
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport import codec
-from transport.codec import EXT_MESSAGE, EXT_TUPLE, EXT_USER_BASE, decode, encode, message
-from transport.errors import DecodeError, SerializationError
-from workers.ref import EXT_ACTOR_REF, ActorRef
+from gorilix.transport import codec
+from gorilix.transport.codec import EXT_MESSAGE, EXT_TUPLE, EXT_USER_BASE, decode, encode, message
+from gorilix.transport.errors import DecodeError, SerializationError
+from gorilix.workers.ref import EXT_ACTOR_REF, ActorRef
 
 # Same examples on every run, no example database on disk, no timing flakiness.
 deterministic = settings(derandomize=True, database=None, deadline=None, max_examples=300)

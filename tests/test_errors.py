@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport import errors
-from transport.codec import decode, encode
-from transport.errors import (
+from gorilix.transport import errors
+from gorilix.transport.codec import decode, encode
+from gorilix.transport.errors import (
     ActorError,
     ActorNotFound,
     AskTimeout,
@@ -155,7 +155,7 @@ def test_foreign_exception_becomes_actor_error(
 def test_qualified_name() -> None:
     assert qualified_name(ValueError) == "ValueError"
     assert qualified_name(Custom.Inner) == f"{__name__}.Custom.Inner"
-    assert qualified_name(ActorError) == "transport.errors.ActorError"
+    assert qualified_name(ActorError) == "gorilix.transport.errors.ActorError"
 
 
 def test_unknown_code_becomes_gorilix_error() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport.errors import DecodeError
-from transport.frames import (
+from gorilix.transport.errors import DecodeError
+from gorilix.transport.frames import (
     ASK,
     FAIL,
     FLAG_ASK,

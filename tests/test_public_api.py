@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
+
 import gorilix
 from gorilix import supervisor, system
 from gorilix.cluster import bridge
@@ -45,3 +50,26 @@ def test_design_md_clustering_names() -> None:
         assert callable(getattr(gorilix.ActorSystem, method))
     for method in ("members", "local_member", "join", "leave"):
         assert callable(getattr(bridge.Cluster, method))
+
+
+def test_every_export_is_resolved_lazily_from_its_module() -> None:
+    assert set(gorilix.__all__) == set(gorilix._EXPORTS) | gorilix._SUBMODULES
+    assert "ActorSystem" in dir(gorilix)
+
+
+def test_import_gorilix_is_light_and_starts_nothing() -> None:
+    # A worker imports gorilix.workers.runtime: that must not pull in the node,
+    # the cluster or the CLI, and importing gorilix must start no thread.
+    code = (
+        "import sys, threading, gorilix.workers.runtime, gorilix\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('gorilix.system', 'gorilix.node',"
+        " 'gorilix.cluster', 'gorilix.cli', 'click', 'cryptography')))\n"
+        "print(heavy, threading.active_count())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] 1", out
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        gorilix.Nope  # noqa: B018

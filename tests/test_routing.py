@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transport.routing import ForwardingTable, ParkResult
+from gorilix.transport.routing import ForwardingTable, ParkResult
 
 W0 = b"worker-0"
 W1 = b"worker-1"

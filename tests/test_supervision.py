@@ -20,7 +20,7 @@ from gorilix.supervision import (
     Strategy,
     SupervisorState,
 )
-from workers.spec import PERMANENT, TEMPORARY, TRANSIENT
+from gorilix.workers.spec import PERMANENT, TEMPORARY, TRANSIENT
 
 
 class Clock:

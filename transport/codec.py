@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from transport.errors import DecodeError, SerializationError
+from gorilix.transport.errors import DecodeError, SerializationError
 
 EXT_TUPLE = 1
 EXT_MESSAGE = 2

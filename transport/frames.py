@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import msgpack
 
-from transport.errors import DecodeError
+from gorilix.transport.errors import DecodeError
 
 #: Address of a node itself (its control endpoint), or of a worker's control
 #: endpoint when the node sends to a worker identity.

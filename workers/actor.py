@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from workers.ref import ActorRef
-from workers.spec import PERMANENT
+from gorilix.workers.ref import ActorRef
+from gorilix.workers.spec import PERMANENT
 
 if TYPE_CHECKING:
-    from workers.scheduler import ActorCell
+    from gorilix.workers.scheduler import ActorCell
 
 
 class Actor:

@@ -16,9 +16,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from transport import codec
-from transport.errors import AskTimeout, DecodeError, error_from_wire
-from transport.frames import (
+from gorilix.transport import codec
+from gorilix.transport.errors import AskTimeout, DecodeError, error_from_wire
+from gorilix.transport.frames import (
     ASK,
     CONTROL_ID,
     FAIL,
@@ -31,8 +31,8 @@ from transport.frames import (
     split_messages,
     unpack_env,
 )
-from transport.sockets import configure_internal, recv_frames, send_frames
-from workers.ref import ActorRef
+from gorilix.transport.sockets import configure_internal, recv_frames, send_frames
+from gorilix.workers.ref import ActorRef
 
 
 class ClientPort:

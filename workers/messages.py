@@ -1,4 +1,4 @@
-"""System messages actors receive or send: lifecycle signals and GenServer wrappers.
+"""System messages actors receive or send: lifecycle signals, membership events, GenServer wrappers.
 
 They are ordinary registered message dataclasses, so they cross processes
 like any other message and can be matched with ``isinstance``.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from transport.codec import message
-from workers.ref import ActorRef
+from gorilix.transport.codec import message
+from gorilix.workers.ref import ActorRef
 
 
 @message
@@ -45,6 +45,20 @@ class Cast:
     """A GenServer request without a reply (``ref.cast``)."""
 
     request: Any
+
+
+@message
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """A membership change, as delivered to subscribed actors."""
+
+    kind: str  # "join", "update", "suspect", "alive", "dead", "leave"
+    name: str
+    address: str
+    port: int
+    status: str
+    meta: dict[str, Any]
+    at: float = 0.0  # wall-clock time this node saw the change (0: unknown)
 
 
 #: Exit reasons that are not failures: they do not restart TRANSIENT actors

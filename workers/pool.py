@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from workers.runtime import WorkerConfig, worker_main
+from gorilix.workers.runtime import WorkerConfig, worker_main
 
 log = logging.getLogger("gorilix.pool")
 

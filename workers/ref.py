@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from transport import codec
-from transport.errors import NotRunning
+from gorilix.transport import codec
+from gorilix.transport.errors import NotRunning
 
 EXT_ACTOR_REF = codec.EXT_USER_BASE
 
@@ -83,7 +83,7 @@ class ActorRef:
 
     def cast(self, request: Any) -> None:
         """GenServer: ``handle_cast(request)`` without waiting."""
-        from workers.messages import Cast
+        from gorilix.workers.messages import Cast
 
         self.tell(Cast(request))
 
@@ -102,7 +102,7 @@ class ActorRef:
 
 
 def _wrap_call(request: Any) -> Any:
-    from workers.messages import Call  # messages import this module
+    from gorilix.workers.messages import Call  # messages import this module
 
     return Call(request)
 

@@ -26,8 +26,8 @@ from typing import Any, cast
 
 import zmq
 
-from transport import codec
-from transport.errors import (
+from gorilix.transport import codec
+from gorilix.transport.errors import (
     ActorError,
     ActorNotFound,
     AskTimeout,
@@ -39,7 +39,7 @@ from transport.errors import (
     error_to_wire,
     qualified_name,
 )
-from transport.frames import (
+from gorilix.transport.frames import (
     ASK,
     CONTROL_ID,
     FAIL,
@@ -54,12 +54,18 @@ from transport.frames import (
     unpack_env,
     unpack_route,
 )
-from transport.sockets import ID_SHIFT, configure_internal, has_input, recv_frames, send_frames
-from workers.actor import Actor
-from workers.messages import Exit, is_abnormal
-from workers.ref import ActorRef, install_resolver
-from workers.scheduler import ActorCell, Message, Scheduler, current
-from workers.spec import ActorSpec, decode_args, make_spec, resolve_class
+from gorilix.transport.sockets import (
+    ID_SHIFT,
+    configure_internal,
+    has_input,
+    recv_frames,
+    send_frames,
+)
+from gorilix.workers.actor import Actor
+from gorilix.workers.messages import Exit, is_abnormal
+from gorilix.workers.ref import ActorRef, install_resolver
+from gorilix.workers.scheduler import ActorCell, Message, Scheduler, current
+from gorilix.workers.spec import ActorSpec, decode_args, make_spec, resolve_class
 
 log = logging.getLogger("gorilix.worker")
 

@@ -15,13 +15,13 @@ import contextvars
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from transport.frames import STOP
-from workers.ref import ActorRef
-from workers.spec import ActorSpec
+from gorilix.transport.frames import STOP
+from gorilix.workers.ref import ActorRef
+from gorilix.workers.spec import ActorSpec
 
 if TYPE_CHECKING:
-    from workers.actor import Actor
-    from workers.runtime import WorkerRuntime
+    from gorilix.workers.actor import Actor
+    from gorilix.workers.runtime import WorkerRuntime
 
 #: (kind, src_node, src_id, corr, value)
 Message = tuple[int, str, int, int, Any]

@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from transport import codec
-from transport.errors import SerializationError, SpawnError
+from gorilix.transport import codec
+from gorilix.transport.errors import SerializationError, SpawnError
 
 PERMANENT = "permanent"  # always restarted
 TRANSIENT = "transient"  # restarted only after an abnormal exit

@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -21,10 +20,10 @@ from gorilix.cluster.config import ClusterConfig
 from gorilix.cluster.driver import SwimDriver
 from gorilix.cluster.security import ClusterKeys
 from gorilix.cluster.swim import Member, MemberEvent, MemberStatus, SwimConfig
-from transport import codec
-from transport.codec import message
-from transport.errors import ClusterError, GorilixError
-from workers.ref import ActorRef
+from gorilix.transport import codec
+from gorilix.transport.errors import ClusterError, GorilixError
+from gorilix.workers.messages import ClusterEvent
+from gorilix.workers.ref import ActorRef
 
 if TYPE_CHECKING:
     from gorilix.system import ActorSystem
@@ -33,20 +32,6 @@ log = logging.getLogger("gorilix.cluster")
 
 #: Once one seed has answered, how long a join still waits for the others.
 JOIN_GRACE = 0.5
-
-
-@message
-@dataclass(frozen=True, slots=True)
-class ClusterEvent:
-    """A membership change, as delivered to subscribed actors."""
-
-    kind: str  # "join", "update", "suspect", "alive", "dead", "leave"
-    name: str
-    address: str
-    port: int
-    status: str
-    meta: dict[str, Any]
-    at: float = 0.0  # wall-clock time this node saw the change (0: unknown)
 
 
 class Cluster:

@@ -6,7 +6,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
-from transport.errors import ClusterError
+from gorilix.transport.errors import ClusterError
 
 
 def parse_hostport(text: str, default_port: int, what: str = "address") -> tuple[str, int]:

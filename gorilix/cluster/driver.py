@@ -20,7 +20,7 @@ from typing import Any
 
 from gorilix.cluster.security import REPLAY_WINDOW, ClusterKeys
 from gorilix.cluster.swim import Member, MemberEvent, SwimConfig, SwimEngine
-from transport.errors import ClusterError
+from gorilix.transport.errors import ClusterError
 
 log = logging.getLogger("gorilix.cluster")
 

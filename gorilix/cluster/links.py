@@ -26,7 +26,7 @@ from gorilix.cluster.security import (
     configure_client,
     configure_server,
 )
-from transport.errors import ClusterError
+from gorilix.transport.errors import ClusterError
 
 log = logging.getLogger("gorilix.cluster")
 

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from zmq.utils import z85
 
-from transport.errors import ClusterError
+from gorilix.transport.errors import ClusterError
 
 #: The key-pair name tools such as the CLI use to reach a node.
 CLIENT_NAME = "gorilix-client"

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 from gorilix.control.base import DEFER, log
 from gorilix.control.tools import check_recoveries
 from gorilix.registry import ActorRecord
-from transport.errors import GorilixError, SpawnError, error_from_wire
-from transport.frames import unpack_route
-from transport.sockets import ID_SHIFT
-from workers.spec import ActorSpec
+from gorilix.transport.errors import GorilixError, SpawnError, error_from_wire
+from gorilix.transport.frames import unpack_route
+from gorilix.transport.sockets import ID_SHIFT
+from gorilix.workers.spec import ActorSpec
 
 if TYPE_CHECKING:
     from gorilix.node import Node

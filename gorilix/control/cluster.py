@@ -8,7 +8,7 @@ import zmq
 
 from gorilix.cluster.links import PeerLinks
 from gorilix.control.actors import publish_here
-from transport.errors import ClusterError
+from gorilix.transport.errors import ClusterError
 
 if TYPE_CHECKING:
     from gorilix.node import Node

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from gorilix.control.actors import _h_spawn  # a child is spawned like any actor, then supervised
 from gorilix.supervision import Strategy
-from transport.errors import GorilixError
-from workers.ref import ActorRef
+from gorilix.transport.errors import GorilixError
+from gorilix.workers.ref import ActorRef
 
 if TYPE_CHECKING:
     from gorilix.node import Node

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gorilix.control.base import DEFER
-from transport.errors import ClusterError, GorilixError
+from gorilix.transport.errors import ClusterError, GorilixError
 
 if TYPE_CHECKING:
     from gorilix.node import Node
