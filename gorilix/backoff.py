@@ -15,9 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import InvalidArgument
+
 __all__ = ["Backoff"]
 
 _RNG = random.Random()
+
+#: The largest count a setting may hold: it travels to the node as a msgpack uint64.
+COUNT_MAX = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +45,17 @@ class Backoff:
     free: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in self.KINDS:
+        if not isinstance(self.kind, str) or self.kind not in self.KINDS:
             allowed = ", ".join(repr(k) for k in self.KINDS)
-            raise ValueError(f"Backoff.kind must be one of {allowed}, got {self.kind!r}")
+            raise InvalidArgument(f"Backoff.kind must be one of {allowed}, got {shown(self.kind)}")
         for name in ("base", "max"):
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"Backoff.{name} must be a finite number >= 0, got {value!r}")
-        if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
-            raise ValueError(f"Backoff.jitter must be a number in [0, 1], got {self.jitter!r}")
-        if not isinstance(self.free, int) or isinstance(self.free, bool) or self.free < 0:
-            raise ValueError(f"Backoff.free must be an int >= 0, got {self.free!r}")
+            if not 0 <= as_float(value) < math.inf:  # (nan is refused too)
+                raise InvalidArgument(f"Backoff.{name} must be a finite number >= 0, got {shown(value)}")
+        if not 0 <= as_float(self.jitter) <= 1:
+            raise InvalidArgument(f"Backoff.jitter must be a number in [0, 1], got {shown(self.jitter)}")
+        if not is_count(self.free, 0):
+            raise InvalidArgument(f"Backoff.free must be an int from 0 to 2**64-1, got {shown(self.free)}")
 
     @classmethod
     def none(cls, free: int = 0) -> Backoff:
@@ -80,7 +86,9 @@ class Backoff:
         are not free; it defaults to a module-level :class:`random.Random`.
         """
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-            raise ValueError(f"attempt must be an int >= 1, got {attempt!r}")
+            raise InvalidArgument(f"Backoff.delay: attempt must be an int >= 1, got {shown(attempt)}")
+        if rng is not None and not callable(getattr(rng, "uniform", None)):
+            raise InvalidArgument(f"Backoff.delay: rng must be a random.Random (or None), got {shown(rng)}")
         m = attempt - self.free
         if m <= 0 or self.kind == "none":
             return 0.0
@@ -93,8 +101,22 @@ class Backoff:
         return min(max(capped * factor, 0.0), self.max)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def as_float(value: object) -> float:
+    """``value`` as a float if it is an int or float (not a bool); else nan, which every range check refuses.
+
+    An int too large for a float is ``inf`` (or ``-inf``).
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def is_count(value: object, least: int) -> bool:
+    """Whether ``value`` is an int (not a bool) from ``least`` to COUNT_MAX."""
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= COUNT_MAX
 
 
 def _capped(compute: Callable[[], float], cap: float) -> float:

@@ -20,6 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gorilix.backoff import as_float, is_count
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import InvalidArgument
+
 __all__ = ["BreakerConfig", "BreakerStats", "CircuitBreaker", "CircuitState", "DEFAULT_CONFIG"]
 
 
@@ -41,18 +45,15 @@ class BreakerConfig:
     def __post_init__(self) -> None:
         for name in ("trip_threshold", "success_threshold"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"BreakerConfig.{name} must be an int >= 1, got {value!r}")
+            if not is_count(value, 1):
+                raise InvalidArgument(
+                    f"BreakerConfig.{name} must be an int from 1 to 2**64-1, got {shown(value)}"
+                )
         for name in ("failure_window", "reset_timeout"):
             value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"BreakerConfig.{name} must be a finite number of seconds > 0, got {value!r}"
+            if not 0 < as_float(value) < math.inf:  # (nan is refused too)
+                raise InvalidArgument(
+                    f"BreakerConfig.{name} must be a finite number of seconds > 0, got {shown(value)}"
                 )
 
 
@@ -83,7 +84,14 @@ class CircuitBreaker:
         self, config: BreakerConfig = DEFAULT_CONFIG, clock: Callable[[], float] = time.monotonic
     ) -> None:
         if not isinstance(config, BreakerConfig):
-            raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
+            raise InvalidArgument(
+                f"CircuitBreaker config must be a supervisor.BreakerConfig, got {shown(config)}"
+            )
+        if not callable(clock):
+            raise InvalidArgument(
+                "CircuitBreaker clock must be a function returning seconds (such as "
+                f"time.monotonic), got {shown(clock)}"
+            )
         self._config = config
         self._clock = clock
         self._state = CircuitState.CLOSED

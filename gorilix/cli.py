@@ -3,7 +3,9 @@
 Exit codes: 0 success; 1 the operation ran and failed (an actor raised, an
 ask timed out, a drill found a problem); 2 bad input (a bad option or
 address, a port in use, an app that does not import, bad JSON, an
-unreachable node). Every error is one line on stderr.
+unreachable node); 3 (``gorilix node`` only) the node failed while it ran,
+left the cluster and stopped its workers: restarting it may help, unlike 2.
+Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ class OperationFailed(CliError):
     """The operation ran and failed (an actor raised, an ask timed out): exit 1."""
 
     exit_code = 1
+
+
+class NodeFailedExit(CliError):
+    """``gorilix node``: the node failed while it ran, and left the cluster: exit 3.
+
+    The same number as :data:`gorilix.launcher.EXIT_NODE_FAILED` (the launcher
+    is imported only when a command needs it).
+    """
+
+    exit_code = 3
 
 
 class GorilixGroup(click.Group):
@@ -186,7 +198,8 @@ def main() -> None:
     Start nodes with `gorilix node`, inspect them with `members` and
     `status`, drill failover with `kill-worker` and `chaos`. Every option
     can also come from a GORILIX_* environment variable (shown in each
-    command's --help). Exit codes: 0 ok, 1 the operation failed, 2 bad input.
+    command's --help). Exit codes: 0 ok, 1 the operation failed, 2 bad input,
+    3 a node failed while it ran.
     """
 
 
@@ -244,8 +257,9 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
     """Start a node and run it until SIGINT or SIGTERM.
 
     It prints one "ready" line when it is up, then one line per membership
-    change. On SIGINT or SIGTERM it leaves the cluster, stops its workers and
-    exits 0.
+    change. On SIGINT, SIGTERM or a `stop` request it leaves the cluster,
+    stops its workers and exits 0. If the node fails while it runs (its
+    workers keep dying as they start) it leaves too, and exits 3.
 
     \b
       gorilix node --name n1 --bind 127.0.0.1:7946
@@ -253,7 +267,13 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
     """
     import logging
 
-    from gorilix.launcher import LaunchError, NodeOptions, run_node, secret_file_is_private
+    from gorilix.launcher import (
+        LaunchError,
+        NodeFailed,
+        NodeOptions,
+        run_node,
+        secret_file_is_private,
+    )
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -270,6 +290,8 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         code = run_node(options, say=click.echo, watch_stdin=watch_stdin)
     except LaunchError as exc:
         _fail(str(exc))
+    except NodeFailed as exc:
+        raise NodeFailedExit(str(exc)) from None
     sys.exit(code)
 
 
@@ -324,7 +346,8 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
     stats = dict(info.get("stats") or {})
     stats.pop("node", None)
     labels = {"actors": "actors", "names": "named actors", "dead_letters": "dead letters",
-              "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped"}
+              "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped",
+              "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata"}
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))

@@ -7,11 +7,13 @@ from gorilix.transport.errors import (
     ClusterError,
     DecodeError,
     GorilixError,
+    InvalidArgument,
     MailboxFull,
     NodeDown,
     NotRunning,
     SerializationError,
     SpawnError,
+    UnknownMessageType,
     WorkerDied,
 )
 
@@ -22,10 +24,12 @@ __all__ = [
     "ClusterError",
     "DecodeError",
     "GorilixError",
+    "InvalidArgument",
     "MailboxFull",
     "NodeDown",
     "NotRunning",
     "SerializationError",
     "SpawnError",
+    "UnknownMessageType",
     "WorkerDied",
 ]

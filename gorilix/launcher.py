@@ -9,6 +9,13 @@ error leaves :func:`start_node`.
 
 :class:`NodeProcess` runs ``gorilix node`` as a subprocess (the demo uses it)
 and always reaps it.
+
+:func:`run_node` runs until a signal, or until the node loop ends by itself:
+after a ``stop`` control request it returns 0 like after SIGTERM; after a
+failure (workers that keep dying before they are ready) it raises
+:class:`NodeFailed`, and ``gorilix node`` exits with :data:`EXIT_NODE_FAILED`.
+Either way the node has left the cluster and stopped its workers first: a
+node whose loop is gone never lingers, unreachable, as a member.
 """
 
 from __future__ import annotations
@@ -41,12 +48,20 @@ log = logging.getLogger("gorilix.launcher")
 DEFAULT_PORT = 7946
 DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"
 MIN_SECRET_BYTES = 16
+#: Exit code of ``gorilix node`` when the node failed while it ran (2 is bad input; restarting may help).
+EXIT_NODE_FAILED = 3
+#: How often run_node looks whether the node loop is still running.
+WATCH_EVERY = 0.1
 
 Say = Callable[[str], None]
 
 
 class LaunchError(GorilixError):
     """A node could not start from these options; the message says what to change."""
+
+
+class NodeFailed(GorilixError):
+    """The node loop failed while the node ran; it has left the cluster and stopped its workers."""
 
 
 # -- options ------------------------------------------------------------------
@@ -332,10 +347,12 @@ def describe_event(event: ClusterEvent) -> str:
 
 
 def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False) -> int:
-    """Run a node until SIGINT or SIGTERM (or stdin EOF with ``watch_stdin``); returns 0.
+    """Run a node until SIGINT or SIGTERM (or stdin EOF with ``watch_stdin``, or a stop request); returns 0.
 
-    Membership changes are printed by this (the main) thread, one line each,
-    so a slow terminal never holds up the gossip thread.
+    Raises :class:`NodeFailed` when the node loop fails meanwhile, once the
+    node has left the cluster and stopped its workers. Membership changes are
+    printed by this (the main) thread, one line each, so a slow terminal never
+    holds up the gossip thread.
     """
     events: queue.SimpleQueue[ClusterEvent] = queue.SimpleQueue()
     worth_printing = ChangeFilter()
@@ -368,9 +385,9 @@ def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False) -> 
                     reason.append("stdin closed")
                     stop.set()
                 threading.Thread(target=watch, name="gorilix-stdin", daemon=True).start()
-            while not stop.is_set():
+            while not stop.is_set() and node.system.running:
                 try:
-                    event = events.get(timeout=0.1)
+                    event = events.get(timeout=WATCH_EVERY)
                 except queue.Empty:
                     continue
                 if worth_printing(event):
@@ -382,9 +399,19 @@ def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False) -> 
                     break
                 if worth_printing(event):
                     say(describe_event(event))
-            say(f"{reason[0] if reason else 'stop'}: node {node.system.name} leaving the cluster")
+            if node.system.failure is not None:
+                why = "failed"  # the node logged why
+            elif stop.is_set():
+                why = reason[0] if reason else "stop"
+            else:
+                why = "stop request"  # a `stop` control request ended the loop
+            say(f"{why}: node {node.system.name} leaving the cluster")
         finally:
             node.stop()
+        failure = node.system.failure
+        if failure is not None:
+            raise NodeFailed(f"node {node.system.name} failed: {failure}; it left the cluster and "
+                             f"stopped its workers (exit code {EXIT_NODE_FAILED})")
         say(f"node {node.system.name} stopped")
         return 0
     finally:

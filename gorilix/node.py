@@ -6,6 +6,14 @@ cross-worker message, and a bare ``zmq.Poller`` loop costs a fraction of an
 asyncio turn per message. It reads only the route frame of a message it
 forwards; payloads pass through untouched. It never runs user code, so user
 code cannot block it.
+
+No input ends the loop: a message, a membership event or a timer that raises
+is dropped, counted (``malformed``) and logged with its traceback (it is a
+bug of ours, or a check we lack). What does end it (a stop request, workers
+that keep dying before they are ready) ends it visibly: :attr:`Node.ended`
+becomes readable at once, so every call waiting on this node raises
+NotRunning, the cluster is told we left, and only then do the workers stop,
+each step bounded in time.
 """
 
 from __future__ import annotations
@@ -15,18 +23,20 @@ import enum
 import heapq
 import itertools
 import logging
+import math
 import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
 
-from gorilix.cluster.links import PeerLinks
+from gorilix.cluster.links import HOLD_FOR, PeerLinks
 from gorilix.cluster.security import ClusterKeys
+from gorilix.cluster.wire import node_meta_problem
 from gorilix.control import DEFER, HANDLERS, check_recoveries, finish_reload
 from gorilix.control.supervisors import supervisor_request
 from gorilix.lifecycle import Lifecycle
@@ -85,6 +95,10 @@ MAX_GONE_NODES = 1024
 #: How often links to peers are checked for a refused handshake (LINK_WAIT_CHECK while one is pending).
 LINK_REPAIR_EVERY = 0.2
 LINK_WAIT_CHECK = 0.01
+#: The same failure (where, exception type) is logged with its traceback at most this often.
+ERROR_LOG_EVERY = 60.0
+#: How long stopping workers may take before the laggards are terminated, then killed.
+WORKER_STOP_GRACE = 3.0
 
 
 class Status(enum.Enum):
@@ -94,6 +108,43 @@ class Status(enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+class EndNotice:
+    """A pipe that becomes readable, for good, once the node loop has ended.
+
+    Clients of this node poll it together with their socket, so an ask or a
+    control request waiting for an answer fails at once with NotRunning
+    instead of waiting for its timeout.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reason: str | None = None  # why the loop ended: set once, before the pipe is written
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            try:
+                os.write(self._write, b"x")
+            except OSError:  # closed: nobody is waiting any more
+                pass
+
+    def error(self) -> NotRunning:
+        return NotRunning(f"node {self.name} {self.reason}; start a new ActorSystem")
+
+    def close(self) -> None:
+        """After every client is closed (they poll the read end)."""
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class Node:
@@ -128,7 +179,12 @@ class Node:
         self._failure: BaseException | None = None
         self._stop_requested = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"gorilix-node-{name}", daemon=True)
+        #: Readable once the loop has ended (see EndNotice); ``ended.reason`` says why.
+        self.ended = EndNotice(name)
+        self._exit_hooks: list[Callable[[], None]] = []
+        self._errors_logged: dict[tuple[str, ...], float] = {}
         self.malformed = 0
+        self.refused = 0  # control requests refused: they named an id, slot or node the sender does not own
         self.dead_letter_count = 0
         self.recent_dead_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self._timers: list[tuple[float, int, Any, tuple[Any, ...]]] = []
@@ -143,6 +199,9 @@ class Node:
         self._events: zmq.Socket[bytes] | None = None
         #: Set by the cluster provider: the member table as plain dicts (thread-safe).
         self.members_view: Any = None
+        #: Set by the cluster provider: members its gossip engine dropped for unusable metadata.
+        self.gossip_bad_meta: Callable[[], int] | None = None
+        self._bad_meta = 0  # membership events whose metadata the node could not use (the engine should have)
         self._recoveries: list[dict[str, Any]] = []  # kill-and-wait requests
         self.forwarded = 0
         self._worker_load: dict[int, dict[str, Any]] = {}  # slot -> last load report
@@ -165,12 +224,33 @@ class Node:
             raise NotRunning(f"node {self.name} failed to start: {self._failure}") from self._failure
 
     def join(self, timeout: float) -> bool:
-        self._thread.join(timeout)
+        """Wait for the node thread to end; True if it has (or never started)."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def request_stop(self) -> None:
         """Stop without a round trip (used when the control channel fails)."""
         self._stop_requested.set()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What ended the loop, if it failed (None while it runs, and after a stop)."""
+        return self._failure
+
+    @property
+    def bad_meta(self) -> int:
+        """Members dropped for metadata this node could not use (by the gossip engine, or here)."""
+        gossip = self.gossip_bad_meta() if self.gossip_bad_meta is not None else 0
+        return self._bad_meta + gossip
+
+    def add_exit_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` on the node thread as soon as the loop ends, before the workers stop; it must not block."""
+        self._exit_hooks.append(hook)
+
+    def remove_exit_hook(self, hook: Callable[[], None]) -> None:
+        if hook in self._exit_hooks:
+            self._exit_hooks.remove(hook)
 
     def _run(self) -> None:
         try:
@@ -179,25 +259,47 @@ class Node:
                 self._start_worker(slot)
             self._loop()
         except BaseException as exc:  # the thread must always clean up
-            log.exception("node %s failed", self.name)
+            if isinstance(exc, NotRunning):  # it gave up on purpose, and says why
+                log.error("node %s failed: %s", self.name, exc)
+            else:
+                log.exception("node %s failed", self.name)
             self._failure = exc
             self.status = Status.FAILED
         finally:
-            self._shutdown_workers()
-            self._disable_cluster()
-            self.router.close(linger=0)
-            path = ipc_path(self.endpoint)
-            if path:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-            if self.status != Status.FAILED:
-                self.status = Status.STOPPED
-            self._started.set()
+            self._finish()
+
+    def _finish(self) -> None:
+        """The loop has ended: say so at once, then leave, stop the workers and close (each step bounded)."""
+        if self._failure is not None:
+            self.ended.set(f"failed: {self._failure}")
+        else:
+            self.status = Status.STOPPING
+            self.ended.set("was stopped")
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            *((f"exit hook {hook!r}", hook) for hook in list(self._exit_hooks)),
+            ("stopping the workers", self._shutdown_workers),
+            ("closing the cluster links", self._disable_cluster),
+            ("closing the router", lambda: self.router.close(linger=0)),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception:  # one failed step must not keep the others (and _started) from running
+                log.exception("node %s: %s failed", self.name, what)
+        path = ipc_path(self.endpoint)
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if self.status != Status.FAILED:
+            self.status = Status.STOPPED
+        self._started.set()
 
     def schedule(self, delay: float, fn: Any, *args: Any) -> None:
-        """Run ``fn(*args)`` on the node thread after ``delay`` seconds."""
+        """Run ``fn(*args)`` on the node thread after ``delay`` seconds (finite, >= 0: a ValueError otherwise)."""
+        if type(delay) not in (int, float) or not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"a timer needs a finite delay of 0 or more seconds, got {delay!r}")
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn, args))
 
     def _run_timers(self) -> int:
@@ -205,7 +307,10 @@ class Node:
         timers = self._timers
         while timers and timers[0][0] <= time.monotonic():
             _, _, fn, args = heapq.heappop(timers)
-            fn(*args)
+            try:
+                fn(*args)
+            except Exception as exc:
+                self._log_error(f"timer {getattr(fn, '__qualname__', fn)!s}", exc)
         if not timers:
             return 100
         return max(0, min(100, int((timers[0][0] - time.monotonic()) * 1000) + 1))
@@ -239,11 +344,35 @@ class Node:
         self._poller.register(worker.process.sentinel, zmq.POLLIN)
 
     def _shutdown_workers(self) -> None:
+        """Ask every worker to stop, wait (bounded), then terminate and kill the laggards (logged by the pool)."""
         self.status = Status.STOPPING if self.status != Status.FAILED else self.status
         for worker in self.pool.workers.values():
             if worker.alive:
                 self._send_control(worker.identity, ["shutdown"])
-        self.pool.stop_all(timeout=3.0)
+        self.pool.stop_all(timeout=WORKER_STOP_GRACE)
+
+    def _log_error(self, what: str, exc: BaseException) -> None:
+        """An exception while handling ``what``: a bug of ours, or a check we lack. Traceback, rate-limited."""
+        if self._log_now(what, type(exc).__name__):
+            log.error("node %s: %s failed (dropped; the node goes on): %s: %s", self.name, what,
+                      type(exc).__name__, exc, exc_info=exc)
+        else:
+            log.debug("node %s: %s failed again: %s: %s", self.name, what, type(exc).__name__, exc)
+
+    def _log_now(self, *key: str) -> bool:
+        """True at most once per ERROR_LOG_EVERY for the same ``key``: repeats go to debug, not the log."""
+        now = time.monotonic()
+        if now < self._errors_logged.get(key, -math.inf) + ERROR_LOG_EVERY:
+            return False
+        if len(self._errors_logged) > 1024:  # keys name code paths and members: forget the oldest
+            del self._errors_logged[next(iter(self._errors_logged))]
+        self._errors_logged[key] = now
+        return True
+
+    def _dropped(self, what: str, exc: BaseException) -> None:
+        """One input raised while the node handled it: dropped, counted in ``malformed`` and logged."""
+        self.malformed += 1
+        self._log_error(what, exc)
 
     # -- routing ------------------------------------------------------------
 
@@ -264,10 +393,13 @@ class Node:
             except DecodeError:
                 self.malformed += 1
                 continue
-            if route.dst_id == CONTROL_ID and route.dst_node in (self.name, ""):
-                self._control_frames(frames)
-            else:
-                self._forward(frames[0], route, frames)
+            try:  # (free in Python 3.11 unless something raises)
+                if route.dst_id == CONTROL_ID and route.dst_node in (self.name, ""):
+                    self._control_frames(frames)
+                else:
+                    self._forward(frames[0], route, frames)
+            except Exception as exc:
+                self._dropped("a message from an external peer" if external else "a message", exc)
 
     def _send_to(self, identity: bytes, frames: list[bytes]) -> None:
         """Send through whichever router socket ``identity`` is connected to."""
@@ -343,17 +475,31 @@ class Node:
         if links is None:
             self._undeliverable(frames, ClusterError("clustering not enabled"))
             return
-        link = links.peers.get(route.dst_node)
-        if link is None or not links.send(route.dst_node, frames[1:]):
+        if not self._send_remote(route.dst_node, frames[1:]):
             gone = self._gone_nodes.get(route.dst_node)
             self._undeliverable(frames, ClusterError(f"node not found: {route.dst_node}") if gone is None
                                 else NodeDown(f"node {route.dst_node} is down ({gone}); its actors cannot answer"))
             return
         if route.flags & FLAG_ASK:
-            self.table.ask_forwarded(link.key, route.src_id, route.corr)
+            self.table.ask_forwarded(b"n:" + route.dst_node.encode(), route.src_id, route.corr)
 
-    def _undeliverable(self, frames: list[bytes], error: GorilixError) -> None:
-        """Fail the asks among ``frames``; count the rest as dead letters."""
+    def _send_remote(self, node: str, frames: list[bytes]) -> bool:
+        """Frames (no identity slot) to another node: linked now, on demand, or held (PeerLinks.route)."""
+        links = self.links
+        if links is None:
+            return False
+        if node in links.peers:  # the common case, first
+            return links.send(node, frames)
+        if node in self._gone_nodes and b"n:" + node.encode() not in links.identities:
+            return False  # declared gone, and not heard from since: fail fast with NodeDown
+        if not links.route(node, frames):
+            return False
+        if node in links.peers:
+            self._gone_nodes.pop(node, None)
+        return True
+
+    def _undeliverable(self, frames: list[bytes], error: GorilixError, fail_asks: bool = True) -> None:
+        """Fail the asks among ``frames`` (unless the caller fails them itself); count the rest as dead letters."""
         try:
             route = unpack_route(frames[1])
             pairs = split_messages(frames[1:])
@@ -367,16 +513,23 @@ class Node:
                 self.malformed += 1
                 continue
             if env.kind == ASK:
-                self._reply(env.src_id, env.corr, error, ok=False, dst_node=env.src_node)
-            elif env.kind not in (REPLY, FAIL):
-                self._dead_letter(route.dst_id, env.src_node, env.src_id, error)
+                if fail_asks:
+                    self._reply(env.src_id, env.corr, error, ok=False, dst_node=env.src_node)
+            elif env.kind in (REPLY, FAIL):  # the asker is gone or unreachable: nobody to tell but us
+                self._dead_letter(route.dst_id, env.src_node, env.src_id, f"reply undeliverable: {error}",
+                                  dst_node=route.dst_node)
+            else:
+                self._dead_letter(route.dst_id, env.src_node, env.src_id, error, dst_node=route.dst_node)
 
-    def _dead_letter(self, dst_id: int, src_node: str, src_id: int, error: BaseException) -> None:
+    def _dead_letter(self, dst_id: int, src_node: str, src_id: int, error: BaseException | str,
+                     dst_node: str | None = None) -> None:
         self.dead_letter_count += 1
-        self.recent_dead_letters.append({
-            "to": f"{self.name}/{dst_id:#x}", "from": f"{src_node}/{src_id:#x}" if src_id else None,
+        letter = {
+            "to": f"{dst_node or self.name}/{dst_id:#x}", "from": f"{src_node}/{src_id:#x}" if src_id else None,
             "reason": str(error), "at": time.time(),
-        })
+        }
+        self.recent_dead_letters.append(letter)
+        log.debug("dead letter to %s from %s: %s", letter["to"], letter["from"], letter["reason"])
 
     def _reply(self, dst_id: int, corr: int, value: Any, ok: bool = True, dst_node: str | None = None) -> None:
         """Answer an ask (of this node's control, or one that could not be delivered)."""
@@ -390,8 +543,8 @@ class Node:
             pack_env(kind, self.name, CONTROL_ID, corr), payload,
         ]
         if node != self.name:
-            if self.links is not None:
-                self.links.send(node, frames[1:])
+            if not self._send_remote(node, frames[1:]):
+                self._undeliverable(frames, ClusterError(f"node not found: {node}"))
             return
         endpoint = self.table.routes.get(dst_id)
         if endpoint is None:
@@ -413,9 +566,7 @@ class Node:
 
     def send_node_control(self, node: str, op: list[Any]) -> bool:
         """Tell another node's control endpoint something (one-way)."""
-        if self.links is None:
-            return False
-        return self.links.send(node, [
+        return self._send_remote(node, [
             pack_route(node, CONTROL_ID), pack_env(TELL, self.name, CONTROL_ID), codec.encode(op),
         ])
 
@@ -457,6 +608,13 @@ class Node:
                 if env.kind == ASK:
                     self._reply(env.src_id, env.corr, GorilixError(f"bad {name} request: {exc}"),
                                 ok=False, dst_node=env.src_node)
+                continue
+            except Exception as exc:  # a bug of ours, or a check the handler lacks: never the end of the node
+                self._dropped(f"control {name}", exc)
+                if env.kind == ASK:
+                    self._reply(env.src_id, env.corr, GorilixError(
+                        f"node {self.name} could not handle a {name} request ({type(exc).__name__}: {exc}); "
+                        "it goes on running, and its log has the traceback"), ok=False, dst_node=env.src_node)
                 continue
             if env.kind == ASK and result is not DEFER:
                 self._reply(env.src_id, env.corr, result, dst_node=env.src_node)
@@ -533,6 +691,16 @@ class Node:
             self._repair_armed = False
             return
         self.links.repair()
+        for name, held in self.links.expire_held(time.monotonic()):
+            log.debug("node %s: still unknown after %g s; %d message(s) for it dropped",
+                      name, HOLD_FOR, len(held))
+            _, asks = self.table.endpoint_lost(b"n:" + name.encode())
+            error = ClusterError(f"node not found: {name} (it sent us messages, but gossip never said "
+                                 f"where it is within {HOLD_FOR:g} s)")
+            for src_id, corr, origin in asks:
+                self._reply(src_id, corr, error, ok=False, dst_node=origin)
+            for frames in held:
+                self._undeliverable([b"", *frames], error, fail_asks=False)
         # Briefly faster while a new link waits for its handshake: what it keeps should not wait long.
         self.schedule(LINK_WAIT_CHECK if self.links.waiting() else LINK_REPAIR_EVERY, self.repair_links)
 
@@ -551,27 +719,53 @@ class Node:
         return True
 
     def _drain_events(self) -> None:
-        """Membership changes from the gossip thread."""
-        assert self._events is not None
+        """Membership changes from the gossip thread; one that cannot be used is counted and dropped."""
         for _ in range(RECV_BURST):
+            if self._events is None:
+                return
             try:
                 data = self._events.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            kind, name, status, meta = codec.decode(data)
-            if name == self.name or self.links is None:
-                continue
-            if status == "alive" and kind in ("join", "alive", "update"):
-                router = meta.get("router") if isinstance(meta, dict) else None
-                if isinstance(router, str) and router.startswith("tcp://"):
-                    self.links.connect(name, router)
-                    self._gone_nodes.pop(name, None)
-            elif kind in ("dead", "leave"):
-                self.node_down(name, "dead" if kind == "dead" else "left the cluster")
+            try:
+                self._membership_event(data)
+            except Exception as exc:
+                self._dropped("a membership event", exc)
+
+    def _membership_event(self, data: bytes) -> None:
+        try:
+            event = codec.decode(data)
+        except DecodeError:
+            self.malformed += 1
+            return
+        if type(event) is not list or len(event) != 4 or not all(type(f) is str for f in event[:3]):
+            self.malformed += 1
+            return
+        kind, name, status, meta = event
+        if name == self.name or self.links is None:
+            return
+        if status == "alive" and kind in ("join", "alive", "update"):
+            # The gossip engine drops members with unusable metadata; this is the second line.
+            problem = node_meta_problem(meta)
+            if problem is not None:
+                self._bad_meta += 1
+                level = logging.WARNING if self._log_now("bad meta", name) else logging.DEBUG
+                log.log(level, "node %s: not linking to member %s: %s", self.name, name, problem)
+                return
+            router = meta.get("router")
+            if router is not None:
+                self.links.connect(name, router)
+                self._gone_nodes.pop(name, None)
+        elif kind in ("dead", "leave"):
+            self.node_down(name, "dead" if kind == "dead" else "left the cluster")
 
     def node_down(self, name: str, reason: str) -> None:
         """A peer is gone: fail what waits on it, tell who watches it."""
-        if self.links is None or self.links.disconnect(name) is None:
+        if self.links is None:
+            return
+        linked = name in self.links.peers
+        held = self.links.forget(name)
+        if not linked and not held:
             return
         self._gone_nodes.pop(name, None)
         self._gone_nodes[name] = reason
@@ -583,6 +777,8 @@ class Node:
         error = NodeDown(f"node {name} is down ({reason}) while the ask was in flight")
         for src_id, corr, origin in asks:
             self._reply(src_id, corr, error, ok=False, dst_node=origin)
+        for frames in held:  # its asks were among those just failed
+            self._undeliverable([b"", *frames], error, fail_asks=False)
         self.lifecycle.node_down(name, reason)
 
     # -- worker death -------------------------------------------------------

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gorilix.transport.errors import GorilixError
-from gorilix.workers.spec import ActorSpec
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import GorilixError, InvalidArgument
+from gorilix.workers.spec import NAME_MAX, ActorSpec, valid_name
 
 
 @dataclass(slots=True)
@@ -61,6 +62,8 @@ class Registry:
         return min(slots, key=lambda s: (self.count(s), s))
 
     def register_name(self, name: str, actor_id: int) -> None:
+        if not valid_name(name):  # the facade checks too; this guards requests from remote tools
+            raise InvalidArgument(f"a name must be a non-empty str of at most {NAME_MAX} characters, got {shown(name)}")
         owner = self.names.get(name)
         if owner is not None and owner != actor_id:
             raise GorilixError(f"name {name!r} is already registered to actor {owner:#x}; unregister it first")

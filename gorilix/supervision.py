@@ -8,6 +8,7 @@ source are injected, so every rule is tested exactly.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
@@ -15,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gorilix.backoff import Backoff
+from gorilix.backoff import Backoff, as_float, is_count
 from gorilix.breaker import BreakerConfig, CircuitBreaker
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import InvalidArgument
 from gorilix.workers.spec import PERMANENT, RESTART_TYPES, TEMPORARY, TRANSIENT
 
 ONE_FOR_ONE = "one_for_one"  # restart only the child that failed
@@ -43,29 +46,58 @@ class Strategy:
     circuit_breaker: BreakerConfig | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in STRATEGIES:
-            raise ValueError(f"strategy kind {self.kind!r} is not one of {', '.join(STRATEGIES)}")
-        if self.max_restarts is not None and (type(self.max_restarts) is not int or self.max_restarts < 0):
-            raise ValueError(f"max_restarts={self.max_restarts!r}: need an int >= 0, or None for no limit")
-        if not self.within_seconds > 0:
-            raise ValueError(f"within_seconds={self.within_seconds!r}: need a positive number of seconds")
+        if not isinstance(self.kind, str) or self.kind not in STRATEGIES:
+            allowed = ", ".join(repr(k) for k in STRATEGIES)
+            raise InvalidArgument(f"Strategy.kind must be one of {allowed}, got {shown(self.kind)}")
+        if self.max_restarts is not None and not is_count(self.max_restarts, 0):
+            raise InvalidArgument(
+                f"Strategy.max_restarts must be an int from 0 to 2**64-1, or None for no limit, "
+                f"got {shown(self.max_restarts)}"
+            )
+        if not 0 < as_float(self.within_seconds) < math.inf:  # (nan is refused too)
+            raise InvalidArgument(
+                "Strategy.within_seconds must be a finite number of seconds > 0, "
+                f"got {shown(self.within_seconds)}"
+            )
+        if not isinstance(self.backoff, Backoff):
+            raise InvalidArgument(
+                "Strategy.backoff must be a supervisor.Backoff (Backoff.none() for no delay), "
+                f"got {shown(self.backoff)}"
+            )
+        if self.circuit_breaker is not None and not isinstance(self.circuit_breaker, BreakerConfig):
+            raise InvalidArgument(
+                "Strategy.circuit_breaker must be a supervisor.BreakerConfig, or None for no breaker, "
+                f"got {shown(self.circuit_breaker)}"
+            )
 
     def to_wire(self) -> list[Any]:
+        # Plain str, int and float only: a big int (or an int or str subclass,
+        # such as an enum) would not travel; every value was checked above.
         b = self.backoff
         c = self.circuit_breaker
         return [
-            self.kind, self.max_restarts, float(self.within_seconds),
-            [b.kind, b.base, b.max, b.jitter, b.free],
-            None if c is None else [c.trip_threshold, c.failure_window, c.reset_timeout, c.success_threshold],
+            str.__str__(self.kind), None if self.max_restarts is None else int(self.max_restarts),
+            float(self.within_seconds),
+            [str.__str__(b.kind), float(b.base), float(b.max), float(b.jitter), int(b.free)],
+            None if c is None else [
+                int(c.trip_threshold), float(c.failure_window),
+                float(c.reset_timeout), int(c.success_threshold),
+            ],
         ]
 
     @classmethod
     def from_wire(cls, fields: list[Any]) -> Strategy:
-        kind, max_restarts, within, backoff, breaker = fields
-        return cls(
-            kind, max_restarts, within, Backoff(*backoff),
-            None if breaker is None else BreakerConfig(*breaker),
-        )
+        """The strategy of ``to_wire``; InvalidArgument (a ValueError) for anything else."""
+        try:
+            kind, max_restarts, within, backoff, breaker = fields
+            return cls(
+                kind, max_restarts, within, Backoff(*backoff),
+                None if breaker is None else BreakerConfig(*breaker),
+            )
+        except InvalidArgument:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"malformed supervision strategy {shown(fields)}: {exc}") from None
 
 
 #: The node's root supervisor: it adopts every actor spawned without one and
@@ -136,7 +168,7 @@ class SupervisorState:
 
     def add(self, child: Child) -> None:
         if child.restart not in RESTART_TYPES:
-            raise ValueError(f"restart={child.restart!r} is not one of {', '.join(RESTART_TYPES)}")
+            raise InvalidArgument(f"restart={shown(child.restart)} is not one of {', '.join(RESTART_TYPES)}")
         if child.key in self._keys:
             raise KeyError(f"supervisor {self.name!r} already has a child {child.key!r}")
         self._children[child.id] = child

@@ -18,9 +18,19 @@ from typing import TYPE_CHECKING, Any
 from gorilix.backoff import Backoff
 from gorilix.breaker import BreakerConfig, CircuitBreaker, CircuitState
 from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, REST_FOR_ONE, Strategy
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import InvalidArgument
 from gorilix.workers.actor import Actor
 from gorilix.workers.ref import ActorRef
-from gorilix.workers.spec import PERMANENT, TEMPORARY, TRANSIENT, make_spec
+from gorilix.workers.spec import (
+    NAME_MAX,
+    PERMANENT,
+    TEMPORARY,
+    TRANSIENT,
+    check_worker,
+    make_spec,
+    valid_name,
+)
 
 if TYPE_CHECKING:
     from gorilix.system import ActorSystem
@@ -55,6 +65,20 @@ class ChildSpec:
     name: str | None = None
     mailbox_size: int | None = None
 
+    def __post_init__(self) -> None:
+        # The rest (actor_class, restart, worker, name, mailbox_size) is checked
+        # by add_child, as spawn checks it, and raises SpawnError.
+        _check_child_id("ChildSpec id", self.id)
+        if not isinstance(self.args, tuple | list):
+            raise InvalidArgument(f"ChildSpec args={shown(self.args)} must be a tuple of spawn arguments")
+        if not isinstance(self.kwargs, dict) or not all(type(k) is str for k in self.kwargs):
+            raise InvalidArgument(f"ChildSpec kwargs={shown(self.kwargs)} must be a dict with str keys")
+
+
+def _check_child_id(what: str, key: object) -> None:
+    if not valid_name(key):
+        raise InvalidArgument(f"{what} must be a non-empty str of at most {NAME_MAX} characters, got {shown(key)}")
+
 
 class SupervisorRef:
     """A handle on a supervisor in the node; usable from any thread."""
@@ -88,6 +112,9 @@ class SupervisorRef:
 
     def add_child(self, spec: ChildSpec) -> ActorRef:
         """Start a child under this supervisor and return its ref."""
+        if not isinstance(spec, ChildSpec):
+            raise InvalidArgument(f"add_child needs a supervisor.ChildSpec, got {shown(spec)}")
+        check_worker(spec.worker)  # the node checks that the worker exists
         actor_spec = make_spec(
             spec.actor_class, tuple(spec.args), dict(spec.kwargs), name=spec.name,
             restart=spec.restart, mailbox_size=spec.mailbox_size, base=Actor,
@@ -99,10 +126,11 @@ class SupervisorRef:
 
     def add_supervisor(self, id: str, strategy: Strategy | None = None, restart: str = PERMANENT) -> SupervisorRef:
         """Start a nested supervisor as a child of this one."""
-        return self.system._new_supervisor(id, strategy or Strategy(), self.id, restart)
+        return self.system._new_supervisor(id, Strategy() if strategy is None else strategy, self.id, restart)
 
     def remove_child(self, id: str) -> bool:
         """Stop a child for good (no restart); False if there was none by that id."""
+        _check_child_id("remove_child: a child id", id)
         return bool(self.system._control("remove_child", self.id, id))
 
     def children(self) -> list[tuple[str, ActorRef | SupervisorRef]]:

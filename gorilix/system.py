@@ -19,12 +19,27 @@ from gorilix.node import Node, Status
 from gorilix.supervision import Strategy
 from gorilix.supervisor import SupervisorRef
 from gorilix.transport import codec
-from gorilix.transport.errors import ClusterError, GorilixError, NotRunning, SpawnError
-from gorilix.transport.frames import CONTROL_ID
-from gorilix.workers.actor import Actor
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import (
+    ClusterError,
+    GorilixError,
+    InvalidArgument,
+    NotRunning,
+    SpawnError,
+)
+from gorilix.transport.frames import CONTROL_ID, NODE_NAME_MAX
+from gorilix.transport.routing import client_ids
+from gorilix.workers.actor import Actor, check_topic
 from gorilix.workers.client import ClientPort
-from gorilix.workers.ref import ActorRef, install_resolver
-from gorilix.workers.spec import PERMANENT, RESTART_TYPES, make_spec
+from gorilix.workers.ref import ActorRef, check_timeout, install_resolver
+from gorilix.workers.spec import (
+    NAME_MAX,
+    PERMANENT,
+    RESTART_TYPES,
+    check_worker,
+    make_spec,
+    valid_name,
+)
 
 log = logging.getLogger("gorilix.system")
 
@@ -75,7 +90,15 @@ class PoolRef:
     """A group of identical actors spread over the workers."""
 
     def __init__(self, refs: Sequence[ActorRef]) -> None:
-        self.refs = list(refs)
+        try:
+            self.refs = list(refs)
+        except TypeError:
+            raise InvalidArgument(f"PoolRef needs a list of ActorRefs, got {shown(refs)}") from None
+        if not self.refs:
+            raise InvalidArgument("PoolRef needs at least one ActorRef; system.spawn_pool(cls) makes a pool")
+        for ref in self.refs:
+            if not isinstance(ref, ActorRef):
+                raise InvalidArgument(f"PoolRef needs ActorRefs, got {shown(ref)}")
         self._next = itertools.cycle(range(len(self.refs)))
 
     def __len__(self) -> int:
@@ -88,24 +111,29 @@ class PoolRef:
         """Send to the next actor, round robin."""
         self.refs[next(self._next)].tell(message)
 
-    def ask(self, message: Any, timeout: float = 5.0) -> Any:
-        """Ask the next actor, round robin."""
+    def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
+        """Ask the next actor, round robin (``timeout=None``: no limit)."""
         return self.refs[next(self._next)].ask(message, timeout)
 
     def broadcast(self, message: Any) -> None:
         for ref in self.refs:
             ref.tell(message)
 
-    def map(self, items: Iterable[Any], timeout: float = 60.0) -> list[Any]:
+    def map(self, items: Iterable[Any], timeout: float | None = 60.0) -> list[Any]:
         """Ask each item of some actor of the pool; answers come back in item order.
 
         Idle actors pull the next item, so uneven work still spreads evenly.
-        ``timeout`` bounds the whole call.
+        ``timeout`` bounds the whole call (None: no limit).
         """
-        items = list(items)
+        limit = check_timeout(timeout)
+        try:
+            iterator = iter(items)
+        except TypeError:
+            raise InvalidArgument(f"map needs an iterable of items, got {shown(items)}") from None
+        items = list(iterator)
         if not items:
             return []
-        return _resolve(self.refs[0]).ask_each(self.refs, items, timeout)
+        return _resolve(self.refs[0]).ask_each(self.refs, items, limit)
 
     def stop(self) -> None:
         for ref in self.refs:
@@ -124,11 +152,21 @@ class ActorSystem:
         log_level: int = logging.WARNING, start_timeout: float = 60.0,
         max_parked: int = 10_000,
     ) -> None:
-        if not name or not isinstance(name, str):
-            raise GorilixError(f"an ActorSystem needs a non-empty name, got {name!r}")
+        if type(name) is not str or not 0 < len(name) <= NODE_NAME_MAX:
+            raise InvalidArgument(
+                f"an ActorSystem name must be a non-empty str of at most {NODE_NAME_MAX} characters, "
+                f"got {shown(name)}"
+            )
         count = default_worker_count() if workers is None else workers
         if type(count) is not int or count < 1:
-            raise GorilixError(f"workers={workers!r}: need a positive number of worker processes")
+            raise InvalidArgument(
+                f"workers={shown(workers)}: need a positive int of worker processes, or None for one per core"
+            )
+        start_limit = _thread_timeout(check_timeout(start_timeout, "start_timeout"))
+        if type(max_parked) is not int or max_parked < 1:
+            raise InvalidArgument(
+                f"max_parked={shown(max_parked)}: need a positive int (messages held per restarting actor)"
+            )
         with _systems_lock:
             if name in _systems:
                 raise GorilixError(f"an ActorSystem named {name!r} is already running in this process")
@@ -137,15 +175,20 @@ class ActorSystem:
         self._local = threading.local()
         self._clients: list[ClientPort] = []
         self._clients_lock = threading.Lock()
+        self._client_ids = client_ids()  # the node attaches a client only in their range (next() is thread-safe)
         self._stopped = False
         self._provider: Any = None
         self._cluster: Cluster | None = None
         try:
             self._node = Node(name, count, log_level=log_level, max_parked=max_parked)
-            self._node.start(start_timeout)
+            self._node.start(start_limit)
         except BaseException:
             with _systems_lock:
                 _systems.pop(name, None)
+            node = getattr(self, "_node", None)
+            if node is not None and node.join(0):  # it died starting: nothing of it may outlive this
+                node.ended.close()
+                node.zctx.destroy(linger=0)
             raise
         install_resolver(_resolve)
         atexit.register(_stop_at_exit, weakref.ref(self))
@@ -153,12 +196,15 @@ class ActorSystem:
     # -- plumbing -----------------------------------------------------------
 
     def _client(self) -> ClientPort:
+        if self._stopped:
+            raise NotRunning(f"ActorSystem {self.name!r} is stopped")
+        if self._node.ended.reason is not None:  # the node loop ended by itself: it failed, or was told to stop
+            raise self._node.ended.error()
         client = getattr(self._local, "client", None)
         if client is None:
-            if self._stopped:
-                raise NotRunning(f"ActorSystem {self.name!r} is stopped")
-            client = ClientPort(self._node.zctx, self._node.endpoint, self.name, self._node.allocate_id(),
-                                new_id=self._node.allocate_id)
+            # A call waiting on this port fails at once when the node loop ends (ended).
+            client = ClientPort(self._node.zctx, self._node.endpoint, self.name, next(self._client_ids),
+                                new_id=self._client_ids.__next__, ended=self._node.ended)
             self._local.client = client
             with self._clients_lock:
                 self._clients.append(client)
@@ -182,6 +228,11 @@ class ActorSystem:
     def running(self) -> bool:
         return not self._stopped and self._node.status == Status.RUNNING
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the node failed, if it did (every call then raises NotRunning); None while it runs or after a stop."""
+        return self._node.failure
+
     # -- actors -------------------------------------------------------------
 
     def spawn(
@@ -191,6 +242,10 @@ class ActorSystem:
     ) -> ActorRef:
         """Create an actor on the least loaded worker (or ``worker=``) and return its ref."""
         self._check_node(node)
+        if node is None or node == self.name:
+            check_worker(worker, self._node.pool.size, self.name)
+        else:
+            check_worker(worker)  # that node checks that it has the worker
         spec = make_spec(actor_class, args, kwargs, name=name, restart=restart,
                          mailbox_size=mailbox_size, base=Actor)
         if node is not None and node != self.name:
@@ -203,14 +258,22 @@ class ActorSystem:
     def spawn_pool(self, actor_class: type[Actor] | str, *args: Any, size: int | None = None,
                    **kwargs: Any) -> PoolRef:
         """Spawn ``size`` actors (default: one per worker), one per worker in turn."""
+        if "worker" in kwargs:
+            raise SpawnError("spawn_pool places its actors itself, one per worker in turn: pass no worker=")
+        if kwargs.get("name") is not None:
+            raise SpawnError(
+                f"spawn_pool cannot give every actor one name (name={shown(kwargs['name'])}); "
+                "register one of pool.refs with register_name instead"
+            )
         count = self._node.pool.size if size is None else size
         if type(count) is not int or count < 1:
-            raise SpawnError(f"size={size!r}: a pool needs at least one actor")
+            raise SpawnError(f"size={shown(size)}: a pool needs at least one actor")
         workers = self._node.pool.size
         return PoolRef([self.spawn(actor_class, *args, worker=i % workers, **kwargs) for i in range(count)])
 
     def whereis(self, name: str, node: str | None = None) -> ActorRef | None:
         """The actor registered under ``name``, or None."""
+        _check_name("whereis", name)
         self._check_node(node)
         if node is not None and node != self.name:
             found = self._client().ask(ActorRef(node, CONTROL_ID, "node"), ["whereis", name], 10.0)
@@ -219,13 +282,15 @@ class ActorSystem:
         return None if found is None else ActorRef(*found)
 
     def register_name(self, name: str, ref: ActorRef) -> None:
-        if not isinstance(name, str) or not name:
-            raise GorilixError(f"a name must be a non-empty str, got {name!r}")
+        _check_name("register_name", name)
+        if not isinstance(ref, ActorRef):
+            raise InvalidArgument(f"register_name needs an ActorRef, got {shown(ref)}")
         if ref.node != self.name:
-            raise GorilixError(f"{ref} lives on node {ref.node}; register it there")
+            raise InvalidArgument(f"{ref} lives on node {ref.node}; register it there")
         self._control("register_name", name, ref.id)
 
     def unregister_name(self, name: str) -> bool:
+        _check_name("unregister_name", name)
         return bool(self._control("unregister_name", name))
 
     # -- supervision, topics, reload ----------------------------------------
@@ -238,22 +303,26 @@ class ActorSystem:
         ``restart``: PERMANENT (default) brings the subtree back with backoff,
         TEMPORARY leaves it stopped.
         """
-        return self._new_supervisor(name, strategy or Strategy(), None, restart)
+        return self._new_supervisor(name, Strategy() if strategy is None else strategy, None, restart)
 
     def _new_supervisor(self, name: str, strategy: Strategy, parent: int | None, restart: str) -> SupervisorRef:
-        if not isinstance(name, str) or not name:
-            raise GorilixError(f"a supervisor needs a non-empty str name, got {name!r}")
-        if restart not in RESTART_TYPES:
-            raise GorilixError(f"restart={restart!r} is not one of {', '.join(RESTART_TYPES)}")
+        if not valid_name(name):
+            raise InvalidArgument(
+                f"a supervisor needs a non-empty str name of at most {NAME_MAX} characters, got {shown(name)}"
+            )
+        if not isinstance(strategy, Strategy):
+            raise InvalidArgument(f"strategy={shown(strategy)} must be a supervisor.Strategy (or None for the default)")
+        if type(restart) is not str or restart not in RESTART_TYPES:
+            raise InvalidArgument(f"restart={shown(restart)} is not one of {', '.join(RESTART_TYPES)}")
         sup_id = self._control("spawn_supervisor", name, strategy.to_wire(), parent, restart)
         return SupervisorRef(self, sup_id, name)
 
     def subscribe(self, topic: str, ref: ActorRef) -> None:
-        """Deliver every message published to ``topic`` to ``ref``."""
-        self._control("subscribe", str(topic), self._local_id(ref))
+        """Deliver every message published to ``topic`` (a non-empty str) to ``ref``."""
+        self._control("subscribe", check_topic("subscribe", topic), self._local_id(ref))
 
     def unsubscribe(self, topic: str, ref: ActorRef) -> bool:
-        return bool(self._control("unsubscribe", str(topic), self._local_id(ref)))
+        return bool(self._control("unsubscribe", check_topic("unsubscribe", topic), self._local_id(ref)))
 
     def publish(self, topic: str, message: Any) -> int:
         """Send ``message`` to every subscriber of ``topic`` on every node.
@@ -261,7 +330,7 @@ class ActorSystem:
         Returns how many subscribers of this node got it (other nodes deliver
         to theirs without reporting back).
         """
-        return int(self._control("publish", str(topic), codec.encode(message)))
+        return int(self._control("publish", check_topic("publish", topic), codec.encode(message)))
 
     def reload(self, module: str, timeout: float = 30.0) -> dict[str, Any]:
         """Re-import ``module`` in every worker and move live actors to the new code.
@@ -269,13 +338,15 @@ class ActorSystem:
         Each moved actor keeps its attributes and gets ``on_code_change()``;
         messages that arrive meanwhile wait. Returns how many actors moved.
         """
-        return dict(self._control("reload", module, timeout=timeout))
+        if type(module) is not str or not module:
+            raise InvalidArgument(f"reload needs a module name such as 'myapp.actors', got {shown(module)}")
+        return dict(self._control("reload", module, timeout=check_timeout(timeout)))
 
     def _local_id(self, ref: ActorRef) -> int:
         if not isinstance(ref, ActorRef):
-            raise GorilixError(f"expected an ActorRef, got {ref!r}")
+            raise InvalidArgument(f"expected an ActorRef, got {shown(ref)}")
         if ref.node != self.name:
-            raise GorilixError(f"{ref} lives on node {ref.node}; subscribe it there")
+            raise InvalidArgument(f"{ref} lives on node {ref.node}; subscribe it there")
         return ref.id
 
     # -- workers and health -------------------------------------------------
@@ -289,6 +360,17 @@ class ActorSystem:
         For SIGKILL and SIGTERM it returns once the node has seen the death
         and put the worker's actors on their way to a live worker.
         """
+        workers = self._node.pool.size
+        if type(worker_id) is not int or not 0 <= worker_id < workers:
+            raise InvalidArgument(
+                f"kill_worker: worker_id={shown(worker_id)} must be a worker number 0..{workers - 1} "
+                f"of node {self.name}"
+            )
+        if isinstance(sig, bool) or not isinstance(sig, int) or sig not in signal.valid_signals():
+            raise InvalidArgument(
+                f"kill_worker: sig={shown(sig)} is not a signal of this system; "
+                "pass one such as signal.SIGKILL or signal.SIGTERM"
+            )
         return int(self._control("kill_worker", worker_id, int(sig)))
 
     def dead_letters(self) -> DeadLetters:
@@ -299,6 +381,8 @@ class ActorSystem:
         return dict(self._control("stats"))
 
     def _check_node(self, node: str | None) -> None:
+        if node is not None and type(node) is not str:
+            raise InvalidArgument(f"node={shown(node)} must be a node's name (a str), or None for this node")
         if node is not None and node != self.name:
             self._remote(node)
 
@@ -322,6 +406,8 @@ class ActorSystem:
         "failed to join cluster: ..." when seeds were given and none
         answered (the node stays up; call join_cluster again).
         """
+        if not isinstance(config, ClusterConfig):
+            raise InvalidArgument(f"enable_clustering needs a ClusterConfig, got {shown(config)}")
         if self._provider is None:
             raise ClusterError("no cluster provider set")
         if self._cluster is not None:
@@ -338,7 +424,13 @@ class ActorSystem:
 
     def join_cluster(self, seeds: list[str]) -> int:
         """Contact more seeds; returns how many answered."""
-        return self.get_cluster().join(list(seeds))
+        if isinstance(seeds, str) or not isinstance(seeds, Iterable):
+            raise InvalidArgument(f"join_cluster needs a list of seeds such as ['host:7946'], got {shown(seeds)}")
+        seeds = list(seeds)
+        for seed in seeds:
+            if type(seed) is not str:
+                raise InvalidArgument(f"join_cluster needs a list of seeds such as ['host:7946'], got {shown(seed)} in it")
+        return self.get_cluster().join(seeds)
 
     def leave_cluster(self) -> None:
         """Leave gracefully (bounded in time); the node keeps running alone."""
@@ -349,8 +441,9 @@ class ActorSystem:
 
     # -- stop ---------------------------------------------------------------
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every actor and worker; safe to call twice."""
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop every actor and worker; safe to call twice (``timeout=None``: no limit)."""
+        limit = check_timeout(timeout)
         if self._stopped:
             return
         if self._cluster is not None:
@@ -358,22 +451,40 @@ class ActorSystem:
                 self.leave_cluster()
             except GorilixError as exc:
                 log.warning("leaving the cluster: %s", exc)
-        try:
-            self._client().control("stop", timeout=min(timeout, 5.0))
-        except GorilixError as exc:
-            log.warning("node %s did not answer stop (%s); stopping it directly", self.name, exc)
+        if self._node.ended.reason is None:  # else the loop has ended already: nothing to ask
+            try:
+                self._client().control("stop", timeout=min(limit, 5.0))
+            except NotRunning:
+                pass  # it ended meanwhile
+            except GorilixError as exc:
+                log.warning("node %s did not answer stop (%s); stopping it directly", self.name, exc)
         self._stopped = True
         self._node.request_stop()
-        if not self._node.join(timeout):
-            log.error("node thread of %s did not end within %.1f s", self.name, timeout)
+        ended = self._node.join(_thread_timeout(limit))
+        if not ended:
+            log.error("node thread of %s did not end within %.1f s", self.name, limit)
         with self._clients_lock:
             for client in self._clients:
                 client.close()
             self._clients.clear()
+        if ended:  # (a node thread still running may yet write to it)
+            self._node.ended.close()
         self._node.zctx.destroy(linger=0)
         with _systems_lock:
             if _systems.get(self.name) is self:
                 del _systems[self.name]
+
+
+def _check_name(op: str, name: object) -> None:
+    if not valid_name(name):
+        raise InvalidArgument(
+            f"{op}: a name must be a non-empty str of at most {NAME_MAX} characters, got {shown(name)}"
+        )
+
+
+def _thread_timeout(limit: float) -> float:
+    """A checked timeout for threading's waits, which take no inf (no limit: their longest wait)."""
+    return min(limit, threading.TIMEOUT_MAX)
 
 
 def _stop_at_exit(ref: weakref.ref[ActorSystem]) -> None:

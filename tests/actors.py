@@ -359,3 +359,59 @@ class Stamp(Actor):
         started = time.monotonic()
         await asyncio.sleep(msg)
         return started
+
+
+class Misuser(Actor):
+    """Calls an Actor method with the given arguments; answers ("ok", result) or "Type: message"."""
+
+    async def receive(self, msg: Any) -> Any:
+        if not isinstance(msg, tuple):
+            return None  # a timer that fired
+        op, *args = msg
+        try:
+            if op == "ask_async":
+                target, payload, timeout = args
+                return ("ok", await target.ask_async(payload, timeout=timeout))
+            if op == "send_after":
+                self.send_after(args[0], "tick")
+                return ("ok", None)
+            if op == "spawn":
+                return ("ok", self.spawn(Echo, worker=args[0]))
+            getattr(self, op)(*args)  # monitor, demonitor, link, unlink
+            return ("ok", None)
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            return f"{type(exc).__name__}: {exc}"
+
+
+def nest(levels: int) -> Any:
+    """``levels`` tuples around an empty one: a linked list's shape, ``levels + 1`` deep."""
+    value: Any = ()
+    for _ in range(levels):
+        value = (value,)
+    return value
+
+
+class DeepAnswer(Actor):
+    """Answers an int n with nest(n), built here in the worker."""
+
+    def receive(self, msg: Any) -> Any:
+        return nest(msg)
+
+
+class AnswersWorkerOnlyMessage(Actor):
+    """Answers with a @message class that only this worker process has registered."""
+
+    def receive(self, msg: Any) -> Any:
+        ghost = type("Ghost", (), {
+            "__annotations__": {"x": int}, "__module__": "gorilix_tests_worker_only",
+            "__qualname__": "Ghost",
+        })
+        return message(ghost)(msg)
+
+
+class AsyncDeepAnswer(Actor):
+    """DeepAnswer from an async receive (its answer is sent when the task ends)."""
+
+    async def receive(self, msg: Any) -> Any:
+        await asyncio.sleep(0)
+        return nest(msg)

@@ -6,6 +6,8 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -71,6 +73,24 @@ def _children() -> list[psutil.Process]:
 
 def assert_no_children(timeout: float = 5.0) -> None:
     wait_for(lambda: not _children(), timeout, "all child processes gone")
+
+
+@dataclass
+class NodeProcess:
+    """A `gorilix node` started by a test: its process and the files its output goes to."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.out.read_text() + self.err.read_text()
 
 
 @pytest.fixture

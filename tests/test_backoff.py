@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gorilix.backoff import Backoff
+from gorilix.transport.errors import InvalidArgument
 
 
 def test_defaults_match_the_go_project() -> None:
@@ -214,7 +215,7 @@ def test_non_jittered_kinds_do_not_touch_the_rng() -> None:
 
 @pytest.mark.parametrize("attempt", [0, -1, -100, 1.0, 2.5, True, "1", None])
 def test_bad_attempt_is_rejected(attempt: object) -> None:
-    with pytest.raises(ValueError, match="attempt must be an int >= 1"):
+    with pytest.raises(InvalidArgument, match=r"Backoff\.delay: attempt must be an int >= 1, got "):
         Backoff.linear().delay(attempt)  # type: ignore[arg-type]
 
 
@@ -234,22 +235,30 @@ def test_bad_attempt_is_rejected(attempt: object) -> None:
         ({"jitter": -0.01}, "jitter", r"number in \[0, 1\]"),
         ({"jitter": 1.01}, "jitter", r"number in \[0, 1\]"),
         ({"jitter": math.nan}, "jitter", r"number in \[0, 1\]"),
-        ({"free": -1}, "free", "int >= 0"),
-        ({"free": 1.5}, "free", "int >= 0"),
-        ({"free": True}, "free", "int >= 0"),
+        ({"base": 10**400}, "base", "finite number >= 0"),
+        ({"base": True}, "base", "finite number >= 0"),
+        ({"max": -(10**400)}, "max", "finite number >= 0"),
+        ({"jitter": "0.1"}, "jitter", r"number in \[0, 1\]"),
+        ({"jitter": 10**400}, "jitter", r"number in \[0, 1\]"),
+        ({"kind": None}, "kind", "'none', 'linear', 'exponential', 'jittered'"),
+        ({"free": -1}, "free", r"int from 0 to 2\*\*64-1"),
+        ({"free": 1.5}, "free", r"int from 0 to 2\*\*64-1"),
+        ({"free": True}, "free", r"int from 0 to 2\*\*64-1"),
+        ({"free": 2**64}, "free", r"int from 0 to 2\*\*64-1"),
     ],
 )
 def test_validation(kwargs: dict[str, object], field: str, allowed: str) -> None:
-    with pytest.raises(ValueError, match=rf"Backoff\.{field} must be .*{allowed}"):
+    with pytest.raises(InvalidArgument, match=rf"Backoff\.{field} must be .*{allowed}, got ") as info:
         Backoff(**kwargs)  # type: ignore[arg-type]
+    assert type(info.value) is InvalidArgument
 
 
 def test_classmethods_validate_too() -> None:
-    with pytest.raises(ValueError, match="Backoff.base"):
+    with pytest.raises(InvalidArgument, match="Backoff.base"):
         Backoff.exponential(base=-1.0)
-    with pytest.raises(ValueError, match="Backoff.jitter"):
+    with pytest.raises(InvalidArgument, match="Backoff.jitter"):
         Backoff.jittered(jitter=2.0)
-    with pytest.raises(ValueError, match="Backoff.free"):
+    with pytest.raises(InvalidArgument, match="Backoff.free"):
         Backoff.none(free=-2)
 
 

@@ -15,6 +15,7 @@ from gorilix.breaker import (
     CircuitBreaker,
     CircuitState,
 )
+from gorilix.transport.errors import InvalidArgument
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
@@ -71,17 +72,19 @@ def test_default_breaker_uses_defaults_and_a_real_clock() -> None:
 
 
 @pytest.mark.parametrize("field", ["trip_threshold", "success_threshold"])
-@pytest.mark.parametrize("value", [0, -1, 1.0, 2.5, True, "3", None])
+@pytest.mark.parametrize("value", [0, -1, 1.0, 2.5, True, "3", None, 2**64])
 def test_config_rejects_bad_thresholds(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=rf"BreakerConfig\.{field} must be an int >= 1"):
+    with pytest.raises(InvalidArgument, match=rf"BreakerConfig\.{field} must be an int from 1 to 2\*\*64-1, got ") as info:
         BreakerConfig(**{field: value})  # type: ignore[arg-type]
+    assert type(info.value) is InvalidArgument
 
 
 @pytest.mark.parametrize("field", ["failure_window", "reset_timeout"])
-@pytest.mark.parametrize("value", [0, 0.0, -1.0, math.nan, math.inf, True, "1", None])
+@pytest.mark.parametrize("value", [0, 0.0, -1.0, math.nan, math.inf, True, "1", None, 10**400, -(10**400)])
 def test_config_rejects_bad_durations(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=rf"BreakerConfig\.{field} must be a finite number"):
+    with pytest.raises(InvalidArgument, match=rf"BreakerConfig\.{field} must be a finite number of seconds > 0, got ") as info:
         BreakerConfig(**{field: value})  # type: ignore[arg-type]
+    assert type(info.value) is InvalidArgument
 
 
 def test_config_accepts_smallest_valid_values() -> None:
@@ -95,8 +98,11 @@ def test_config_is_frozen() -> None:
 
 
 def test_breaker_rejects_a_non_config() -> None:
-    with pytest.raises(TypeError, match="BreakerConfig"):
+    # It raised TypeError before InvalidArgument existed (InvalidArgument is a ValueError).
+    with pytest.raises(InvalidArgument, match="CircuitBreaker config must be a supervisor.BreakerConfig"):
         CircuitBreaker({"trip_threshold": 2})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="CircuitBreaker clock must be a function"):
+        CircuitBreaker(clock=5.0)  # type: ignore[arg-type]
 
 
 # --- closed -> open --------------------------------------------------------------------------

@@ -15,13 +15,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from conftest import process_running, reap_nodes, wait_for
+from conftest import NodeProcess, process_running, reap_nodes, wait_for
 
 from gorilix.launcher import free_port
 
@@ -61,21 +60,7 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int = 2)
     return lines[0]
 
 
-@dataclass
-class Node:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.out.read_text() + self.err.read_text()
-
+class Node(NodeProcess):
     def members(self) -> dict[str, str]:
         done = gx("members", "--node", self.address, "--json", "--connect-timeout", "2")
         if done.returncode != 0:

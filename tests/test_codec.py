@@ -124,7 +124,8 @@ def test_same_helper_is_strict() -> None:
 int64s = st.integers(min_value=INT_MIN, max_value=UINT_MAX)
 scalars = st.none() | st.booleans() | int64s | st.floats() | st.text() | st.binary()
 points = st.builds(Point, int64s, int64s)
-refs = st.builds(ActorRef, st.text(max_size=10), int64s, st.none() | st.text(max_size=10))
+# An actor id is a uint64: ActorRef refuses anything else (InvalidArgument).
+refs = st.builds(ActorRef, st.text(max_size=10), st.integers(0, UINT_MAX), st.none() | st.text(max_size=10))
 
 hashable = st.recursive(
     scalars | points | refs,
@@ -257,10 +258,13 @@ def test_plain_class_becomes_a_sendable_dataclass() -> None:
     assert back[0].a == 1 and back[0].b == (2, 3)
 
 
+TUPLE = msgpack.ExtType(EXT_TUPLE, b"")
+MESSAGE = msgpack.ExtType(EXT_MESSAGE, b"")
+
+
 def test_message_name_and_fields_travel_on_the_wire() -> None:
-    ext = msgpack.unpackb(encode(Point(3, 4)), raw=False)
-    assert ext.code == EXT_MESSAGE
-    assert msgpack.unpackb(ext.data, raw=False) == [f"{__name__}.Point", [3, 4]]
+    """[marker, name, [fields]]: one array, unpacked in the same msgpack call as the rest."""
+    assert msgpack.unpackb(encode(Point(3, 4)), raw=False) == [MESSAGE, f"{__name__}.Point", [3, 4]]
 
 
 def test_encode_is_plain_msgpack_for_plain_values() -> None:
@@ -268,9 +272,19 @@ def test_encode_is_plain_msgpack_for_plain_values() -> None:
     assert encode(value) == msgpack.packb(value, use_bin_type=True)
 
 
-def test_tuple_is_an_extension_type_on_the_wire() -> None:
-    ext = msgpack.unpackb(encode((1, 2)), raw=False)
-    assert ext == msgpack.ExtType(EXT_TUPLE, msgpack.packb([1, 2]))
+def test_tuple_is_a_marked_array_on_the_wire() -> None:
+    assert msgpack.unpackb(encode((1, 2)), raw=False) == [TUPLE, 1, 2]
+    assert msgpack.unpackb(encode(((),)), raw=False) == [TUPLE, [TUPLE]]
+
+
+@pytest.mark.parametrize("data", [
+    msgpack.packb(TUPLE), msgpack.packb({"k": MESSAGE}), msgpack.packb([1, TUPLE]),  # a marker out of place
+    msgpack.packb([msgpack.ExtType(EXT_TUPLE, b"\x91\x01")]),  # a marker that carries bytes
+    msgpack.packb([MESSAGE, "m"]), msgpack.packb([MESSAGE, 5, []]), msgpack.packb([MESSAGE, "m", 7]),
+])
+def test_misplaced_or_malformed_markers_raise_decode_error(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode(data)
 
 
 # --- refusals ---
@@ -384,7 +398,7 @@ def test_truncated_or_invalid_bytes_raise_decode_error(data: bytes) -> None:
 
 
 def _message_payload(name: Any, values: Any) -> bytes:
-    return msgpack.packb(msgpack.ExtType(EXT_MESSAGE, msgpack.packb([name, values])))
+    return msgpack.packb([MESSAGE, name, values])
 
 
 def test_unknown_message_type_raises_decode_error() -> None:
@@ -435,14 +449,46 @@ def test_register_extension_rejects_a_taken_code(scratch_registry: None) -> None
 
 
 def test_register_extension_accepts_the_top_user_code(scratch_registry: None) -> None:
-    codec.register_extension(
-        127,
-        Token,
-        lambda t: codec.encode_nested([t.value, (1,)]),
-        lambda b: Token(decode(b)[0]),
-    )
+    codec.register_extension(127, Token, lambda t: [t.value, [1]], lambda plain: Token(plain[0]))
     back = roundtrip([Token("hi")])
     assert type(back[0]) is Token and back[0].value == "hi"
+
+
+def test_a_registered_payload_holds_plain_values_only(scratch_registry: None) -> None:
+    """A payload is unpacked by a call of its own: an extension in it could nest those calls without end."""
+    codec.register_extension(100, Token, lambda t: [t.value, (1,)], lambda plain: Token(plain[0]))
+    with pytest.raises(SerializationError, match="registered type's payload"):
+        encode([Token("hi")])
+    assert encode([1, (2,)]) == wire([1, (2,)])  # the codec is fine afterwards
+    nested = msgpack.packb(["n", 1, TUPLE])
+    with pytest.raises(DecodeError, match="payload holds an extension"):
+        decode(msgpack.packb(msgpack.ExtType(100, nested)))
+    with pytest.raises(DecodeError, match="payload holds an extension"):
+        decode(msgpack.packb([msgpack.ExtType(EXT_ACTOR_REF, nested)]))
+
+
+def test_a_registered_types_bad_payload_is_a_decode_error(scratch_registry: None) -> None:
+    def from_plain(plain: Any) -> Token:
+        if type(plain) is not str:
+            raise TypeError(f"a token is a str, not {type(plain).__name__}")
+        return Token(plain)
+
+    codec.register_extension(100, Token, lambda t: t.value, from_plain)
+    assert decode(encode(Token("ok"))).value == "ok"
+    with pytest.raises(DecodeError, match="a token is a str"):
+        decode(msgpack.packb(msgpack.ExtType(100, msgpack.packb(5))))
+
+
+def test_a_chain_of_refs_and_tuples_from_a_peer_is_refused_without_a_crash() -> None:
+    """A ref whose payload holds a tuple holding a ref...: refused at the first payload, never recursing."""
+    data = msgpack.packb(0)
+    for _ in range(3000):
+        data = b"\x92" + msgpack.packb(TUPLE) + data  # (data,)
+        data = msgpack.packb(msgpack.ExtType(EXT_ACTOR_REF, b"\x93" + data + b"\x01\xc0"))  # [data, 1, None]
+    with pytest.raises(DecodeError, match="payload holds an extension"):
+        decode(data)
+    with pytest.raises(DecodeError, match="payload holds an extension"):
+        decode(b"\x92" + msgpack.packb(TUPLE) + data)
 
 
 # --- ActorRef (workers registers its extension on import) ---
@@ -474,3 +520,356 @@ def test_actor_ref_equality_ignores_name_and_works_as_key() -> None:
 def test_malformed_actor_ref_raises_decode_error(fields: list[Any]) -> None:
     with pytest.raises(DecodeError):
         decode(msgpack.packb(msgpack.ExtType(EXT_ACTOR_REF, msgpack.packb(fields))))
+
+
+# --- depth: one limit, MAX_DEPTH, for the encoder and the decoder ---
+
+
+def depth_of(value: Any) -> int:
+    """The codec's measure, written plainly: every list, tuple, dict, message and ref is a level."""
+    kind = type(value)
+    if kind in (list, tuple):
+        return 1 + max(map(depth_of, value), default=0)
+    if kind is dict:
+        return 1 + max((max(depth_of(k), depth_of(v)) for k, v in value.items()), default=0)
+    if hasattr(kind, "__gorilix_fields__"):  # a @message class
+        return 1 + max((depth_of(getattr(value, name)) for name in kind.__gorilix_fields__), default=0)
+    if kind is ActorRef:
+        return 1
+    return 0
+
+
+def wire(value: Any) -> bytes:
+    """The codec's wire format built by hand, with no limit (what a hostile peer can send)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    kind = type(value)
+    if kind is list:
+        return packer.pack_array_header(len(value)) + b"".join(map(wire, value))
+    if kind is dict:
+        return packer.pack_map_header(len(value)) + b"".join(wire(k) + wire(v) for k, v in value.items())
+    if kind is tuple:
+        return packer.pack_array_header(len(value) + 1) + packer.pack(TUPLE) + b"".join(map(wire, value))
+    if hasattr(kind, "__gorilix_fields__"):  # a @message class: [marker, name, [fields]]
+        fields = [getattr(value, name) for name in kind.__gorilix_fields__]
+        return b"\x93" + packer.pack(MESSAGE) + packer.pack(f"{kind.__module__}.{kind.__qualname__}") + wire(fields)
+    if kind is ActorRef:
+        return packer.pack(msgpack.ExtType(EXT_ACTOR_REF, msgpack.packb([value.node, value.id, value.name])))
+    return packer.pack(value)
+
+
+leaves = scalars | points | refs | st.just([]) | st.just(()) | st.just({})
+
+
+@st.composite
+def chains(draw: st.DrawFn, levels: st.SearchStrategy[int]) -> Any:
+    """A value whose deepest path goes through ``levels`` containers of random kinds.
+
+    Every level also holds shallow siblings, so the deepest path is not the
+    only one and the levels are not all alike.
+    """
+    value = draw(leaves)
+    for _ in range(draw(levels)):
+        side = draw(st.lists(scalars | points, max_size=2))
+        kind = draw(st.sampled_from(["list", "tuple", "dict", "key", "box"]))
+        if kind == "list":
+            at = draw(st.integers(0, len(side)))
+            value = [*side[:at], value, *side[at:]]
+        elif kind == "tuple":
+            value = (value, *side)
+        elif kind == "dict":
+            value = {draw(st.text(max_size=3)): value, 1: side}
+        elif kind == "key" and _hashable(value):  # a chain of tuples and points can be a dict key
+            value = {value: draw(scalars)}
+        else:
+            value = Box(draw(st.text(max_size=3)), value, (draw(scalars), draw(scalars)))
+    return value
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+near_the_limit = st.integers(codec.MAX_DEPTH - 3, codec.MAX_DEPTH + 3)
+any_depth = st.integers(0, codec.MAX_DEPTH + 40) | near_the_limit
+depth_settings = settings(derandomize=True, database=None, deadline=None, max_examples=100)
+
+
+@depth_settings
+@given(chains(any_depth))
+def test_values_up_to_the_limit_round_trip_and_deeper_ones_are_refused_at_encode(value: Any) -> None:
+    if depth_of(value) <= codec.MAX_DEPTH:
+        data = encode(value)
+        assert data == wire(value)  # the format does not depend on how deep a value is
+        assert same(decode(data), value)
+    else:
+        with pytest.raises(SerializationError, match=f"more than {codec.MAX_DEPTH} levels"):
+            encode(value)
+
+
+@depth_settings
+@given(chains(any_depth))
+def test_the_decoder_applies_the_same_limit_to_bytes_from_a_peer(value: Any) -> None:
+    data = wire(value)
+    if depth_of(value) <= codec.MAX_DEPTH:
+        assert same(decode(data), value)
+    else:
+        with pytest.raises(DecodeError, match=f"more than {codec.MAX_DEPTH} levels"):
+            decode(data)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda v: [v],
+        lambda v: (v,),
+        lambda v: {"k": v},
+        lambda v: {(v,): 1} if type(v) is tuple else {"k": v},
+        lambda v: Box("b", v, (1, 2)),
+    ],
+    ids=["list", "tuple", "dict", "dict key", "message"],
+)
+@pytest.mark.parametrize("bottom", [0, [], (), ActorRef("n", 1), Point(1, 2)], ids=repr)
+def test_the_limit_is_exact_for_every_kind_of_level(wrap: Any, bottom: Any) -> None:
+    value = bottom
+    while depth_of(value) < codec.MAX_DEPTH:
+        value = wrap(value)
+    assert depth_of(value) == codec.MAX_DEPTH
+    assert same(decode(encode(value)), value)
+    assert same(decode(wire(value)), value)
+    deeper = wrap(value)
+    assert depth_of(deeper) == codec.MAX_DEPTH + 1
+    with pytest.raises(SerializationError, match=f"more than {codec.MAX_DEPTH} levels"):
+        encode(deeper)
+    with pytest.raises(DecodeError, match=f"more than {codec.MAX_DEPTH} levels"):
+        decode(wire(deeper))
+
+
+@pytest.mark.parametrize("levels", [101, 200, 250, 330, 1000])
+def test_a_linked_list_of_tuples_is_refused_whatever_its_length(levels: int) -> None:
+    value: Any = ()
+    for i in range(levels):
+        value = (i, value)
+    with pytest.raises(SerializationError, match="flatten"):
+        encode(value)
+
+
+def hand_built(levels: int, link: bytes) -> bytes:
+    """``levels`` copies of ``link`` (bytes that open one level around what follows) around 0."""
+    data = msgpack.packb(0)
+    for _ in range(levels):
+        data = link_around(link, data)
+    return data
+
+
+def link_around(link: bytes, inner: bytes) -> bytes:
+    if link == b"tuple":  # (inner,)
+        return b"\x92" + msgpack.packb(TUPLE) + inner
+    if link == b"message":  # Box("x", inner, (1, 2))
+        name = msgpack.packb(f"{__name__}.Box")
+        fields = b"\x93" + msgpack.packb("x") + inner + msgpack.packb([TUPLE, 1, 2])
+        return b"\x93" + msgpack.packb(MESSAGE) + name + fields
+    return link + inner
+
+
+@pytest.mark.parametrize("link", [b"tuple", b"message", b"\x91", b"\x81\xa1k"], ids=["tuple", "message", "list", "dict"])
+@pytest.mark.parametrize("levels", [200, 250, 1000, 5000])
+def test_hostile_deep_bytes_raise_decode_error_and_never_crash(link: bytes, levels: int) -> None:
+    with pytest.raises(DecodeError):
+        decode(hand_built(levels, link))
+
+
+LINKS = [b"tuple", b"message", b"\x91", b"\x81\xa1k", b"\x92\x01"]
+
+
+@deterministic
+@given(
+    st.integers(0, 700).flatmap(lambda n: st.lists(st.sampled_from(LINKS), min_size=n, max_size=n)),
+    st.binary(max_size=8),
+    st.integers(0, 2000),
+)
+def test_deep_garbage_raises_only_decode_error(links: list[bytes], noise: bytes, cut: int) -> None:
+    data = msgpack.packb(0)
+    for link in links:
+        data = link_around(link, data)
+    for damaged in (data, data[:cut], data[:cut] + noise + data[cut:], noise + data):
+        try:
+            decode(damaged)
+        except DecodeError:
+            pass
+
+
+@depth_settings
+@given(st.lists(values, min_size=0, max_size=200), st.binary(max_size=200_000), st.text(max_size=20_000))
+def test_wide_and_large_values_round_trip(items: list[Any], blob: bytes, text: str) -> None:
+    value = [items, blob, {text: items}, tuple(items)]
+    assert same(decode(encode(value)), value)
+
+
+PADDINGS = [
+    list(range(3000)),  # many small items: msgpack measures the plain levels
+    [(i, str(i)) for i in range(1500)],  # many small extensions, each bounded by its length
+    [[i, [i]] for i in range(2000)],
+    {f"k{i}": [i, {"v": i}] for i in range(1500)},
+    b"x" * 20_000,  # one big item: walked
+    "y" * 20_000,
+]
+
+
+@depth_settings
+@given(chains(near_the_limit | st.integers(0, 30)), st.sampled_from(range(len(PADDINGS))), st.integers(0, 3))
+def test_big_frames_near_the_limit_are_measured_exactly(value: Any, padding: int, where: int) -> None:
+    """Frames past the cheap checks: each extension's height is bounded as it is (un)packed."""
+    pad = PADDINGS[padding]
+    wrapped = [
+        [pad, value],
+        (value, pad),
+        Box("pad", (pad, [value]), (1, 2)),
+        {"pad": pad, "v": (value,)},
+    ][where]
+    data = wire(wrapped)
+    assert len(data) > 8192
+    if depth_of(wrapped) <= codec.MAX_DEPTH:
+        assert encode(wrapped) == data
+        assert same(decode(data), wrapped)
+    else:
+        with pytest.raises(SerializationError, match="levels"):
+            encode(wrapped)
+        with pytest.raises(DecodeError, match="levels"):
+            decode(data)
+
+
+def test_the_depth_count_starts_afresh_for_every_value() -> None:
+    ref = ActorRef("node", 7, "name")
+    value = [("seq", ref, (ref, [ref])), Box("b", ref, (ref, 1))]
+    for _ in range(3 * codec.MAX_DEPTH):
+        assert same(decode(encode(value)), value)
+    deepest: Any = ref
+    for _ in range(codec.MAX_DEPTH - 1):
+        deepest = (deepest,)
+    assert same(decode(encode(deepest)), deepest)
+
+
+@message
+@dataclasses.dataclass
+class Unpacks:
+    """Decodes another frame while its own frame is being decoded."""
+
+    inner: bytes
+
+    def __post_init__(self) -> None:
+        self.decoded = decode(self.inner)
+
+
+def test_a_frame_decoded_inside_another_does_not_disturb_its_measure() -> None:
+    inner = encode([((1, (2,)), list(range(50)))] * 40)  # long enough to be measured itself
+    deepest: Any = Unpacks(inner)
+    while depth_of(deepest) < codec.MAX_DEPTH:
+        deepest = [deepest, list(range(300))]
+    assert same(decode(encode(deepest)), deepest)
+    with pytest.raises(DecodeError, match="levels"):
+        decode(wire([deepest]))
+
+
+def test_wide_values_just_under_the_limit_round_trip() -> None:
+    row = [Point(i, -i) for i in range(50)]
+    value: Any = [row] * 300  # 3 levels: list, list, Point
+    for _ in range(codec.MAX_DEPTH - 3):
+        value = [value, row, (row,)]
+    assert depth_of(value) == codec.MAX_DEPTH
+    assert same(decode(encode(value)), value)
+    assert same(decode(wire(value)), value)
+
+
+def call_with_stack_left(frames: int, call: Any) -> str:
+    """Run ``call`` with about ``frames`` Python frames left before the recursion limit."""
+    import sys
+
+    def down(n: int) -> str:
+        if n > 0:
+            return down(n - 1)
+        try:
+            call()
+        except RecursionError:
+            return "leaked RecursionError"
+        except (SerializationError, DecodeError):
+            return "clean error"
+        return "ok"
+
+    here = len(__import__("inspect").stack(0))
+    try:
+        return down(sys.getrecursionlimit() - here - frames)
+    except RecursionError:
+        return "no room to test"
+
+
+def test_encode_and_decode_need_a_few_python_frames_whatever_the_depth() -> None:
+    """Nothing recurses in Python: a caller deep in its own stack still gets its value, never a RecursionError."""
+    deepest = (0,)
+    while depth_of(deepest) < codec.MAX_DEPTH:
+        deepest = (deepest, [1])
+    data = encode(deepest)
+    for frames in (15, 30, 60, 100, 200, 400, 800):
+        assert call_with_stack_left(frames, lambda: encode(deepest)) == "ok", frames
+        assert call_with_stack_left(frames, lambda: decode(data)) == "ok", frames
+    for frames in (0, 2, 5):  # no room even for the codec's own calls: a clean error, never a leak
+        assert call_with_stack_left(frames, lambda: encode(deepest)) != "leaked RecursionError"
+        assert call_with_stack_left(frames, lambda: decode(data)) != "leaked RecursionError"
+
+
+def test_the_limit_holds_in_a_thread_with_a_small_stack() -> None:
+    """A worker, node or client may decode on a thread with far less stack than the main one."""
+    import threading
+
+    wrappers = [lambda v: (v, 1), lambda v: Box("b", v, (1, 2)), lambda v: [v], lambda v: {"k": v}]
+    deepest: Any = ActorRef("n", 1)
+    for level in range(codec.MAX_DEPTH - 1):
+        deepest = wrappers[level % len(wrappers)](deepest)
+    assert depth_of(deepest) == codec.MAX_DEPTH
+    data = wire(deepest)
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append(same(decode(data), deepest) and encode(deepest) == data)
+            outcome.append(type(_raises(lambda: decode(wire((deepest,))))).__name__)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(exc)
+
+    old = threading.stack_size(512 * 1024)
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(old)
+    assert outcome == [True, "DecodeError"]
+
+
+def _raises(call: Any) -> BaseException | None:
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - the caller checks the type
+        return exc
+    return None
+
+
+def test_an_unknown_message_type_names_itself_and_what_to_import() -> None:
+    from gorilix.transport import errors
+
+    with pytest.raises(errors.UnknownMessageType) as info:
+        decode(_message_payload("nowhere.Missing", [1, 2]))
+    assert isinstance(info.value, DecodeError)
+    assert "nowhere.Missing is not registered" in str(info.value)
+    assert "import its module" in str(info.value)
+    back = errors.error_from_wire(decode(encode(errors.error_to_wire(info.value))))
+    assert type(back) is errors.UnknownMessageType and str(back) == str(info.value)
+
+
+@pytest.mark.parametrize("inner", ["abc", {"a": 1}, 5, None])
+def test_a_tuple_marker_that_carries_a_payload_is_malformed(inner: Any) -> None:
+    with pytest.raises(DecodeError, match="marker"):
+        decode(msgpack.packb([msgpack.ExtType(EXT_TUPLE, msgpack.packb(inner))]))

@@ -20,6 +20,7 @@ from gorilix.transport.errors import (
     ClusterError,
     DecodeError,
     GorilixError,
+    InvalidArgument,
     MailboxFull,
     NodeDown,
     NotRunning,
@@ -59,6 +60,7 @@ def test_the_module_defines_the_expected_classes() -> None:
     assert set(ALL_ERRORS) == {
         GorilixError, SerializationError, DecodeError, SpawnError, ActorNotFound,
         AskTimeout, MailboxFull, WorkerDied, NotRunning, ClusterError, NodeDown, ActorError,
+        InvalidArgument, errors.UnknownMessageType,
     }
 
 
@@ -72,6 +74,8 @@ def test_stdlib_bases_so_users_can_catch_familiar_types() -> None:
     assert issubclass(AskTimeout, TimeoutError)
     assert issubclass(SerializationError, TypeError)
     assert not issubclass(DecodeError, TypeError)
+    # A bad argument is a ValueError, as the stdlib's own checks are (``except ValueError`` keeps working).
+    assert issubclass(InvalidArgument, ValueError)
 
 
 @pytest.mark.parametrize("cls", SIMPLE_ERRORS, ids=lambda c: c.__name__)
@@ -95,7 +99,8 @@ def test_wire_codes_are_distinct_and_stable() -> None:
     assert codes == {
         GorilixError: 0, ActorError: 1, ActorNotFound: 2, AskTimeout: 3, MailboxFull: 4,
         SpawnError: 5, WorkerDied: 6, SerializationError: 7, NotRunning: 8,
-        ClusterError: 9, DecodeError: 10, NodeDown: 11,
+        ClusterError: 9, DecodeError: 10, NodeDown: 11, InvalidArgument: 12,
+        errors.UnknownMessageType: 13,
     }
 
 

@@ -15,8 +15,10 @@ from gorilix.transport.frames import (
     FAIL,
     FLAG_ASK,
     FLAG_REPLY,
+    ID_MAX,
     KINDS,
     MAX_FRAMES,
+    NODE_NAME_MAX,
     REPLY,
     STOP,
     TELL,
@@ -31,7 +33,9 @@ from gorilix.transport.frames import (
 
 deterministic = settings(derandomize=True, database=None, deadline=None, max_examples=300)
 
-ids = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+#: Every id a frame may carry (a msgpack uint64), and every int msgpack can carry.
+ids = st.integers(min_value=0, max_value=ID_MAX)
+any_ints = st.integers(min_value=-(2**63), max_value=ID_MAX)
 node_names = st.text(max_size=40)
 
 
@@ -58,6 +62,60 @@ def test_route_roundtrip(dst_node: str, dst_id: int, flags: int, src_id: int, co
 def test_route_defaults() -> None:
     assert unpack_route(pack_route("b", 42)) == Route("b", 42, 0, 0, 0)
     assert unpack_route(pack_route("", 0, FLAG_ASK, 7, 9)) == Route("", 0, FLAG_ASK, 7, 9)
+
+
+# --- limits: ids are uint64, node names at most NODE_NAME_MAX characters ---
+#
+# A peer's negative sender id used to reach the actor, whose ``self.sender``
+# then raised (an ActorRef refuses it); the frame is now refused as it is read.
+
+ROUTE_IDS = ["dst_id", "flags", "src_id", "corr"]
+NEGATIVE = [-1, -(2**63)]
+# Names past the limit, counted in characters (not bytes): a multi-byte one too.
+LONG_NAMES = ["n" * (NODE_NAME_MAX + 1), "\u00e9" * (NODE_NAME_MAX + 1), "n" * 100_000]
+# Names at the limit: 255 characters of up to four bytes each are fine.
+LIMIT_NAMES = ["n" * NODE_NAME_MAX, "\u00e9" * NODE_NAME_MAX, "\U0001f600" * NODE_NAME_MAX, ""]
+
+
+@pytest.mark.parametrize("bad", NEGATIVE)
+@pytest.mark.parametrize("index", range(1, 5))
+def test_route_with_a_negative_id_is_rejected(index: int, bad: int) -> None:
+    fields = list(GOOD_ROUTE)
+    fields[index] = bad
+    with pytest.raises(DecodeError, match=rf"{ROUTE_IDS[index - 1]}={bad} is out of range 0\.\.2\*\*64-1"):
+        unpack_route(msgpack.packb(fields, use_bin_type=True))
+
+
+@pytest.mark.parametrize("name", LONG_NAMES, ids=["ascii", "two-byte", "huge"])
+def test_route_with_an_overlong_node_name_is_rejected(name: str) -> None:
+    with pytest.raises(DecodeError, match=f"dst_node of {len(name)} characters is longer than {NODE_NAME_MAX}"):
+        unpack_route(pack_route(name, 1))
+
+
+@pytest.mark.parametrize("name", LIMIT_NAMES, ids=["ascii", "two-byte", "four-byte", "empty"])
+def test_route_at_the_limits_is_accepted(name: str) -> None:
+    route = unpack_route(pack_route(name, ID_MAX, ID_MAX, ID_MAX, ID_MAX))
+    assert route == Route(name, ID_MAX, ID_MAX, ID_MAX, ID_MAX)
+    assert unpack_route(pack_route(name, 0)) == Route(name, 0, 0, 0, 0)
+
+
+near_the_limit = node_names | st.text(min_size=NODE_NAME_MAX - 2, max_size=NODE_NAME_MAX + 2)
+
+
+@deterministic
+@given(near_the_limit, any_ints, any_ints, any_ints, any_ints)
+def test_route_is_accepted_exactly_within_the_limits(
+    dst_node: str, dst_id: int, flags: int, src_id: int, corr: int
+) -> None:
+    frame = pack_route(dst_node, dst_id, flags, src_id, corr)
+    within = len(dst_node) <= NODE_NAME_MAX and min(dst_id, flags, src_id, corr) >= 0
+    try:
+        route = unpack_route(frame)
+    except DecodeError:
+        assert not within
+        return
+    assert within
+    assert route == (dst_node, dst_id, flags, src_id, corr)
 
 
 WRONG_TYPED = [None, True, 1.0, b"node", "7", [1], {"a": 1}, 5]
@@ -91,6 +149,7 @@ def test_route_with_a_wrong_field_type_is_rejected(index: int, bad: Any) -> None
         msgpack.packb(b"abcde", use_bin_type=True),
         msgpack.packb({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}),
         msgpack.packb({1: 1, 2: 2, 3: 3, 4: 4, 5: 5}),
+        msgpack.packb({"node": 0, 1: 0, 2: 0, 3: 0, 4: 0}),  # a map whose keys look like a route
     ],
 )
 def test_malformed_route_frame_is_rejected(frame: bytes) -> None:
@@ -110,7 +169,7 @@ def test_route_garbage_gives_only_decode_error(frame: bytes) -> None:
 
 # Arbitrary, well-formed msgpack values: harder garbage than random bytes.
 any_values = st.recursive(
-    st.none() | st.booleans() | ids | st.floats() | st.text(max_size=5) | st.binary(max_size=5),
+    st.none() | st.booleans() | any_ints | st.floats() | st.text(max_size=5) | st.binary(max_size=5),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner, max_size=5),
     max_leaves=10,
 )
@@ -125,6 +184,8 @@ def test_route_of_wrong_shape_gives_only_decode_error(value: Any) -> None:
         return
     assert [type(field) for field in route] == [str, int, int, int, int]
     assert list(route) == value
+    assert len(route.dst_node) <= NODE_NAME_MAX
+    assert all(0 <= field <= ID_MAX for field in route[1:])
 
 
 # --- envelope frame ---
@@ -140,6 +201,42 @@ def test_envelope_roundtrip(kind: int, src_node: str, src_id: int, corr: int) ->
 
 def test_envelope_default_corr() -> None:
     assert unpack_env(pack_env(TELL, "a", 5)) == Envelope(TELL, "a", 5, 0)
+
+
+@pytest.mark.parametrize("bad", NEGATIVE)
+@pytest.mark.parametrize("index", [2, 3])
+def test_envelope_with_a_negative_id_is_rejected(index: int, bad: int) -> None:
+    fields = list(GOOD_ENV)
+    fields[index] = bad
+    name = {2: "src_id", 3: "corr"}[index]
+    with pytest.raises(DecodeError, match=rf"{name}={bad} is out of range 0\.\.2\*\*64-1"):
+        unpack_env(msgpack.packb(fields, use_bin_type=True))
+
+
+@pytest.mark.parametrize("name", LONG_NAMES, ids=["ascii", "two-byte", "huge"])
+def test_envelope_with_an_overlong_node_name_is_rejected(name: str) -> None:
+    with pytest.raises(DecodeError, match=f"src_node of {len(name)} characters is longer than {NODE_NAME_MAX}"):
+        unpack_env(pack_env(TELL, name, 1))
+
+
+@pytest.mark.parametrize("name", LIMIT_NAMES, ids=["ascii", "two-byte", "four-byte", "empty"])
+def test_envelope_at_the_limits_is_accepted(name: str) -> None:
+    assert unpack_env(pack_env(REPLY, name, ID_MAX, ID_MAX)) == Envelope(REPLY, name, ID_MAX, ID_MAX)
+    assert unpack_env(pack_env(TELL, name, 0)) == Envelope(TELL, name, 0, 0)
+
+
+@deterministic
+@given(st.sampled_from(sorted(KINDS)), near_the_limit, any_ints, any_ints)
+def test_envelope_is_accepted_exactly_within_the_limits(kind: int, src_node: str, src_id: int, corr: int) -> None:
+    frame = pack_env(kind, src_node, src_id, corr)
+    within = len(src_node) <= NODE_NAME_MAX and min(src_id, corr) >= 0
+    try:
+        env = unpack_env(frame)
+    except DecodeError:
+        assert not within
+        return
+    assert within
+    assert env == (kind, src_node, src_id, corr)
 
 
 @pytest.mark.parametrize("kind", [-1, 5, 99, 2**63])
@@ -190,6 +287,7 @@ def test_envelope_with_unhashable_kind_is_rejected(bad: Any) -> None:
         msgpack.packb("abcd"),
         msgpack.packb(b"\x00\x01\x02\x03", use_bin_type=True),
         msgpack.packb({"a": 1, "b": 2, "c": 3, "d": 4}),
+        msgpack.packb({TELL: 0, "node": 0, 2: 0, 3: 0}),  # a map whose keys look like an envelope
     ],
 )
 def test_malformed_envelope_frame_is_rejected(frame: bytes) -> None:
@@ -205,6 +303,7 @@ def test_envelope_garbage_gives_only_decode_error(frame: bytes) -> None:
     except DecodeError:
         return
     assert env.kind in KINDS and type(env.src_node) is str
+    assert len(env.src_node) <= NODE_NAME_MAX and 0 <= env.src_id <= ID_MAX and 0 <= env.corr <= ID_MAX
 
 
 # --- splitting a multipart ---

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from gorilix.transport.routing import ForwardingTable, ParkResult
+from gorilix.transport.routing import (
+    CLIENT_ID_END,
+    CLIENT_ID_MIN,
+    ForwardingTable,
+    ParkResult,
+    client_identity,
+    client_ids,
+    is_client_id,
+)
+from gorilix.transport.sockets import ID_SHIFT
 
 W0 = b"worker-0"
 W1 = b"worker-1"
@@ -226,3 +235,23 @@ def test_same_ask_forwarded_twice_is_reported_once(table: ForwardingTable) -> No
     table.ask_forwarded(PEER, 5, 1)
     table.ask_forwarded(PEER, 5, 1)
     assert table.endpoint_lost(PEER) == (set(), [(5, 1, None)])
+
+
+# --- client ids ---
+
+
+def test_client_ids_are_never_actor_ids() -> None:
+    ids = client_ids()
+    first = next(ids)
+    assert is_client_id(first) and next(ids) == first + 1
+    assert first < CLIENT_ID_MIN + (CLIENT_ID_END - CLIENT_ID_MIN) // 2  # room to count up
+    assert not is_client_id(CLIENT_ID_END) and not is_client_id(CLIENT_ID_MIN - 1)
+    assert not is_client_id((1 << 21) << ID_SHIFT | 5)  # a worker's actor
+    assert not is_client_id(12345)  # a node's actor (its ids count up from below 2**39)
+    for wrong in (float(CLIENT_ID_MIN), str(CLIENT_ID_MIN), True, None, [CLIENT_ID_MIN]):
+        assert not is_client_id(wrong)
+
+
+def test_a_clients_socket_is_named_after_its_id() -> None:
+    assert client_identity(CLIENT_ID_MIN) == b"c%d" % CLIENT_ID_MIN
+    assert client_identity(CLIENT_ID_MIN) != client_identity(CLIENT_ID_MIN + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import random
 
 import pytest
@@ -20,6 +21,7 @@ from gorilix.supervision import (
     Strategy,
     SupervisorState,
 )
+from gorilix.transport.errors import InvalidArgument
 from gorilix.workers.spec import PERMANENT, TEMPORARY, TRANSIENT
 
 
@@ -175,16 +177,64 @@ def test_unknown_children_are_ignored_and_keys_are_unique() -> None:
 
 
 def test_strategy_validation_and_wire_round_trip() -> None:
-    with pytest.raises(ValueError, match="strategy kind"):
+    with pytest.raises(InvalidArgument, match=r"Strategy\.kind must be one of"):
         Strategy("one_for_some")
-    with pytest.raises(ValueError, match="max_restarts"):
+    with pytest.raises(InvalidArgument, match=r"Strategy\.max_restarts"):
         Strategy(max_restarts=-1)
-    with pytest.raises(ValueError, match="within_seconds"):
+    with pytest.raises(InvalidArgument, match=r"Strategy\.within_seconds"):
         Strategy(within_seconds=0)
+    with pytest.raises(InvalidArgument, match=r"Strategy\.backoff must be a supervisor\.Backoff"):
+        Strategy(backoff="exponential")  # type: ignore[arg-type]
     strategy = Strategy(REST_FOR_ONE, 7, 2.5, Backoff.jittered(base=0.2, max=9.0, jitter=0.1),
                         BreakerConfig(3, 10.0, 4.0, 2))
     assert Strategy.from_wire(strategy.to_wire()) == strategy
     assert Strategy.from_wire(Strategy().to_wire()) == Strategy()
+
+
+GOOD_BACKOFF = ["none", 0.1, 60.0, 0.2, 0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ([], "malformed supervision strategy"),
+        (5, "malformed supervision strategy"),
+        (None, "malformed supervision strategy"),
+        (["one_for_one", 3, 5.0, 7, None], "malformed supervision strategy"),
+        (["one_for_one", 3, 5.0, GOOD_BACKOFF + [9], None], "malformed supervision strategy"),
+        (["one_for_one", 3, 5.0, GOOD_BACKOFF, [1, 2, 3, 4, 5]], "malformed supervision strategy"),
+        (["one_for_all", -1, 5.0, GOOD_BACKOFF, None], r"Strategy\.max_restarts"),
+        (["one_for_all", 1, 5.0, ["fib", 0.1, 60.0, 0.2, 0], None], r"Backoff\.kind"),
+        (["one_for_all", 1, 5.0, GOOD_BACKOFF, [0, 1.0, 1.0, 1]], r"BreakerConfig\.trip_threshold"),
+    ],
+)
+def test_a_malformed_strategy_record_is_an_invalid_argument(fields: object, fragment: str) -> None:
+    # The node's spawn_supervisor handler turns it into an error for the asker.
+    with pytest.raises(InvalidArgument, match=fragment):
+        Strategy.from_wire(fields)  # type: ignore[arg-type]
+
+
+class Kind(str, enum.Enum):  # noqa: UP042 - its str() is "Kind.ALL", not the value
+    ALL = ONE_FOR_ALL
+
+
+def test_to_wire_sends_plain_values() -> None:
+    strategy = Strategy(
+        Kind.ALL, within_seconds=5, backoff=Backoff.linear(base=2**900, max=3),
+        circuit_breaker=BreakerConfig(2, 7, 1),
+    )
+    wire = strategy.to_wire()
+    assert wire[0] == ONE_FOR_ALL and type(wire[0]) is str
+    assert [type(v) for v in wire[3]] == [str, float, float, float, int]
+    assert [type(v) for v in wire[4]] == [int, float, float, int]
+    assert Strategy.from_wire(wire) == strategy
+
+
+def test_a_child_with_an_unknown_restart_type_is_refused() -> None:
+    sup, _ = make(Strategy(), PERMANENT)
+    with pytest.raises(InvalidArgument, match="restart='sometimes' is not one of permanent, transient, temporary"):
+        sup.add(Child(60, "c60", "sometimes"))
+    assert [c.id for c in sup.children] == [10]
 
 
 def test_one_for_one_delays_each_child_by_its_own_attempts() -> None:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gorilix.cluster import swim
+from gorilix.cluster import swim, wire
 from gorilix.cluster.swim import (
     EventKind,
     Member,
@@ -26,6 +26,7 @@ from gorilix.cluster.swim import (
     SwimEngine,
     suspicion_timeout,
 )
+from gorilix.transport.errors import ClusterError
 
 deterministic = settings(derandomize=True, database=None, deadline=None, max_examples=300)
 
@@ -57,9 +58,11 @@ class Net:
         return self.now
 
     def add(self, name: str, port: int, *, meta: dict[str, Any] | None = None,
-            config: SwimConfig | None = None, host: str = HOST) -> SwimEngine:
+            config: SwimConfig | None = None, host: str = HOST,
+            meta_check: Callable[[dict[str, Any]], str | None] | None = None) -> SwimEngine:
         engine = SwimEngine(name, host, port, meta, config or SwimConfig(),
-                            clock=self.clock, rng=random.Random(self.rng.getrandbits(32)))
+                            clock=self.clock, rng=random.Random(self.rng.getrandbits(32)),
+                            meta_check=meta_check)
         self.engines[(host, port)] = engine
         self.pump()
         return engine
@@ -454,13 +457,121 @@ def test_meta_update_is_gossiped() -> None:
 def test_bad_meta_is_refused_at_the_caller() -> None:
     net = Net()
     a = net.add("a", 7001)
-    with pytest.raises(TypeError):
+    with pytest.raises(ClusterError, match="meta must hold only"):
         a.update_meta({"f": object()})
-    with pytest.raises(TypeError):
+    with pytest.raises(ClusterError, match="meta keys must be str, got the key 1"):
         a.update_meta({1: "x"})  # type: ignore[dict-item]
-    with pytest.raises(ValueError):
+    with pytest.raises(ClusterError, match="meta encodes to .* bytes; the limit is"):
         a.update_meta({"big": "x" * 600})
     assert a.local_member().incarnation == 0 and a.local_member().meta == {}
+
+
+# A Gorilix node's metadata (what the cluster provider announces and checks, wire.node_meta_problem).
+NODE_META = {"router": "tcp://10.0.0.9:7009", "workers": 2, "load": 0.5, "curve": None}
+BAD_NODE_META = {
+    "router with a space": ("router", "tcp://a b:1"),
+    "router port 0": ("router", "tcp://10.0.0.9:0"),
+    "router port too big": ("router", "tcp://10.0.0.9:65536"),
+    "router port with a sign": ("router", "tcp://10.0.0.9:+5"),
+    "router port with a leading zero": ("router", "tcp://10.0.0.9:07009"),
+    "router with a source address": ("router", "tcp://10.0.0.9:5;10.0.0.8:6"),
+    "router over ipc": ("router", "ipc:///tmp/gorilix"),
+    "router a host name": ("router", "tcp://example.com:7009"),
+    "router not an address": ("router", "tcp://999.0.0.9:7009"),
+    "router unspecified": ("router", "tcp://0.0.0.0:7009"),
+    "router not a str": ("router", 7009),
+    "router too long": ("router", "tcp://" + "1" * 300),
+    "workers a str": ("workers", "many"),
+    "workers a bool": ("workers", True),
+    "workers zero": ("workers", 0),
+    "workers huge": ("workers", 1 << 40),
+    "load negative": ("load", -1.0),
+    "load nan": ("load", math.nan),
+    "load infinite": ("load", math.inf),
+    "load a str": ("load", "high"),
+    "curve not a key": ("curve", "short"),
+    "curve bytes": ("curve", b"x" * 40),
+}
+
+
+def node_meta(**changes: Any) -> dict[str, Any]:
+    return {**NODE_META, **changes}
+
+
+def test_node_meta_check_accepts_what_nodes_announce() -> None:
+    assert wire.node_meta_problem(NODE_META) is None
+    assert wire.node_meta_problem({}) is None  # a gossip-only member: nothing to check
+    assert wire.node_meta_problem(node_meta(load=0, workers=64, curve="rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")) is None
+    assert wire.node_meta_problem(node_meta(future_field=[1, "x"])) is None  # unknown fields pass
+
+
+@pytest.mark.parametrize("name", list(BAD_NODE_META))
+def test_node_meta_check_names_the_bad_field(name: str) -> None:
+    field, value = BAD_NODE_META[name]
+    problem = wire.node_meta_problem(node_meta(**{field: value}))
+    assert problem is not None and problem.startswith(f"{field} ")
+
+
+def _checked(name: str, port: int) -> SwimEngine:
+    engine = SwimEngine(name, HOST, port, node_meta(router=f"tcp://{HOST}:{port}"), clock=lambda: 0.0,
+                        rng=random.Random(1), meta_check=wire.node_meta_problem)
+    engine.take_events()
+    return engine
+
+
+@pytest.mark.parametrize("name", list(BAD_NODE_META))
+def test_an_alive_with_bad_node_meta_is_dropped_and_counted_the_rest_applies(name: str) -> None:
+    field, value = BAD_NODE_META[name]
+    engine = _checked("a", 7001)
+    evil = [swim.ALIVE, "evil", 1, HOST, 7009, node_meta(**{field: value})]
+    good = [swim.ALIVE, "b", 0, HOST, 7002, node_meta(router=f"tcp://{HOST}:7002")]
+    engine.receive(packet(evil, good), addr(7009))
+    assert engine.stats.bad_meta == 1 and engine.stats.malformed == 0
+    assert {m.name for m in engine.members()} == {"a", "b"}
+    assert [(e.kind, e.member.name) for e in engine.take_events()] == [(EventKind.JOIN, "b")]
+
+
+def test_bad_node_meta_in_a_state_record_is_skipped_and_counted() -> None:
+    engine = _checked("a", 7001)
+    records = [["evil", HOST, 7009, 0, 0, node_meta(router="tcp://a b:1")],
+               ["b", HOST, 7002, 0, 0, node_meta(router=f"tcp://{HOST}:7002")],
+               ["bad-suspect", HOST, 7008, 0, 1, node_meta(workers="x")]]
+    engine.receive(packet([swim.STATE, 1, False, "b", 0, 1, records]), addr(7002))
+    assert engine.stats.bad_meta == 2 and engine.stats.malformed == 0
+    assert {m.name for m in engine.members()} == {"a", "b"}
+
+
+def test_a_bad_update_keeps_the_good_meta_and_is_not_gossiped() -> None:
+    net = Net()
+    check = wire.node_meta_problem
+    a = net.add("a", 7001, meta=node_meta(router="tcp://10.0.0.1:7001"), meta_check=check)
+    b = net.add("b", 7002, meta=node_meta(router="tcp://10.0.0.1:7002"), meta_check=check)
+    b.join([addr(7001)])
+    net.run(2.0)
+    # A forged rumour: b alive at a higher incarnation with an endpoint ZeroMQ would refuse.
+    a.receive(packet([swim.ALIVE, "b", 5, HOST, 7002, node_meta(router="tcp://a b:1")]), addr(7009))
+    a.receive(packet([swim.ALIVE, "ghost", 0, HOST, 7003, node_meta(router="tcp://a b:1")]), addr(7009))
+    net.run(5.0)
+    assert a.stats.bad_meta == 2
+    assert net.view(a, "b").meta["router"] == "tcp://10.0.0.1:7002" and net.view(a, "b").incarnation == 0
+    assert b.stats.bad_meta == 0 and b.stats.refutations == 0  # a passed nothing of it on
+    assert {m.name for m in b.members()} == {"a", "b"}
+
+
+def test_own_meta_that_peers_would_refuse_is_a_caller_error() -> None:
+    with pytest.raises(ClusterError, match="router"):
+        SwimEngine("a", HOST, 7001, node_meta(router="tcp://a b:1"), clock=lambda: 0.0,
+                   rng=random.Random(1), meta_check=wire.node_meta_problem)
+    engine = _checked("a", 7001)
+    with pytest.raises(ClusterError, match="workers"):
+        engine.update_meta(node_meta(workers=0))
+    assert engine.local_member().meta["workers"] == 2 and engine.local_member().incarnation == 0
+
+
+def test_without_a_meta_check_the_engine_carries_any_plain_meta() -> None:
+    engine = SwimEngine("a", HOST, 7001, clock=lambda: 0.0, rng=random.Random(1))
+    engine.receive(packet([swim.ALIVE, "b", 0, HOST, 7002, {"router": "tcp://a b:1"}]), addr(7002))
+    assert engine.stats.bad_meta == 0 and len(engine.members()) == 2
 
 
 def test_members_are_snapshots() -> None:
@@ -622,18 +733,49 @@ def test_bad_source_or_type_is_counted() -> None:
 
 def test_caller_errors_are_clear() -> None:
     clock = lambda: 0.0  # noqa: E731
-    with pytest.raises(ValueError, match="port"):
+    with pytest.raises(ClusterError, match="port"):
         SwimEngine("a", HOST, 0, clock=clock, rng=random.Random(1))
-    with pytest.raises(ValueError, match="probe_timeout"):
+    with pytest.raises(ClusterError, match="probe_timeout"):
         SwimEngine("a", HOST, 7001, config=SwimConfig(probe_timeout=2.0), clock=clock, rng=random.Random(1))
     engine = SwimEngine("a", HOST, 7001, clock=clock, rng=random.Random(1))
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ClusterError, match="seed"):
         engine.join(["10.0.0.2:7002"])  # type: ignore[list-item]
     engine.leave()
     with pytest.raises(RuntimeError):
         engine.join([addr(7002)])
     with pytest.raises(RuntimeError):
         engine.update_meta({})
+
+
+def _engine(name: Any = "a", address: Any = HOST, port: Any = 7001, meta: Any = None) -> SwimEngine:
+    return SwimEngine(name, address, port, meta, clock=lambda: 0.0, rng=random.Random(1))
+
+
+CALLER_MISTAKES: list[tuple[str, Callable[[], Any], str]] = [
+    ("name-empty", lambda: _engine(name=""), "name must be a non-empty str of at most 255 characters, got ''"),
+    ("name-int", lambda: _engine(name=5), "name must be .*, got 5"),
+    ("name-too-long", lambda: _engine(name="n" * 256), "name must be .*, got 'nnnn"),
+    ("address-bytes", lambda: _engine(address=b"10.0.0.1"), "address must be .*, got b'10.0.0.1'"),
+    ("port-unprintable", lambda: _engine(port=10**5000), "port must be an int in 1..65535, got an int of 16610 bits"),
+    ("meta-list", lambda: _engine(meta=[("k", 1)]), r"meta must be a dict \(or None\), got \[\('k', 1\)\]"),
+    ("meta-key", lambda: _engine(meta={("k",): 1}), r"meta keys must be str, got the key \('k',\)"),
+    ("meta-object", lambda: _engine(meta={"k": object()}), "meta must hold only None, bool, int"),
+    ("meta-big-int", lambda: _engine(meta={"k": 10**30}), "meta must hold only None, bool, int"),
+    ("meta-too-big", lambda: _engine(meta={"k": "x" * 600}), "meta encodes to .* bytes; the limit is"),
+    ("seed-port", lambda: _engine().join([("10.0.0.2", 10**5000)]), "seed port must be an int in 1..65535"),
+    ("seed-address", lambda: _engine().join([(None, 7002)]), "seed address must be a non-empty str"),
+    ("config", lambda: SwimEngine("a", HOST, 7001, config={}, clock=lambda: 0.0, rng=random.Random(1)),  # type: ignore[arg-type]
+     "config must be a SwimConfig, got {}"),
+]
+
+
+@pytest.mark.parametrize(("make", "fragment"), [c[1:] for c in CALLER_MISTAKES], ids=[c[0] for c in CALLER_MISTAKES])
+def test_a_callers_mistake_is_a_cluster_error(make: Callable[[], Any], fragment: str) -> None:
+    # These were raw ValueError or TypeError (and a port too long to print
+    # raised a ValueError from the message itself).
+    with pytest.raises(ClusterError, match=fragment) as info:
+        make()
+    assert not isinstance(info.value, ValueError | TypeError)
 
 
 def test_datagrams_never_exceed_max_packet() -> None:

@@ -22,6 +22,14 @@ class DecodeError(GorilixError):
     """Bytes from a socket are not a valid Gorilix frame or value."""
 
 
+class UnknownMessageType(DecodeError):
+    """A message names a @message class that the receiving process has not imported.
+
+    The frame itself is sound: the receiver fails the ask at once (or counts a
+    tell as a dead letter) instead of dropping it, and names the class.
+    """
+
+
 class SpawnError(GorilixError):
     """An actor could not be created; the message says why."""
 
@@ -52,6 +60,10 @@ class ClusterError(GorilixError):
 
 class NodeDown(ClusterError):
     """The node hosting the actor left or was declared dead while the ask was in flight."""
+
+
+class InvalidArgument(GorilixError, ValueError):
+    """A caller passed a bad argument (wrong type or value); nothing was sent."""
 
 
 class ActorError(GorilixError):
@@ -94,6 +106,8 @@ _CODES: dict[type[BaseException], int] = {
     ClusterError: 9,
     DecodeError: 10,
     NodeDown: 11,
+    InvalidArgument: 12,
+    UnknownMessageType: 13,
 }
 _TYPES: dict[int, type[GorilixError]] = {code: cls for cls, code in _CODES.items() if issubclass(cls, GorilixError)}
 

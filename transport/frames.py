@@ -42,6 +42,11 @@ KINDS = frozenset({TELL, ASK, REPLY, FAIL, STOP})
 #: Upper bound on frames in one multipart; more is a malformed message.
 MAX_FRAMES = 4097
 
+#: Limits of the fields that address an actor (``ActorRef`` checks them): an
+#: id is a msgpack uint64, and a node name is as long as gossip allows.
+ID_MAX = 2**64 - 1
+NODE_NAME_MAX = 255
+
 
 class Route(NamedTuple):
     dst_node: str
@@ -63,17 +68,27 @@ def pack_route(dst_node: str, dst_id: int, flags: int = 0, src_id: int = 0, corr
     return msgpack.packb((dst_node, dst_id, flags, src_id, corr), use_bin_type=True)
 
 
+# Per-message hot path. msgpack has no unsigned-only int, so the sign is one
+# comparison per field; an int above ID_MAX cannot come out of msgpack at all.
+# The tuple msgpack builds (use_list=False) becomes the NamedTuple as is.
+_unpackb = msgpack.unpackb
+_as_tuple = tuple.__new__
+
+
 def unpack_route(frame: bytes) -> Route:
+    """The route header of a multipart; DecodeError unless every field is in range."""
     try:
-        dst_node, dst_id, flags, src_id, corr = msgpack.unpackb(frame, raw=False)
+        dst_node, dst_id, flags, src_id, corr = fields = _unpackb(frame, raw=False, use_list=False)
     except Exception as exc:
         raise DecodeError(f"malformed route frame ({len(frame)} bytes)") from exc
-    if not (
+    if (
         type(dst_node) is str and type(dst_id) is int and type(flags) is int
         and type(src_id) is int and type(corr) is int
+        and dst_id >= 0 and flags >= 0 and src_id >= 0 and corr >= 0
+        and len(dst_node) <= NODE_NAME_MAX
     ):
-        raise DecodeError("malformed route frame: wrong field types")
-    return Route(dst_node, dst_id, flags, src_id, corr)
+        return _as_tuple(Route, fields)  # type: ignore[no-any-return]
+    raise DecodeError(f"malformed route frame: {_problem(Route._fields, fields)}")
 
 
 def pack_env(kind: int, src_node: str, src_id: int, corr: int = 0) -> bytes:
@@ -81,13 +96,34 @@ def pack_env(kind: int, src_node: str, src_id: int, corr: int = 0) -> bytes:
 
 
 def unpack_env(frame: bytes) -> Envelope:
+    """One message's envelope; DecodeError unless every field is in range and the kind is known."""
     try:
-        kind, src_node, src_id, corr = msgpack.unpackb(frame, raw=False)
+        kind, src_node, src_id, corr = fields = _unpackb(frame, raw=False, use_list=False)
     except Exception as exc:
         raise DecodeError(f"malformed envelope frame ({len(frame)} bytes)") from exc
-    if type(kind) is not int or kind not in KINDS or type(src_node) is not str or type(src_id) is not int or type(corr) is not int:
-        raise DecodeError("malformed envelope frame: wrong field types")
-    return Envelope(kind, src_node, src_id, corr)
+    if (
+        type(kind) is int and kind in KINDS and type(src_node) is str
+        and type(src_id) is int and type(corr) is int
+        and src_id >= 0 and corr >= 0
+        and len(src_node) <= NODE_NAME_MAX
+    ):
+        return _as_tuple(Envelope, fields)  # type: ignore[no-any-return]
+    if type(kind) is int and kind not in KINDS:
+        raise DecodeError(f"malformed envelope frame: unknown kind {kind}")
+    raise DecodeError(f"malformed envelope frame: {_problem(Envelope._fields, fields)}")
+
+
+def _problem(names: tuple[str, ...], fields: tuple[object, ...]) -> str:
+    """What is wrong with a header that failed the checks (off the hot path)."""
+    types = [str if name.endswith("_node") else int for name in names]
+    if any(type(value) is not kind for value, kind in zip(fields, types, strict=True)):
+        return "wrong field types"
+    for name, value in zip(names, fields, strict=True):
+        if type(value) is str and len(value) > NODE_NAME_MAX:
+            return f"{name} of {len(value)} characters is longer than {NODE_NAME_MAX}"
+        if type(value) is int and value < 0:
+            return f"{name}={value} is out of range 0..2**64-1"
+    return "bad field values"
 
 
 def split_messages(frames: list[bytes]) -> list[tuple[bytes, bytes]]:

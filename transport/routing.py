@@ -3,14 +3,48 @@
 It maps actor ids to the endpoint (a ZeroMQ identity) that hosts them, parks
 messages for actors that are being (re)created, and remembers which asks are
 in flight at which endpoint so that a dead endpoint's askers hear at once.
+
+Clients (the sockets of user threads and of tools such as the CLI) host no
+actor but need a route for their answers. Their ids come from a range of
+their own, which actor ids never reach (a node counts its ids up from below
+2**39; a worker's are its prefix << 40, prefixes counting up from below
+2**21), and a client's socket is named after its id (:func:`client_identity`).
+So a node can tell that an id a client claims is a client id, and that it is
+the caller's own.
 """
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 Frames = list[bytes]
+
+#: Client ids are in [CLIENT_ID_MIN, CLIENT_ID_END); no actor id is.
+CLIENT_ID_MIN = 1 << 62
+CLIENT_ID_END = 1 << 63
+
+
+def is_client_id(value: object) -> bool:
+    """Whether ``value`` is an id a client may hold (an int in the client range, never an actor's)."""
+    return type(value) is int and CLIENT_ID_MIN <= value < CLIENT_ID_END
+
+
+def client_identity(client_id: int) -> bytes:
+    """The routing id of a client's socket: named after its client id, so one socket holds one id."""
+    return b"c%d" % client_id
+
+
+def client_ids() -> Iterator[int]:
+    """Fresh client ids, counting from a random point in the lower half of the range.
+
+    Random, so two programs (or a restarted one) attached to a node do not pick
+    the same ids; the lower half, so counting never leaves the range.
+    """
+    return itertools.count(random.randrange(CLIENT_ID_MIN, CLIENT_ID_MIN + (CLIENT_ID_END - CLIENT_ID_MIN) // 2))
 
 
 @dataclass(slots=True)

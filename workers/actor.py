@@ -8,10 +8,14 @@ need not call ``super().__init__()``.
 from __future__ import annotations
 
 import asyncio
+import math
+import numbers
 from typing import TYPE_CHECKING, Any
 
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import InvalidArgument
 from gorilix.workers.ref import ActorRef
-from gorilix.workers.spec import PERMANENT
+from gorilix.workers.spec import PERMANENT, check_worker
 
 if TYPE_CHECKING:
     from gorilix.workers.scheduler import ActorCell
@@ -68,6 +72,7 @@ class Actor:
         By default the child lives on this worker (fast, like Erlang's local
         spawn); pass ``worker=`` to place it on another one.
         """
+        check_worker(worker)
         return self._gx_cell.runtime.spawn_from_actor(
             actor_class, args, kwargs, name=name, worker=worker, restart=restart,
             mailbox_size=mailbox_size,
@@ -83,29 +88,53 @@ class Actor:
 
     def monitor(self, ref: ActorRef) -> None:
         """Get ``Down(ref, reason)`` when ``ref``'s actor exits (once per monitor)."""
+        _check_ref("monitor", ref)
         self._gx_cell.runtime.notify("monitor", self._gx_cell.id, ref.node, ref.id)
 
     def demonitor(self, ref: ActorRef) -> None:
+        _check_ref("demonitor", ref)
         self._gx_cell.runtime.notify("demonitor", self._gx_cell.id, ref.node, ref.id)
 
     def link(self, ref: ActorRef) -> None:
         """Tie both lifetimes: if either crashes, the other crashes too (unless it traps exits)."""
+        _check_ref("link", ref)
         self._gx_cell.runtime.notify("link", self._gx_cell.id, ref.node, ref.id)
 
     def unlink(self, ref: ActorRef) -> None:
+        _check_ref("unlink", ref)
         self._gx_cell.runtime.notify("unlink", self._gx_cell.id, ref.node, ref.id)
 
     def subscribe(self, topic: str) -> None:
         """Receive every message published to ``topic``."""
-        self._gx_cell.runtime.notify("subscribe", str(topic), self._gx_cell.id)
+        self._gx_cell.runtime.notify("subscribe", check_topic("subscribe", topic), self._gx_cell.id)
 
     def unsubscribe(self, topic: str) -> None:
-        self._gx_cell.runtime.notify("unsubscribe", str(topic), self._gx_cell.id)
+        self._gx_cell.runtime.notify("unsubscribe", check_topic("unsubscribe", topic), self._gx_cell.id)
 
     def publish(self, topic: str, message: Any) -> None:
         """Send ``message`` to every subscriber of ``topic``."""
-        self._gx_cell.runtime.publish(str(topic), message)
+        self._gx_cell.runtime.publish(check_topic("publish", topic), message)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Deliver ``message`` to this actor after ``delay`` seconds; cancellable."""
-        return self._gx_cell.runtime.send_after(self._gx_cell, delay, message)
+        seconds = math.nan
+        if isinstance(delay, numbers.Real) and not isinstance(delay, bool):
+            try:
+                seconds = float(delay)
+            except OverflowError:  # an int beyond any float
+                seconds = math.inf
+        if not 0 <= seconds < math.inf:  # also refuses nan
+            raise InvalidArgument(f"send_after: delay={shown(delay)} must be a finite number of seconds >= 0")
+        return self._gx_cell.runtime.send_after(self._gx_cell, seconds, message)
+
+
+def _check_ref(op: str, ref: object) -> None:
+    if not isinstance(ref, ActorRef):
+        raise InvalidArgument(f"{op} needs an ActorRef, got {shown(ref)}")
+
+
+def check_topic(op: str, topic: object) -> str:
+    """``topic`` as a plain str; InvalidArgument unless it is a non-empty str (5 is not the topic "5")."""
+    if isinstance(topic, str) and topic:
+        return str.__str__(topic)
+    raise InvalidArgument(f"{op}: topic={shown(topic)} must be a non-empty str")

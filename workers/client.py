@@ -17,7 +17,7 @@ import zmq
 import zmq.asyncio
 
 from gorilix.transport import codec
-from gorilix.transport.errors import AskTimeout, DecodeError, error_from_wire
+from gorilix.transport.errors import AskTimeout, DecodeError, UnknownMessageType, error_from_wire
 from gorilix.transport.frames import (
     ASK,
     CONTROL_ID,
@@ -34,17 +34,22 @@ from gorilix.transport.frames import (
 from gorilix.transport.sockets import configure_internal, recv_frames, send_frames
 from gorilix.workers.ref import ActorRef
 
+#: A timeout of ``math.inf`` (``timeout=None`` at the ref) waits without a limit.
+_NO_LIMIT = float("inf")
+
 
 class ClientPort:
     def __init__(
         self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int,
         configure: Callable[[zmq.Socket[bytes]], None] | None = None,
-        new_id: Callable[[], int] | None = None,
+        new_id: Callable[[], int] | None = None, ended: Any = None,
     ) -> None:
         """``node_name`` "" addresses whichever node the endpoint reaches (remote tools).
 
         ``new_id`` hands out client ids; with it, ``ask_async`` from asyncio
         code gets a socket of its own event loop instead of a thread.
+        ``ended`` (a local node's end notice: ``fileno()``, ``error()``) becomes
+        readable when the node is gone; a waiting call then raises ``error()`` at once.
         """
         self._zctx = zctx
         self._endpoint = endpoint
@@ -59,6 +64,9 @@ class ClientPort:
         self.sock.setsockopt(zmq.ROUTING_ID, b"c%d" % client_id)
         self._poller = zmq.Poller()  # one for the port's life: Socket.poll builds one per call
         self._poller.register(self.sock, zmq.POLLIN)
+        self._ended = ended
+        if ended is not None:
+            self._poller.register(ended, zmq.POLLIN)
         if configure is not None:
             configure(self.sock)
         self.sock.connect(endpoint)
@@ -169,8 +177,12 @@ class ClientPort:
         """Next answer as (corr, ok, value), or None at the deadline."""
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._poller.poll(max(1, int(remaining * 1000))):
+            wait_ms = None if remaining == _NO_LIMIT else max(1, int(remaining * 1000))  # None: no limit
+            ready = self._poller.poll(wait_ms) if remaining > 0 else []
+            if not ready:
                 return None
+            if self._ended is not None and all(item is not self.sock for item, _ in ready):
+                raise self._ended.error()  # answers that arrived first were read first
             answers, bad = parse_answers(recv_frames(self.sock))
             self.malformed += bad
             if answers:
@@ -187,7 +199,12 @@ def client_frames(
 
 
 def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int]:
-    """Replies and failures in a multipart as (corr, ok, value), and how many parts were malformed."""
+    """Replies and failures in a multipart as (corr, ok, value), and how many parts were malformed.
+
+    An answer whose payload cannot be decoded fails its ask at once with the
+    DecodeError (an UnknownMessageType names the class to import), rather
+    than leaving the asker to its timeout.
+    """
     try:
         pairs = split_messages(frames)
     except DecodeError:
@@ -197,11 +214,17 @@ def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int
     for env_frame, payload in pairs:
         try:
             env = unpack_env(env_frame)
-            if env.kind != REPLY and env.kind != FAIL:
-                continue  # a tell to a client has nowhere to go
-            value = codec.decode(payload)
         except DecodeError:
             bad += 1
+            continue
+        if env.kind != REPLY and env.kind != FAIL:
+            continue  # a tell to a client has nowhere to go
+        try:
+            value = codec.decode(payload)
+        except DecodeError as exc:
+            if not isinstance(exc, UnknownMessageType):
+                bad += 1
+            answers.append((env.corr, False, exc))
             continue
         if env.kind == REPLY:
             answers.append((env.corr, True, value))

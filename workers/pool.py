@@ -138,6 +138,8 @@ class WorkerPool:
             worker.process.join(max(0.0, deadline - time.monotonic()))
         for worker in running:
             if worker.alive:
+                log.warning("worker %d (pid %s) did not stop within %.1f s; terminating it",
+                            worker.slot, worker.pid, timeout)
                 worker.process.terminate()
                 worker.process.join(1.0)
             if worker.alive:

@@ -8,17 +8,60 @@ in the node process. The layer that owns the process installs the resolver.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gorilix.transport import codec
-from gorilix.transport.errors import NotRunning
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import InvalidArgument, NotRunning
+from gorilix.transport.frames import ID_MAX, NODE_NAME_MAX
 
 EXT_ACTOR_REF = codec.EXT_USER_BASE
 
+#: The longest finite timeout, in seconds (about 11.6 days). Longer waits pass
+#: None: every clock a wait goes through (ZeroMQ's poll in milliseconds,
+#: threading's locks) holds this much on every platform.
+MAX_TIMEOUT = 1_000_000.0
+
+
+def check_timeout(timeout: object, what: str = "timeout") -> float:
+    """Seconds to wait for ``timeout``; ``math.inf`` for None or inf (no limit).
+
+    Anything else that is not a number of seconds > 0, up to MAX_TIMEOUT,
+    raises InvalidArgument, so a caller learns of it before a message is sent.
+    """
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        problem = "is not a number of seconds"
+    else:
+        try:
+            seconds = float(timeout)
+        except OverflowError:  # an int beyond any float: too long, or (negative) not > 0
+            seconds = -1.0 if isinstance(timeout, int) and timeout < 0 else MAX_TIMEOUT * 2
+        if seconds == math.inf:
+            return math.inf
+        if seconds != seconds:
+            problem = "is not a number of seconds"
+        elif seconds <= 0:
+            problem = "must be more than 0 seconds"
+        elif seconds > MAX_TIMEOUT:
+            problem = f"is longer than the limit of {MAX_TIMEOUT:g} s"
+        else:
+            return seconds
+    raise InvalidArgument(
+        f"{what}={shown(timeout)} {problem}; pass a number of seconds > 0, or None to wait without a limit"
+    )
+
 
 class Port(Protocol):
-    """What a ref needs from the process it is used in."""
+    """What a ref needs from the process it is used in.
+
+    A ``timeout`` a port gets was checked by :func:`check_timeout`: seconds
+    > 0, or ``math.inf`` for no limit.
+    """
 
     def tell(self, ref: ActorRef, message: Any) -> None: ...
     def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any: ...
@@ -50,6 +93,19 @@ class ActorRef:
     __slots__ = ("node", "id", "name")
 
     def __init__(self, node: str, id: int, name: str | None = None) -> None:
+        # Checked here, where a mistake is made, rather than when a message
+        # through the ref cannot be framed (or, for ``None``, vanishes).
+        if type(node) is not str or len(node) > NODE_NAME_MAX:
+            raise InvalidArgument(
+                f"ActorRef node must be a str of at most {NODE_NAME_MAX} characters (a node's name), "
+                f"got {shown(node)}; refs come from spawn() and whereis()"
+            )
+        if type(id) is not int or not 0 <= id <= ID_MAX:
+            raise InvalidArgument(
+                f"ActorRef id must be an int in 0..2**64-1, got {shown(id)}; refs come from spawn() and whereis()"
+            )
+        if name is not None and type(name) is not str:
+            raise InvalidArgument(f"ActorRef name must be a str or None, got {shown(name)}")
         self.node = node
         self.id = id
         self.name = name
@@ -58,13 +114,18 @@ class ActorRef:
         """Send without waiting (at most once, in order per sender)."""
         port_for(self).tell(self, message)
 
-    def ask(self, message: Any, timeout: float = 5.0) -> Any:
-        """Send and block for the answer (not from inside an actor: use ask_async)."""
-        return port_for(self).ask(self, message, timeout)
+    def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
+        """Send and block for the answer (not from inside an actor: use ask_async).
 
-    async def ask_async(self, message: Any, timeout: float = 5.0) -> Any:
+        ``timeout`` is in seconds; None (or ``math.inf``) waits without a limit.
+        """
+        limit = check_timeout(timeout)
+        return port_for(self).ask(self, message, limit)
+
+    async def ask_async(self, message: Any, timeout: float | None = 5.0) -> Any:
         """Send and await the answer (a coroutine, so ``asyncio.create_task`` takes it)."""
-        return await port_for(self).ask_async(self, message, timeout)
+        limit = check_timeout(timeout)
+        return await port_for(self).ask_async(self, message, limit)
 
     def stop(self) -> None:
         """Stop the actor for good once the messages sent before this are handled.
@@ -74,11 +135,11 @@ class ActorRef:
         """
         port_for(self).stop_actor(self)
 
-    def call(self, request: Any, timeout: float = 5.0) -> Any:
+    def call(self, request: Any, timeout: float | None = 5.0) -> Any:
         """GenServer: ``handle_call(request)`` and wait for its reply."""
         return self.ask(_wrap_call(request), timeout)
 
-    async def call_async(self, request: Any, timeout: float = 5.0) -> Any:
+    async def call_async(self, request: Any, timeout: float | None = 5.0) -> Any:
         return await self.ask_async(_wrap_call(request), timeout)
 
     def cast(self, request: Any) -> None:
@@ -94,6 +155,8 @@ class ActorRef:
         return hash((self.node, self.id))
 
     def __lt__(self, other: ActorRef) -> bool:
+        if not isinstance(other, ActorRef):
+            return NotImplemented
         return (self.node, self.id) < (other.node, other.id)
 
     def __repr__(self) -> str:
@@ -107,15 +170,17 @@ def _wrap_call(request: Any) -> Any:
     return Call(request)
 
 
-def _ref_to_bytes(ref: ActorRef) -> bytes:
-    return codec.encode_nested([ref.node, ref.id, ref.name])
+def _ref_to_plain(ref: ActorRef) -> list[Any]:
+    return [ref.node, ref.id, ref.name]
 
 
-def _ref_from_bytes(data: bytes) -> ActorRef:
-    node, actor_id, name = codec.decode(data)
-    if type(node) is not str or type(actor_id) is not int or not (name is None or type(name) is str):
-        raise codec.DecodeError("malformed ActorRef")
+def _ref_from_plain(fields: Any) -> ActorRef:
+    # From a peer: a bad ref raises TypeError or ValueError (InvalidArgument is one),
+    # which the codec turns into a DecodeError that receivers drop and count.
+    if type(fields) is not list or len(fields) != 3:
+        raise ValueError(f"a ref is [node, id, name], got {type(fields).__name__}")
+    node, actor_id, name = fields
     return ActorRef(node, actor_id, name)
 
 
-codec.register_extension(EXT_ACTOR_REF, ActorRef, _ref_to_bytes, _ref_from_bytes)
+codec.register_extension(EXT_ACTOR_REF, ActorRef, _ref_to_plain, _ref_from_plain)

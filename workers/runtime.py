@@ -34,7 +34,9 @@ from gorilix.transport.errors import (
     DecodeError,
     GorilixError,
     MailboxFull,
+    SerializationError,
     SpawnError,
+    UnknownMessageType,
     error_from_wire,
     error_to_wire,
     qualified_name,
@@ -201,14 +203,41 @@ class WorkerRuntime:
         for env_frame, payload in pairs:
             try:
                 env = unpack_env(env_frame)
-                value = codec.decode(payload)
             except DecodeError:
                 self.malformed += 1
+                continue
+            try:
+                value = codec.decode(payload)
+            except DecodeError as exc:
+                self._undecodable(route.dst_id, env.kind, env.src_node, env.src_id, env.corr, exc)
                 continue
             if route.dst_id == CONTROL_ID:
                 self._control(value)
             else:
                 self._deliver(route.dst_id, (env.kind, env.src_node, env.src_id, env.corr, value))
+
+    def _undecodable(
+        self, dst_id: int, kind: int, src_node: str, src_id: int, corr: int, error: DecodeError
+    ) -> None:
+        """A payload this worker cannot decode is dropped; whoever waits on it learns why now.
+
+        A malformed or too deep payload is counted in ``malformed``. One that
+        names a message class this process lacks is sound: its ask fails at
+        once and a tell counts as a dead letter, both naming the class.
+        """
+        unknown = isinstance(error, UnknownMessageType) and dst_id != CONTROL_ID
+        if not unknown:
+            self.malformed += 1
+        if kind == REPLY or kind == FAIL:  # the answer to one of our asks
+            self._fail_ask(corr, error)
+        elif unknown:
+            where = f"actor {self.node}/{dst_id:#x} on worker {self.slot}"
+            error = UnknownMessageType(f"{error}; it was sent to {where}")
+            if kind == ASK:
+                self._send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
+            elif kind == TELL:
+                self.dead_letters += 1
+                self.notify("dead_letter", dst_id, f"{type(error).__name__}: {error}")
 
     def _deliver(self, dst_id: int, message: Message) -> None:
         kind = message[0]
@@ -231,17 +260,25 @@ class WorkerRuntime:
         self.scheduler.enqueue(cell, message)
 
     def _settle(self, corr: int, kind: int, value: Any) -> None:
+        if kind != REPLY:
+            self._fail_ask(corr, error_from_wire(value))
+            return
         pending = self._asks.pop(corr, None)
         if pending is None:
             return
         future, timer = pending
         timer.cancel()
-        if future.done():  # the asker was cancelled
-            return
-        if kind == REPLY:
+        if not future.done():  # done: the asker was cancelled
             future.set_result(value)
-        else:
-            future.set_exception(error_from_wire(value))
+
+    def _fail_ask(self, corr: int, error: BaseException) -> None:
+        pending = self._asks.pop(corr, None)
+        if pending is None:
+            return
+        future, timer = pending
+        timer.cancel()
+        if not future.done():
+            future.set_exception(error)
 
     def _undeliverable(self, dst_id: int, message: Message, error: GorilixError) -> None:
         kind, src_node, src_id, corr, _ = message
@@ -285,12 +322,22 @@ class WorkerRuntime:
         if dst_node == self.node:
             if kind == REPLY or kind == FAIL:
                 if dst_id in self.cells or dst_id == self.self_id:
-                    self._settle(corr, kind, codec.decode(payload))
+                    try:
+                        answer = codec.decode(payload)
+                    except DecodeError as exc:  # only with the Python stack nearly used up
+                        self._fail_ask(corr, exc)
+                        return
+                    self._settle(corr, kind, answer)
                     return
             else:
                 cell = self.cells.get(dst_id)
                 if cell is not None:
-                    self._deliver(dst_id, (kind, self.node, src_id, corr, codec.decode(payload)))
+                    try:
+                        value = codec.decode(payload)
+                    except DecodeError as exc:
+                        self._undecodable(dst_id, kind, self.node, src_id, corr, exc)
+                        return
+                    self._deliver(dst_id, (kind, self.node, src_id, corr, value))
                     return
         if kind == TELL:
             key = (dst_node, dst_id)
@@ -428,7 +475,10 @@ class WorkerRuntime:
         cls: type[Actor] | None = self._classes.get(spec.class_path)
         if cls is None:
             cls = self._classes[spec.class_path] = resolve_class(spec.class_path, Actor)
-        args, kwargs = decode_args(spec)
+        try:
+            args, kwargs = decode_args(spec)
+        except (DecodeError, TypeError, ValueError) as exc:
+            raise SpawnError(f"cannot decode the arguments for {spec.class_path}: {exc}") from exc
         # The cell is attached before the user's __init__ runs, so `self.ref`
         # and `self.spawn` work there: hence __new__ and __init__ by hand.
         instance = cls.__new__(cls)  # type: ignore[call-overload]
@@ -474,9 +524,11 @@ class WorkerRuntime:
             return
         try:
             payload = codec.encode(result)
-        except GorilixError as exc:
-            log.error("%s answered with a value that cannot be sent: %s", cell.ref, exc)
-            self._send(src_node, src_id, FAIL, cell.id, corr, codec.encode(error_to_wire(exc)))
+        except Exception as exc:  # SerializationError, or a registered type's to_bytes that broke
+            # The asker learns it now, and nothing half-built was queued to send.
+            error = SerializationError(f"the answer of {cell.ref} cannot be sent: {exc}")
+            log.error("%s", error)
+            self._send(src_node, src_id, FAIL, cell.id, corr, codec.encode(error_to_wire(error)))
             return
         self._send(src_node, src_id, REPLY, cell.id, corr, payload)
 
@@ -629,7 +681,12 @@ class WorkerRuntime:
             if cell.timers is not None:
                 cell.timers.discard(handle)
             if cell.alive:
-                self._deliver(cell.id, (TELL, self.node, cell.id, 0, codec.decode(payload)))
+                try:
+                    value = codec.decode(payload)
+                except DecodeError as exc:  # only with the Python stack nearly used up
+                    self._undecodable(cell.id, TELL, self.node, cell.id, 0, exc)
+                    return
+                self._deliver(cell.id, (TELL, self.node, cell.id, 0, value))
 
         handle = self.loop.call_later(delay, fire)
         if cell.timers is None:

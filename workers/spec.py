@@ -12,12 +12,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from gorilix.transport import codec
+from gorilix.transport.describe import shown
 from gorilix.transport.errors import SerializationError, SpawnError
 
 PERMANENT = "permanent"  # always restarted
 TRANSIENT = "transient"  # restarted only after an abnormal exit
 TEMPORARY = "temporary"  # never restarted
 RESTART_TYPES = (PERMANENT, TRANSIENT, TEMPORARY)
+
+#: The longest name an actor can be registered under (as long as a node name).
+NAME_MAX = 255
+
+
+def valid_name(name: object) -> bool:
+    """A name an actor can be registered under: a non-empty str of at most NAME_MAX characters."""
+    return type(name) is str and 0 < len(name) <= NAME_MAX
+
+
+def check_worker(worker: object, workers: int | None = None, node: str = "") -> None:
+    """SpawnError unless ``worker`` is None or a worker number (below ``workers`` when known)."""
+    if worker is None:
+        return
+    if type(worker) is not int or not 0 <= worker < 2**64:
+        raise SpawnError(f"worker={shown(worker)} must be a worker number (an int >= 0) or None (any worker)")
+    if workers is not None and worker >= workers:  # the node's own words for it
+        raise SpawnError(f"no worker {worker} on node {node}; it has workers 0..{workers - 1}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +86,19 @@ def make_spec(
     if isinstance(actor_class, str):
         path = actor_class
         if ":" not in path:
-            raise SpawnError(f"actor class path {path!r} must look like 'package.module:Class'")
+            raise SpawnError(f"actor class path {shown(path, 200)} must look like 'package.module:Class'")
     else:
         if not isinstance(actor_class, type) or (base is not None and not issubclass(actor_class, base)):
-            raise SpawnError(f"{actor_class!r} is not an Actor subclass; only Actor subclasses can be spawned")
+            raise SpawnError(f"{shown(actor_class)} is not an Actor subclass; only Actor subclasses can be spawned")
         path = class_path(actor_class)
     if restart not in RESTART_TYPES:
-        raise SpawnError(f"restart={restart!r} is not one of {', '.join(RESTART_TYPES)}")
-    if mailbox_size is not None and (type(mailbox_size) is not int or mailbox_size < 1):
-        raise SpawnError(f"mailbox_size={mailbox_size!r} must be a positive int or None")
-    if name is not None and (type(name) is not str or not name):
-        raise SpawnError(f"name={name!r} must be a non-empty str or None")
+        raise SpawnError(f"restart={shown(restart)} is not one of {', '.join(RESTART_TYPES)}")
+    if mailbox_size is not None and (type(mailbox_size) is not int or not 1 <= mailbox_size <= 2**64 - 1):
+        raise SpawnError(f"mailbox_size={shown(mailbox_size)} must be a positive int (at most 2**64-1) or None")
+    if name is not None and not valid_name(name):
+        raise SpawnError(
+            f"name={shown(name)} must be a non-empty str of at most {NAME_MAX} characters, or None"
+        )
     try:
         encoded = codec.encode([list(args), kwargs])
     except SerializationError as exc:
@@ -89,7 +110,7 @@ def resolve_class(path: str, base: type) -> type[Any]:
     """Import the class a spec names; only ``base`` subclasses are accepted."""
     module_name, _, qualname = path.partition(":")
     if not module_name or not qualname:
-        raise SpawnError(f"malformed actor class path {path!r}")
+        raise SpawnError(f"malformed actor class path {shown(path, 200)}")
     try:
         if module_name == "__main__":
             # Under the spawn start method the user's main script is imported

@@ -3,6 +3,13 @@
 ``actor_system.set_cluster_provider(bridge.ClusterProvider())`` then
 ``enable_clustering(ClusterConfig(...))`` binds the router's TCP port and the
 gossip UDP port, starts the gossip thread and joins the seeds.
+
+The gossip engine drops every member whose metadata a node could not use
+(:func:`gorilix.cluster.wire.node_meta_problem`: a router endpoint ZeroMQ
+would refuse, a worker count that is not one), so nothing downstream (the
+node's links, ``members``, event listeners) ever sees it. When the node loop
+ends, however it ends, the cluster announces a graceful leave from the gossip
+thread at once: the others list the node as ``left``, not ``dead``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from gorilix.cluster.config import ClusterConfig
 from gorilix.cluster.driver import SwimDriver
 from gorilix.cluster.security import ClusterKeys
 from gorilix.cluster.swim import Member, MemberEvent, MemberStatus, SwimConfig
+from gorilix.cluster.wire import node_meta_problem
 from gorilix.transport import codec
 from gorilix.transport.errors import ClusterError, GorilixError
 from gorilix.workers.messages import ClusterEvent
@@ -32,6 +40,11 @@ log = logging.getLogger("gorilix.cluster")
 
 #: Once one seed has answered, how long a join still waits for the others.
 JOIN_GRACE = 0.5
+#: Membership events that may wait for the node loop; past this it is not reading them (stuck or
+#: gone) and they are dropped: the gossip thread must never block on the node.
+EVENTS_HWM = 100_000
+#: At most one warning this often about membership events the node could not take.
+DROP_WARN_EVERY = 30.0
 
 
 class Cluster:
@@ -48,6 +61,10 @@ class Cluster:
         self._callbacks: list[Callable[[ClusterEvent], None]] = []
         self._subscribers: set[ActorRef] = set()
         self._left = False
+        self._leave_lock = threading.Lock()
+        self._node_gone = False  # the node loop has ended: no more events for it
+        self.dropped_events = 0  # events the node loop could not take
+        self._drop_warned_at = -DROP_WARN_EVERY
 
     # -- the Go guide's operations -----------------------------------------
 
@@ -116,19 +133,38 @@ class Cluster:
         return answered
 
     def leave(self, timeout: float | None = None) -> None:
-        """Announce a graceful leave, then stop gossiping (bounded in time)."""
-        if self._left:
-            return
-        self._left = True
+        """Announce a graceful leave, then stop gossiping (bounded in time); safe to call twice."""
         limit = self.config.leave_timeout if timeout is None else timeout
-        self._driver.call(lambda engine: engine.leave())
-        # Give the leave a few gossip rounds to spread, then stop regardless.
-        time.sleep(min(limit, max(3 * self.config.push_interval, 0.2)))
+        self._begin_leave(limit)
+        # The gossip thread spreads the leave for a few rounds, then ends by itself.
+        if not self._driver.join(min(limit, self._linger()) + limit):
+            log.warning("gossip thread of %s still running %.1f s after its leave; stopping it",
+                        self.config.node_name, limit)
         self._driver.stop(timeout=limit)
-        try:
-            self.system._control("disable_cluster", timeout=limit)
-        except GorilixError as exc:
-            log.warning("closing cluster links: %s", exc)
+        if self.system.running:  # a node that ended has closed its links already
+            try:
+                self.system._control("disable_cluster", timeout=limit)
+            except GorilixError as exc:
+                log.warning("closing cluster links: %s", exc)
+
+    def _linger(self) -> float:
+        """How long a leave is gossiped before the gossip thread stops: a few rounds."""
+        return max(3 * self.config.push_interval, 0.2)
+
+    def _begin_leave(self, limit: float) -> None:
+        """Have the gossip thread announce our leave and end after it spread; returns at once."""
+        with self._leave_lock:
+            if self._left:
+                return
+            self._left = True
+        self._driver.leave(min(limit, self._linger()))
+
+    def _node_ended(self) -> None:
+        """The node loop ended (stopped or failed): stop feeding it and leave. Runs on the node thread, never waits."""
+        self._node_gone = True
+        if not self._left:
+            log.info("node %s ended: leaving the cluster", self.config.node_name)
+        self._begin_leave(self.config.leave_timeout)
 
     # -- events -------------------------------------------------------------
 
@@ -144,17 +180,19 @@ class Cluster:
         self._subscribers.discard(ref)
 
     def _deliver(self, events: list[MemberEvent]) -> None:
-        """Runs on the gossip thread: tell the node first, then listeners."""
+        """Runs on the gossip thread: tell the node first (never waiting for it), then listeners."""
         push = self._push
-        if push is None:
+        if push is None and not self._node_gone:
             push = self.system._node.zctx.socket(zmq.PUSH)
             push.setsockopt(zmq.LINGER, 0)
+            push.setsockopt(zmq.SNDHWM, EVENTS_HWM)
             push.connect(self._events_endpoint)
             self._push = push
         now = time.time()
         for event in events:
             member = event.member
-            push.send(codec.encode([event.kind.value, member.name, member.status.value, member.meta]))
+            if push is not None and not self._node_gone:
+                self._to_node(push, codec.encode([event.kind.value, member.name, member.status.value, member.meta]))
             out = ClusterEvent(event.kind.value, member.name, member.address, member.port,
                                member.status.value, dict(member.meta), now)
             for callback in list(self._callbacks):
@@ -168,8 +206,20 @@ class Cluster:
                 except GorilixError as exc:
                     log.debug("cluster event to %s: %s", ref, exc)
 
+    def _to_node(self, push: zmq.Socket[bytes], data: bytes) -> None:
+        try:
+            push.send(data, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # Again: the node loop is gone or not reading
+            self.dropped_events += 1
+            now = time.monotonic()
+            if now >= self._drop_warned_at + DROP_WARN_EVERY:
+                self._drop_warned_at = now
+                log.warning("node %s is not taking membership events (%s); %d dropped so far",
+                            self.config.node_name, exc, self.dropped_events)
+
     def close(self) -> None:
         """After leave(): the gossip thread has ended, so its socket may be closed here."""
+        self.system._node.remove_exit_hook(self._node_ended)
         if self._push is not None:
             self._push.close(linger=0)
             self._push = None
@@ -206,6 +256,9 @@ class ClusterProvider:
                 return {**base, "load": round(os.getloadavg()[0], 1)}
 
             meta = current_meta()
+            problem = node_meta_problem(meta)
+            if problem is not None:  # every member would drop us
+                raise ClusterError(f"cannot announce node {config.node_name}: {problem}; check advertise_addr")
             swim = SwimConfig(
                 probe_interval=config.probe_interval, probe_timeout=config.probe_timeout,
                 indirect_checks=config.indirect_checks, suspicion_mult=config.suspicion_mult,
@@ -217,7 +270,7 @@ class ClusterProvider:
             driver = SwimDriver(
                 config.node_name, (config.bind_addr, udp_port), (host, gossip_seen_at),
                 meta, swim, keys, lambda events: holder[0]._deliver(events) if holder else None,
-                refresh_meta=current_meta,
+                refresh_meta=current_meta, meta_check=node_meta_problem,
             )
         except BaseException:
             system._control("disable_cluster")
@@ -225,9 +278,20 @@ class ClusterProvider:
         cluster = Cluster(system, config, driver, events_endpoint, router_endpoint)
         holder.append(cluster)
         system._node.members_view = cluster.member_rows
+        system._node.gossip_bad_meta = lambda: driver.engine.stats.bad_meta
+        system._node.add_exit_hook(cluster._node_ended)
         links = system._node.links
         if links is not None:
             links.follow_members(lambda: [m.name for m in driver.members() if m.status.value in ("alive", "suspect")])
+
+            def router_of(name: str) -> str | None:
+                member = driver.member(name)
+                if member is None or member.status.value not in ("alive", "suspect"):
+                    return None
+                router = member.meta.get("router") if isinstance(member.meta, dict) else None
+                return router if isinstance(router, str) and router.startswith("tcp://") else None
+
+            links.follow_directory(router_of)
         driver.start()
         return cluster
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from dataclasses import dataclass, field
 
+from gorilix.cluster.wire import NAME_MAX
+from gorilix.transport.describe import shown
 from gorilix.transport.errors import ClusterError
 
 
@@ -16,17 +19,17 @@ def parse_hostport(text: str, default_port: int, what: str = "address") -> tuple
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ClusterError(f"bad {what} {text!r}: missing ']'")
+            raise ClusterError(f"bad {what} {shown(text)}: missing ']'")
         host, rest = text[1:end], text[end + 1:]
         if rest:
             if not rest.startswith(":"):
-                raise ClusterError(f"bad {what} {text!r}: expected [host]:port")
+                raise ClusterError(f"bad {what} {shown(text)}: expected [host]:port")
             port = _port(rest[1:], text, what)
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = _port(port_text, text, what)
     if not host:
-        raise ClusterError(f"bad {what} {text!r}: no host")
+        raise ClusterError(f"bad {what} {shown(text)}: no host")
     return host, port
 
 
@@ -34,9 +37,9 @@ def _port(text: str, whole: str, what: str) -> int:
     try:
         port = int(text)
     except ValueError:
-        raise ClusterError(f"bad {what} {whole!r}: port {text!r} is not a number") from None
+        raise ClusterError(f"bad {what} {shown(whole)}: port {shown(text)} is not a number") from None
     if not 0 <= port <= 65535:
-        raise ClusterError(f"bad {what} {whole!r}: port {port} is out of range 0..65535")
+        raise ClusterError(f"bad {what} {shown(whole)}: port {shown(port)} is out of range 0..65535")
     return port
 
 
@@ -54,7 +57,14 @@ def resolve(host: str) -> str:
     try:
         return str(socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0])
     except OSError as exc:
-        raise ClusterError(f"cannot resolve {host!r}: {exc}") from None
+        raise ClusterError(f"cannot resolve {shown(host)}: {exc}") from None
+
+
+def _float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float
+        return math.inf if value > 0 else -math.inf
 
 
 @dataclass(frozen=True)
@@ -90,21 +100,30 @@ class ClusterConfig:
     reconnect_interval: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.node_name, str) or not self.node_name:
-            raise ClusterError("ClusterConfig.node_name must be a non-empty str")
-        for name in ("bind_port",):
-            _port(str(getattr(self, name)), str(getattr(self, name)), name)
-        if self.gossip_port is not None:
-            _port(str(self.gossip_port), str(self.gossip_port), "gossip_port")
+        if not isinstance(self.node_name, str) or not 0 < len(self.node_name) <= NAME_MAX:
+            # Gossip refuses longer names, so such a node could never join.
+            raise ClusterError(
+                f"ClusterConfig.node_name must be a non-empty str of at most {NAME_MAX} characters, "
+                f"got {shown(self.node_name)}"
+            )
+        for name in ("bind_port", "gossip_port"):
+            value = getattr(self, name)
+            if name == "gossip_port" and value is None:
+                continue  # the same number as bind_port
+            if type(value) is not int or not 0 <= value <= 65535:
+                raise ClusterError(f"ClusterConfig.{name}={shown(value)}: need a port number in 0..65535 (an int)")
         for name in ("gossip_nodes", "indirect_checks", "suspicion_mult", "retransmit_mult"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
-                raise ClusterError(f"ClusterConfig.{name}={value!r}: need a positive int")
+                raise ClusterError(f"ClusterConfig.{name}={shown(value)}: need a positive int")
         for name in ("push_interval", "pull_interval", "probe_interval", "probe_timeout",
                      "join_timeout", "leave_timeout", "reconnect_interval"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise ClusterError(f"ClusterConfig.{name}={value!r}: need a positive number of seconds")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not 0 < _float(value) < math.inf:  # (nan is refused too)
+                raise ClusterError(
+                    f"ClusterConfig.{name}={shown(value)}: need a finite number of seconds > 0"
+                )
         if self.probe_timeout >= self.probe_interval:
             raise ClusterError(
                 f"probe_timeout ({self.probe_timeout:g} s) must be shorter than probe_interval "

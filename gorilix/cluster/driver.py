@@ -4,6 +4,11 @@ A busy main thread or a slow handler cannot delay probes and acks here (and
 the engine's local health score stretches its timeouts when this thread
 itself is late). Other threads talk to it through a command queue and read
 membership through thread-safe snapshots.
+
+Nothing here waits on another thread: membership events go to a callback
+that must not block (the bridge's never does), so the thread keeps answering
+probes whatever the node does, and a leave is announced and spread from here
+(:meth:`SwimDriver.leave`) even when the node that asked for it is gone.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+import psutil
 
 from gorilix.cluster.security import REPLAY_WINDOW, ClusterKeys
 from gorilix.cluster.swim import Member, MemberEvent, SwimConfig, SwimEngine
@@ -35,6 +42,7 @@ class SwimDriver:
         self, name: str, bind: tuple[str, int], advertise: tuple[str, int], meta: dict[str, Any],
         config: SwimConfig, keys: ClusterKeys | None, on_events: Callable[[list[MemberEvent]], None],
         refresh_meta: Callable[[], dict[str, Any]] | None = None, refresh_every: float = 5.0,
+        meta_check: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         self.name = name
         self.keys = keys
@@ -52,8 +60,12 @@ class SwimDriver:
         self.bound = self.sock.getsockname()
         host, port = advertise
         self.engine = SwimEngine(
-            name, host, port or self.bound[1], meta, config, clock=time.monotonic, rng=random.Random()
+            name, host, port or self.bound[1], meta, config, clock=time.monotonic, rng=random.Random(),
+            meta_check=meta_check,
         )
+        if keys is not None:  # seals are bound to their receiver: we open those for our name or addresses
+            keys.gossip_as(name, [(host, port or self.bound[1]), self.bound,
+                                  *_interface_addresses(self.bound)])
         self.dropped = 0  # datagrams that failed authentication (or came too late, or twice)
         self._stale_seen = 0
         self._stale_warned_at = -STALE_WARN_EVERY
@@ -66,6 +78,7 @@ class SwimDriver:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stop = threading.Event()
+        self._stop_at = float("inf")  # monotonic time at which the thread ends by itself (after a leave)
         self._thread = threading.Thread(target=self._run, name=f"gorilix-swim-{name}", daemon=True)
 
     # -- from other threads -------------------------------------------------
@@ -82,6 +95,10 @@ class SwimDriver:
         with self._lock:
             return self.engine.members()
 
+    def member(self, name: str) -> Member | None:
+        with self._lock:
+            return self.engine.member(name)
+
     def local_member(self) -> Member:
         with self._lock:
             return self.engine.local_member()
@@ -89,6 +106,26 @@ class SwimDriver:
     def joined_count(self) -> int:
         with self._lock:
             return self.engine.joined_count()
+
+    def leave(self, linger: float) -> None:
+        """Announce a graceful leave, gossip ``linger`` seconds more so it spreads, then end the thread.
+
+        Returns at once; :meth:`join` waits for the end. Safe to call twice.
+        """
+        def begin(engine: SwimEngine) -> None:
+            engine.leave()
+            self._stop_at = min(self._stop_at, time.monotonic() + linger)
+
+        try:
+            self.call(begin)
+        except OSError:  # stopped already: nothing left to announce with
+            pass
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end (after :meth:`leave` or :meth:`stop`); True if it has."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -108,9 +145,9 @@ class SwimDriver:
         selector.register(self.sock, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and time.monotonic() < self._stop_at:
                 with self._lock:
-                    deadline = self.engine.next_deadline()
+                    deadline = min(self.engine.next_deadline(), self._stop_at)
                 timeout = max(0.0, min(0.5, deadline - time.monotonic()))
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self._wake_r:
@@ -135,7 +172,7 @@ class SwimDriver:
             except OSError:
                 return
             if self.keys is not None:
-                opened = self.keys.open(data)
+                opened = self.keys.open(data, (source[0], source[1]))
                 if opened is None:
                     self.dropped += 1
                     if self.keys.stale != self._stale_seen:
@@ -181,7 +218,7 @@ class SwimDriver:
             events = self.engine.take_events()
         for address, packet in outbox:
             if self.keys is not None:
-                packet = self.keys.seal(packet)
+                packet = self.keys.seal(packet, address)
             try:
                 self.sock.sendto(packet, address)
             except OSError as exc:
@@ -191,3 +228,18 @@ class SwimDriver:
                 self.on_events(events)
             except Exception:
                 log.exception("membership event handler failed")
+
+
+def _interface_addresses(bound: tuple[str, int]) -> list[tuple[str, int]]:
+    """With a wildcard bind, every address of this host at the bound port: a seed
+    bound to 0.0.0.0 is reached at whichever of them its members were given."""
+    host, port = bound[0], bound[1]
+    if host not in ("0.0.0.0", "::", ""):
+        return []
+    families = (socket.AF_INET,) if host == "0.0.0.0" else (socket.AF_INET, socket.AF_INET6)
+    try:
+        interfaces = psutil.net_if_addrs()
+    except OSError:  # no /proc or /sys here: the advertised address still works
+        return []
+    return [(a.address.split("%")[0], port) for addrs in interfaces.values() for a in addrs
+            if a.family in families]

@@ -47,6 +47,21 @@ REPAIR_FIRST, REPAIR_MAX = 0.1, 5.0
 #: Messages a link keeps while its handshake is pending; past this, sends fail.
 MAX_PENDING = 10_000
 
+#: Messages for a node that has talked to us but that we cannot link to yet: it
+#: joined through another member, and the gossip that tells us its address has
+#: not reached us. They wait this long, this many per node, for this many nodes.
+HOLD_FOR = 10.0
+MAX_HELD = 1_000
+MAX_HELD_NODES = 64
+
+
+@dataclass
+class Held:
+    """What waits for a link to a node we know only by its messages."""
+
+    since: float
+    frames: deque[list[bytes]] = field(default_factory=deque)
+
 
 @dataclass
 class PeerLink:
@@ -153,11 +168,18 @@ class PeerLinks:
             ) from exc
         self.endpoint = self.external.getsockopt_string(zmq.LAST_ENDPOINT)
         self.identities: set[bytes] = set()  # who has sent to us on the external socket
+        #: The gossip engine's view: a live member's router endpoint, or None.
+        self.directory: Callable[[str], str | None] | None = None
+        self.held: dict[str, Held] = {}
 
     def follow_members(self, member_names: Callable[[], list[str]]) -> None:
         """Let the allow-list consult the gossip engine's member table."""
         if self._check is not None:
             self._check.member_names = member_names
+
+    def follow_directory(self, router_of: Callable[[str], str | None]) -> None:
+        """Let links open on demand from the gossip engine's member table (see :meth:`route`)."""
+        self.directory = router_of
 
     def allow(self, name: str) -> None:
         """Admit ``name``'s derived key (a member we learnt of)."""
@@ -173,6 +195,11 @@ class PeerLinks:
         link = self._open(name, endpoint)
         self.peers[name] = link
         log.info("%s: linked to %s at %s", self.node_name, name, endpoint)
+        held = self.held.pop(name, None)
+        if held is not None:  # what waited for this link goes first, in order
+            link.pending.extendleft(reversed(held.frames))
+            if link.ready:
+                link.flush()
         return link
 
     def _open(self, name: str, endpoint: str) -> PeerLink:
@@ -193,6 +220,56 @@ class PeerLinks:
         if link is not None:
             link.close()
         return link
+
+    def forget(self, name: str) -> list[list[bytes]]:
+        """``name`` is gone: close its link, forget that it talked to us; returns what was held for it."""
+        self.disconnect(name)
+        self.identities.discard(b"n:" + name.encode())
+        held = self.held.pop(name, None)
+        return list(held.frames) if held is not None else []
+
+    def route(self, node: str, frames: list[bytes]) -> bool:
+        """Send to ``node``: through its link, or one opened now, or held until one can be.
+
+        A member that joined through another one may ask us before gossip
+        tells us where it is; its request reached us on our external socket,
+        but our reply needs a link of ours. Rather than answering through the
+        connection a request came in on (every node would then have to read
+        all its links, on the hot path), the reply waits here, bounded in
+        count and time, until the link exists. A link is also opened at once
+        when the gossip engine already knows the member but the event that
+        would open it has not reached the node loop yet. False: undeliverable.
+        """
+        if node in self.peers:
+            return self.send(node, frames)
+        endpoint = self.directory(node) if self.directory is not None else None
+        if endpoint is not None:
+            try:
+                self.connect(node, endpoint)
+            except zmq.ZMQError as exc:  # the engine's data came from a peer: never trust it
+                log.debug("%s: cannot link to %s at %r: %s", self.node_name, node, endpoint, exc)
+            else:
+                return self.send(node, frames)
+        return self.hold(node, frames)
+
+    def hold(self, node: str, frames: list[bytes]) -> bool:
+        """Keep ``frames`` for a node that has talked to us and may be linked soon."""
+        if b"n:" + node.encode() not in self.identities:
+            return False
+        held = self.held.get(node)
+        if held is None:
+            if len(self.held) >= MAX_HELD_NODES:
+                return False
+            held = self.held[node] = Held(time.monotonic())
+        if len(held.frames) >= MAX_HELD:
+            return False
+        held.frames.append(frames)
+        return True
+
+    def expire_held(self, now: float) -> list[tuple[str, list[list[bytes]]]]:
+        """Give up on nodes still unlinked after HOLD_FOR; returns what was held for each."""
+        expired = [name for name, held in self.held.items() if now - held.since >= HOLD_FOR]
+        return [(name, list(self.held.pop(name).frames)) for name in expired]
 
     def repair(self) -> list[str]:
         """Flush links whose handshake succeeded; re-open refused ones. Returns the re-opened.

@@ -56,6 +56,13 @@ newcomer blind to some members until the next periodic exchange. Every
 field of every message is type-checked before anything is applied; a
 datagram with anything wrong is dropped whole and counted in
 ``stats.malformed``.
+
+What the metadata means is the user's business, not the engine's: it
+carries any plain dict. A user that reads fields of it (the cluster provider
+reads a node's router endpoint) passes ``meta_check``; an ALIVE message or a
+state record whose metadata that check refuses is dropped on its own (the
+rest of the datagram still applies), counted in ``stats.bad_meta``, and never
+gossiped on, so one forged datagram cannot spread through the cluster.
 """
 
 from __future__ import annotations
@@ -98,6 +105,8 @@ from gorilix.cluster.wire import (
     is_port,
     valid_meta,
 )
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import ClusterError
 
 __all__ = [
     "ACK",
@@ -214,6 +223,7 @@ class SwimStats:
     suspicions: int = 0  # members we moved from alive to suspect
     refutations: int = 0  # times we bumped our incarnation to deny a rumour about us
     pushpulls: int = 0  # full state exchanges started or answered
+    bad_meta: int = 0  # members announced with metadata the meta check refused (dropped on their own)
 
 
 # -- formulas (pure, so tests can check the engine against them) -------------
@@ -253,17 +263,23 @@ def pull_interval_for(interval: float, n: int) -> float:
 
 
 # -- validation of caller input ---------------------------------------------
+#
+# What a caller passes (a name, an address, metadata, a config) is checked
+# when it is passed, and a mistake is a ClusterError naming it: the cluster
+# layer's error, which users catch (never a bare ValueError or TypeError).
 
 
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > NAME_MAX:
-        raise ValueError(f"{what} must be a non-empty str of at most {NAME_MAX} characters, got {value!r}")
+        raise ClusterError(
+            f"{what} must be a non-empty str of at most {NAME_MAX} characters, got {shown(value)}"
+        )
     return value
 
 
 def _check_port(value: object, what: str = "port") -> int:
     if type(value) is not int or not 0 < value < 65536:
-        raise ValueError(f"{what} must be an int in 1..65535, got {value!r}")
+        raise ClusterError(f"{what} must be an int in 1..65535, got {shown(value)}")
     return value
 
 
@@ -271,43 +287,48 @@ def _check_meta(meta: object) -> dict[str, Any]:
     if meta is None:
         return {}
     if not isinstance(meta, dict):
-        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
-    if not all(isinstance(key, str) for key in meta):
-        raise TypeError("meta keys must be str")
+        raise ClusterError(f"meta must be a dict (or None), got {shown(meta)}")
+    for key in meta:
+        if not isinstance(key, str):
+            raise ClusterError(f"meta keys must be str, got the key {shown(key)}")
     try:
         encoded = msgpack.packb(meta, use_bin_type=True)
     except Exception as exc:
-        raise TypeError(f"meta must be msgpack-able (None, bool, int, float, str, bytes, list, dict): {exc}") from None
+        raise ClusterError(
+            f"meta must hold only None, bool, int (64-bit), float, str, bytes, list and dict: {exc}"
+        ) from None
     if len(encoded) > META_MAX_BYTES:
-        raise ValueError(f"meta encodes to {len(encoded)} bytes; the limit is {META_MAX_BYTES}")
+        raise ClusterError(
+            f"meta encodes to {len(encoded)} bytes; the limit is {META_MAX_BYTES}: keep it to a few small fields"
+        )
     # Decode our own encoding so what we hold is exactly what peers will see
     # (tuples become lists and so on).
     copy = msgpack.unpackb(encoded, raw=False, strict_map_key=False)
     if not valid_meta(copy):
-        raise TypeError("meta holds a value that does not travel (nested too deep or an extension type)")
+        raise ClusterError("meta holds a value that does not travel (nested too deep or an extension type)")
     return copy
 
 
 def _check_config(config: SwimConfig) -> None:
     if not isinstance(config, SwimConfig):
-        raise TypeError(f"config must be a SwimConfig, got {type(config).__name__}")
+        raise ClusterError(f"config must be a SwimConfig, got {shown(config)}")
     positive = ("probe_interval", "probe_timeout", "gossip_interval", "pull_interval", "join_retry",
                 "reconnect_interval", "reconnect_timeout")
     for field in positive:
         value = getattr(config, field)
         if not isinstance(value, int | float) or not value > 0 or math.isinf(value):
-            raise ValueError(f"SwimConfig.{field} must be a positive number, got {value!r}")
+            raise ClusterError(f"SwimConfig.{field} must be a positive number, got {shown(value)}")
     if config.probe_timeout >= config.probe_interval:
-        raise ValueError("SwimConfig.probe_timeout must be shorter than probe_interval")
+        raise ClusterError("SwimConfig.probe_timeout must be shorter than probe_interval")
     if not isinstance(config.forget_after, int | float) or config.forget_after < 0:
-        raise ValueError("SwimConfig.forget_after must be >= 0")
+        raise ClusterError(f"SwimConfig.forget_after must be a number >= 0, got {shown(config.forget_after)}")
     for field, low in (("indirect_checks", 0), ("suspicion_mult", 1), ("suspicion_max_mult", 1),
                        ("retransmit_mult", 1), ("gossip_nodes", 1), ("awareness_max", 1)):
         value = getattr(config, field)
         if type(value) is not int or value < low:
-            raise ValueError(f"SwimConfig.{field} must be an int >= {low}, got {value!r}")
+            raise ClusterError(f"SwimConfig.{field} must be an int >= {low}, got {shown(value)}")
     if type(config.max_packet) is not int or not 576 <= config.max_packet <= MAX_DATAGRAM:
-        raise ValueError(f"SwimConfig.max_packet must be an int in 576..{MAX_DATAGRAM}")
+        raise ClusterError(f"SwimConfig.max_packet must be an int in 576..{MAX_DATAGRAM}, got {shown(config.max_packet)}")
 
 
 # timer kinds
@@ -315,6 +336,8 @@ _T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PULL, _T_JOIN, _T_SUSPICION, _T_FORGET
 
 #: Dead members remembered for reconnection (the oldest are dropped first).
 MAX_RECONNECT = 1024
+#: At most one warning this often about refused metadata (each one is logged at debug).
+BAD_META_WARN_EVERY = 60.0
 
 
 class SwimEngine:
@@ -335,7 +358,9 @@ class SwimEngine:
         *,
         clock: Callable[[], float],
         rng: random.Random,
+        meta_check: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
+        """``meta_check(meta)`` says why a member's metadata is unusable (None: it is fine)."""
         _check_name(name, "name")
         _check_name(address, "address")
         _check_port(port)
@@ -344,9 +369,11 @@ class SwimEngine:
         self.config = config
         self._clock = clock
         self._rng = rng
+        self._meta_check = meta_check
+        self._bad_meta_warned_at = -math.inf
         self._pack = msgpack.Packer(use_bin_type=True).pack
         now = self._now = clock()
-        self._me = Member(name, address, port, 0, _ALIVE, _check_meta(meta), now)
+        self._me = Member(name, address, port, 0, _ALIVE, self._own_meta(meta), now)
         self._members: dict[str, Member] = {name: self._me}
         self._check_record_size(self._me)
         self._live = IndexedSet()  # other members, alive or suspect: probe, ping-req, push-pull
@@ -395,7 +422,7 @@ class SwimEngine:
         checked: list[tuple[str, int]] = []
         for seed in seeds:
             if not (isinstance(seed, tuple | list) and len(seed) == 2):
-                raise ValueError(f"a seed must be an (address, port) pair, got {seed!r}")
+                raise ClusterError(f"a seed must be an (address, port) pair, got {shown(seed)}")
             address = _check_name(seed[0], "seed address")
             port = _check_port(seed[1], "seed port")
             if (address, port) != (self._me.address, self._me.port):
@@ -475,13 +502,13 @@ class SwimEngine:
         self._now = self._clock()
         if self._leaving:
             raise RuntimeError("this member has left the cluster; its metadata can no longer change")
-        new = _check_meta(meta)
+        new = self._own_meta(meta)
         me = self._me
         old = me.meta
         me.meta = new
         try:
             self._check_record_size(me)
-        except ValueError:
+        except ClusterError:
             me.meta = old
             raise
         me.incarnation += 1
@@ -507,7 +534,7 @@ class SwimEngine:
                 continue
             if not (is_name(name) and is_name(m.address) and is_port(m.port) and is_inc(m.incarnation)
                     and isinstance(m.meta, dict)):
-                raise ValueError(f"cannot preload {m!r}: bad name, address, port, incarnation or meta")
+                raise ClusterError(f"cannot preload {shown(m, 200)}: bad name, address, port, incarnation or meta")
             known[name] = Member(name, m.address, m.port, m.incarnation, _ALIVE, dict(m.meta), now)
             added.append(name)
         self._live.extend(added)
@@ -536,6 +563,11 @@ class SwimEngine:
 
     def members(self) -> list[Member]:
         return [m.copy() for m in self._members.values()]
+
+    def member(self, name: str) -> Member | None:
+        """One member by name (a copy), or None if this engine has not heard of it."""
+        m = self._members.get(name)
+        return None if m is None else m.copy()
 
     def local_member(self) -> Member:
         return self._me.copy()
@@ -587,7 +619,8 @@ class SwimEngine:
     def _dispatch(self, m: list[Any], source: tuple[str, int]) -> None:
         kind = m[0]
         if kind == ALIVE:
-            self._apply_alive(m[1], m[2], m[3], m[4], m[5], announce_new=True)
+            if not self._meta_refused(m[1], m[5], source):
+                self._apply_alive(m[1], m[2], m[3], m[4], m[5], announce_new=True)
         elif kind == PING:
             if m[2] == self.name:  # a ping for someone who used to live at this address is not ours
                 self._send(source, self._pack([ACK, m[1]]))
@@ -1055,6 +1088,8 @@ class SwimEngine:
                     self._join_answered.add(pending[0])
         members = self._members
         for name, address, port, inc, code, meta in m[6]:
+            if code <= 1 and self._meta_refused(name, meta, (address, port), sender):
+                continue  # an alive or suspect record would adopt its metadata
             if code == 0:
                 # Newcomers learned from a full state are not re-gossiped (the
                 # sender's own record excepted): the peer already knows them
@@ -1074,10 +1109,36 @@ class SwimEngine:
 
     # ----------------------------------------------------------------- helpers
 
+    def _own_meta(self, meta: object) -> dict[str, Any]:
+        """Our metadata, checked as peers will check it: what they would drop is refused here."""
+        checked = _check_meta(meta)
+        problem = self._meta_check(checked) if self._meta_check is not None else None
+        if problem is not None:
+            raise ClusterError(f"meta would be refused by every member: {problem}")
+        return checked
+
+    def _meta_refused(self, name: str, meta: dict[str, Any], address: tuple[str, int], via: str = "") -> bool:
+        """True (counted and logged) when ``meta_check`` refuses the metadata announced for ``name``."""
+        if self._meta_check is None:
+            return False
+        problem = self._meta_check(meta)
+        if problem is None:
+            return False
+        self.stats.bad_meta += 1
+        where = f"{address[0]}:{address[1]}" + (f" in the state of {via}" if via else "")
+        if self._now >= self._bad_meta_warned_at + BAD_META_WARN_EVERY:
+            # A hostile sender can send thousands of these: a warning now and then, each at debug.
+            self._bad_meta_warned_at = self._now
+            log.warning("%s: dropped member %r announced from %s: %s (%d dropped so far; more at debug level)",
+                        self.name, name, where, problem, self.stats.bad_meta)
+        else:
+            log.debug("%s: dropped member %r announced from %s: %s", self.name, name, where, problem)
+        return True
+
     def _check_record_size(self, m: Member) -> None:
         size = len(self._pack([ALIVE, m.name, U64 - 1, m.address, m.port, m.meta]))
         if size > self.config.max_packet // 2:
-            raise ValueError(
+            raise ClusterError(
                 f"member {m.name!r} with its meta encodes to {size} bytes; "
                 f"it must fit in half a datagram ({self.config.max_packet // 2} bytes)"
             )

@@ -6,6 +6,8 @@ check answers True or False, and the engine drops what fails.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +126,79 @@ VALIDATORS: dict[int, Callable[[list[Any]], bool]] = {
     PING: _v_ping, PING_REQ: _v_ping_req, ACK: _v_ack, NACK: _v_ack, ALIVE: _v_alive,
     SUSPECT: _v_suspect, DEAD: _v_suspect, LEAVE: _v_leave, PUSH_PULL: _v_push_pull, STATE: _v_state,
 }
+
+
+# -- a Gorilix node's metadata -----------------------------------------------------
+#
+# The engine carries any plain metadata. A node announces these fields in its
+# own (gorilix.cluster.bridge) and reads them back from its peers' copies, so
+# the cluster provider hands this check to its engine: a member announced with
+# a wrong value here is dropped before it enters the member table, and so is
+# never gossiped on (see SwimEngine's ``meta_check``). Fields not named here
+# pass: a newer node may announce more.
+
+#: Most worker processes a node may announce.
+MAX_WORKERS = 1 << 16
+#: Highest load average a node may announce.
+MAX_LOAD = 1e6
+#: Longest router endpoint ("tcp://255.255.255.255:65535" is 27 characters).
+ROUTER_MAX = 64
+_Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def router_problem(value: object) -> str | None:
+    """Why ``value`` is not a router endpoint a node announces, or None when it is one.
+
+    Nodes announce ``tcp://IPV4:PORT`` (ClusterConfig.advertised resolves the
+    host first; gossip itself is IPv4). A host name is refused: ZeroMQ would
+    look it up in its I/O thread, on a peer's say-so. So is anything else
+    ZeroMQ would read differently (``tcp://a:1;b:2`` names a source address)
+    or refuse (``tcp://a b:1`` raises in connect).
+    """
+    if type(value) is not str:
+        return f"router must be a str 'tcp://IPV4:PORT', got {type(value).__name__}"
+    endpoint: str = value  # type: ignore[assignment]
+    host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
+    if len(endpoint) > ROUTER_MAX or not endpoint.startswith("tcp://") or not sep:
+        return f"router {_show(endpoint)} is not 'tcp://IPV4:PORT'"
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return f"router {_show(endpoint)}: {_show(host)} is not an IPv4 address"
+    if address.is_unspecified or address.is_multicast:
+        return f"router {_show(endpoint)}: {host} is not an address a node can be reached at"
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and port[0] != "0" and int(port) <= 65535):
+        return f"router {_show(endpoint)}: port {_show(port)} is not a number in 1..65535"
+    return None
+
+
+def node_meta_problem(meta: object) -> str | None:
+    """Why a node's gossip metadata cannot be used, naming the field first; None when it can. Never raises."""
+    if type(meta) is not dict:
+        return f"metadata must be a dict, got {type(meta).__name__}"
+    fields: dict[str, Any] = meta  # type: ignore[assignment]
+    if "router" in fields:
+        problem = router_problem(fields["router"])
+        if problem is not None:
+            return problem
+    if "workers" in fields:
+        workers = fields["workers"]
+        if type(workers) is not int or not 1 <= workers <= MAX_WORKERS:
+            return f"workers must be an int in 1..{MAX_WORKERS}, got {_show(workers)}"
+    if "load" in fields:
+        load = fields["load"]
+        if type(load) not in (int, float) or not math.isfinite(load) or not 0 <= load <= MAX_LOAD:
+            return f"load must be a number in 0..{MAX_LOAD:g}, got {_show(load)}"
+    if "curve" in fields:
+        key = fields["curve"]
+        if key is not None and (type(key) is not str or len(key) != 40 or not _Z85.issuperset(key)):
+            return f"curve must be None or a Z85 public key (40 characters), got {_show(key)}"
+    return None
 
 
 def array_header(count: int) -> bytes:

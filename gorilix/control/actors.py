@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gorilix.control.base import DEFER, log
+from gorilix.control.base import DEFER, hosted_by, invalid, log, refuse, show_id, worker_slot
 from gorilix.control.tools import check_recoveries
 from gorilix.registry import ActorRecord
-from gorilix.transport.errors import GorilixError, SpawnError, error_from_wire
+from gorilix.transport.describe import shown
+from gorilix.transport.errors import GorilixError, InvalidArgument, SpawnError, error_from_wire
 from gorilix.transport.frames import unpack_route
+from gorilix.transport.routing import client_identity, is_client_id
 from gorilix.transport.sockets import ID_SHIFT
+from gorilix.workers.actor import check_topic
 from gorilix.workers.spec import ActorSpec
 
 if TYPE_CHECKING:
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 def _h_attach_worker(node: Node, source: bytes, src_id: int, corr: int, slot: int, incarnation: int, pid: int) -> None:
     worker = node.pool.workers.get(slot)
     if worker is None or worker.identity != source:
-        raise GorilixError(f"unknown worker {source!r} attached")
+        raise refuse(node, "attach_worker", f"{source!r} is not the socket of worker {slot!r}")
     worker.ready = True
     node._early_deaths[slot] = 0
     node.table.bind(worker.config.id_prefix << ID_SHIFT, source)
@@ -34,11 +37,31 @@ def _h_attach_worker(node: Node, source: bytes, src_id: int, corr: int, slot: in
 
 
 def _h_attach_client(node: Node, source: bytes, src_id: int, corr: int, client_id: int) -> None:
+    """Route answers for ``client_id`` to the sender, which must be the socket named after it.
+
+    Client ids are in a range no actor id reaches, and a client's socket is
+    named after its id (routing id ``c<id>``), so a client can attach its
+    own id and nothing else: not an actor's, not another client's.
+    """
+    if not is_client_id(client_id):
+        raise refuse(node, "attach_client", f"{show_id(client_id)} is not a client id (clients use ids in [2**62, 2**63), "
+                                            "which no actor has); a client attaches only its own id")
+    if source != client_identity(client_id):
+        raise refuse(node, "attach_client", f"{client_id:#x} is not the id of this socket ({source!r}); a client "
+                                            f"attaches only the id its routing id names")
+    owner = node.table.lookup(client_id)
+    if (owner is not None and owner != source) or client_id in node.registry.actors:
+        raise refuse(node, "attach_client", f"{client_id:#x} is already taken")
     node.table.bind(client_id, source)
 
 
 def _h_detach_client(node: Node, source: bytes, src_id: int, corr: int, client_id: int) -> None:
-    node.table.unbind(client_id)
+    """Forget the route of the sender's own client id (nothing to do if it has none)."""
+    if not is_client_id(client_id) or source != client_identity(client_id):
+        raise refuse(node, "detach_client", f"{show_id(client_id)} is not the id of this socket ({source!r}); "
+                                            "a client detaches only its own")
+    if node.table.lookup(client_id) == source:
+        node.table.unbind(client_id)
 
 
 def _h_spawn(node: Node, source: bytes, src_id: int, corr: int, spec_fields: list[Any], worker: int | None,
@@ -63,7 +86,19 @@ def _h_spawn(node: Node, source: bytes, src_id: int, corr: int, spec_fields: lis
     return DEFER
 
 
+def _new_id_of(node: Node, source: bytes, op: str, actor_id: object) -> int:
+    """Check ``actor_id`` is new and made by the worker that sent ``op`` (its prefix); returns that worker's slot."""
+    slot = worker_slot(node, source, op)
+    prefix = node.pool.workers[slot].config.id_prefix
+    if type(actor_id) is not int or actor_id >> ID_SHIFT != prefix:
+        raise refuse(node, op, f"{show_id(actor_id)} is not an id worker {slot} makes (its prefix is {prefix:#x})")
+    if actor_id in node.registry.actors or node.table.lookup(actor_id) is not None:
+        raise refuse(node, op, f"actor id {actor_id:#x} is already taken")
+    return slot
+
+
 def _h_spawn_at(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any], worker: int) -> None:
+    _new_id_of(node, source, "spawn_at", actor_id)
     spec = ActorSpec.from_wire(spec_fields)
     if spec.name is not None and spec.name in node.registry.names:
         # As for a local spawn: the newcomer does not run under a taken name.
@@ -78,8 +113,8 @@ def _h_spawn_at(node: Node, source: bytes, src_id: int, corr: int, actor_id: int
 
 
 def _h_register(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, spec_fields: list[Any]) -> None:
+    slot = _new_id_of(node, source, "register", actor_id)
     spec = ActorSpec.from_wire(spec_fields)
-    slot = node._identity_slot.get(source)
     record = ActorRecord(actor_id, spec, slot, placed=True, started=True)
     node.registry.add(record)
     node.lifecycle.adopt(record)
@@ -93,12 +128,20 @@ def _h_register(node: Node, source: bytes, src_id: int, corr: int, actor_id: int
 
 
 def _h_spawned(node: Node, source: bytes, src_id: int, corr: int, actor_id: int) -> None:
+    slot = worker_slot(node, source, "spawned")
     record = node.registry.actors.get(actor_id)
     if record is None:  # stopped meanwhile: the worker will report it
         return
-    node.registry.move(actor_id, node._identity_slot.get(source), placed=True)
+    if record.slot != slot:  # a stale report from a worker it was taken from
+        return
+    node.registry.move(actor_id, slot, placed=True)
     for parked in node.table.bind(actor_id, source):
-        node._forward(parked[0], unpack_route(parked[1]), parked)
+        # Each on its own: one that fails (a bug of ours) must cost neither the
+        # messages parked behind it nor the spawn's answer below.
+        try:
+            node._forward(parked[0], unpack_route(parked[1]), parked)
+        except Exception as exc:
+            node._dropped(f"a message parked for {node.name}/{actor_id:#x}", exc)
     asker = node._pending_spawns.pop(actor_id, None)
     if asker is not None:
         node._reply(asker[1], asker[2], [node.name, actor_id, record.spec.name], dst_node=asker[0])
@@ -109,9 +152,10 @@ def _h_spawned(node: Node, source: bytes, src_id: int, corr: int, actor_id: int)
 
 
 def _h_spawn_failed(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, error: Any) -> None:
+    slot = worker_slot(node, source, "spawn_failed")
     exc = error_from_wire(error)
     record = node.registry.actors.get(actor_id)
-    if record is None:
+    if record is None or record.slot != slot:
         return
     asker = node._pending_spawns.pop(actor_id, None)
     if asker is not None or not record.started:  # a first start: nothing to restart
@@ -129,52 +173,75 @@ def _h_spawn_failed(node: Node, source: bytes, src_id: int, corr: int, actor_id:
 
 def _h_exited(node: Node, source: bytes, src_id: int, corr: int, actor_id: int, reason: str,
               abnormal: bool, final: bool) -> None:
+    slot = worker_slot(node, source, "exited")
     record = node.registry.actors.get(actor_id)
-    if record is None or record.slot != node._identity_slot.get(source):
+    if record is None or record.slot != slot:
         return  # already forgotten, or a stale report from a worker it left
     node.lifecycle.exited([(record, str(reason), bool(abnormal))], final=bool(final))
 
 
 def _h_restarted(node: Node, source: bytes, src_id: int, corr: int, actor_id: int) -> None:
-    node.lifecycle.restarted(actor_id)
+    slot = worker_slot(node, source, "restarted")
+    record = node.registry.actors.get(actor_id)
+    if record is not None and record.slot == slot:
+        node.lifecycle.restarted(actor_id)
 
+
+# Monitors and links are made by an actor for itself (Actor.monitor, Actor.link): its worker sends them.
 
 def _h_monitor(node: Node, source: bytes, src_id: int, corr: int, watcher: int, where: str, watched: int) -> None:
+    hosted_by(node, source, "monitor", watcher)
     node.lifecycle.monitor(watcher, where, watched)
 
 
 def _h_demonitor(node: Node, source: bytes, src_id: int, corr: int, watcher: int, where: str, watched: int) -> None:
+    hosted_by(node, source, "demonitor", watcher)
     node.lifecycle.demonitor(watcher, where, watched)
 
 
 def _h_link(node: Node, source: bytes, src_id: int, corr: int, a: int, where: str, b: int) -> None:
+    hosted_by(node, source, "link", a)
     node.lifecycle.link(a, where, b)
 
 
 def _h_unlink(node: Node, source: bytes, src_id: int, corr: int, a: int, where: str, b: int) -> None:
+    hosted_by(node, source, "unlink", a)
     node.lifecycle.unlink(a, where, b)
 
 
+def topic_of(node: Node, op: str, topic: object) -> str:
+    """The topic a request names: a non-empty str, as the facade checks (5 is not the topic "5").
+
+    Anything else is an InvalidArgument for the asker, counted in ``malformed``.
+    """
+    try:
+        return check_topic(op, topic)
+    except InvalidArgument as exc:
+        raise invalid(node, str(exc)) from None
+
+
 def _h_subscribe(node: Node, source: bytes, src_id: int, corr: int, topic: str, actor_id: int) -> bool:
-    if actor_id not in node.registry.actors:
-        raise GorilixError(f"cannot subscribe {node.name}/{actor_id:#x} to {topic!r}: no such actor")
-    node.lifecycle.watches.subscribe(str(topic), actor_id)
+    topic = topic_of(node, "subscribe", topic)
+    if type(actor_id) is not int or actor_id not in node.registry.actors:
+        raise GorilixError(f"cannot subscribe {node.name}/{show_id(actor_id)} to {shown(topic)}: no such actor")
+    node.lifecycle.watches.subscribe(topic, actor_id)
     return True
 
 
 def _h_unsubscribe(node: Node, source: bytes, src_id: int, corr: int, topic: str, actor_id: int) -> bool:
-    return node.lifecycle.watches.unsubscribe(str(topic), actor_id)
+    return node.lifecycle.watches.unsubscribe(topic_of(node, "unsubscribe", topic), actor_id)
 
 
 def _h_publish(node: Node, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
+    topic = topic_of(node, "publish", topic)
     if type(payload) is not bytes:
-        raise GorilixError("publish: payload must be codec bytes")
-    reached = publish_here(node, str(topic), payload)
+        raise invalid(node, "publish: payload must be codec bytes (gorilix.transport.codec.encode of the message)")
+    reached = publish_here(node, topic, payload)
     if node.links is not None and node._asker_node == node.name:
         for peer in list(node.links.peers):
-            node.send_node_control(peer, ["publish_local", str(topic), payload])
+            node.send_node_control(peer, ["publish_local", topic, payload])
     elif not reached:
-        node._dead_letter(0, node.name, src_id, GorilixError(f"no subscriber for topic {topic!r}"))
+        node._dead_letter(0, node.name, src_id, GorilixError(f"no subscriber for topic {shown(topic)}"))
     return reached
 
 
@@ -186,7 +253,8 @@ def publish_here(node: Node, topic: str, payload: bytes) -> int:
 
 
 def _h_dead_letter(node: Node, source: bytes, src_id: int, corr: int, dst_id: int, reason: str) -> None:
-    node._dead_letter(dst_id, node.name, 0, GorilixError(f"{reason} at worker {node._identity_slot.get(source)}"))
+    slot = worker_slot(node, source, "dead_letter")
+    node._dead_letter(dst_id, node.name, 0, GorilixError(f"{reason} at worker {slot}"))
 
 
 def _h_whereis(node: Node, source: bytes, src_id: int, corr: int, name: str) -> Any:

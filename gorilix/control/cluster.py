@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from gorilix.cluster.links import PeerLinks
-from gorilix.control.actors import publish_here
+from gorilix.control.actors import publish_here, topic_of
+from gorilix.control.base import invalid, peer_node
 from gorilix.transport.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -34,30 +35,37 @@ def _h_disable_cluster(node: Node, source: bytes, src_id: int, corr: int) -> boo
     return node._disable_cluster()
 
 
+# Monitors, links and exit signals across nodes: each names the peer it comes from only by the
+# envelope, which anyone may write, so peer_node checks it came over that peer's own link.
+
 def _h_rmonitor(node: Node, source: bytes, src_id: int, corr: int, watcher: int, watched: int) -> None:
-    node.lifecycle.remote_monitor(node._asker_node, watcher, watched)
+    node.lifecycle.remote_monitor(peer_node(node, source, "rmonitor"), watcher, watched)
 
 
 def _h_rdown(node: Node, source: bytes, src_id: int, corr: int, watched: int, name: str | None,
              reason: str, watcher: int) -> None:
-    node.lifecycle.remote_down(node._asker_node, watched, name, str(reason), watcher)
+    node.lifecycle.remote_down(peer_node(node, source, "rdown"), watched, name, str(reason), watcher)
 
 
 def _h_rlink(node: Node, source: bytes, src_id: int, corr: int, local: int, remote: int) -> None:
-    node.lifecycle.remote_link(node._asker_node, local, remote)
+    node.lifecycle.remote_link(peer_node(node, source, "rlink"), local, remote)
 
 
 def _h_runlink(node: Node, source: bytes, src_id: int, corr: int, local: int, remote: int) -> None:
-    node.lifecycle.remote_unlink(node._asker_node, local, remote)
+    node.lifecycle.remote_unlink(peer_node(node, source, "runlink"), local, remote)
 
 
 def _h_rexit(node: Node, source: bytes, src_id: int, corr: int, local: int, remote: int, name: str | None,
              reason: str) -> None:
-    node.lifecycle.remote_exit(node._asker_node, local, remote, name, str(reason))
+    node.lifecycle.remote_exit(peer_node(node, source, "rexit"), local, remote, name, str(reason))
 
 
 def _h_publish_local(node: Node, source: bytes, src_id: int, corr: int, topic: str, payload: bytes) -> int:
-    return publish_here(node, str(topic), payload)
+    """A peer's publish, for this node's subscribers only (the peer sends it to every node)."""
+    topic = topic_of(node, "publish_local", topic)
+    if type(payload) is not bytes:
+        raise invalid(node, "publish_local: payload must be codec bytes")
+    return publish_here(node, topic, payload)
 
 
 HANDLERS: dict[str, Any] = {

@@ -7,8 +7,10 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from gorilix.control.base import DEFER
+from gorilix.control.base import DEFER, invalid
+from gorilix.transport.describe import shown
 from gorilix.transport.errors import ClusterError, GorilixError
+from gorilix.workers.ref import MAX_TIMEOUT
 
 if TYPE_CHECKING:
     from gorilix.node import Node
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
 
 def _h_reload(node: Node, source: bytes, src_id: int, corr: int, module: str) -> Any:
     if not isinstance(module, str) or not module or module in node._reloads:
-        raise GorilixError(f"cannot reload {module!r}: not a module name, or a reload of it is running")
+        raise GorilixError(f"cannot reload {shown(module)}: not a module name, or a reload of it is running")
     live = node._live_slots()
     if not live:
         return {"module": module, "workers": 0, "moved": 0, "errors": []}
@@ -91,15 +93,47 @@ def _load_of(node: Node, slot: int, pid: int | None) -> dict[str, Any]:
             "msgs_per_s": round(load["msgs_per_s"], 1)}
 
 
+def _signal(node: Node, op: str, sig: object) -> int:
+    """``sig`` if it is a signal of this system, as ``ActorSystem.kill_worker`` checks; else InvalidArgument.
+
+    Checked here because ``os.kill`` does not: it raises OSError for a number
+    that is no signal, and cuts a very large one short (``1 << 40`` acts as
+    signal 0, which kills nothing).
+    """
+    if type(sig) is not int or sig not in signal.valid_signals():
+        raise invalid(node, f"{op}: sig={shown(sig)} is not a signal of this system; pass one such as "
+                            f"{int(signal.SIGKILL)} (SIGKILL) or {int(signal.SIGTERM)} (SIGTERM)")
+    return sig
+
+
+def _slot(node: Node, op: str, slot: object) -> int:
+    """``slot`` if it names one of the node's workers; else InvalidArgument."""
+    if type(slot) is not int or slot not in node.pool.workers:
+        raise invalid(node, f"{op}: worker={shown(slot)} is not a worker of node {node.name}; "
+                            f"it has workers 0..{node.pool.size - 1}")
+    return slot
+
+
 def _kill(node: Node, slot: int, sig: int) -> int:
+    """Send ``sig`` (checked by :func:`_signal`) to worker ``slot``; returns its pid."""
     try:
         return node.pool.kill(slot, sig)
     except LookupError as exc:
         raise GorilixError(f"cannot kill worker {slot} of node {node.name}: {exc}") from None
+    except OSError as exc:  # it died meanwhile (ESRCH), or is not ours to signal (EPERM)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        raise GorilixError(
+            f"cannot send {name} to worker {slot} of node {node.name}: {exc.strerror or exc}; "
+            "if it just died, the node restarts it (see `gorilix status`)"
+        ) from None
 
 
 def _h_kill_worker(node: Node, source: bytes, src_id: int, corr: int, slot: int, sig: int) -> Any:
-    pid = _kill(node, slot, sig)
+    sig = _signal(node, "kill_worker", sig)
+    pid = _kill(node, _slot(node, "kill_worker", slot), sig)
     if sig in (signal.SIGKILL, signal.SIGTERM):
         # Answer once the death is handled, so whatever the caller sends
         # next already finds the worker's actors held for re-creation.
@@ -115,7 +149,8 @@ def _h_dead_letters(node: Node, source: bytes, src_id: int, corr: int) -> dict[s
 def _h_stats(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
     return {
         "node": node.name, "actors": len(node.registry.actors), "names": len(node.registry.names),
-        "malformed": node.malformed, "dead_letters": node.dead_letter_count,
+        "malformed": node.malformed, "refused": node.refused, "dead_letters": node.dead_letter_count,
+        "bad_meta": node.bad_meta,  # members dropped for gossip metadata a node cannot use
         "forwarded": node.forwarded,
         "parked": sum(len(q) for q in node.table.parked.values()),
     }
@@ -150,18 +185,28 @@ def _links(node: Node) -> list[dict[str, Any]]:
 
 def _h_kill_worker_wait(node: Node, source: bytes, src_id: int, corr: int, slot: int | None, sig: int,
                         timeout: float) -> Any:
-    """Kill a worker and answer once every actor it hosted runs again."""
-    live = node._live_slots()
+    """Kill a worker and answer once every actor it hosted runs again.
+
+    Every argument is checked before anything is killed or queued, so a
+    refused request leaves neither a dead worker nor a job nobody answers.
+    """
+    op = "kill_worker_wait"
+    if type(timeout) not in (int, float) or not 0 < timeout <= MAX_TIMEOUT:  # (nan is refused too)
+        raise invalid(node, f"{op}: timeout={shown(timeout)} must be a number of seconds > 0, at most "
+                            f"{MAX_TIMEOUT:g} (how long the worker's actors may take to come back)")
+    sig = _signal(node, op, sig)
     if slot is None:
+        live = node._live_slots()
         if not live:
             raise GorilixError(f"node {node.name} has no live worker to kill")
         slot = random.choice(live)
+    slot = _slot(node, op, slot)
     lost = {r.id for r in node.registry.on_slot(slot)}
     _kill(node, slot, sig)
     job = {"asker": (src_id, corr, node._asker_node), "slot": slot, "lost": lost,
            "started": time.monotonic(), "pid": node.pool.workers[slot].pid, "count": len(lost)}
+    node.schedule(float(timeout), _recovery_timeout, node, job)
     node._recoveries.append(job)
-    node.schedule(timeout, _recovery_timeout, node, job)
     check_recoveries(node)
     return DEFER
 
