@@ -156,23 +156,12 @@ def encode(value: Any) -> bytes:
 # -- decoding -------------------------------------------------------------------
 
 
-class _Reading(threading.local):
-    """This thread's count of markers met and not (yet) consumed as the head of an array."""
-
-    markers = 0
-
-
-_reading = _Reading()
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == EXT_TUPLE or code == EXT_MESSAGE:
-        if data:
-            raise DecodeError(f"malformed marker: extension {code} carries {len(data)} bytes")
-        _reading.markers += 1
-        return _TUPLE if code == EXT_TUPLE else _MESSAGE
+def _registered(code: int, data: bytes) -> Any:
+    """A registered type's value (``ext_hook`` for a frame that holds no marker)."""
     from_plain = _decoders.get(code)
     if from_plain is None:
+        if code == EXT_TUPLE or code == EXT_MESSAGE:  # a marker is always empty: b"\xc7\x00" + code
+            raise DecodeError(f"malformed marker: extension {code} carries {len(data)} bytes")
         raise DecodeError(f"unknown extension type {code}")
     plain = _unpack_payload(data)
     try:
@@ -183,16 +172,40 @@ def _ext_hook(code: int, data: bytes) -> Any:
         raise DecodeError(f"malformed extension {code}: {exc}") from None
 
 
-def _list_hook(items: list[Any]) -> Any:
-    if items:
-        head = items[0]
-        if head is _TUPLE:
-            _reading.markers -= 1
-            return tuple(items[1:])
-        if head is _MESSAGE:
-            _reading.markers -= 1
-            return _decode_message(items)
-    return items
+class _Reader:
+    """One thread's hooks for a frame with markers; ``stray`` counts markers met but not
+    consumed as the head of an array, which must be none when the frame is read."""
+
+    __slots__ = ("stray", "on_ext", "on_list")
+
+    def __init__(self) -> None:
+        self.stray = 0
+        self.on_ext, self.on_list = self.ext_hook, self.list_hook  # bound once, not per frame
+
+    def ext_hook(self, code: int, data: bytes) -> Any:
+        if data or (code != EXT_TUPLE and code != EXT_MESSAGE):
+            return _registered(code, data)
+        self.stray += 1
+        return _TUPLE if code == EXT_TUPLE else _MESSAGE
+
+    def list_hook(self, items: list[Any]) -> Any:
+        if items:
+            head = items[0]
+            if head is _TUPLE:
+                self.stray -= 1
+                return tuple(items[1:])
+            if head is _MESSAGE:
+                self.stray -= 1
+                return _decode_message(items)
+        return items
+
+
+class _Readers(threading.local):
+    def __init__(self) -> None:
+        self.reader = _Reader()
+
+
+_readers = _Readers()
 
 
 def _unpack_payload(data: bytes) -> Any:
@@ -212,19 +225,23 @@ def _no_extension(code: int, data: bytes) -> Any:
 
 def decode(data: bytes) -> Any:
     """Decode bytes from a peer; any malformation, or more than MAX_DEPTH levels, raises DecodeError."""
-    outer, _reading.markers = _reading.markers, 0  # (a message's __post_init__ may decode too)
     try:
-        value = msgpack.unpackb(
-            data, raw=False, strict_map_key=False, ext_hook=_ext_hook, list_hook=_list_hook
-        )
+        if 0xC7 not in data:  # no ext 8 header, so no marker: no tuple or message to rebuild
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_registered)
+        else:
+            reader = _readers.reader
+            outer, reader.stray = reader.stray, 0  # (a message's __post_init__ may decode too)
+            try:
+                value = msgpack.unpackb(data, raw=False, strict_map_key=False,
+                                        ext_hook=reader.on_ext, list_hook=reader.on_list)
+            finally:
+                stray, reader.stray = reader.stray, outer
+            if stray:
+                raise DecodeError(f"payload ({len(data)} bytes) has a tuple or message marker out of place")
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types on garbage
         raise DecodeError(f"undecodable payload ({len(data)} bytes): {exc}") from exc
-    finally:
-        stray, _reading.markers = _reading.markers, outer
-    if stray:
-        raise DecodeError(f"payload ({len(data)} bytes) has a tuple or message marker out of place")
     if len(data) > MAX_DEPTH and _may_be_too_deep(data) and _height(value) > MAX_DEPTH:
         raise DecodeError(f"payload ({len(data)} bytes) nests more than {MAX_DEPTH} levels, the codec's limit")
     return value
