@@ -12,6 +12,7 @@ which is what a worker with a broken environment does.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import signal
@@ -266,7 +267,8 @@ def test_waiting_and_new_calls_fail_fast_once_the_node_died(
         thread.start()
         return thread
 
-    threads = [waiting("ask", lambda: sleeper.ask(60, timeout=60.0))]
+    threads = [waiting("ask", lambda: sleeper.ask(60, timeout=60.0)),
+               waiting("ask_async", lambda: asyncio.run(sleeper.ask_async(60, timeout=60.0)))]
     assert system.kill_worker(1, signal.SIGSTOP) == stuck  # what is sent to worker 1 now waits
     threads.append(waiting("spawn", lambda: system.spawn(Echo, worker=1)))
     wait_for(lambda: system.stats()["actors"] == 2, 5, "the spawn on its way")
@@ -277,6 +279,7 @@ def test_waiting_and_new_calls_fail_fast_once_the_node_died(
     for thread in threads:
         thread.join(10.0)
     assert outcomes.get("ask", (None,))[0] is NotRunning, outcomes
+    assert outcomes.get("ask_async", (None,))[0] is NotRunning, outcomes
     assert outcomes.get("spawn", (None,))[0] is NotRunning, outcomes
     assert all(took < 10.0 for _, took in outcomes.values()), outcomes
     for call in (lambda: system.spawn(Echo), lambda: sleeper.tell(1), lambda: sleeper.ask(1, timeout=30.0),

@@ -118,7 +118,7 @@ class ClientPort:
                 asker.close()
                 self._askers.remove(asker)
         assert self._new_id is not None
-        asker = AsyncAsker(self._zctx, self._endpoint, self.node, self._new_id())
+        asker = AsyncAsker(self._zctx, self._endpoint, self.node, self._new_id(), ended=self._ended)
         self._askers.append(asker)
         return asker
 
@@ -240,7 +240,8 @@ class AsyncAsker:
     task hands each answer to the future waiting for it.
     """
 
-    def __init__(self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int) -> None:
+    def __init__(self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int,
+                 ended: Any = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.node = node_name
         self.id = client_id
@@ -254,12 +255,33 @@ class AsyncAsker:
         self.sock.connect(endpoint)
         self._send(node_name, CONTROL_ID, TELL, 0, codec.encode(["attach_client", client_id]))
         self._reader = self.loop.create_task(self._read())
+        # As ClientPort does: when the local node's loop ends, asks waiting here fail at once.
+        self._ended = ended
+        self._watching = ended is not None
+        if ended is not None:
+            self.loop.add_reader(ended.fileno(), self._node_ended)
+
+    def _node_ended(self) -> None:
+        self._unwatch()
+        if self._ended is None or self._ended.reason is None:  # (the fd was not the notice's any more)
+            return
+        error = self._ended.error()
+        for future in list(self._waiting.values()):
+            if not future.done():
+                future.set_exception(error)
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self.loop.remove_reader(self._ended.fileno())
 
     def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
         # Queued at once (a future we need not await): internal sockets have no high-water mark.
         self.sock.send_multipart(client_frames(self.node, self.id, dst_node, dst_id, kind, corr, payload))
 
     async def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        if self._ended is not None and self._ended.reason is not None:
+            raise self._ended.error()
         payload = codec.encode(message)
         corr = next(self._corr)
         future: asyncio.Future[Any] = self.loop.create_future()
@@ -293,6 +315,7 @@ class AsyncAsker:
         if not self.loop.is_closed() and not self._reader.done():
             try:
                 self.loop.call_soon_threadsafe(self._reader.cancel)
+                self.loop.call_soon_threadsafe(self._unwatch)
             except RuntimeError:  # the loop closed meanwhile
                 pass
         self.sock.close(linger=0)
