@@ -815,9 +815,19 @@ def test_encode_and_decode_need_a_few_python_frames_whatever_the_depth() -> None
     for frames in (15, 30, 60, 100, 200, 400, 800):
         assert call_with_stack_left(frames, lambda: encode(deepest)) == "ok", frames
         assert call_with_stack_left(frames, lambda: decode(data)) == "ok", frames
-    for frames in (0, 2, 5):  # no room even for the codec's own calls: a clean error, never a leak
-        assert call_with_stack_left(frames, lambda: encode(deepest)) != "leaked RecursionError"
-        assert call_with_stack_left(frames, lambda: decode(data)) != "leaked RecursionError"
+
+
+@pytest.mark.parametrize("copies", [1, 2, 3])
+def test_a_value_that_holds_itself_is_refused_at_once(copies: int) -> None:
+    """msgpack stops at its own bound; the depth count then keeps one of each object per level,
+    or a list holding itself twice would make each level twice as long as the last."""
+    looped: list[Any] = []
+    looped.extend([looped] * copies)
+    looped_dict: dict[str, Any] = {}
+    looped_dict.update({str(i): looped_dict for i in range(copies)})
+    for value in (looped, looped_dict, (looped,)):
+        with pytest.raises(SerializationError, match=f"more than {codec.MAX_DEPTH} levels"):
+            encode(value)
 
 
 def test_the_limit_holds_in_a_thread_with_a_small_stack() -> None:

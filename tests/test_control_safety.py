@@ -288,3 +288,32 @@ def test_a_parked_message_that_fails_costs_neither_the_others_nor_the_spawn_answ
     assert answers == [[system.name, actor_id, None]]
     assert ref.ask("get") == ["a", "b"]
     assert system.stats()["malformed"] == malformed + 1
+
+
+def test_a_process_cannot_take_the_name_a_restarted_worker_will_have(
+        make_system: Callable[..., ActorSystem]) -> None:
+    """A worker's name on the node's socket holds a secret token, not only its slot and incarnation
+    (which refs reveal): whoever connects first under the name it can guess takes nothing."""
+    system = make_system(1)  # the actor can only come back on the respawned worker
+    echo = system.spawn(Echo, worker=0)
+    assert echo.ask("before") == "before"
+    incarnation = system._node.pool.workers[0].config.incarnation
+    zctx: zmq.Context[Any] = zmq.Context()
+    squatters = []
+    try:
+        for guess in range(incarnation + 1, incarnation + 4):  # the next incarnations, with no token or a wrong one
+            for name in (b"w0.%d" % guess, b"w0.%d.%s" % (guess, b"0" * 16)):
+                sock = zctx.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.ROUTING_ID, name)
+                sock.connect(system._node.endpoint)
+                squatters.append(sock)
+        wait_for(lambda: all(s.poll(0, zmq.POLLOUT) for s in squatters), 5, "squatters connected")
+        system.kill_worker(0)
+        assert echo.ask("after", timeout=10.0) == "after"  # the real worker came back and was attached
+        assert system.workers()[0].alive and system.workers()[0].restarts == 1
+        assert not any(s.poll(0) for s in squatters)  # none of them was sent anything
+    finally:
+        for sock in squatters:
+            sock.close()
+        zctx.destroy(linger=0)

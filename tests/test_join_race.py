@@ -104,7 +104,7 @@ def test_a_member_asks_a_node_the_instant_it_learns_of_it(member: Callable[..., 
     watcher = member(secret, [address(seed)])
     wait_for(lambda: {seed.name, watcher.name} <= alive(watcher), 15, "two members alive")
     node: Any = watcher._node  # in this process: its loop can be made to lag, deterministically
-    for _ in range(REPEATS // 2):
+    for _ in range(REPEATS):
         # The watcher's node loop does not read membership events for a while, so
         # its gossip engine knows the joiner but no event has opened a link to it:
         # the same instant, held open.

@@ -145,7 +145,7 @@ def encode(value: Any) -> bytes:
         if isinstance(exc, SerializationError) or not isinstance(
                 exc, (TypeError, ValueError, OverflowError, RecursionError)):
             raise
-        if _height(value) > MAX_DEPTH:  # msgpack's own bound (511 levels) was met first
+        if _height(value, shared=True) > MAX_DEPTH:  # msgpack's own bound (511 levels) was met first
             raise _too_deep_to_send() from None
         raise SerializationError(f"cannot encode message: {exc}") from exc
     if len(data) > MAX_DEPTH and _may_be_too_deep(data) and _height(value) > MAX_DEPTH:
@@ -298,10 +298,17 @@ def _measure_parse_stack() -> int | None:
 _PARSE_STACK = _measure_parse_stack()
 
 
-def _height(value: Any) -> int:
-    """How many levels ``value`` nests, up to MAX_DEPTH + 1: level by level, never recursing."""
+def _height(value: Any, shared: bool = False) -> int:
+    """How many levels ``value`` nests, up to MAX_DEPTH + 1: level by level, never recursing.
+
+    A decoded value is a tree, no larger than its frame. A value about to be
+    sent may share parts, even hold itself: with ``shared``, each level keeps
+    one of each object, so ``x = [x, x]`` a hundred times over stays small.
+    """
     level = [value]
     for height in range(MAX_DEPTH + 1):
+        if shared:
+            level = list({id(obj): obj for obj in level}.values())
         if not level:
             return height
         kinds = set(map(type, level))

@@ -17,11 +17,12 @@ import itertools
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import zmq
@@ -89,10 +90,14 @@ class WorkerConfig:
     id_prefix: int
     endpoint: str
     log_level: int = logging.WARNING
+    #: Secret to this worker and its node (it travels in the spawn pipe): another
+    #: process of the same user cannot connect first under a name it can guess
+    #: (slot and incarnation) and take the restarted worker's place.
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def identity(self) -> bytes:
-        return b"w%d.%d" % (self.slot, self.incarnation)
+        return b"w%d.%d.%s" % (self.slot, self.incarnation, self.token.encode())
 
 
 def worker_main(config: WorkerConfig) -> None:
