@@ -180,3 +180,11 @@ def test_held_messages_are_bounded_and_expire(two_links: tuple[PeerLinks, PeerLi
     assert not a.held
     assert a.forget("x") == [] and b"n:x" not in a.identities
     assert not a.route("x", [b"gone"])  # forgotten: no longer held for
+
+
+def test_an_endpoint_zeromq_refuses_is_never_fatal(two_links: tuple[PeerLinks, PeerLinks]) -> None:
+    a, _ = two_links
+    a.follow_directory({"b": "tcp://a b:1"}.get)  # the engine checks endpoints; this layer does not rely on it
+    assert not a.route("b", [b"nowhere to go"])
+    a.identities.add(b"n:b")
+    assert a.route("b", [b"held instead"]) and "b" not in a.peers

@@ -212,7 +212,14 @@ class PeerLinks:
             self.allow(name)
             configure_client(sock, self.keys, self.node_name, SERVER_NAME)
             monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
-        sock.connect(endpoint)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
+            sock.close(linger=0)
+            raise
         return PeerLink(name, endpoint, sock, monitor, ready=monitor is None)
 
     def disconnect(self, name: str) -> PeerLink | None:
