@@ -883,3 +883,20 @@ def test_an_unknown_message_type_names_itself_and_what_to_import() -> None:
 def test_a_tuple_marker_that_carries_a_payload_is_malformed(inner: Any) -> None:
     with pytest.raises(DecodeError, match="marker"):
         decode(msgpack.packb([msgpack.ExtType(EXT_TUPLE, msgpack.packb(inner))]))
+
+
+@pytest.mark.parametrize("data", [
+    b"\xd6\xff\x00\x00\x00\x01",  # Timestamp(1) as fixext 4
+    msgpack.packb([1, {"t": msgpack.Timestamp(5, 7)}]),  # fixext 8, inside a map
+    msgpack.packb((msgpack.Timestamp(2**40, 1),)),  # ext 8 of 12 bytes
+])
+def test_a_msgpack_timestamp_from_a_peer_is_a_decode_error(data: bytes) -> None:
+    """msgpack decodes extension -1 itself (no ext_hook): it must not reach an actor as a value."""
+    with pytest.raises(DecodeError, match="Timestamp"):
+        decode(data)
+    assert decode(msgpack.packb([-1, b"\xd6\xff", "\xff"])) == [-1, b"\xd6\xff", "\xff"]  # look-alikes pass
+
+
+def test_a_msgpack_timestamp_is_refused_at_the_sender() -> None:
+    with pytest.raises(SerializationError, match="Timestamp"):
+        encode(["at", msgpack.Timestamp(1, 0)])

@@ -65,6 +65,9 @@ _message_layouts: dict[type, tuple[str, tuple[str, ...]]] = {}  # class -> (wire
 # and every extension header. Any other byte is deleted by translate().
 _OPENERS = {*range(0x80, 0xA0), *range(0xDC, 0xE0), 0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9)}
 _NOT_OPENERS = bytes(sorted(set(range(256)) - _OPENERS))
+#: msgpack decodes extension -1 (its Timestamp) itself, without ext_hook: these
+#: headers (fixext 4, fixext 8, ext 8 of 12 bytes) are how a peer could send one.
+_TIMESTAMP_HEADERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
 #: Frames up to this long count their opening bytes before anything else.
 _COUNT_UP_TO = 8192
 _LEVELS = frozenset({list, tuple, dict})
@@ -150,6 +153,8 @@ def encode(value: Any) -> bytes:
         raise SerializationError(f"cannot encode message: {exc}") from exc
     if len(data) > MAX_DEPTH and _may_be_too_deep(data) and _height(value) > MAX_DEPTH:
         raise _too_deep_to_send()
+    if 0xFF in data and any(h in data for h in _TIMESTAMP_HEADERS) and _holds_timestamp(value):
+        raise SerializationError("cannot send a msgpack.Timestamp: send a float or int of seconds")
     return data
 
 
@@ -244,7 +249,26 @@ def decode(data: bytes) -> Any:
         raise DecodeError(f"undecodable payload ({len(data)} bytes): {exc}") from exc
     if len(data) > MAX_DEPTH and _may_be_too_deep(data) and _height(value) > MAX_DEPTH:
         raise DecodeError(f"payload ({len(data)} bytes) nests more than {MAX_DEPTH} levels, the codec's limit")
+    if 0xFF in data and any(h in data for h in _TIMESTAMP_HEADERS) and _holds_timestamp(value):
+        raise DecodeError(f"payload ({len(data)} bytes) holds a msgpack Timestamp, which no message may")
     return value
+
+
+def _holds_timestamp(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        cls = type(obj)
+        if cls is msgpack.Timestamp:
+            return True
+        if cls is list or cls is tuple:
+            stack += obj
+        elif cls is dict:
+            stack += obj
+            stack += obj.values()
+        elif cls in _message_layouts:
+            stack += [getattr(obj, n) for n in _message_layouts[cls][1]]
+    return False
 
 
 # -- depth --------------------------------------------------------------------------
