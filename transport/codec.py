@@ -255,19 +255,11 @@ def decode(data: bytes) -> Any:
 
 
 def _holds_timestamp(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        obj = stack.pop()
-        cls = type(obj)
-        if cls is msgpack.Timestamp:
+    level = [value]
+    while level:
+        if msgpack.Timestamp in set(map(type, level)):
             return True
-        if cls is list or cls is tuple:
-            stack += obj
-        elif cls is dict:
-            stack += obj
-            stack += obj.values()
-        elif cls in _message_layouts:
-            stack += [getattr(obj, n) for n in _message_layouts[cls][1]]
+        level = _inside(level)
     return False
 
 
@@ -341,19 +333,27 @@ def _height(value: Any, shared: bool = False) -> int:
             continue
         if kinds.isdisjoint(_LEVELS) and not any(k in _encoders or k in _message_layouts for k in kinds):
             return height  # nothing here opens a level
-        inside: list[Any] = []
-        for obj in level:
-            cls = type(obj)
-            if cls is list or cls is tuple:
-                inside += obj
-            elif cls is dict:
-                inside += obj
-                inside += obj.values()
-            elif cls in _message_layouts:
-                inside += [getattr(obj, n) for n in _message_layouts[cls][1]]
-            # a registered type's value (a ref) is a level; its payload is flat
-        level = inside
+        level = _inside(level)
     return MAX_DEPTH + 1
+
+
+def _inside(level: list[Any]) -> list[Any]:
+    """Everything one level inside the values of ``level``: items, keys and values, fields.
+
+    A registered type's value (a ref) is a level of its own, with nothing inside
+    (its payload is flat).
+    """
+    inside: list[Any] = []
+    for obj in level:
+        cls = type(obj)
+        if cls is list or cls is tuple:
+            inside += obj
+        elif cls is dict:
+            inside += obj
+            inside += obj.values()
+        elif cls in _message_layouts:
+            inside += [getattr(obj, n) for n in _message_layouts[cls][1]]
+    return inside
 
 
 # -- types ------------------------------------------------------------------------
