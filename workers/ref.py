@@ -32,6 +32,8 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
     Anything else that is not a number of seconds > 0, up to MAX_TIMEOUT,
     raises InvalidArgument, so a caller learns of it before a message is sent.
     """
+    if type(timeout) is float and 0 < timeout <= MAX_TIMEOUT:  # the common case (the default 5.0), first
+        return timeout
     if timeout is None:
         return math.inf
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):

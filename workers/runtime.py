@@ -329,7 +329,7 @@ class WorkerRuntime:
                 if dst_id in self.cells or dst_id == self.self_id:
                     try:
                         answer = codec.decode(payload)
-                    except DecodeError as exc:  # only with the Python stack nearly used up
+                    except DecodeError as exc:  # our own bytes: only a message whose __post_init__ raises
                         self._fail_ask(corr, exc)
                         return
                     self._settle(corr, kind, answer)
@@ -529,7 +529,7 @@ class WorkerRuntime:
             return
         try:
             payload = codec.encode(result)
-        except Exception as exc:  # SerializationError, or a registered type's to_bytes that broke
+        except Exception as exc:  # SerializationError, or a registered type's to_plain that broke
             # The asker learns it now, and nothing half-built was queued to send.
             error = SerializationError(f"the answer of {cell.ref} cannot be sent: {exc}")
             log.error("%s", error)
@@ -688,7 +688,7 @@ class WorkerRuntime:
             if cell.alive:
                 try:
                     value = codec.decode(payload)
-                except DecodeError as exc:  # only with the Python stack nearly used up
+                except DecodeError as exc:  # our own bytes: only a message whose __post_init__ raises
                     self._undecodable(cell.id, TELL, self.node, cell.id, 0, exc)
                     return
                 self._deliver(cell.id, (TELL, self.node, cell.id, 0, value))

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgpack
 
+from gorilix.transport.describe import shown
+
 PROTOCOL_VERSION = 2
 #: Encoded size limit of a member's metadata: it travels in every alive
 #: message and every state record, so it must stay well inside a datagram.
@@ -146,11 +148,6 @@ ROUTER_MAX = 64
 _Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def router_problem(value: object) -> str | None:
     """Why ``value`` is not a router endpoint a node announces, or None when it is one.
 
@@ -165,15 +162,15 @@ def router_problem(value: object) -> str | None:
     endpoint: str = value  # type: ignore[assignment]
     host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
     if len(endpoint) > ROUTER_MAX or not endpoint.startswith("tcp://") or not sep:
-        return f"router {_show(endpoint)} is not 'tcp://IPV4:PORT'"
+        return f"router {shown(endpoint)} is not 'tcp://IPV4:PORT'"
     try:
         address = ipaddress.IPv4Address(host)
     except ValueError:
-        return f"router {_show(endpoint)}: {_show(host)} is not an IPv4 address"
+        return f"router {shown(endpoint)}: {shown(host)} is not an IPv4 address"
     if address.is_unspecified or address.is_multicast:
-        return f"router {_show(endpoint)}: {host} is not an address a node can be reached at"
+        return f"router {shown(endpoint)}: {host} is not an address a node can be reached at"
     if not (port.isascii() and port.isdigit() and len(port) <= 5 and port[0] != "0" and int(port) <= 65535):
-        return f"router {_show(endpoint)}: port {_show(port)} is not a number in 1..65535"
+        return f"router {shown(endpoint)}: port {shown(port)} is not a number in 1..65535"
     return None
 
 
@@ -189,15 +186,15 @@ def node_meta_problem(meta: object) -> str | None:
     if "workers" in fields:
         workers = fields["workers"]
         if type(workers) is not int or not 1 <= workers <= MAX_WORKERS:
-            return f"workers must be an int in 1..{MAX_WORKERS}, got {_show(workers)}"
+            return f"workers must be an int in 1..{MAX_WORKERS}, got {shown(workers)}"
     if "load" in fields:
         load = fields["load"]
         if type(load) not in (int, float) or not math.isfinite(load) or not 0 <= load <= MAX_LOAD:
-            return f"load must be a number in 0..{MAX_LOAD:g}, got {_show(load)}"
+            return f"load must be a number in 0..{MAX_LOAD:g}, got {shown(load)}"
     if "curve" in fields:
         key = fields["curve"]
         if key is not None and (type(key) is not str or len(key) != 40 or not _Z85.issuperset(key)):
-            return f"curve must be None or a Z85 public key (40 characters), got {_show(key)}"
+            return f"curve must be None or a Z85 public key (40 characters), got {shown(key)}"
     return None
 
 
