@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gorilix.baseline import run_baseline
-from gorilix.bench_actors import CpuWorker, Crashy, Driver, Echo, Sink, cpu_task
+from gorilix.bench_actors import CpuWorker, Crashy, Driver, Echo, LatencyProbe, Sink, cpu_task
 from gorilix.supervision import ONE_FOR_ONE, Strategy
 from gorilix.supervisor import ChildSpec
 from gorilix.system import ActorSystem, default_worker_count
@@ -177,6 +177,59 @@ def _restart_in_worker(system: ActorSystem, rounds: int) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "max_ms": max(times), "rounds": rounds}
 
 
+def hold_the_gil(seconds: float) -> tuple[float, float]:
+    """One C call that never lets the GIL go, about ``seconds`` long; returns when it ran (wall clock).
+
+    ``sum(range(n))`` stays in C for the whole call: no other thread of this
+    process runs meanwhile (what a long NumPy or regex call can do too).
+    """
+    n = 10**6
+    start = time.perf_counter()
+    sum(range(n))
+    per_item = max(time.perf_counter() - start, 1e-9) / n
+    began = time.time()
+    sum(range(int(seconds / per_item)))
+    return began, time.time()
+
+
+def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
+    """Asks between two workers, idle and while this (the program's) main thread holds the GIL in one call."""
+    echo = system.spawn(Echo, worker=1 % len(system.workers()))
+    probe = system.spawn(LatencyProbe, worker=0)
+    probe.tell(echo)
+    time.sleep(min(hold, 2.0))  # idle: the reference
+    began, ended = hold_the_gil(hold)
+    time.sleep(0.2)
+    probe.ask("stop")
+    samples = probe.ask("get", timeout=30.0)
+    idle = [s for t, s in samples if t < began]
+    # An ask that ended inside the call, or was waiting across it (the first one to end after it).
+    during = [s for t, s in samples if began <= t <= ended] + [s for t, s in samples if t > ended][:1]
+    return {
+        "held_s": ended - began,
+        "idle_median_us": statistics.median(idle) * 1e6,
+        "during_median_us": statistics.median(during) * 1e6,
+        "during_max_ms": max(during) * 1e3,
+        "answered_during": sum(1 for t, _ in samples if began <= t <= ended),
+    }
+
+
+def _startup(runs: int) -> dict[str, float]:
+    """From ``ActorSystem(workers=2)`` to the first answered ask, and the stop after it."""
+    starts, stops = [], []
+    for _ in range(runs):
+        began = time.perf_counter()
+        system = ActorSystem(f"bench-start-{uuid.uuid4().hex[:6]}", workers=2)
+        try:
+            system.spawn(Echo).ask("first")
+            starts.append(time.perf_counter() - began)
+        finally:
+            began = time.perf_counter()
+            system.stop()
+            stops.append(time.perf_counter() - began)
+    return {"start_s": statistics.median(starts), "stop_s": statistics.median(stops)}
+
+
 def _wait_all_alive(system: ActorSystem, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not all(w.alive for w in system.workers()):
@@ -190,7 +243,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
     out: Say = say or (print if progress else _quiet)
     scale = 10 if quick else 1
     workers = max(2, default_worker_count())
-    steps = 8
+    steps = 10
     report: dict[str, Any] = {"workers": workers, "quick": quick}
 
     def step(n: int, text: str) -> None:
@@ -229,12 +282,17 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         report["pool"], report["mp_pool"] = _pool_speedups(system, items, rounds)
         step(6, "spawn rate and memory per idle actor")
         report["spawn"] = _spawn_rate(system, 20_000 // scale)
+        hold = 1.0 if quick else 5.0
+        step(7, f"isolation: asks between workers while the main thread holds the GIL for {hold:g} s")
+        report["isolation"] = _isolation(system, hold)
+    step(8, "start-up: ActorSystem(workers=2) to the first answered ask")
+    report["startup"] = _startup(3 if quick else 7)
     # Crashes and kills are the point here: keep the workers' tracebacks quiet.
     with ActorSystem(f"bench-{uuid.uuid4().hex[:6]}", workers=workers, log_level=logging.CRITICAL) as system:
         rounds = 10 // min(scale, 5)
-        step(7, f"failover: SIGKILL a worker, time until its actor answers ({rounds} rounds)")
+        step(9, f"failover: SIGKILL a worker, time until its actor answers ({rounds} rounds)")
         report["failover"] = _failover(system, rounds)
-        step(8, "restart latency: a supervised actor crashes, time until it answers again")
+        step(10, "restart latency: a supervised actor crashes, time until it answers again")
         report["restart"] = _restart_in_worker(system, 100 // scale)
     def paired(ours: str, raw: str) -> float:
         # The median of per-round ratios: a round's raw run and ours ran back to
@@ -248,6 +306,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         "tell_cross_vs_raw_rate": paired("cross", "tell_msgs_per_s"),
         "tell_local_vs_raw_rate": paired("local", "tell_msgs_per_s"),
         "pool_speedup_vs_mp": report["pool"]["speedup"] / report["mp_pool"]["speedup"],
+        "isolation_median_vs_idle": report["isolation"]["during_median_us"] / report["isolation"]["idle_median_us"],
     }
     if progress:
         out(format_report(report))
@@ -271,6 +330,12 @@ def format_report(r: dict[str, Any]) -> str:
         ("restart in its worker (crash -> answer)", f"{r['restart']['median_ms']:.2f} ms median, {r['restart']['max_ms']:.2f} max", "supervised, one_for_one"),
         ("pool map speedup", f"{r['pool']['speedup']:.2f}x ({r['workers']} workers)", f"{ratios['pool_speedup_vs_mp']:.0%} of multiprocessing.Pool (target >= 95%)"),
         ("multiprocessing.Pool speedup", f"{r['mp_pool']['speedup']:.2f}x", ""),
+        ("ask between workers, main thread holding the GIL",
+         f"{r['isolation']['during_max_ms']:.1f} ms max, {r['isolation']['during_median_us']:.0f} us median",
+         f"{ratios['isolation_median_vs_idle']:.2f}x the idle median over {r['isolation']['held_s']:.1f} s "
+         f"(target: max <= 10 ms, median <= 1.1x)"),
+        ("start-up: ActorSystem(workers=2) -> first answer", f"{r['startup']['start_s'] * 1e3:.0f} ms",
+         f"stop {r['startup']['stop_s'] * 1e3:.0f} ms"),
     ]
     width = max(len(a) for a, _, _ in rows)
     value_width = max(len(b) for _, b, _ in rows)

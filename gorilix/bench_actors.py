@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -80,3 +81,32 @@ class Driver(Actor):
             await children[-1].ask_async("ready?", timeout=30.0)
             return [elapsed, len(children)]
         raise ValueError(f"unknown driver op {op!r}")
+
+
+class LatencyProbe(Actor):
+    """Asks a target in a loop, in a task of its own, and keeps (wall-clock end, seconds) of each ask.
+
+    The loop runs beside the actor's mailbox, so "get" and "stop" are
+    answered while it goes on.
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def receive(self, message: Any) -> Any:
+        if message == "get":
+            return self.samples
+        if message == "stop":
+            if self.task is not None:
+                self.task.cancel()
+            return len(self.samples)
+        self.samples = []
+        self.task = asyncio.get_running_loop().create_task(self._probe(message))
+        return None
+
+    async def _probe(self, target: ActorRef) -> None:
+        while True:
+            start = time.perf_counter()
+            await target.ask_async("probe", timeout=60.0)
+            self.samples.append((time.time(), time.perf_counter() - start))

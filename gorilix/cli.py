@@ -345,12 +345,17 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
     ))
     stats = dict(info.get("stats") or {})
     stats.pop("node", None)
+    gossip = stats.pop("gossip", None)
     labels = {"actors": "actors", "names": "named actors", "dead_letters": "dead letters",
               "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped",
               "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata"}
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))
+    if gossip:
+        click.echo(f"gossip: {gossip['sent']} datagrams sent, {gossip['received']} received, "
+                   f"{gossip['malformed']} malformed and {gossip['dropped']} refused (bad seal, stale or replayed), "
+                   f"{gossip['suspicions']} suspicions raised")
     for link in info.get("links") or []:
         state = "ready" if link["ready"] else f"NOT READY ({link['refusals']} refused handshakes, {link['pending']} kept)"
         click.echo(f"link to {link['node']} at {link['endpoint']}: {state}")

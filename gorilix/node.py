@@ -26,22 +26,20 @@ import logging
 import math
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from gorilix.cluster.links import HOLD_FOR, PeerLinks
-from gorilix.cluster.security import ClusterKeys
 from gorilix.cluster.wire import node_meta_problem
 from gorilix.control import DEFER, HANDLERS, check_recoveries, finish_reload
 from gorilix.control.supervisors import supervisor_request
 from gorilix.lifecycle import Lifecycle
 from gorilix.registry import ActorRecord, Registry
 from gorilix.transport import codec
+from gorilix.transport.describe import describe_exit
 from gorilix.transport.errors import (
     ActorNotFound,
     ClusterError,
@@ -81,8 +79,13 @@ from gorilix.transport.sockets import (
     remove_stale_ipc_files,
     send_frames,
 )
-from gorilix.workers.pool import WorkerPool
+from gorilix.workers.messages import ClusterEvent
+from gorilix.workers.pool import WorkerPool, WorkerProcess
 from gorilix.workers.ref import ActorRef
+
+if TYPE_CHECKING:  # the cluster's modules load once clustering is on (see control.cluster): a faster start
+    from gorilix.cluster.links import PeerLinks
+    from gorilix.cluster.security import ClusterKeys
 
 log = logging.getLogger("gorilix.node")
 
@@ -150,12 +153,15 @@ class EndNotice:
 class Node:
     def __init__(
         self, name: str, workers: int, *, log_level: int = logging.WARNING,
-        max_parked: int = 10_000, start_method: str = "spawn",
+        max_parked: int = 10_000, start_method: str = "spawn", program: dict[str, Any] | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
+        """``pool``: workers already started towards ``pool.endpoint`` (they boot while the node loads)."""
         self.name = name
         self.status = Status.INIT
-        remove_stale_ipc_files()
-        self.endpoint = ipc_endpoint(name)
+        if pool is None:
+            remove_stale_ipc_files()
+        self.endpoint = ipc_endpoint(name) if pool is None else pool.endpoint
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.router: zmq.Socket[bytes] = self.zctx.socket(zmq.ROUTER)
         configure_internal(self.router)
@@ -163,7 +169,8 @@ class Node:
         self.router.bind(self.endpoint)
         self.table = ForwardingTable(max_parked_per_actor=max_parked)
         self.registry = Registry()
-        self.pool = WorkerPool(name, self.endpoint, workers, log_level=log_level, start_method=start_method)
+        self.pool = pool or WorkerPool(name, self.endpoint, workers, log_level=log_level,
+                                       start_method=start_method, program=program)
         # A restarted node keeps its name, so its ids start somewhere new: an old
         # ref must not reach a new actor that happens to get the same number.
         self._ids = itertools.count(random.randrange(1, 1 << 39))
@@ -178,6 +185,7 @@ class Node:
         self._started = threading.Event()
         self._failure: BaseException | None = None
         self._stop_requested = threading.Event()
+        self._stop_grace = WORKER_STOP_GRACE
         self._thread = threading.Thread(target=self._run, name=f"gorilix-node-{name}", daemon=True)
         #: Readable once the loop has ended (see EndNotice); ``ended.reason`` says why.
         self.ended = EndNotice(name)
@@ -192,6 +200,9 @@ class Node:
         self._reloads: dict[str, dict[str, Any]] = {}
         self.lifecycle = Lifecycle(self)
         self.links: PeerLinks | None = None
+        self.cluster: Any = None  # the gossip service (gorilix.cluster.service), once clustering is on
+        #: Actors and clients of this node told every membership change (a ClusterEvent).
+        self.cluster_subscribers: set[int] = set()
         #: Peers declared dead or gone, and why: a message to them fails with NodeDown, not "not found".
         self._gone_nodes: dict[str, str] = {}
         self._repair_armed = False
@@ -229,8 +240,10 @@ class Node:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def request_stop(self) -> None:
-        """Stop without a round trip (used when the control channel fails)."""
+    def request_stop(self, grace: float | None = None) -> None:
+        """Stop without a round trip; ``grace`` shortens how long workers get to stop (the program is gone)."""
+        if grace is not None:
+            self._stop_grace = min(self._stop_grace, grace)
         self._stop_requested.set()
 
     @property
@@ -244,6 +257,17 @@ class Node:
         gossip = self.gossip_bad_meta() if self.gossip_bad_meta is not None else 0
         return self._bad_meta + gossip
 
+    def go_silent(self) -> None:
+        """The program that owns this node died: stop gossiping with no leave, as a crash would."""
+        if self.cluster is not None:
+            self.cluster.go_silent()
+
+    def wait_cluster_closed(self, timeout: float) -> None:
+        """After the loop ended: give the gossip engine up to ``timeout`` to spread our leave, then stop it."""
+        service = self.cluster
+        if service is not None:
+            service.wait_stopped(timeout)
+
     def add_exit_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` on the node thread as soon as the loop ends, before the workers stop; it must not block."""
         self._exit_hooks.append(hook)
@@ -256,7 +280,11 @@ class Node:
         try:
             self._poller.register(self.router, zmq.POLLIN)
             for slot in range(self.pool.size):
-                self._start_worker(slot)
+                started = self.pool.workers.get(slot)
+                if started is None:
+                    self._start_worker(slot)
+                else:
+                    self._watch_worker(started)
             self._loop()
         except BaseException as exc:  # the thread must always clean up
             if isinstance(exc, NotRunning):  # it gave up on purpose, and says why
@@ -338,9 +366,11 @@ class Node:
             self._started.set()
 
     def _start_worker(self, slot: int) -> None:
-        worker = self.pool.start(slot)
-        self._identity_slot[worker.identity] = slot
-        self._sentinels[worker.process.sentinel] = slot
+        self._watch_worker(self.pool.start(slot))
+
+    def _watch_worker(self, worker: WorkerProcess) -> None:
+        self._identity_slot[worker.identity] = worker.slot
+        self._sentinels[worker.process.sentinel] = worker.slot
         self._poller.register(worker.process.sentinel, zmq.POLLIN)
 
     def _shutdown_workers(self) -> None:
@@ -349,7 +379,7 @@ class Node:
         for worker in self.pool.workers.values():
             if worker.alive:
                 self._send_control(worker.identity, ["shutdown"])
-        self.pool.stop_all(timeout=WORKER_STOP_GRACE)
+        self.pool.stop_all(timeout=self._stop_grace)
 
     def _log_error(self, what: str, exc: BaseException) -> None:
         """An exception while handling ``what``: a bug of ours, or a check we lack. Traceback, rate-limited."""
@@ -690,6 +720,8 @@ class Node:
         if self.links is None:
             self._repair_armed = False
             return
+        from gorilix.cluster.links import HOLD_FOR  # (loaded already: clustering is on)
+
         self.links.repair()
         for name, held in self.links.expire_held(time.monotonic()):
             log.debug("node %s: still unknown after %g s; %d message(s) for it dropped",
@@ -738,10 +770,14 @@ class Node:
         except DecodeError:
             self.malformed += 1
             return
-        if type(event) is not list or len(event) != 4 or not all(type(f) is str for f in event[:3]):
+        if (type(event) is not list or len(event) != 7 or not all(type(f) is str for f in event[:3])
+                or type(event[3]) is not dict or type(event[4]) is not str or type(event[5]) is not int
+                or type(event[6]) is not float):
             self.malformed += 1
             return
-        kind, name, status, meta = event
+        kind, name, status, meta, address, port, at = event
+        if self.cluster_subscribers:
+            self._tell_subscribers(ClusterEvent(kind, name, address, port, status, dict(meta), at))
         if name == self.name or self.links is None:
             return
         if status == "alive" and kind in ("join", "alive", "update"):
@@ -758,6 +794,14 @@ class Node:
                 self._gone_nodes.pop(name, None)
         elif kind in ("dead", "leave"):
             self.node_down(name, "dead" if kind == "dead" else "left the cluster")
+
+    def _tell_subscribers(self, event: ClusterEvent) -> None:
+        """A membership change to every subscriber still here (actors, and the program's event clients)."""
+        for subscriber in list(self.cluster_subscribers):
+            if subscriber in self.registry.actors or self.table.lookup(subscriber) is not None:
+                self.tell(subscriber, event)
+            else:  # stopped, or a client that went away
+                self.cluster_subscribers.discard(subscriber)
 
     def node_down(self, name: str, reason: str) -> None:
         """A peer is gone: fail what waits on it, tell who watches it."""
@@ -791,7 +835,7 @@ class Node:
         self._identity_slot.pop(worker.identity, None)
         if self._stop_requested.is_set():
             return
-        how = _describe_exit(code)
+        how = describe_exit(code)
         actors, asks = self.table.endpoint_lost(worker.identity)
         self.table.unbind(worker.config.id_prefix << ID_SHIFT)
         died = WorkerDied(f"worker {slot} (pid {pid}) of node {self.name} died ({how}) while the ask was in flight")
@@ -823,13 +867,3 @@ class Node:
                 )
         self._start_worker(slot)
 
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"

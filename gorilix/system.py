@@ -15,7 +15,7 @@ from typing import Any
 
 from gorilix.cluster.bridge import Cluster
 from gorilix.cluster.config import ClusterConfig
-from gorilix.node import Node, Status
+from gorilix.node_handle import NodeHandle
 from gorilix.supervision import Strategy
 from gorilix.supervisor import SupervisorRef
 from gorilix.transport import codec
@@ -29,6 +29,7 @@ from gorilix.transport.errors import (
 )
 from gorilix.transport.frames import CONTROL_ID, NODE_NAME_MAX
 from gorilix.transport.routing import client_ids
+from gorilix.workers import boot
 from gorilix.workers.actor import Actor, check_topic
 from gorilix.workers.client import ClientPort
 from gorilix.workers.ref import ActorRef, check_timeout, install_resolver
@@ -141,7 +142,7 @@ class PoolRef:
 
 
 class ActorSystem:
-    """One node: a router thread and ``workers`` worker processes.
+    """One node: a node process (router, registry, supervisors) and its ``workers`` worker processes.
 
     Use it as a context manager, or call :meth:`stop`. Every method may be
     called from any thread.
@@ -167,6 +168,11 @@ class ActorSystem:
             raise InvalidArgument(
                 f"max_parked={shown(max_parked)}: need a positive int (messages held per restarting actor)"
             )
+        if boot.IN_WORKER:
+            raise GorilixError(
+                "an ActorSystem cannot start inside a worker process: workers import your program to find "
+                "its actor classes, so create the system under `if __name__ == \"__main__\":`"
+            )
         with _systems_lock:
             if name in _systems:
                 raise GorilixError(f"an ActorSystem named {name!r} is already running in this process")
@@ -180,15 +186,11 @@ class ActorSystem:
         self._provider: Any = None
         self._cluster: Cluster | None = None
         try:
-            self._node = Node(name, count, log_level=log_level, max_parked=max_parked)
-            self._node.start(start_limit)
+            self._node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked,
+                                    start_timeout=start_limit)
         except BaseException:
             with _systems_lock:
                 _systems.pop(name, None)
-            node = getattr(self, "_node", None)
-            if node is not None and node.join(0):  # it died starting: nothing of it may outlive this
-                node.ended.close()
-                node.zctx.destroy(linger=0)
             raise
         install_resolver(_resolve)
         atexit.register(_stop_at_exit, weakref.ref(self))
@@ -198,7 +200,7 @@ class ActorSystem:
     def _client(self) -> ClientPort:
         if self._stopped:
             raise NotRunning(f"ActorSystem {self.name!r} is stopped")
-        if self._node.ended.reason is not None:  # the node loop ended by itself: it failed, or was told to stop
+        if self._node.ended.reason is not None:  # the node process ended by itself: it failed, or was told to stop
             raise self._node.ended.error()
         client = getattr(self._local, "client", None)
         if client is None:
@@ -209,6 +211,13 @@ class ActorSystem:
             with self._clients_lock:
                 self._clients.append(client)
         return client
+
+    def _new_port(self) -> ClientPort:
+        """A client of this node for the calling thread to own and close (not one of the per-thread ports)."""
+        if self._stopped or self._node.ended.reason is not None:
+            raise NotRunning(f"ActorSystem {self.name!r} is stopped")
+        return ClientPort(self._node.zctx, self._node.endpoint, self.name, next(self._client_ids),
+                          ended=self._node.ended)
 
     def _control(self, op: str, *args: Any, timeout: float = 10.0) -> Any:
         if self._stopped:
@@ -222,11 +231,12 @@ class ActorSystem:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<ActorSystem {self.name!r} {self._node.status.value}, {self._node.pool.size} workers>"
+        state = "stopped" if self._stopped else "running" if self._node.ended.reason is None else "ended"
+        return f"<ActorSystem {self.name!r} {state}, {self._node.size} workers, node pid {self._node.pid}>"
 
     @property
     def running(self) -> bool:
-        return not self._stopped and self._node.status == Status.RUNNING
+        return not self._stopped and self._node.ended.reason is None
 
     @property
     def failure(self) -> BaseException | None:
@@ -243,7 +253,7 @@ class ActorSystem:
         """Create an actor on the least loaded worker (or ``worker=``) and return its ref."""
         self._check_node(node)
         if node is None or node == self.name:
-            check_worker(worker, self._node.pool.size, self.name)
+            check_worker(worker, self._node.size, self.name)
         else:
             check_worker(worker)  # that node checks that it has the worker
         spec = make_spec(actor_class, args, kwargs, name=name, restart=restart,
@@ -265,10 +275,10 @@ class ActorSystem:
                 f"spawn_pool cannot give every actor one name (name={shown(kwargs['name'])}); "
                 "register one of pool.refs with register_name instead"
             )
-        count = self._node.pool.size if size is None else size
+        count = self._node.size if size is None else size
         if type(count) is not int or count < 1:
             raise SpawnError(f"size={shown(size)}: a pool needs at least one actor")
-        workers = self._node.pool.size
+        workers = self._node.size
         return PoolRef([self.spawn(actor_class, *args, worker=i % workers, **kwargs) for i in range(count)])
 
     def whereis(self, name: str, node: str | None = None) -> ActorRef | None:
@@ -360,7 +370,7 @@ class ActorSystem:
         For SIGKILL and SIGTERM it returns once the node has seen the death
         and put the worker's actors on their way to a live worker.
         """
-        workers = self._node.pool.size
+        workers = self._node.size
         if type(worker_id) is not int or not 0 <= worker_id < workers:
             raise InvalidArgument(
                 f"kill_worker: worker_id={shown(worker_id)} must be a worker number 0..{workers - 1} "
@@ -458,18 +468,18 @@ class ActorSystem:
                 pass  # it ended meanwhile
             except GorilixError as exc:
                 log.warning("node %s did not answer stop (%s); stopping it directly", self.name, exc)
+                self._node.request_stop()  # over the socket pair, which needs no router
         self._stopped = True
-        self._node.request_stop()
         ended = self._node.join(_thread_timeout(limit))
         if not ended:
-            log.error("node thread of %s did not end within %.1f s", self.name, limit)
+            log.error("node process of %s (pid %d) did not end within %.1f s; killing it",
+                      self.name, self._node.pid, limit)
+            self._node.kill()
         with self._clients_lock:
             for client in self._clients:
                 client.close()
             self._clients.clear()
-        if ended:  # (a node thread still running may yet write to it)
-            self._node.ended.close()
-        self._node.zctx.destroy(linger=0)
+        self._node.close()
         with _systems_lock:
             if _systems.get(self.name) is self:
                 del _systems[self.name]

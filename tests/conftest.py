@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -13,7 +14,10 @@ from typing import Any
 import psutil
 import pytest
 
+import gorilix.system
 from gorilix import ActorSystem
+from gorilix.node import Node
+from gorilix.workers.boot import describe_program
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -114,6 +118,62 @@ def make_system() -> Iterator[Callable[..., ActorSystem]]:
 @pytest.fixture
 def system(make_system: Callable[..., ActorSystem]) -> ActorSystem:
     return make_system(2)
+
+
+class ThreadNodeHandle:
+    """A node run as a thread of the test process, where a test can reach into it (monkeypatch, counters).
+
+    It stands in for :class:`gorilix.node_handle.NodeHandle` (same attributes);
+    the product always runs the node as a process of its own.
+    """
+
+    def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float) -> None:
+        self.node = Node(name, workers, log_level=log_level, max_parked=max_parked, program=describe_program())
+        try:
+            self.node.start(start_timeout)
+        except BaseException:
+            if self.node.join(0):
+                self.node.ended.close()
+                self.node.zctx.destroy(linger=0)
+            raise
+        self.name = name
+        self.endpoint = self.node.endpoint
+        self.size = self.node.pool.size
+        self.pid = os.getpid()
+        self.zctx = self.node.zctx
+        self.ended = self.node.ended
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.node.failure
+
+    def request_stop(self) -> None:
+        self.node.request_stop()
+
+    def join(self, timeout: float) -> bool:
+        return self.node.join(timeout)
+
+    def kill(self) -> None:
+        self.node.request_stop()
+        self.node.join(10.0)
+
+    def close(self) -> None:
+        if self.node.join(0):
+            self.node.ended.close()
+        self.zctx.destroy(linger=0)
+
+
+@pytest.fixture
+def make_thread_system(make_system: Callable[..., ActorSystem],
+                       monkeypatch: pytest.MonkeyPatch) -> Callable[..., ActorSystem]:
+    """Systems whose node is a thread of this process: ``system._node.node`` is the Node itself."""
+    monkeypatch.setattr(gorilix.system, "NodeHandle", ThreadNodeHandle)
+    return make_system
+
+
+@pytest.fixture
+def thread_system(make_thread_system: Callable[..., ActorSystem]) -> ActorSystem:
+    return make_thread_system(2)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -9,6 +9,7 @@ wait polls a condition with a deadline.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -140,6 +141,9 @@ def test_three_nodes_join_members_and_status(trio: list[Node]) -> None:
     human = gx("status", "--node", first.address)
     assert human.returncode == 0 and f"node {first.name}: 2/2 workers alive" in human.stdout
     assert f"link to {second.name} at tcp://127.0.0.1:{second.port}: ready" in human.stdout
+    gossip = status["stats"]["gossip"]  # the gossip runs in the node process: its counters travel with status
+    assert gossip["sent"] > 0 and gossip["received"] > 0 and gossip["malformed"] == 0
+    assert re.search(r"^gossip: \d+ datagrams sent, \d+ received, 0 malformed and 0 refused", human.stdout, re.M)
 
     # The node's own output: one ready line, then the membership changes.
     lines = first.out.read_text().splitlines()

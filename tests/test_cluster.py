@@ -204,7 +204,7 @@ def test_wrong_secret_is_kept_out(spawn_node, local) -> None:  # type: ignore[no
     with pytest.raises(AssertionError, match="did not start"):
         spawn_node(intruder, [seed], secret=os.urandom(32))
     assert intruder not in statuses(me)
-    assert me.get_cluster()._driver.dropped > 0
+    assert me.stats()["gossip"]["dropped"] > 0
     # Nor can it reach our router: CURVE with another secret's keys fails the handshake.
     from gorilix.remote import NodeUnreachable, RemoteNode
 
@@ -262,7 +262,7 @@ def test_garbage_at_the_ports_crashes_nothing(local) -> None:  # type: ignore[no
                 tcp.sendall(rng.randbytes(rng.randrange(1, 4000)))
             except OSError:
                 pass
-    wait_for(lambda: me.get_cluster()._driver.engine.stats.malformed > 0, 5, "garbage counted")
+    wait_for(lambda: me.stats()["gossip"]["malformed"] > 0, 5, "garbage counted")
     assert me.spawn(Echo).ask("still fine") == "still fine"
     assert statuses(me) == {me.name: "alive"}
 

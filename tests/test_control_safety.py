@@ -179,19 +179,21 @@ def _worker_pids(system: ActorSystem) -> list[int | None]:
     return [w.pid for w in system.workers() if w.alive]
 
 
-def test_kill_worker_wait_checks_its_timeout_before_killing_anything(system: ActorSystem) -> None:
+def test_kill_worker_wait_checks_its_timeout_before_killing_anything(thread_system: ActorSystem) -> None:
+    system = thread_system
     # The job was queued and the worker killed before the timer refused the
     # timeout: the worker died for nothing, and the job stayed queued for good.
     pids = _worker_pids(system)
     for timeout in [math.nan, math.inf, -1, 0, "5", None, 1e300]:
         with pytest.raises(InvalidArgument, match=r"^kill_worker_wait: timeout=.* must be a number of seconds > 0"):
             system._control("kill_worker_wait", 0, int(signal.SIGKILL), timeout, timeout=5.0)
-    assert system._node._recoveries == []
+    assert system._node.node._recoveries == []
     assert _worker_pids(system) == pids
 
 
 @pytest.mark.parametrize("op", ["kill_worker", "kill_worker_wait"])
-def test_kill_worker_refuses_what_is_no_signal_or_no_worker(system: ActorSystem, op: str) -> None:
+def test_kill_worker_refuses_what_is_no_signal_or_no_worker(thread_system: ActorSystem, op: str) -> None:
+    system = thread_system
     # os.kill cut 1 << 40 short to signal 0 (it answered with the pid and killed
     # nothing), raised OSError for 9999 (answered as a bug of the node's), and
     # took True for SIGHUP.
@@ -203,12 +205,13 @@ def test_kill_worker_refuses_what_is_no_signal_or_no_worker(system: ActorSystem,
     for slot in ["0", 2, -1, 1.0]:
         with pytest.raises(InvalidArgument, match=f"^{op}: worker=.* is not a worker of node {system.name}"):
             system._control(op, slot, int(signal.SIGKILL), *wait, timeout=5.0)
-    assert system._node._recoveries == []
+    assert system._node.node._recoveries == []
     assert _worker_pids(system) == pids
     assert system.stats()["malformed"] == 12
 
 
-def test_a_kill_the_os_refuses_is_a_clear_error(system: ActorSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kill_the_os_refuses_is_a_clear_error(thread_system: ActorSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = thread_system
     # An OSError from os.kill was answered as a bug of the node's ("could not handle").
     target = system.workers()[0].pid
     real_kill = os.kill
@@ -246,14 +249,15 @@ class StartsWhenTold(Actor):
 
 
 def test_a_parked_message_that_fails_costs_neither_the_others_nor_the_spawn_answer(
-    system: ActorSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    thread_system: ActorSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Once the actor started, the node sent on what was parked for it and then
     # answered the spawn; a raise on one parked message (standing in for a bug
     # of ours: the route of a parked message was parsed when it arrived, so a
     # sender cannot make that fail) dropped the rest and the answer, and the
     # spawn hung until its timeout.
-    node = system._node
+    system = thread_system
+    node = system._node.node
     poison = codec.encode("poison")
     forward = node._forward
 
@@ -291,13 +295,13 @@ def test_a_parked_message_that_fails_costs_neither_the_others_nor_the_spawn_answ
 
 
 def test_a_process_cannot_take_the_name_a_restarted_worker_will_have(
-        make_system: Callable[..., ActorSystem]) -> None:
+        make_thread_system: Callable[..., ActorSystem]) -> None:
     """A worker's name on the node's socket holds a secret token, not only its slot and incarnation
     (which refs reveal): whoever connects first under the name it can guess takes nothing."""
-    system = make_system(1)  # the actor can only come back on the respawned worker
+    system = make_thread_system(1)  # the actor can only come back on the respawned worker
     echo = system.spawn(Echo, worker=0)
     assert echo.ask("before") == "before"
-    incarnation = system._node.pool.workers[0].config.incarnation
+    incarnation = system._node.node.pool.workers[0].config.incarnation
     zctx: zmq.Context[Any] = zmq.Context()
     squatters = []
     try:

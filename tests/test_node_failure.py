@@ -164,19 +164,21 @@ def test_one_bad_datagram_is_dropped_and_counted_and_the_node_keeps_routing(
     assert not node.exited()
 
 
-def test_bad_membership_events_are_counted_not_fatal(make_system: Callable[..., ActorSystem]) -> None:
+def test_bad_membership_events_are_counted_not_fatal(make_thread_system: Callable[..., ActorSystem]) -> None:
     """Defence in depth: what reaches the node loop from the gossip thread is checked again."""
-    system = make_system(1)
+    system = make_thread_system(1)
     system.set_cluster_provider(bridge.ClusterProvider())
-    cluster = system.enable_clustering(ClusterConfig(node_name=system.name, bind_port=free_port()))
-    push = system._node.zctx.socket(zmq.PUSH)
+    system.enable_clustering(ClusterConfig(node_name=system.name, bind_port=free_port()))
+    node = system._node.node
+    push = node.zctx.socket(zmq.PUSH)
     try:
-        push.connect(cluster._events_endpoint)
-        for event in (["join", "ev", "alive", {"router": "tcp://a b:1"}],
-                      ["update", "ev", "alive", {"router": "tcp://10.0.0.1:0"}],
-                      ["join", "ev", "alive", "not a dict"], 42, ["join"]):
+        push.connect(f"inproc://gorilix-events-{id(node):x}")
+        for event in (["join", "ev", "alive", {"router": "tcp://a b:1"}, "127.0.0.1", 1, 0.0],
+                      ["update", "ev", "alive", {"router": "tcp://10.0.0.1:0"}, "127.0.0.1", 1, 0.0],
+                      ["join", "ev", "alive", "not a dict", "127.0.0.1", 1, 0.0], 42, ["join"],
+                      ["join", "ev", "alive", {}]):
             push.send(codec.encode(event))
-        wait_for(lambda: system.stats()["bad_meta"] >= 3 and system.stats()["malformed"] >= 2, 10,
+        wait_for(lambda: system.stats()["bad_meta"] >= 2 and system.stats()["malformed"] >= 4, 10,
                  "bad events counted")
     finally:
         push.close(linger=0)
@@ -184,7 +186,8 @@ def test_bad_membership_events_are_counted_not_fatal(make_system: Callable[..., 
 
 
 def test_a_handler_bug_is_answered_and_logged_and_the_node_keeps_running(
-        system: ActorSystem, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        thread_system: ActorSystem, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    system = thread_system
     def broken(*args: Any) -> Any:
         return 1 // 0
 
@@ -249,6 +252,8 @@ def test_sigterm_with_a_stuck_worker_is_bounded_and_says_what_it_killed(
 
 def test_waiting_and_new_calls_fail_fast_once_the_node_died(
         make_system: Callable[..., ActorSystem], crash_hook: CrashHook, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in crash_hook.env().items():  # (workers get the node process's environment)
+        monkeypatch.setenv(key, value)
     system = make_system(2)
     sleeper = system.spawn(Sleeper, worker=1)
     stuck = system.workers()[1].pid
@@ -272,8 +277,6 @@ def test_waiting_and_new_calls_fail_fast_once_the_node_died(
     assert system.kill_worker(1, signal.SIGSTOP) == stuck  # what is sent to worker 1 now waits
     threads.append(waiting("spawn", lambda: system.spawn(Echo, worker=1)))
     wait_for(lambda: system.stats()["actors"] == 2, 5, "the spawn on its way")
-    for key, value in crash_hook.env().items():
-        monkeypatch.setenv(key, value)
     crash_hook.flag.touch()
     system.kill_worker(0)  # worker 0's replacements die before they are ready: the node gives up
     for thread in threads:

@@ -9,6 +9,8 @@ a user's ``__repr__`` may raise anything. Every layer formats with
 
 from __future__ import annotations
 
+import signal
+
 #: How long a shown value may be, in characters (longer ones are cut, ending in "...").
 SHOWN_MAX = 80
 
@@ -31,3 +33,15 @@ def shown(value: object, limit: int = SHOWN_MAX) -> str:
 
 
 __all__ = ["SHOWN_MAX", "shown"]
+
+
+def describe_exit(code: int | None) -> str:
+    """A process's exit status as logs and errors say it (``code`` as multiprocessing and subprocess give it)."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"

@@ -173,6 +173,21 @@ class ClientPort:
             raise error
         return results
 
+    def receive_tells(self, timeout: float) -> list[Any]:
+        """What was told to this client (a subscriber's membership events), waiting up to ``timeout`` s.
+
+        [] when nothing came. Answers to asks are not expected on such a port
+        and are dropped; a payload that does not decode is counted.
+        """
+        ready = self._poller.poll(max(0, int(timeout * 1000)))
+        if not ready:
+            return []
+        if self._ended is not None and all(item is not self.sock for item, _ in ready):
+            raise self._ended.error()
+        values, bad = parse_tells(recv_frames(self.sock))
+        self.malformed += bad
+        return values
+
     def _receive(self, deadline: float) -> tuple[int, bool, Any] | None:
         """Next answer as (corr, ok, value), or None at the deadline."""
         while True:
@@ -231,6 +246,23 @@ def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int
         else:
             answers.append((env.corr, False, error_from_wire(value)))
     return answers, bad
+
+
+def parse_tells(frames: list[bytes]) -> tuple[list[Any], int]:
+    """The told values in a multipart, and how many parts were malformed (anything else is skipped)."""
+    try:
+        pairs = split_messages(frames)
+    except DecodeError:
+        return [], 1
+    values: list[Any] = []
+    bad = 0
+    for env_frame, payload in pairs:
+        try:
+            if unpack_env(env_frame).kind == TELL:
+                values.append(codec.decode(payload))
+        except DecodeError:
+            bad += 1
+    return values, bad
 
 
 class AsyncAsker:

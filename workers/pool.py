@@ -16,11 +16,12 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
+from gorilix.workers.boot import WorkerConfig, worker_main
 
-from gorilix.workers.runtime import WorkerConfig, worker_main
+if TYPE_CHECKING:  # psutil loads on the first stats call: the node starts its workers sooner
+    import psutil
 
 log = logging.getLogger("gorilix.pool")
 
@@ -63,7 +64,7 @@ class WorkerPool:
 
     def __init__(
         self, node_name: str, endpoint: str, size: int, *, log_level: int = logging.WARNING,
-        start_method: str = "spawn",
+        start_method: str = "spawn", program: dict[str, Any] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a node needs at least one worker, got workers={size}")
@@ -71,6 +72,7 @@ class WorkerPool:
         self.endpoint = endpoint
         self.size = size
         self.log_level = log_level
+        self.program = program or {}
         self._mp: Any = multiprocessing.get_context(start_method)
         # Each incarnation is an id prefix; start at random so a restarted node
         # (same name) does not hand out the ids of its previous life.
@@ -83,6 +85,7 @@ class WorkerPool:
         config = WorkerConfig(
             node_name=self.node_name, slot=slot, incarnation=incarnation,
             id_prefix=incarnation, endpoint=self.endpoint, log_level=self.log_level,
+            program=self.program,
         )
         process = self._mp.Process(
             target=worker_main, args=(config,), name=f"gorilix-worker-{slot}", daemon=True
@@ -157,6 +160,8 @@ class WorkerPool:
         worker = self.workers[slot]
         if not worker.alive or worker.pid is None:
             return 0.0, 0
+        import psutil
+
         try:
             if worker.stats is None or worker.stats.pid != worker.pid:
                 worker.stats = psutil.Process(worker.pid)

@@ -17,12 +17,9 @@ import itertools
 import logging
 import multiprocessing
 import os
-import secrets
-import signal
 import sys
 import threading
 import traceback
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import zmq
@@ -65,6 +62,7 @@ from gorilix.transport.sockets import (
     send_frames,
 )
 from gorilix.workers.actor import Actor
+from gorilix.workers.boot import WorkerConfig
 from gorilix.workers.messages import Exit, is_abnormal
 from gorilix.workers.ref import ActorRef, install_resolver
 from gorilix.workers.scheduler import ActorCell, Message, Scheduler, current
@@ -80,31 +78,6 @@ MAX_BATCH = 512
 RECV_BURST = 512
 #: Seconds between load reports to the node.
 LOAD_EVERY = 1.0
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    node_name: str
-    slot: int
-    incarnation: int
-    id_prefix: int
-    endpoint: str
-    log_level: int = logging.WARNING
-    #: Secret to this worker and its node (it travels in the spawn pipe): another
-    #: process of the same user cannot connect first under a name it can guess
-    #: (slot and incarnation) and take the restarted worker's place.
-    token: str = field(default_factory=lambda: secrets.token_hex(8))
-
-    @property
-    def identity(self) -> bytes:
-        return b"w%d.%d.%s" % (self.slot, self.incarnation, self.token.encode())
-
-
-def worker_main(config: WorkerConfig) -> None:
-    """Process entry point (must stay importable for the spawn start method)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
-    logging.basicConfig(level=config.log_level, format=f"%(asctime)s worker {config.slot} %(levelname)s %(name)s: %(message)s")
-    WorkerRuntime(config).run()
 
 
 class WorkerRuntime:
@@ -145,6 +118,7 @@ class WorkerRuntime:
         self.sock = ctx.socket(zmq.DEALER)
         configure_internal(self.sock)
         self.sock.setsockopt(zmq.ROUTING_ID, self.config.identity)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)  # we may boot before the node's router binds: retry soon
         self.sock.connect(self.config.endpoint)
         install_resolver(lambda ref: self)
         self.loop.add_reader(cast(int, self.sock.getsockopt(zmq.FD)), self._on_readable)

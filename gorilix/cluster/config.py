@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from gorilix.cluster.wire import NAME_MAX
 from gorilix.transport.describe import shown
@@ -136,6 +137,26 @@ class ClusterConfig:
                 f"refusing to bind {self.bind_addr} without a secret_key: anyone on the network could "
                 "join and run code here; set secret_key (or insecure=True on a trusted network)"
             )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Every field as plain data, for the node process that runs the gossip."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_wire(cls, data: object) -> ClusterConfig:
+        """The config a client sent; checked like one built in Python (ClusterError otherwise)."""
+        names = {f.name for f in fields(cls)}
+        if type(data) is not dict or not all(type(key) is str and key in names for key in data):
+            raise ClusterError(f"a cluster config must be a dict of ClusterConfig fields, got {shown(data)}")
+        for key in ("bind_addr", "advertise_addr"):
+            if key in data and not (type(data[key]) is str or (key == "advertise_addr" and data[key] is None)):
+                raise ClusterError(f"ClusterConfig.{key}={shown(data[key])}: need a str")
+        seeds = data.get("seeds", [])
+        if type(seeds) is not list or not all(type(seed) is str for seed in seeds):
+            raise ClusterError(f"ClusterConfig.seeds={shown(seeds)}: need a list of 'host:port' strs")
+        if type(data.get("insecure", False)) is not bool:
+            raise ClusterError(f"ClusterConfig.insecure={shown(data['insecure'])}: need a bool")
+        return cls(**data)
 
     def advertised(self, bound_port: int) -> tuple[str, int]:
         """The host and router port other nodes should use to reach us."""

@@ -153,6 +153,8 @@ def _h_stats(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any
         "bad_meta": node.bad_meta,  # members dropped for gossip metadata a node cannot use
         "forwarded": node.forwarded,
         "parked": sum(len(q) for q in node.table.parked.values()),
+        # Datagrams sent, received, malformed, dropped (a bad seal, a replay): the gossip's own counters.
+        "gossip": node.cluster.stats() if node.cluster is not None else None,
     }
 
 

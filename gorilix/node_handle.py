@@ -1,0 +1,199 @@
+"""The user's side of a node process: start it, know at once when it ends, stop it.
+
+:class:`NodeHandle` starts :mod:`gorilix.node_main` with ``python -P -c`` (not
+multiprocessing, which would import the user's ``__main__`` into the node)
+and keeps one end of a socket pair to it: the start-up handshake travels on
+it, and it becomes readable, for good, when the node process ends. Clients
+poll it beside their socket (:class:`NodeEnd`), so a call waiting on a node
+that is gone fails at once instead of waiting for its timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from gorilix.transport import codec
+from gorilix.transport.describe import describe_exit
+from gorilix.transport.errors import DecodeError, NotRunning
+from gorilix.workers.boot import describe_program
+
+log = logging.getLogger("gorilix.system")
+
+#: The node process's first lines: find gorilix where this process found it, then run the node.
+_BOOT = (
+    "import sys; sys.path.append(sys.argv[2]); "
+    "from gorilix.node_main import main; main()"
+)
+
+
+class NodeEnd:
+    """Readable once the node process has ended; ``reason`` says why (None while it runs).
+
+    Duck-typed for the clients: ``fileno()`` to poll, ``error()`` to raise.
+    """
+
+    def __init__(self, name: str, conn: Connection, process: subprocess.Popen[bytes]) -> None:
+        self.name = name
+        self._conn = conn
+        self._process = process
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self.failed = False
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def _readable(self) -> bool:
+        # A poll object per call (0.4 us): one shared between threads raises "concurrent poll() invocation".
+        poll = select.poll()
+        poll.register(self._conn.fileno(), select.POLLIN)
+        return bool(poll.poll(0))
+
+    @property
+    def reason(self) -> str | None:
+        if self._reason is None and self._readable():  # one cheap syscall while the node runs (set once closed)
+            with self._lock:
+                if self._reason is None:
+                    self._read_end()
+        return self._reason
+
+    def _read_end(self) -> None:
+        try:
+            record = codec.decode(self._conn.recv_bytes())
+        except (EOFError, OSError, DecodeError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("ended"), str):
+            self.failed = bool(record.get("failed"))
+            self._reason = record["ended"]
+            return
+        code = self._process.poll()
+        if code is None:
+            try:
+                code = self._process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                code = None
+        self.failed = True
+        self._reason = f"failed: its process ended without a word ({describe_exit(code)})"
+
+    def error(self) -> NotRunning:
+        return NotRunning(f"node {self.name} {self.reason}; start a new ActorSystem")
+
+    def close(self) -> None:
+        """Read the node's last word if it left one, then close the socket pair; ``reason`` stays set."""
+        with self._lock:
+            if self._reason is None and self._readable():
+                self._read_end()
+            if self._reason is None:
+                self._reason = "was stopped"
+            self._conn.close()
+
+
+class NodeHandle:
+    """One node process started by this process, and what its clients need: endpoint, context, end notice."""
+
+    def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float) -> None:
+        self.name = name
+        mine, theirs = socket.socketpair()
+        self._conn = Connection(mine.detach())
+        child_fd = theirs.detach()
+        root = str(Path(__file__).resolve().parent.parent)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-c", _BOOT, str(child_fd), root],
+                pass_fds=(child_fd,), stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            self._conn.close()
+            raise
+        finally:
+            os.close(child_fd)
+        self.ended = NodeEnd(name, self._conn, self.process)
+        try:
+            self._conn.send_bytes(codec.encode({
+                "name": name, "workers": workers, "log_level": log_level, "max_parked": max_parked,
+                "start_timeout": start_timeout, "parent": os.getpid(), "program": describe_program(),
+            }))
+            ready = self._wait_ready(start_timeout + 5.0)  # (the node applies start_timeout to its workers)
+        except BaseException:
+            self.kill()
+            self.ended.close()
+            raise
+        self.endpoint: str = ready["endpoint"]
+        self.size: int = ready["workers"]
+        self.pid: int = ready["pid"]
+        self.zctx: zmq.Context[Any] = zmq.Context()
+
+    def _wait_ready(self, limit: float) -> dict[str, Any]:
+        deadline = time.monotonic() + limit
+        while True:
+            if self._conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                try:
+                    record = codec.decode(self._conn.recv_bytes())
+                except (EOFError, OSError):
+                    code = self.process.wait()
+                    raise NotRunning(f"node {self.name}: its process ended before it was ready "
+                                     f"({describe_exit(code)}); its output above says why") from None
+                except DecodeError:
+                    continue
+                if isinstance(record, dict) and record.get("ready"):
+                    return record
+                if isinstance(record, dict) and "failed" in record:
+                    self.process.wait(5.0)
+                    raise NotRunning(str(record["failed"]))  # (it names the node)
+            if time.monotonic() >= deadline:
+                raise NotRunning(f"node {self.name}: not ready within {limit:g} s")
+
+    @property
+    def failure(self) -> NotRunning | None:
+        """Why the node failed, once it has (None while it runs, and after a stop)."""
+        return self.ended.error() if self.ended.reason is not None and self.ended.failed else None
+
+    def request_stop(self) -> None:
+        """Stop without a round trip on the router (when the control channel fails)."""
+        try:
+            self._conn.send_bytes(codec.encode({"stop": True}))
+        except OSError:  # it has ended
+            pass
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the node process to exit; True if it has."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """Terminate, then kill, the node process (its workers follow it within a second)."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
+                return
+            try:
+                self.process.send_signal(sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(2.0)
+            except subprocess.TimeoutExpired:
+                continue
+
+    def close(self) -> None:
+        """After every client is closed (they poll the end notice)."""
+        zctx = getattr(self, "zctx", None)
+        if zctx is not None:
+            zctx.destroy(linger=0)
+        self.ended.close()
+

@@ -1,0 +1,127 @@
+"""The node process: what ``ActorSystem(...)`` starts, one per system.
+
+It owns the router, the registry, the supervisors, the worker pool and, once
+clustering is on, the gossip engine and the peer links. It imports no user
+module and runs no user code, so nothing the user's program does (a busy
+loop, a C call that holds its GIL for a minute) can delay routing,
+supervision or gossip. Its workers import the user's program instead, as
+multiprocessing children do.
+
+It talks to the process that started it over one socket pair
+(:mod:`gorilix.node_handle` holds the other end), with msgpack records:
+
+- the parent sends one start record (name, workers, the program's paths);
+- the node answers ``ready`` (its router's endpoint) or ``failed``;
+- the parent may later send ``stop``, when its control channel fails;
+- the node sends ``ended`` (why) just before it exits.
+
+The socket pair is also the lifeline: the node stops, within a second and
+with its workers, when the parent's end closes, however the parent ended
+(SIGKILL too). A change of parent pid is the second sign, for a parent whose
+forked children still hold its end. A program that stops its system leaves
+the cluster gracefully; one that dies takes its node with it as a crash
+would, without a leave, so its peers find it dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from gorilix.transport import codec
+from gorilix.transport.errors import DecodeError, NotRunning
+from gorilix.transport.sockets import ipc_endpoint, remove_stale_ipc_files
+from gorilix.workers.pool import WorkerPool
+
+log = logging.getLogger("gorilix.node")
+
+#: How often the main thread looks at the lifeline and the parent pid.
+WATCH_EVERY = 0.1
+#: How long workers get to stop when the program that started the node is gone.
+ORPHAN_GRACE = 0.5
+#: At most this long for the gossip engine to spread a leave once the node loop ended.
+LEAVE_LINGER_MAX = 2.0
+
+
+def main() -> None:
+    """Entry point: ``python -c ... FD`` with FD the node's end of the socket pair."""
+    conn = Connection(int(sys.argv[1]))
+    try:
+        start = codec.decode(conn.recv_bytes())
+    except (EOFError, OSError, DecodeError):
+        os._exit(2)  # the parent went away before it said what to start
+    os._exit(run(conn, start))
+
+
+def run(conn: Connection, start: dict[str, Any]) -> int:
+    """Start the node, report ready, watch the parent until the loop ends; returns the exit code."""
+    name = start["name"]
+    parent = int(start["parent"])
+    logging.basicConfig(
+        level=int(start["log_level"]), stream=sys.stderr,
+        format=f"%(asctime)s node {name} %(levelname)s %(name)s: %(message)s",
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the program decides
+    # The workers boot while the node's own modules load; ZeroMQ connects them once the router binds.
+    remove_stale_ipc_files()
+    pool = WorkerPool(name, ipc_endpoint(name), int(start["workers"]), log_level=int(start["log_level"]),
+                      program=start["program"])
+    try:
+        pool.start_all()
+        from gorilix.node import Node  # (after the workers started: see above)
+
+        node = Node(name, pool.size, log_level=int(start["log_level"]), max_parked=int(start["max_parked"]),
+                    pool=pool)
+    except Exception as exc:  # (a bind the OS refuses, say): said to the parent, which raises it
+        log.exception("node %s failed to start", name)
+        pool.stop_all(timeout=0.5)
+        _send(conn, {"failed": f"node {name} failed to start: {type(exc).__name__}: {exc}"})
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
+    try:
+        node.start(float(start["start_timeout"]))
+    except NotRunning as exc:
+        _send(conn, {"failed": str(exc)})
+        return 1
+    _send(conn, {"ready": True, "endpoint": node.endpoint, "workers": node.pool.size, "pid": os.getpid()})
+    while not node.join(WATCH_EVERY):  # (wakes the moment the loop ends)
+        word = _word_from_parent(conn, parent)
+        if word == "stop":
+            node.request_stop()
+        elif word == "gone":
+            log.info("node %s: the program that started it is gone; stopping", name)
+            node.go_silent()  # a crash of the program is a crash of the node: peers find it dead
+            node.request_stop(grace=ORPHAN_GRACE)
+            node.join(ORPHAN_GRACE + 1.0)
+            break
+    node.wait_cluster_closed(LEAVE_LINGER_MAX)
+    failed = node.failure is not None
+    _send(conn, {"ended": node.ended.reason or "was stopped", "failed": failed})
+    logging.shutdown()
+    return 1 if failed else 0
+
+
+def _word_from_parent(conn: Connection, parent: int) -> str | None:
+    """ "stop" when the parent asked, "gone" once it has ended, else None (never waits)."""
+    try:
+        if conn.poll(0):
+            record = codec.decode(conn.recv_bytes())
+            if isinstance(record, dict) and "stop" in record:
+                return "stop"
+    except (EOFError, OSError):
+        return "gone"
+    except DecodeError:
+        pass  # (our own parent wrote it; nothing to do with a record we cannot read)
+    return "gone" if os.getppid() != parent else None
+
+
+def _send(conn: Connection, record: dict[str, Any]) -> None:
+    try:
+        conn.send_bytes(codec.encode(record))
+    except OSError:  # the parent is gone: nobody to tell
+        pass
+

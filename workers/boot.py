@@ -1,0 +1,65 @@
+"""How a worker process starts: its configuration, the user's program it imports, its entry point.
+
+The node process imports this module to start workers, so it stays light:
+the worker's runtime (asyncio, the scheduler, the actors) loads in the
+worker alone, while the node process goes on loading itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.spawn
+import secrets
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    node_name: str
+    slot: int
+    incarnation: int
+    id_prefix: int
+    endpoint: str
+    log_level: int = logging.WARNING
+    #: Secret to this worker and its node (it travels in the spawn pipe): another
+    #: process of the same user cannot connect first under a name it can guess
+    #: (slot and incarnation) and take the restarted worker's place.
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    #: The user's program as multiprocessing describes it (sys.path, working directory, main
+    #: module): the node process never imports it, but its workers must, to find actor classes.
+    program: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> bytes:
+        return b"w%d.%d.%s" % (self.slot, self.incarnation, self.token.encode())
+
+
+#: What a worker takes from the user's program: the parts of multiprocessing's preparation data
+#: that say where code comes from (not its start method, name or auth key).
+PROGRAM_KEYS = ("sys_path", "sys_argv", "dir", "orig_dir", "init_main_from_name", "init_main_from_path")
+
+#: True in a worker process, from its first step: it hosts actors and never starts a node of its own.
+IN_WORKER = False
+
+
+def describe_program() -> dict[str, Any]:
+    """This process's program, for workers started elsewhere (by the node process) to import as it does."""
+    data = multiprocessing.spawn.get_preparation_data("gorilix-worker")
+    return {key: data[key] for key in PROGRAM_KEYS if key in data}
+
+
+def worker_main(config: WorkerConfig) -> None:
+    """Process entry point (must stay importable for the spawn start method)."""
+    global IN_WORKER
+    IN_WORKER = True  # first: importing the program below must not start an ActorSystem here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    if config.program:  # before any actor class is looked up: __main__ is the user's script, as in it
+        multiprocessing.spawn.prepare(config.program)
+    logging.basicConfig(level=config.log_level,
+                        format=f"%(asctime)s worker {config.slot} %(levelname)s %(name)s: %(message)s")
+    # Here, not at the top: see the module's docstring.
+    from gorilix.workers.runtime import WorkerRuntime
+
+    WorkerRuntime(config).run()
