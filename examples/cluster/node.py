@@ -43,7 +43,8 @@ def main() -> None:
             node_name=name, bind_addr="127.0.0.1", bind_port=int(port), seeds=[seed], **FAST,
         ))
 
-        def report(event: bridge.ClusterEvent) -> None:  # runs on the gossip thread: keep it short
+        # Runs on the cluster event thread, in this program: keep it short.
+        def report(event: bridge.ClusterEvent) -> None:
             if event.name != name:
                 say(name, f"sees {event.name}: {event.kind} ({event.status})")
 
