@@ -38,7 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from gorilix.cluster.bridge import Cluster, ClusterEvent, ClusterProvider
-from gorilix.cluster.config import ClusterConfig, parse_hostport, resolve
+from gorilix.cluster.config import (
+    ClusterConfig,
+    parse_hostport,
+    read_secret_file,
+    resolve,
+)
 from gorilix.cluster.swim import JOIN_RETRY
 from gorilix.system import ActorSystem, default_worker_count
 from gorilix.transport.errors import ClusterError, GorilixError
@@ -47,7 +52,6 @@ log = logging.getLogger("gorilix.launcher")
 
 DEFAULT_PORT = 7946
 DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"
-MIN_SECRET_BYTES = 16
 #: Exit code of ``gorilix node`` when the node failed while it ran (2 is bad input; restarting may help).
 EXIT_NODE_FAILED = 3
 #: How often run_node looks whether the node loop is still running.
@@ -100,16 +104,9 @@ class NodeOptions:
 def read_secret(path: str | os.PathLike[str]) -> bytes:
     """The cluster secret stored in ``path`` (trailing newline stripped)."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise LaunchError(f"cannot read secret file {os.fspath(path)}: {exc.strerror}") from None
-    secret = data.rstrip(b"\r\n")
-    if len(secret) < MIN_SECRET_BYTES:
-        raise LaunchError(
-            f"secret file {os.fspath(path)} holds {len(secret)} bytes; a secret needs at least "
-            f"{MIN_SECRET_BYTES} (make one with: head -c 32 /dev/urandom | base64 > {os.fspath(path)})"
-        )
-    return secret
+        return read_secret_file(path)
+    except ClusterError as exc:
+        raise LaunchError(str(exc)) from None
 
 
 def secret_file_is_private(path: str | os.PathLike[str]) -> bool:

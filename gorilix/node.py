@@ -79,6 +79,7 @@ from gorilix.transport.sockets import (
     remove_stale_ipc_files,
     send_frames,
 )
+from gorilix.workers.client import EndNotice
 from gorilix.workers.messages import ClusterEvent
 from gorilix.workers.pool import WorkerPool, WorkerProcess
 from gorilix.workers.ref import ActorRef
@@ -111,43 +112,6 @@ class Status(enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
-
-
-class EndNotice:
-    """A pipe that becomes readable, for good, once the node loop has ended.
-
-    Clients of this node poll it together with their socket, so an ask or a
-    control request waiting for an answer fails at once with NotRunning
-    instead of waiting for its timeout.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.reason: str | None = None  # why the loop ended: set once, before the pipe is written
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-
-    def fileno(self) -> int:
-        return self._read
-
-    def set(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-            try:
-                os.write(self._write, b"x")
-            except OSError:  # closed: nobody is waiting any more
-                pass
-
-    def error(self) -> NotRunning:
-        return NotRunning(f"node {self.name} {self.reason}; start a new ActorSystem")
-
-    def close(self) -> None:
-        """After every client is closed (they poll the read end)."""
-        for fd in (self._read, self._write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 class Node:

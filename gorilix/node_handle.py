@@ -1,4 +1,4 @@
-"""The user's side of a node process: start it, know at once when it ends, stop it.
+"""The program's side of its node: start a node process (or attach to a running node), know at once when it ends.
 
 :class:`NodeHandle` starts :mod:`gorilix.node_main` with ``python -P -c`` (not
 multiprocessing, which would import the user's ``__main__`` into the node)
@@ -19,16 +19,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import zmq
 
+from gorilix.cluster.config import parse_hostport
+from gorilix.cluster.security import CLIENT_NAME, SERVER_NAME, ClusterKeys, configure_client
 from gorilix.transport import codec
 from gorilix.transport.describe import describe_exit
-from gorilix.transport.errors import DecodeError, NotRunning
+from gorilix.transport.errors import AskTimeout, DecodeError, NodeUnreachable, NotRunning
+from gorilix.transport.routing import client_ids
 from gorilix.workers.boot import describe_program
+from gorilix.workers.client import ClientPort, EndNotice
 
 log = logging.getLogger("gorilix.system")
 
@@ -106,6 +111,8 @@ class NodeHandle:
 
     def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float) -> None:
         self.name = name
+        self.configure: Callable[[zmq.Socket[bytes]], None] | None = None  # (ipc: nothing to set up)
+        self.clustered = False
         mine, theirs = socket.socketpair()
         self._conn = Connection(mine.detach())
         child_fd = theirs.detach()
@@ -197,3 +204,111 @@ class NodeHandle:
             zctx.destroy(linger=0)
         self.ended.close()
 
+
+
+#: An attached program asks its node "hello" this often, and sooner after its connection drops.
+HEARTBEAT_EVERY = 1.0
+#: Heartbeats in a row without an answer before the node counts as gone.
+HEARTBEAT_MISSES = 2
+
+
+class AttachedNode:
+    """A node this program did not start, reached over TCP (``ActorSystem.connect``).
+
+    It offers what the clients need, as :class:`NodeHandle` does. Nothing
+    ties the node's life to ours, so a heartbeat thread watches it: it asks
+    ``hello`` every second, and at once when ZeroMQ reports the connection
+    dropped. When the node stops answering, or answers as another process
+    (it was restarted), ``ended`` is set and every waiting call fails.
+    Closing detaches; the node goes on running.
+    """
+
+    def __init__(self, address: str, secret: bytes | None, timeout: float) -> None:
+        host, port = parse_hostport(address, 7946, "node address")
+        self.address = f"{host}:{port}"
+        self.endpoint = f"tcp://{host}:{port}"
+        keys = ClusterKeys(secret) if secret is not None else None
+        self.configure: Callable[[zmq.Socket[bytes]], None] | None = None
+        if keys is not None:
+            self.configure = lambda sock: configure_client(sock, keys, CLIENT_NAME, SERVER_NAME)
+        self.zctx: zmq.Context[Any] = zmq.Context()
+        self._ids = client_ids()
+        try:
+            hello = self._hello(self._port(), timeout, close=True)
+        except BaseException:
+            self.zctx.destroy(linger=0)
+            raise
+        self.name: str = hello["node"]
+        self.size: int = hello["workers"]
+        self.pid: int | None = hello.get("pid")
+        self.clustered: bool = bool(hello.get("clustered"))
+        self.ended = EndNotice(self.name, then="connect again once it runs")
+        self.failure: NotRunning | None = None
+        self._closing = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name=f"gorilix-heartbeat-{self.name}", daemon=True)
+        self._watcher.start()
+
+    def _port(self) -> ClientPort:
+        return ClientPort(self.zctx, self.endpoint, "", next(self._ids), self.configure)
+
+    def _hello(self, port: ClientPort, timeout: float, close: bool = False) -> dict[str, Any]:
+        try:
+            return dict(port.control("hello", timeout=timeout))
+        except AskTimeout:
+            raise NodeUnreachable(
+                f"no answer from a node at {self.address} within {timeout:g} s: is it running, "
+                "is the port right, and does the secret match?"
+            ) from None
+        finally:
+            if close:
+                port.close()
+
+    def _watch(self) -> None:
+        port = self._port()
+        monitor = port.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        misses = 0
+        try:
+            while not self._closing.is_set():
+                dropped = monitor.poll(int(HEARTBEAT_EVERY * 1000))  # a drop: ask at once
+                if self._closing.is_set():
+                    return
+                if dropped:
+                    monitor.recv_multipart()
+                try:
+                    hello = self._hello(port, HEARTBEAT_EVERY)
+                except NodeUnreachable:
+                    misses += 1
+                    if misses >= HEARTBEAT_MISSES:
+                        self._end(f"at {self.address} stopped answering (no answer to "
+                                  f"{HEARTBEAT_MISSES} heartbeats)")
+                        return
+                    continue
+                misses = 0
+                if hello.get("node") != self.name or hello.get("pid") != self.pid:
+                    self._end(f"at {self.address} was restarted (now {hello.get('node')}, pid {hello.get('pid')})")
+                    return
+        finally:
+            port.sock.disable_monitor()
+            monitor.close(linger=0)
+            port.close()
+
+    def _end(self, reason: str) -> None:
+        self.ended.set(reason)
+        self.failure = self.ended.error()
+
+    def request_stop(self) -> None:
+        """Nothing to do: this program did not start the node, and does not stop it."""
+
+    def join(self, timeout: float) -> bool:
+        return True  # (the node is not ours to wait for)
+
+    def kill(self) -> None:
+        """Nothing to do: see :meth:`request_stop`."""
+
+    def close(self) -> None:
+        """Detach: stop the heartbeat, close the context; the node goes on running."""
+        self._closing.set()
+        self._watcher.join(HEARTBEAT_EVERY + 2.0)
+        self.ended.set("was detached from")  # (a call after close fails at once)
+        self.zctx.destroy(linger=0)
+        self.ended.close()

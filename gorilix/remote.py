@@ -1,55 +1,31 @@
-"""RemoteNode: reach a running node at HOST:PORT from another process (the CLI).
+"""RemoteNode: what the CLI does with a running node at HOST:PORT.
 
-It talks to the node's router over TCP like any peer would (CURVE with keys
-derived from the secret when the cluster has one) and asks the node's
-control endpoint; named actors are reached through the same socket.
+It is a thin layer over :meth:`ActorSystem.connect`, the client code every
+program uses: it reaches the node's router over TCP (CURVE with keys derived
+from the secret when the cluster has one), asks the node's control endpoint,
+and reaches named actors through the same sockets.
 """
 
 from __future__ import annotations
 
-import random
 import signal
 from typing import Any
 
-import zmq
-
-from gorilix.cluster.config import parse_hostport
-from gorilix.cluster.security import CLIENT_NAME, SERVER_NAME, ClusterKeys, configure_client
-from gorilix.transport.errors import AskTimeout, GorilixError
-from gorilix.transport.frames import CONTROL_ID
-from gorilix.workers.client import ClientPort
+from gorilix.system import ActorSystem
+from gorilix.transport.errors import AskTimeout, GorilixError, NodeUnreachable
 from gorilix.workers.ref import ActorRef
-
-
-class NodeUnreachable(GorilixError):
-    """No node answered at that address."""
 
 
 class RemoteNode:
     def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0) -> None:
-        host, port = parse_hostport(address, 7946, "node address")
-        self.address = f"{host}:{port}"
         self.timeout = timeout
-        self._zctx: zmq.Context[Any] = zmq.Context()
-        keys = ClusterKeys(secret) if secret is not None else None
-
-        def configure(sock: zmq.Socket[bytes]) -> None:
-            if keys is not None:
-                configure_client(sock, keys, CLIENT_NAME, SERVER_NAME)
-
-        client_id = random.randrange(1 << 62, 1 << 63)  # far from any id a node hands out
-        self._port = ClientPort(self._zctx, f"tcp://{host}:{port}", "", client_id, configure)
-        try:
-            hello = self.control("hello")
-        except BaseException:
-            self.close()
-            raise
-        self.name: str = hello["node"]
-        self.workers: int = hello["workers"]
+        self.system = ActorSystem.connect(address, secret=secret, timeout=timeout)
+        self.address = self.system.address
+        self.name: str = self.system.name
+        self.workers: int = self.system._node.size
 
     def close(self) -> None:
-        self._port.close()
-        self._zctx.destroy(linger=0)
+        self.system.close()
 
     def __enter__(self) -> RemoteNode:
         return self
@@ -60,7 +36,7 @@ class RemoteNode:
     def control(self, op: str, *args: Any, timeout: float | None = None) -> Any:
         limit = self.timeout if timeout is None else timeout
         try:
-            return self._port.ask(ActorRef(getattr(self, "name", ""), CONTROL_ID, "node"), [op, *args], limit)
+            return self.system._control(op, *args, timeout=limit)
         except AskTimeout:
             raise NodeUnreachable(
                 f"no answer from a node at {self.address} within {limit:g} s: is it running, "
@@ -90,27 +66,26 @@ class RemoteNode:
         return ref
 
     def tell(self, name: str, message: Any) -> None:
-        self._port.tell(self._named(name), message)
+        self.system._client().tell(self._named(name), message)
 
     def ask(self, name: str, message: Any, timeout: float = 5.0) -> Any:
-        return self._port.ask(self._named(name), message, timeout)
+        return self.system._client().ask(self._named(name), message, timeout)
 
     def ask_ref(self, ref: ActorRef, message: Any, timeout: float = 5.0) -> Any:
-        return self._port.ask(ref, message, timeout)
+        return self.system._client().ask(ref, message, timeout)
 
     def tell_ref(self, ref: ActorRef, message: Any) -> None:
-        self._port.tell(ref, message)
+        self.system._client().tell(ref, message)
 
     def stop_ref(self, ref: ActorRef) -> None:
         """Stop an actor for good (its supervisor does not restart it)."""
-        self._port.stop_actor(ref)
+        self.system._client().stop_actor(ref)
 
     def spawn(self, class_path: str, *args: Any, name: str | None = None) -> ActorRef:
-        from gorilix.workers.spec import make_spec
-
-        spec = make_spec(class_path, args, {}, name=name)
-        node, actor_id, actor_name = self.control("spawn", spec.to_wire(), None, timeout=30.0)
-        return ActorRef(node, actor_id, actor_name)
+        return self.system.spawn(class_path, *args, name=name)
 
     def reload(self, module: str, timeout: float = 30.0) -> dict[str, Any]:
         return dict(self.control("reload", module, timeout=timeout))
+
+
+__all__ = ["NodeUnreachable", "RemoteNode"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gorilix.cluster.bridge import Cluster
-from gorilix.cluster.config import ClusterConfig
-from gorilix.node_handle import NodeHandle
+from gorilix.cluster.config import ClusterConfig, read_secret_file
+from gorilix.node_handle import AttachedNode, NodeHandle
 from gorilix.supervision import Strategy
 from gorilix.supervisor import SupervisorRef
 from gorilix.transport import codec
@@ -44,7 +44,8 @@ from gorilix.workers.spec import (
 
 log = logging.getLogger("gorilix.system")
 
-_systems: dict[str, ActorSystem] = {}
+#: The systems of this process by node name: one that started its node, or any number attached to it.
+_systems: dict[str, list[ActorSystem]] = {}
 _systems_lock = threading.Lock()
 
 
@@ -57,14 +58,26 @@ def default_worker_count() -> int:
 
 
 def _resolve(ref: ActorRef) -> ClientPort:
-    system = _systems.get(ref.node)
-    if system is None:
-        with _systems_lock:
-            running = list(_systems.values())
-        if not running:
-            raise NotRunning(f"cannot message {ref}: no ActorSystem is running in this process")
-        system = running[-1]
-    return system._client()
+    """The port a ref outside any actor sends through.
+
+    The system of the ref's own node if this program started it; else a
+    clustered node of this program, which knows the ref's node is down when
+    it is (NodeDown, monitors); else a system attached to the ref's node;
+    else any, whose node routes on.
+    """
+    systems = _systems.get(ref.node)
+    if systems and not systems[0]._attached:
+        return systems[0]._client()
+    with _systems_lock:
+        running = [system for group in _systems.values() for system in group]
+    clustered = [system for system in running if not system._attached and system._cluster is not None]
+    if clustered:
+        return clustered[-1]._client()
+    if systems:
+        return systems[-1]._client()
+    if not running:
+        raise NotRunning(f"cannot message {ref}: no ActorSystem is running in this process")
+    return running[-1]._client()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +186,72 @@ class ActorSystem:
                 "an ActorSystem cannot start inside a worker process: workers import your program to find "
                 "its actor classes, so create the system under `if __name__ == \"__main__\":`"
             )
+        self._claim_name(name)
+        try:
+            node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked, start_timeout=start_limit)
+        except BaseException:
+            self._release_name(name)
+            raise
+        self._setup(name, node, attached=False)
+
+    @classmethod
+    def connect(cls, address: str, *, secret_file: str | os.PathLike[str] | None = None,
+                secret: bytes | None = None, timeout: float = 5.0) -> ActorSystem:
+        """The same API against a node that runs already (``gorilix node``), at ``"HOST:PORT"``.
+
+        ``secret_file`` (or ``secret``) is the cluster's secret, when the node
+        has one. Closing the system, or leaving its ``with`` block, detaches
+        this program; the node goes on running. Raises NodeUnreachable when
+        nothing answers within ``timeout`` (a wrong secret looks the same).
+        """
+        if type(address) is not str or not address:
+            raise InvalidArgument(f"connect needs a node address such as '127.0.0.1:7946', got {shown(address)}")
+        if secret_file is not None and secret is not None:
+            raise InvalidArgument("connect takes secret_file= or secret=, not both")
+        if secret_file is not None:
+            secret = read_secret_file(secret_file)
+        if secret is not None and type(secret) is not bytes:
+            raise InvalidArgument(f"secret={shown(secret)} must be bytes (or use secret_file=)")
+        limit = check_timeout(timeout)
+        if boot.IN_WORKER:
+            raise GorilixError("connect from inside an actor: use the actor's own refs, it already has a node")
+        node = AttachedNode(address, secret, limit)
+        system = cls.__new__(cls)
+        try:
+            system._attached = True
+            system._claim_name(node.name, attached=True)
+        except BaseException:
+            node.close()
+            raise
+        system._setup(node.name, node, attached=True)
+        return system
+
+    def _claim_name(self, name: str, attached: bool = False) -> None:
+        """One system per node name starts a node in a process; any number may attach to a node.
+
+        The one that started it comes first in its group: refs of its node go through it.
+        """
         with _systems_lock:
-            if name in _systems:
+            group = _systems.get(name, [])
+            if attached:
+                _systems[name] = [*group, self]
+                return
+            if any(not system._attached for system in group):
                 raise GorilixError(f"an ActorSystem named {name!r} is already running in this process")
-            _systems[name] = self
+            _systems[name] = [self, *group]
+
+    def _release_name(self, name: str) -> None:
+        with _systems_lock:
+            group = [system for system in _systems.get(name, []) if system is not self]
+            if group:
+                _systems[name] = group
+            else:
+                _systems.pop(name, None)
+
+    def _setup(self, name: str, node: NodeHandle | AttachedNode, attached: bool) -> None:
         self.name = name
+        self._node = node
+        self._attached = attached  # connect(): stop() and close() detach, the node goes on
         self._local = threading.local()
         self._clients: list[ClientPort] = []
         self._clients_lock = threading.Lock()
@@ -185,13 +259,6 @@ class ActorSystem:
         self._stopped = False
         self._provider: Any = None
         self._cluster: Cluster | None = None
-        try:
-            self._node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked,
-                                    start_timeout=start_limit)
-        except BaseException:
-            with _systems_lock:
-                _systems.pop(name, None)
-            raise
         install_resolver(_resolve)
         atexit.register(_stop_at_exit, weakref.ref(self))
 
@@ -206,7 +273,7 @@ class ActorSystem:
         if client is None:
             # A call waiting on this port fails at once when the node loop ends (ended).
             client = ClientPort(self._node.zctx, self._node.endpoint, self.name, next(self._client_ids),
-                                new_id=self._client_ids.__next__, ended=self._node.ended)
+                                self._node.configure, new_id=self._client_ids.__next__, ended=self._node.ended)
             self._local.client = client
             with self._clients_lock:
                 self._clients.append(client)
@@ -217,7 +284,7 @@ class ActorSystem:
         if self._stopped or self._node.ended.reason is not None:
             raise NotRunning(f"ActorSystem {self.name!r} is stopped")
         return ClientPort(self._node.zctx, self._node.endpoint, self.name, next(self._client_ids),
-                          ended=self._node.ended)
+                          self._node.configure, ended=self._node.ended)
 
     def _control(self, op: str, *args: Any, timeout: float = 10.0) -> Any:
         if self._stopped:
@@ -233,6 +300,11 @@ class ActorSystem:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running" if self._node.ended.reason is None else "ended"
         return f"<ActorSystem {self.name!r} {state}, {self._node.size} workers, node pid {self._node.pid}>"
+
+    @property
+    def address(self) -> str | None:
+        """``HOST:PORT`` of the node this system attached to with :meth:`connect` (None for its own node)."""
+        return self._node.address if isinstance(self._node, AttachedNode) else None
 
     @property
     def running(self) -> bool:
@@ -428,6 +500,10 @@ class ActorSystem:
         return self._cluster
 
     def get_cluster(self) -> Cluster:
+        if self._cluster is None and self._attached and self._node.clustered:
+            # An attached program sees the cluster its node is in (a leave from here makes the node leave).
+            rows = {row["name"]: row for row in self._control("members")}
+            self._cluster = Cluster(self, ClusterConfig(node_name=self.name), rows[self.name])
         if self._cluster is None:
             raise ClusterError("clustering not enabled")
         return self._cluster
@@ -452,9 +528,16 @@ class ActorSystem:
     # -- stop ---------------------------------------------------------------
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop every actor and worker; safe to call twice (``timeout=None``: no limit)."""
+        """Stop every actor and worker; safe to call twice (``timeout=None``: no limit).
+
+        A system from :meth:`connect` detaches instead, as :meth:`close` does:
+        the node it attached to goes on running.
+        """
         limit = check_timeout(timeout)
         if self._stopped:
+            return
+        if self._attached:
+            self.close()
             return
         if self._cluster is not None:
             try:
@@ -470,19 +553,33 @@ class ActorSystem:
                 log.warning("node %s did not answer stop (%s); stopping it directly", self.name, exc)
                 self._node.request_stop()  # over the socket pair, which needs no router
         self._stopped = True
-        ended = self._node.join(_thread_timeout(limit))
-        if not ended:
-            log.error("node process of %s (pid %d) did not end within %.1f s; killing it",
+        if not self._node.join(_thread_timeout(limit)):
+            log.error("node process of %s (pid %s) did not end within %.1f s; killing it",
                       self.name, self._node.pid, limit)
             self._node.kill()
+        self._close_clients()
+
+    def close(self) -> None:
+        """Detach from a node reached with :meth:`connect` (it goes on running); for a node this
+        program started, the same as :meth:`stop`."""
+        if not self._attached:
+            self.stop()
+            return
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._cluster is not None:
+            self._cluster.close()  # its event thread only: the node stays in the cluster
+            self._cluster = None
+        self._close_clients()
+
+    def _close_clients(self) -> None:
         with self._clients_lock:
             for client in self._clients:
                 client.close()
             self._clients.clear()
         self._node.close()
-        with _systems_lock:
-            if _systems.get(self.name) is self:
-                del _systems[self.name]
+        self._release_name(self.name)
 
 
 def _check_name(op: str, name: object) -> None:

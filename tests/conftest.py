@@ -142,6 +142,8 @@ class ThreadNodeHandle:
         self.pid = os.getpid()
         self.zctx = self.node.zctx
         self.ended = self.node.ended
+        self.configure = None
+        self.clustered = False
 
     @property
     def failure(self) -> BaseException | None:

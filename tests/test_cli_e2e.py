@@ -9,8 +9,8 @@ wait polls a condition with a deadline.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys

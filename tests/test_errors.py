@@ -60,7 +60,7 @@ def test_the_module_defines_the_expected_classes() -> None:
     assert set(ALL_ERRORS) == {
         GorilixError, SerializationError, DecodeError, SpawnError, ActorNotFound,
         AskTimeout, MailboxFull, WorkerDied, NotRunning, ClusterError, NodeDown, ActorError,
-        InvalidArgument, errors.UnknownMessageType,
+        InvalidArgument, errors.UnknownMessageType, errors.NodeUnreachable,
     }
 
 
@@ -100,7 +100,7 @@ def test_wire_codes_are_distinct_and_stable() -> None:
         GorilixError: 0, ActorError: 1, ActorNotFound: 2, AskTimeout: 3, MailboxFull: 4,
         SpawnError: 5, WorkerDied: 6, SerializationError: 7, NotRunning: 8,
         ClusterError: 9, DecodeError: 10, NodeDown: 11, InvalidArgument: 12,
-        errors.UnknownMessageType: 13,
+        errors.UnknownMessageType: 13, errors.NodeUnreachable: 14,
     }
 
 

@@ -238,7 +238,7 @@ def test_genserver_call_cast_info_and_errors(system: ActorSystem) -> None:
 def test_bounded_mailbox(system: ActorSystem) -> None:
     slow = system.spawn(SlowCounter, mailbox_size=1)
     before = system.dead_letters().count
-    slow.tell(3.0)  # keeps it busy for 3 s; its mailbox holds one more message
+    slow.tell(8.0)  # keeps it busy for 8 s (long enough on a loaded machine); its mailbox holds one more
     for _ in range(5):
         slow.tell(0.0)
     with pytest.raises(MailboxFull, match="full"):
@@ -247,7 +247,7 @@ def test_bounded_mailbox(system: ActorSystem) -> None:
     assert any("MailboxFull" in letter["reason"] for letter in letters.recent)
     rejected = letters.count - before  # 4 or 5: the first tell may still have been queued
     # Every tell was either handled or counted as a dead letter: none vanished.
-    assert wait_for(lambda: _count_when_free(slow) == 1 + 5 - rejected, what="accepted tells handled")
+    assert wait_for(lambda: _count_when_free(slow) == 1 + 5 - rejected, 20, what="accepted tells handled")
 
 
 def _count_when_free(ref):  # type: ignore[no-untyped-def]

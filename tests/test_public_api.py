@@ -16,7 +16,8 @@ def test_gorilix_exports() -> None:
     assert sorted(gorilix.__all__) == sorted([
         "PERMANENT", "TEMPORARY", "TRANSIENT", "Actor", "ActorError", "ActorNotFound", "ActorRef",
         "ActorSystem", "AskTimeout", "ClusterError", "DeadLetters", "DecodeError", "Down", "Exit",
-        "GenServer", "GorilixError", "InvalidArgument", "MailboxFull", "NodeDown", "NotRunning", "PoolRef",
+        "GenServer", "GorilixError", "InvalidArgument", "MailboxFull", "NodeDown", "NodeUnreachable", "NotRunning",
+        "PoolRef",
         "SerializationError", "SpawnError", "UnknownMessageType", "WorkerDied", "WorkerInfo", "message",
         "supervisor",
     ])
@@ -27,7 +28,7 @@ def test_gorilix_exports() -> None:
 def test_every_error_is_a_gorilix_error() -> None:
     exported = [getattr(gorilix, n) for n in gorilix.__all__]
     errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 14
+    assert len(errors) == 15
     assert all(issubclass(e, gorilix.GorilixError) for e in errors)
 
 

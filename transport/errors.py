@@ -62,6 +62,10 @@ class NodeDown(ClusterError):
     """The node hosting the actor left or was declared dead while the ask was in flight."""
 
 
+class NodeUnreachable(GorilixError):
+    """No node answered at that address (not running, a wrong port, or a secret that does not match)."""
+
+
 class InvalidArgument(GorilixError, ValueError):
     """A caller passed a bad argument (wrong type or value); nothing was sent."""
 
@@ -108,6 +112,7 @@ _CODES: dict[type[BaseException], int] = {
     NodeDown: 11,
     InvalidArgument: 12,
     UnknownMessageType: 13,
+    NodeUnreachable: 14,
 }
 _TYPES: dict[int, type[GorilixError]] = {code: cls for cls, code in _CODES.items() if issubclass(cls, GorilixError)}
 

@@ -1,4 +1,4 @@
-"""How a worker process starts: its configuration, the user's program it imports, its entry point.
+"""How a worker process starts: the user's program it imports, and its entry point.
 
 The node process imports this module to start workers, so it stays light:
 the worker's runtime (asyncio, the scheduler, the actors) loads in the
@@ -9,32 +9,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing.spawn
-import secrets
 import signal
-from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    node_name: str
-    slot: int
-    incarnation: int
-    id_prefix: int
-    endpoint: str
-    log_level: int = logging.WARNING
-    #: Secret to this worker and its node (it travels in the spawn pipe): another
-    #: process of the same user cannot connect first under a name it can guess
-    #: (slot and incarnation) and take the restarted worker's place.
-    token: str = field(default_factory=lambda: secrets.token_hex(8))
-    #: The user's program as multiprocessing describes it (sys.path, working directory, main
-    #: module): the node process never imports it, but its workers must, to find actor classes.
-    program: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def identity(self) -> bytes:
-        return b"w%d.%d.%s" % (self.slot, self.incarnation, self.token.encode())
-
+from gorilix.workers.config import WorkerConfig
 
 #: What a worker takes from the user's program: the parts of multiprocessing's preparation data
 #: that say where code comes from (not its start method, name or auth key).

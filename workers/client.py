@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
 
 from gorilix.transport import codec
-from gorilix.transport.errors import AskTimeout, DecodeError, UnknownMessageType, error_from_wire
+from gorilix.transport.errors import (
+    AskTimeout,
+    DecodeError,
+    NotRunning,
+    UnknownMessageType,
+    error_from_wire,
+)
 from gorilix.transport.frames import (
     ASK,
     CONTROL_ID,
@@ -38,6 +45,44 @@ from gorilix.workers.ref import ActorRef
 _NO_LIMIT = float("inf")
 
 
+class EndNotice:
+    """A pipe that becomes readable, for good, once a node has ended (or can no longer be reached).
+
+    Clients of that node poll it together with their socket, so an ask or a
+    control request waiting for an answer fails at once with NotRunning
+    instead of waiting for its timeout. Whoever learns of the end first sets it.
+    """
+
+    def __init__(self, name: str, then: str = "start a new ActorSystem") -> None:
+        self.name = name
+        self.then = then  # what to do about it, for the error
+        self.reason: str | None = None  # why the loop ended: set once, before the pipe is written
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            try:
+                os.write(self._write, b"x")
+            except OSError:  # closed: nobody is waiting any more
+                pass
+
+    def error(self) -> NotRunning:
+        return NotRunning(f"node {self.name} {self.reason}; {self.then}")
+
+    def close(self) -> None:
+        """After every client is closed (they poll the read end)."""
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class ClientPort:
     def __init__(
         self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int,
@@ -53,6 +98,7 @@ class ClientPort:
         """
         self._zctx = zctx
         self._endpoint = endpoint
+        self._configure = configure
         self._new_id = new_id
         self._askers: list[AsyncAsker] = []
         self.node = node_name
@@ -118,7 +164,8 @@ class ClientPort:
                 asker.close()
                 self._askers.remove(asker)
         assert self._new_id is not None
-        asker = AsyncAsker(self._zctx, self._endpoint, self.node, self._new_id(), ended=self._ended)
+        asker = AsyncAsker(self._zctx, self._endpoint, self.node, self._new_id(), ended=self._ended,
+                           configure=self._configure)
         self._askers.append(asker)
         return asker
 
@@ -273,7 +320,7 @@ class AsyncAsker:
     """
 
     def __init__(self, zctx: zmq.Context[Any], endpoint: str, node_name: str, client_id: int,
-                 ended: Any = None) -> None:
+                 ended: Any = None, configure: Callable[[zmq.Socket[bytes]], None] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.node = node_name
         self.id = client_id
@@ -284,6 +331,8 @@ class AsyncAsker:
         self.sock = self._actx.socket(zmq.DEALER)
         configure_internal(self.sock)
         self.sock.setsockopt(zmq.ROUTING_ID, b"c%d" % client_id)
+        if configure is not None:
+            configure(cast("zmq.Socket[bytes]", self.sock))  # (the options are the same on an asyncio socket)
         self.sock.connect(endpoint)
         self._send(node_name, CONTROL_ID, TELL, 0, codec.encode(["attach_client", client_id]))
         self._reader = self.loop.create_task(self._read())

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from gorilix.workers.boot import WorkerConfig, worker_main
+from gorilix.workers.boot import worker_main
+from gorilix.workers.config import WorkerConfig
 
 if TYPE_CHECKING:  # psutil loads on the first stats call: the node starts its workers sooner
     import psutil

@@ -62,7 +62,7 @@ from gorilix.transport.sockets import (
     send_frames,
 )
 from gorilix.workers.actor import Actor
-from gorilix.workers.boot import WorkerConfig
+from gorilix.workers.config import WorkerConfig
 from gorilix.workers.messages import Exit, is_abnormal
 from gorilix.workers.ref import ActorRef, install_resolver
 from gorilix.workers.scheduler import ActorCell, Message, Scheduler, current

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import socket
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from gorilix.cluster.wire import NAME_MAX
@@ -42,6 +44,25 @@ def _port(text: str, whole: str, what: str) -> int:
     if not 0 <= port <= 65535:
         raise ClusterError(f"bad {what} {shown(whole)}: port {shown(port)} is out of range 0..65535")
     return port
+
+
+#: The shortest secret a cluster accepts, in bytes.
+MIN_SECRET_BYTES = 16
+
+
+def read_secret_file(path: str | os.PathLike[str]) -> bytes:
+    """The cluster secret stored in ``path`` (trailing newline stripped); ClusterError if unusable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ClusterError(f"cannot read secret file {os.fspath(path)}: {exc.strerror}") from None
+    secret = data.rstrip(b"\r\n")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ClusterError(
+            f"secret file {os.fspath(path)} holds {len(secret)} bytes; a secret needs at least "
+            f"{MIN_SECRET_BYTES} (make one with: head -c 32 /dev/urandom | base64 > {os.fspath(path)})"
+        )
+    return secret
 
 
 def is_loopback(host: str) -> bool:

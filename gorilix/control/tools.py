@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -159,7 +160,7 @@ def _h_stats(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any
 
 
 def _h_hello(node: Node, source: bytes, src_id: int, corr: int) -> dict[str, Any]:
-    return {"node": node.name, "workers": node.pool.size, "clustered": node.links is not None}
+    return {"node": node.name, "workers": node.pool.size, "clustered": node.links is not None, "pid": os.getpid()}
 
 
 def _h_members(node: Node, source: bytes, src_id: int, corr: int) -> list[dict[str, Any]]:

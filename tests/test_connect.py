@@ -1,0 +1,159 @@
+"""ActorSystem.connect: the same API against a node that runs already, and detaching from it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import process_running, wait_for
+
+from gorilix import ActorSystem, GorilixError, InvalidArgument, NodeUnreachable, NotRunning
+from gorilix.cluster import bridge
+from gorilix.launcher import NodeProcess, free_port
+from gorilix.remote import RemoteNode
+from gorilix.system import ClusterConfig
+
+ECHO = "gorilix.bench_actors:Echo"  # importable by any node's workers
+SLEEPER = "gorilix.bench_actors:CpuWorker"
+
+
+@pytest.fixture
+def gorilix_node() -> Iterator[Callable[..., NodeProcess]]:
+    """`gorilix node` processes on free ports; all reaped at the end."""
+    started: list[NodeProcess] = []
+
+    def start(*args: str, workers: int = 2) -> NodeProcess:
+        node = NodeProcess(f"n-{uuid.uuid4().hex[:6]}", free_port(), workers=workers, args=args)
+        started.append(node)
+        node.wait_ready(30.0)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            node.reap()
+
+
+def test_connect_gives_the_same_api_and_closing_detaches(gorilix_node: Callable[..., NodeProcess]) -> None:
+    node = gorilix_node()
+    with ActorSystem.connect(node.address) as system:
+        assert system.name == node.name and system.address == node.address and system.running
+        assert len(system.workers()) == 2 and all(w.alive for w in system.workers())
+        echo = system.spawn(ECHO, name="echo")
+        assert echo.ask("hi") == "hi"
+        assert system.whereis("echo") == echo
+        assert asyncio.run(echo.ask_async("async")) == "async"
+        assert {m.name for m in system.get_cluster().members()} == {node.name}
+        [pid] = [w.pid for w in system.workers() if w.id == 1]
+        assert system.kill_worker(1) == pid
+        wait_for(lambda: system.workers()[1].alive and system.workers()[1].pid != pid, 10, "worker 1 back")
+    assert not system.running
+    with pytest.raises(NotRunning):
+        echo.ask("after")  # no system of this program reaches that node any more
+    assert node.proc.poll() is None  # detached: the node goes on, and so does its actor
+    with ActorSystem.connect(node.address) as again:
+        assert again.whereis("echo").ask("still here") == "still here"
+        again.stop()  # stop() of an attached system detaches too
+    assert node.proc.poll() is None
+
+
+def test_several_programs_parts_attach_to_one_node_at_once(gorilix_node: Callable[..., NodeProcess]) -> None:
+    node = gorilix_node()
+    first = ActorSystem.connect(node.address)
+    second = RemoteNode(node.address)  # the CLI's client: the same code
+    try:
+        ref = first.spawn(ECHO)
+        assert second.ask_ref(ref, 1) == 1 and ref.ask(2) == 2
+        second.close()
+        assert ref.ask(3) == 3  # the other attachment is untouched
+    finally:
+        second.close()
+        first.close()
+
+
+
+def test_a_program_may_attach_to_the_node_it_started(make_system: Callable[..., ActorSystem]) -> None:
+    owner = make_system(1)
+    owner.set_cluster_provider(bridge.ClusterProvider())
+    cluster = owner.enable_clustering(ClusterConfig(node_name=owner.name, bind_port=free_port()))
+    me = cluster.local_member()
+    with ActorSystem.connect(f"127.0.0.1:{me.port}") as tool:  # as the CLI, through the TCP port
+        assert tool.name == owner.name and tool.stats()["node"] == owner.name
+        echo = tool.spawn(ECHO)
+        assert echo.ask("via the owner") == "via the owner"  # refs of the node go through the system that owns it
+    assert owner.running and echo.ask("still") == "still"
+    with pytest.raises(GorilixError, match="already running"):
+        ActorSystem(owner.name, workers=1)
+
+
+def test_a_node_with_a_secret_needs_it(gorilix_node: Callable[..., NodeProcess], tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(32).hex().encode() + b"\n")
+    secret.chmod(0o600)
+    node = gorilix_node("--secret-file", str(secret))
+    with ActorSystem.connect(node.address, secret_file=secret) as system:
+        ref = system.spawn(ECHO)
+        assert ref.ask("sealed") == "sealed"
+        assert asyncio.run(ref.ask_async("curve too")) == "curve too"  # the asyncio socket gets the keys too
+    started = time.monotonic()
+    with pytest.raises(NodeUnreachable, match="does the secret match"):
+        ActorSystem.connect(node.address, timeout=1.0)
+    assert time.monotonic() - started < 5.0
+    with pytest.raises(NodeUnreachable):
+        ActorSystem.connect(node.address, secret=os.urandom(32), timeout=1.0)
+
+
+def test_bad_arguments_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    for address in ("", None, 7946):
+        with pytest.raises(InvalidArgument, match="node address"):
+            ActorSystem.connect(address)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="not both"):
+        ActorSystem.connect("127.0.0.1:1", secret_file="x", secret=b"y" * 16)
+    short = tmp_path / "short"
+    short.write_bytes(b"tiny")
+    with pytest.raises(GorilixError, match="needs at least 16"):
+        ActorSystem.connect("127.0.0.1:1", secret_file=short)
+    with pytest.raises(NodeUnreachable, match="no answer from a node at 127.0.0.1:"):
+        ActorSystem.connect(f"127.0.0.1:{free_port()}", timeout=0.5)
+
+
+def test_an_attached_program_learns_at_once_that_its_node_died(gorilix_node: Callable[..., NodeProcess]) -> None:
+    node = gorilix_node()
+    system = ActorSystem.connect(node.address)
+    try:
+        hog = system.spawn(SLEEPER)
+        hog.tell(10**12)  # keeps its worker busy: an ask to it waits for an answer that never comes
+        outcome: list[Any] = []
+
+        def wait_long() -> None:
+            started = time.monotonic()
+            try:
+                hog.ask("never", timeout=60.0)
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                outcome.append((exc, time.monotonic() - started))
+
+        waiter = threading.Thread(target=wait_long, daemon=True)
+        waiter.start()
+        time.sleep(0.3)
+        os.kill(node.pid, signal.SIGKILL)  # the `gorilix node` command: its node process follows within 1 s
+        waiter.join(15.0)
+        assert outcome, "the ask still waits"
+        error, took = outcome[0]
+        assert isinstance(error, NotRunning) and "stopped answering" in str(error), error
+        assert "connect again" in str(error)
+        assert took < 10.0
+        assert not system.running
+        with pytest.raises(NotRunning):
+            system.workers()
+    finally:
+        system.close()
+    wait_for(lambda: not process_running(node.pid), 5, "the node gone")
