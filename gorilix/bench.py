@@ -197,7 +197,7 @@ def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
     echo = system.spawn(Echo, worker=1 % len(system.workers()))
     probe = system.spawn(LatencyProbe, worker=0)
     probe.tell(echo)
-    time.sleep(min(hold, 2.0))  # idle: the reference
+    time.sleep(hold)  # idle: the reference, as long as the hold
     began, ended = hold_the_gil(hold)
     time.sleep(0.2)
     probe.ask("stop")
@@ -208,7 +208,9 @@ def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
     return {
         "held_s": ended - began,
         "idle_median_us": statistics.median(idle) * 1e6,
+        "idle_max_ms": max(idle) * 1e3,  # the machine's own noise, for comparison
         "during_median_us": statistics.median(during) * 1e6,
+        "during_p99_ms": statistics.quantiles(during, n=100)[98] * 1e3,
         "during_max_ms": max(during) * 1e3,
         "answered_during": sum(1 for t, _ in samples if began <= t <= ended),
     }
@@ -331,9 +333,10 @@ def format_report(r: dict[str, Any]) -> str:
         ("pool map speedup", f"{r['pool']['speedup']:.2f}x ({r['workers']} workers)", f"{ratios['pool_speedup_vs_mp']:.0%} of multiprocessing.Pool (target >= 95%)"),
         ("multiprocessing.Pool speedup", f"{r['mp_pool']['speedup']:.2f}x", ""),
         ("ask between workers, main thread holding the GIL",
-         f"{r['isolation']['during_max_ms']:.1f} ms max, {r['isolation']['during_median_us']:.0f} us median",
-         f"{ratios['isolation_median_vs_idle']:.2f}x the idle median over {r['isolation']['held_s']:.1f} s "
-         f"(target: max <= 10 ms, median <= 1.1x)"),
+         f"{r['isolation']['during_max_ms']:.1f} ms max, {r['isolation']['during_p99_ms']:.2f} ms p99, "
+         f"{r['isolation']['during_median_us']:.0f} us median",
+         f"{ratios['isolation_median_vs_idle']:.2f}x the idle median over {r['isolation']['held_s']:.1f} s, "
+         f"idle max {r['isolation']['idle_max_ms']:.1f} ms (target: max <= 10 ms, median <= 1.1x)"),
         ("start-up: ActorSystem(workers=2) -> first answer", f"{r['startup']['start_s'] * 1e3:.0f} ms",
          f"stop {r['startup']['stop_s'] * 1e3:.0f} ms"),
     ]
