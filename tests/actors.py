@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from gorilix import Actor, ActorRef, AskTimeout, GenServer, message
@@ -339,14 +340,21 @@ class Subscriber(Actor):
 
 
 class SlowCounter(Actor):
-    """A number: sleep that long, then count it; "get": the count."""
+    """A number: sleep that long, then count it; "get": the count.
 
-    def __init__(self) -> None:
+    With ``started`` (a path), the file is created as each sleep begins, so a
+    test knows the actor is inside a message and its mailbox is empty.
+    """
+
+    def __init__(self, started: str | None = None) -> None:
         self.count = 0
+        self.started = started
 
     async def receive(self, msg: Any) -> Any:
         if msg == "get":
             return self.count
+        if self.started is not None:
+            Path(self.started).touch()
         await asyncio.sleep(msg)
         self.count += 1
         return self.count

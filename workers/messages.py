@@ -7,10 +7,12 @@ like any other message and can be matched with ``isinstance``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gorilix.transport.codec import message
-from gorilix.workers.ref import ActorRef
+
+if TYPE_CHECKING:  # annotations only: refs import these messages (call, cast), not the other way
+    from gorilix.workers.ref import ActorRef
 
 
 @message

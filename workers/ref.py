@@ -17,6 +17,7 @@ from gorilix.transport import codec
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import InvalidArgument, NotRunning
 from gorilix.transport.frames import ID_MAX, NODE_NAME_MAX
+from gorilix.workers.messages import Call, Cast
 
 EXT_ACTOR_REF = codec.EXT_USER_BASE
 
@@ -139,15 +140,13 @@ class ActorRef:
 
     def call(self, request: Any, timeout: float | None = 5.0) -> Any:
         """GenServer: ``handle_call(request)`` and wait for its reply."""
-        return self.ask(_wrap_call(request), timeout)
+        return self.ask(Call(request), timeout)
 
     async def call_async(self, request: Any, timeout: float | None = 5.0) -> Any:
-        return await self.ask_async(_wrap_call(request), timeout)
+        return await self.ask_async(Call(request), timeout)
 
     def cast(self, request: Any) -> None:
         """GenServer: ``handle_cast(request)`` without waiting."""
-        from gorilix.workers.messages import Cast
-
         self.tell(Cast(request))
 
     def __eq__(self, other: object) -> bool:
@@ -164,12 +163,6 @@ class ActorRef:
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
         return f"<ActorRef{label} {self.node}/{self.id:#x}>"
-
-
-def _wrap_call(request: Any) -> Any:
-    from gorilix.workers.messages import Call  # messages import this module
-
-    return Call(request)
 
 
 def _ref_to_plain(ref: ActorRef) -> list[Any]:
