@@ -79,8 +79,8 @@ from gorilix.transport.sockets import (
     remove_stale_ipc_files,
     send_frames,
 )
-from gorilix.workers.client import EndNotice
 from gorilix.workers.messages import ClusterEvent
+from gorilix.workers.notice import EndNotice
 from gorilix.workers.pool import WorkerPool, WorkerProcess
 from gorilix.workers.ref import ActorRef
 

@@ -33,7 +33,8 @@ from gorilix.transport.describe import describe_exit
 from gorilix.transport.errors import AskTimeout, DecodeError, NodeUnreachable, NotRunning
 from gorilix.transport.routing import client_ids
 from gorilix.workers.boot import describe_program
-from gorilix.workers.client import ClientPort, EndNotice
+from gorilix.workers.client import ClientPort
+from gorilix.workers.notice import EndNotice
 
 log = logging.getLogger("gorilix.system")
 

@@ -30,13 +30,14 @@ from gorilix.transport.errors import (
 from gorilix.transport.frames import CONTROL_ID, NODE_NAME_MAX
 from gorilix.transport.routing import client_ids
 from gorilix.workers import boot
-from gorilix.workers.actor import Actor, check_topic
+from gorilix.workers.actor import Actor
 from gorilix.workers.client import ClientPort
 from gorilix.workers.ref import ActorRef, check_timeout, install_resolver
 from gorilix.workers.spec import (
     NAME_MAX,
     PERMANENT,
     RESTART_TYPES,
+    check_topic,
     check_worker,
     make_spec,
     valid_name,

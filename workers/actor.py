@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import InvalidArgument
 from gorilix.workers.ref import ActorRef
-from gorilix.workers.spec import PERMANENT, check_worker
+from gorilix.workers.spec import PERMANENT, check_topic, check_worker
 
 if TYPE_CHECKING:
     from gorilix.workers.scheduler import ActorCell
@@ -131,10 +131,3 @@ class Actor:
 def _check_ref(op: str, ref: object) -> None:
     if not isinstance(ref, ActorRef):
         raise InvalidArgument(f"{op} needs an ActorRef, got {shown(ref)}")
-
-
-def check_topic(op: str, topic: object) -> str:
-    """``topic`` as a plain str; InvalidArgument unless it is a non-empty str (5 is not the topic "5")."""
-    if isinstance(topic, str) and topic:
-        return str.__str__(topic)
-    raise InvalidArgument(f"{op}: topic={shown(topic)} must be a non-empty str")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -21,7 +20,6 @@ from gorilix.transport import codec
 from gorilix.transport.errors import (
     AskTimeout,
     DecodeError,
-    NotRunning,
     UnknownMessageType,
     error_from_wire,
 )
@@ -43,44 +41,6 @@ from gorilix.workers.ref import ActorRef
 
 #: A timeout of ``math.inf`` (``timeout=None`` at the ref) waits without a limit.
 _NO_LIMIT = float("inf")
-
-
-class EndNotice:
-    """A pipe that becomes readable, for good, once a node has ended (or can no longer be reached).
-
-    Clients of that node poll it together with their socket, so an ask or a
-    control request waiting for an answer fails at once with NotRunning
-    instead of waiting for its timeout. Whoever learns of the end first sets it.
-    """
-
-    def __init__(self, name: str, then: str = "start a new ActorSystem") -> None:
-        self.name = name
-        self.then = then  # what to do about it, for the error
-        self.reason: str | None = None  # why the loop ended: set once, before the pipe is written
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-
-    def fileno(self) -> int:
-        return self._read
-
-    def set(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-            try:
-                os.write(self._write, b"x")
-            except OSError:  # closed: nobody is waiting any more
-                pass
-
-    def error(self) -> NotRunning:
-        return NotRunning(f"node {self.name} {self.reason}; {self.then}")
-
-    def close(self) -> None:
-        """After every client is closed (they poll the read end)."""
-        for fd in (self._read, self._write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 class ClientPort:

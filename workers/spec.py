@@ -13,7 +13,7 @@ from typing import Any
 
 from gorilix.transport import codec
 from gorilix.transport.describe import shown
-from gorilix.transport.errors import SerializationError, SpawnError
+from gorilix.transport.errors import InvalidArgument, SerializationError, SpawnError
 
 PERMANENT = "permanent"  # always restarted
 TRANSIENT = "transient"  # restarted only after an abnormal exit
@@ -133,3 +133,10 @@ def resolve_class(path: str, base: type) -> type[Any]:
 def decode_args(spec: ActorSpec) -> tuple[list[Any], dict[str, Any]]:
     args, kwargs = codec.decode(spec.args)
     return args, kwargs
+
+
+def check_topic(op: str, topic: object) -> str:
+    """``topic`` as a plain str; InvalidArgument unless it is a non-empty str (5 is not the topic "5")."""
+    if isinstance(topic, str) and topic:
+        return str.__str__(topic)
+    raise InvalidArgument(f"{op}: topic={shown(topic)} must be a non-empty str")

@@ -12,8 +12,7 @@ from gorilix.transport.errors import GorilixError, InvalidArgument, SpawnError, 
 from gorilix.transport.frames import unpack_route
 from gorilix.transport.routing import client_identity, is_client_id
 from gorilix.transport.sockets import ID_SHIFT
-from gorilix.workers.actor import check_topic
-from gorilix.workers.spec import ActorSpec
+from gorilix.workers.spec import ActorSpec, check_topic
 
 if TYPE_CHECKING:
     from gorilix.node import Node
