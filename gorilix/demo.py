@@ -244,6 +244,7 @@ def run_demo(workers: int | None = None, echo: Echoer = print) -> int:
             ref.stop()
 
         demo.step(5, "node failure: SIGKILL node c; the others mark it dead")
+        remotes.pop("c").close()  # from here on, refs of c go through node a, which sees c die
         os.kill(peers["c"].pid, signal.SIGKILL)
         t0 = time.perf_counter()
         demo.wait(lambda: system.get_cluster().member(names["c"]).status.value == "dead", 30.0,

@@ -10,6 +10,8 @@ that is gone fails at once instead of waiting for its timeout.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
 import select
@@ -32,17 +34,41 @@ from gorilix.transport import codec
 from gorilix.transport.describe import describe_exit
 from gorilix.transport.errors import AskTimeout, DecodeError, NodeUnreachable, NotRunning
 from gorilix.transport.routing import client_ids
-from gorilix.workers.boot import describe_program
+from gorilix.workers.boot import describe_program, program_to_wire
 from gorilix.workers.client import ClientPort
 from gorilix.workers.notice import EndNotice
 
 log = logging.getLogger("gorilix.system")
 
-#: The node process's first lines: find gorilix where this process found it, then run the node.
+#: The node process's first lines: ignore Ctrl-C at once (the program decides when its node stops, and
+#: a KeyboardInterrupt in the node's imports would only print a traceback), take this program's import
+#: path, so the node runs the same gorilix and libraries, then run the node.
 _BOOT = (
-    "import sys; sys.path.append(sys.argv[2]); "
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "import json, sys; sys.path[:0] = json.loads(sys.argv[2]); "
     "from gorilix.node_main import main; main()"
 )
+
+
+def node_sys_path() -> list[str]:
+    """This program's import path for its node, less the script's own directory.
+
+    The node imports libraries the program may not have (cryptography, psutil):
+    a module of the user's beside the script must not stand in for one of them.
+    Where this program found gorilix stays on the path, whatever it is.
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = list(sys.path)
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    script_dir = os.path.dirname(os.path.abspath(script)) if isinstance(script, str) else None
+    if paths and paths[0] in ("", script_dir) and os.path.abspath(paths[0] or ".") != root:
+        paths = paths[1:]
+    return paths if root in paths else [root, *paths]
+
+
+#: The largest record read from the node's socket pair (more: it is not one of ours).
+MAX_RECORD = 1 << 20
 
 
 class NodeEnd:
@@ -57,6 +83,7 @@ class NodeEnd:
         self._process = process
         self._lock = threading.Lock()
         self._reason: str | None = None
+        self._reading = False
         self.failed = False
 
     def fileno(self) -> int:
@@ -70,15 +97,18 @@ class NodeEnd:
 
     @property
     def reason(self) -> str | None:
-        if self._reason is None and self._readable():  # one cheap syscall while the node runs (set once closed)
+        # One cheap syscall while the node runs. Once one thread has taken the node's last word off the
+        # socket, the socket may look empty to the others: they wait on the lock for the reason instead.
+        if self._reason is None and (self._reading or self._readable()):
             with self._lock:
                 if self._reason is None:
+                    self._reading = True
                     self._read_end()
         return self._reason
 
     def _read_end(self) -> None:
         try:
-            record = codec.decode(self._conn.recv_bytes())
+            record = codec.decode(self._conn.recv_bytes(MAX_RECORD))
         except (EOFError, OSError, DecodeError):
             record = None
         if isinstance(record, dict) and isinstance(record.get("ended"), str):
@@ -107,6 +137,23 @@ class NodeEnd:
             self._conn.close()
 
 
+def _above_stdio(fd: int) -> int:
+    """``fd`` moved to a number above 2 (close-on-exec, as before), if it is not there already."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 class NodeHandle:
     """One node process started by this process, and what its clients need: endpoint, context, end notice."""
 
@@ -115,13 +162,15 @@ class NodeHandle:
         self.configure: Callable[[zmq.Socket[bytes]], None] | None = None  # (ipc: nothing to set up)
         self.clustered = False
         mine, theirs = socket.socketpair()
-        self._conn = Connection(mine.detach())
-        child_fd = theirs.detach()
-        root = str(Path(__file__).resolve().parent.parent)
+        # Above 2: a program started with stdin, stdout or stderr closed would otherwise get the pair on
+        # 0-2, and the node's log lines would travel down it as if they were records.
+        self._conn = Connection(_above_stdio(mine.detach()))
+        child_fd = _above_stdio(theirs.detach())
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-P", "-c", _BOOT, str(child_fd), root],
+                [sys.executable, "-P", "-c", _BOOT, str(child_fd), json.dumps(node_sys_path())],
                 pass_fds=(child_fd,), stdin=subprocess.DEVNULL,
+                stderr=None if _is_open(2) else subprocess.DEVNULL,  # the node logs to the program's stderr
             )
         except BaseException:
             self._conn.close()
@@ -132,7 +181,7 @@ class NodeHandle:
         try:
             self._conn.send_bytes(codec.encode({
                 "name": name, "workers": workers, "log_level": log_level, "max_parked": max_parked,
-                "start_timeout": start_timeout, "parent": os.getpid(), "program": describe_program(),
+                "start_timeout": start_timeout, "parent": os.getpid(), "program": program_to_wire(describe_program()),
             }))
             ready = self._wait_ready(start_timeout + 5.0)  # (the node applies start_timeout to its workers)
         except BaseException:
@@ -149,7 +198,7 @@ class NodeHandle:
         while True:
             if self._conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
                 try:
-                    record = codec.decode(self._conn.recv_bytes())
+                    record = codec.decode(self._conn.recv_bytes(MAX_RECORD))
                 except (EOFError, OSError):
                     code = self.process.wait()
                     raise NotRunning(f"node {self.name}: its process ended before it was ready "
@@ -246,6 +295,7 @@ class AttachedNode:
         self.ended = EndNotice(self.name, then="connect again once it runs")
         self.failure: NotRunning | None = None
         self._closing = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()  # close() wakes the heartbeat at once
         self._watcher = threading.Thread(target=self._watch, name=f"gorilix-heartbeat-{self.name}", daemon=True)
         self._watcher.start()
 
@@ -267,13 +317,16 @@ class AttachedNode:
     def _watch(self) -> None:
         port = self._port()
         monitor = port.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        poller = zmq.Poller()
+        poller.register(monitor, zmq.POLLIN)
+        poller.register(self._wake_read, zmq.POLLIN)
         misses = 0
         try:
             while not self._closing.is_set():
-                dropped = monitor.poll(int(HEARTBEAT_EVERY * 1000))  # a drop: ask at once
+                ready = dict(poller.poll(int(HEARTBEAT_EVERY * 1000)))  # a drop: ask at once
                 if self._closing.is_set():
                     return
-                if dropped:
+                if monitor in ready:
                     monitor.recv_multipart()
                 try:
                     hello = self._hello(port, HEARTBEAT_EVERY)
@@ -307,9 +360,14 @@ class AttachedNode:
         """Nothing to do: see :meth:`request_stop`."""
 
     def close(self) -> None:
-        """Detach: stop the heartbeat, close the context; the node goes on running."""
+        """Detach: stop the heartbeat, close the context; the node goes on running. Safe twice."""
+        if self._closing.is_set():
+            return
         self._closing.set()
+        os.write(self._wake_write, b"x")
         self._watcher.join(HEARTBEAT_EVERY + 2.0)
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
         self.ended.set("was detached from")  # (a call after close fails at once)
         self.zctx.destroy(linger=0)
         self.ended.close()

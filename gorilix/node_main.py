@@ -35,6 +35,7 @@ from typing import Any
 from gorilix.transport import codec
 from gorilix.transport.errors import DecodeError, NotRunning
 from gorilix.transport.sockets import ipc_endpoint, remove_stale_ipc_files
+from gorilix.workers.boot import program_from_wire
 from gorilix.workers.pool import WorkerPool
 
 log = logging.getLogger("gorilix.node")
@@ -63,13 +64,13 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
     parent = int(start["parent"])
     logging.basicConfig(
         level=int(start["log_level"]), stream=sys.stderr,
-        format=f"%(asctime)s node {name} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s node {name.replace('%', '%%')} %(levelname)s %(name)s: %(message)s",
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the program decides
     # The workers boot while the node's own modules load; ZeroMQ connects them once the router binds.
     remove_stale_ipc_files()
     pool = WorkerPool(name, ipc_endpoint(name), int(start["workers"]), log_level=int(start["log_level"]),
-                      program=start["program"])
+                      program=program_from_wire(start["program"]))
     try:
         pool.start_all()
         from gorilix.node import Node  # (after the workers started: see above)

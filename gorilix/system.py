@@ -61,21 +61,18 @@ def default_worker_count() -> int:
 def _resolve(ref: ActorRef) -> ClientPort:
     """The port a ref outside any actor sends through.
 
-    The system of the ref's own node if this program started it; else a
-    clustered node of this program, which knows the ref's node is down when
-    it is (NodeDown, monitors); else a system attached to the ref's node;
-    else any, whose node routes on.
+    A system of the ref's own node (the one this program started, else its
+    first attachment to it); else a clustered node of this program, which
+    routes on to its peers; else any.
     """
     systems = _systems.get(ref.node)
-    if systems and not systems[0]._attached:
+    if systems:
         return systems[0]._client()
     with _systems_lock:
         running = [system for group in _systems.values() for system in group]
     clustered = [system for system in running if not system._attached and system._cluster is not None]
     if clustered:
         return clustered[-1]._client()
-    if systems:
-        return systems[-1]._client()
     if not running:
         raise NotRunning(f"cannot message {ref}: no ActorSystem is running in this process")
     return running[-1]._client()
@@ -164,7 +161,7 @@ class ActorSystem:
 
     def __init__(
         self, name: str = "gorilix", workers: int | None = None, *,
-        log_level: int = logging.WARNING, start_timeout: float = 60.0,
+        log_level: int | str = logging.WARNING, start_timeout: float = 60.0,
         max_parked: int = 10_000,
     ) -> None:
         if type(name) is not str or not 0 < len(name) <= NODE_NAME_MAX:
@@ -182,6 +179,7 @@ class ActorSystem:
             raise InvalidArgument(
                 f"max_parked={shown(max_parked)}: need a positive int (messages held per restarting actor)"
             )
+        log_level = _check_log_level(log_level)
         if boot.IN_WORKER:
             raise GorilixError(
                 "an ActorSystem cannot start inside a worker process: workers import your program to find "
@@ -220,6 +218,7 @@ class ActorSystem:
         system = cls.__new__(cls)
         try:
             system._attached = True
+            system._node = node
             system._claim_name(node.name, attached=True)
         except BaseException:
             node.close()
@@ -235,6 +234,11 @@ class ActorSystem:
         with _systems_lock:
             group = _systems.get(name, [])
             if attached:
+                others = {system._node.pid for system in group}
+                if others and self._node.pid not in others:  # refs carry only a node's name
+                    raise GorilixError(
+                        f"this program already talks to another node named {name!r} (pid {others.pop()}); "
+                        "refs name their node, so the nodes a program talks to need distinct names")
                 _systems[name] = [*group, self]
                 return
             if any(not system._attached for system in group):
@@ -258,6 +262,7 @@ class ActorSystem:
         self._clients_lock = threading.Lock()
         self._client_ids = client_ids()  # the node attaches a client only in their range (next() is thread-safe)
         self._stopped = False
+        self._forked = False  # this process is a fork of the one that made the system
         self._provider: Any = None
         self._cluster: Cluster | None = None
         install_resolver(_resolve)
@@ -267,7 +272,7 @@ class ActorSystem:
 
     def _client(self) -> ClientPort:
         if self._stopped:
-            raise NotRunning(f"ActorSystem {self.name!r} is stopped")
+            raise NotRunning(self._stopped_message())
         if self._node.ended.reason is not None:  # the node process ended by itself: it failed, or was told to stop
             raise self._node.ended.error()
         client = getattr(self._local, "client", None)
@@ -283,13 +288,19 @@ class ActorSystem:
     def _new_port(self) -> ClientPort:
         """A client of this node for the calling thread to own and close (not one of the per-thread ports)."""
         if self._stopped or self._node.ended.reason is not None:
-            raise NotRunning(f"ActorSystem {self.name!r} is stopped")
+            raise NotRunning(self._stopped_message())
         return ClientPort(self._node.zctx, self._node.endpoint, self.name, next(self._client_ids),
                           self._node.configure, ended=self._node.ended)
 
+    def _stopped_message(self) -> str:
+        if self._forked:
+            return (f"ActorSystem {self.name!r} belongs to the process that made it; this process is a fork "
+                    "of it: start or connect a system of its own")
+        return f"ActorSystem {self.name!r} is stopped"
+
     def _control(self, op: str, *args: Any, timeout: float = 10.0) -> Any:
         if self._stopped:
-            raise NotRunning(f"ActorSystem {self.name!r} is stopped")
+            raise NotRunning(self._stopped_message())
         return self._client().control(op, *args, timeout=timeout)
 
     def __enter__(self) -> ActorSystem:
@@ -572,6 +583,8 @@ class ActorSystem:
         if self._cluster is not None:
             self._cluster.close()  # its event thread only: the node stays in the cluster
             self._cluster = None
+        if isinstance(self._node, AttachedNode):  # first: calls waiting now fail with this
+            self._node.ended.set("was detached from by this program")
         self._close_clients()
 
     def _close_clients(self) -> None:
@@ -590,6 +603,17 @@ def _check_name(op: str, name: object) -> None:
         )
 
 
+def _check_log_level(level: object) -> int:
+    """A logging level as the node and its workers take it: an int, or a name such as "INFO"."""
+    if type(level) is int:
+        return level
+    if isinstance(level, str):
+        number = logging.getLevelNamesMapping().get(level.upper())
+        if number is not None:
+            return number
+    raise InvalidArgument(f"log_level={shown(level)}: need a logging level such as logging.INFO or \"INFO\"")
+
+
 def _thread_timeout(limit: float) -> float:
     """A checked timeout for threading's waits, which take no inf (no limit: their longest wait)."""
     return min(limit, threading.TIMEOUT_MAX)
@@ -597,5 +621,22 @@ def _thread_timeout(limit: float) -> float:
 
 def _stop_at_exit(ref: weakref.ref[ActorSystem]) -> None:
     system = ref()
-    if system is not None:
+    if system is not None and not system._forked:  # a forked child's exit must not stop its parent's node
         system.stop()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child inherits its parent's systems, sockets and atexit hooks, and owns none of them.
+
+    Each is marked stopped without touching its sockets (they are the
+    parent's): a call says so, and the child's exit stops nothing.
+    """
+    with _systems_lock:
+        systems = [system for group in _systems.values() for system in group]
+        _systems.clear()
+    for system in systems:
+        system._forked = True
+        system._stopped = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

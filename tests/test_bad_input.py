@@ -526,7 +526,8 @@ def test_cluster_config_accepts_the_longest_node_name() -> None:
     assert ClusterConfig(node_name="\u00e9" * 255).node_name == "\u00e9" * 255
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, True, 10**400, "1"], ids=["nan", "inf", "bool", "huge", "str"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, True, 10**400, "1", 1e-300, 0.001],
+                         ids=["nan", "inf", "bool", "huge", "str", "tiny", "under the floor"])
 @pytest.mark.parametrize("field", ["push_interval", "probe_interval", "join_timeout", "reconnect_interval"])
 def test_cluster_config_refuses_a_bad_interval(field: str, value: Any) -> None:
     with pytest.raises(ClusterError, match=f"ClusterConfig.{field}=.* need a finite number of seconds > 0"):

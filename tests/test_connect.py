@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from conftest import process_running, wait_for
 
-from gorilix import ActorSystem, GorilixError, InvalidArgument, NodeUnreachable, NotRunning
+from gorilix import (
+    ActorSystem,
+    ClusterError,
+    GorilixError,
+    InvalidArgument,
+    NodeUnreachable,
+    NotRunning,
+)
 from gorilix.cluster import bridge
 from gorilix.launcher import NodeProcess, free_port
 from gorilix.remote import RemoteNode
@@ -157,3 +164,33 @@ def test_an_attached_program_learns_at_once_that_its_node_died(gorilix_node: Cal
     finally:
         system.close()
     wait_for(lambda: not process_running(node.pid), 5, "the node gone")
+
+
+def test_refs_of_an_attached_node_go_to_it_even_beside_a_clustered_node_of_ours(
+        make_system: Callable[..., ActorSystem], gorilix_node: Callable[..., NodeProcess]) -> None:
+    # (make_system first: it is torn down last, once the gorilix node is reaped, and checks none is left)
+    # With a clustered node of its own, a program sent refs of every other node through it, also
+    # those of a node outside its cluster that it had attached to: "node not found".
+    owner = make_system(1)
+    owner.set_cluster_provider(bridge.ClusterProvider())
+    owner.enable_clustering(ClusterConfig(node_name=owner.name, bind_port=free_port()))
+    outside = gorilix_node()
+    with ActorSystem.connect(outside.address) as attached:
+        ref = attached.spawn(ECHO)
+        assert ref.ask("direct") == "direct"
+        with pytest.raises(ClusterError, match="leaves the cluster from its own program"):
+            attached.leave_cluster()  # it would close the port this program reaches the node by
+        assert ref.ask("still attached") == "still attached"
+
+
+def test_two_nodes_of_one_name_cannot_share_a_program(gorilix_node: Callable[..., NodeProcess]) -> None:
+    # Refs name only their node: with two attached nodes of one name, refs of one went to the other.
+    first = gorilix_node()
+    twin = NodeProcess(first.name, free_port(), workers=1)
+    try:
+        twin.wait_ready(30.0)
+        with ActorSystem.connect(first.address):
+            with pytest.raises(GorilixError, match="another node named"):
+                ActorSystem.connect(twin.address)
+    finally:
+        twin.reap()

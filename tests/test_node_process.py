@@ -21,10 +21,12 @@ import pytest
 from actors import Echo
 from conftest import process_running, wait_for
 
-from gorilix import Actor, ActorSystem, NotRunning
+import gorilix
+from gorilix import Actor, ActorSystem, InvalidArgument, NotRunning
 from gorilix.bench import hold_the_gil
 from gorilix.cluster import bridge
 from gorilix.launcher import free_port
+from gorilix.node_handle import node_sys_path
 from gorilix.system import ClusterConfig
 
 
@@ -232,3 +234,164 @@ def test_a_clustered_program_holding_its_gil_for_30_s_is_never_suspected(tmp_pat
     seen = [status for name, status in events if name == "busy"]
     assert "suspect" not in seen and "dead" not in seen, seen
     assert seen[-1] == "left", seen
+
+
+def run_script(tmp_path: Path, source: str, *args: str, shell_prefix: str = "") -> subprocess.CompletedProcess[str]:
+    script = tmp_path / f"script_{uuid.uuid4().hex[:6]}.py"
+    script.write_text(textwrap.dedent(source))
+    if shell_prefix:
+        command = f"{shell_prefix} {sys.executable} {script} " + " ".join(args)
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=90,
+                          cwd=tmp_path)
+
+
+def test_a_forked_child_that_exits_stops_nothing_of_its_parent(tmp_path: Path) -> None:
+    # The child inherited the system's atexit hook: its normal exit stopped the parent's node, or
+    # spun in stop() on the parent's sockets for good.
+    result = run_script(tmp_path, """
+        import os, sys
+        from gorilix import ActorSystem, NotRunning
+        from gorilix.bench_actors import Echo
+
+        if __name__ == "__main__":
+            system = ActorSystem("forks", workers=1)
+            ref = system.spawn(Echo)
+            assert ref.ask(1) == 1
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    system.workers()
+                    print("child: usable", flush=True)
+                except NotRunning as exc:
+                    print("child:", exc, flush=True)
+                sys.exit(0)  # a normal exit: atexit hooks run
+            os.waitpid(pid, 0)
+            print("parent:", ref.ask(2), flush=True)
+            system.stop()
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "this process is a fork of it" in result.stdout
+    assert "parent: 2" in result.stdout
+
+
+def test_asks_waiting_when_the_system_stops_fail_with_not_running(make_system: Callable[..., ActorSystem]) -> None:
+    # An ask_async waiting on its event loop when another thread called stop() waited for good
+    # (timeout=None), or ended in AskTimeout; the loop also printed an OSError from a closed fd.
+    system = make_system(1)
+    sleeper = system.spawn(Echo)  # any actor: the asks below go to one that never answers
+    hog = system.spawn("gorilix.bench_actors:CpuWorker", worker=0)
+    hog.tell(10**12)  # worker 0 busy for good: asks to it wait
+    outcomes: list[BaseException | None] = []
+
+    def waiting_loop() -> None:
+        async def main() -> None:
+            try:
+                await hog.ask_async("never", timeout=None)
+                outcomes.append(None)
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                outcomes.append(exc)
+        asyncio.run(main())
+
+    def waiting_thread() -> None:
+        try:
+            hog.ask("never", timeout=None)
+            outcomes.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=waiting_loop, daemon=True), threading.Thread(target=waiting_thread, daemon=True)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # both asks sent and waiting
+    assert sleeper  # (the system is up)
+    system.stop(timeout=5.0)
+    for thread in threads:
+        thread.join(10.0)
+    assert len(outcomes) == 2 and all(isinstance(o, NotRunning) for o in outcomes), outcomes
+
+
+def test_many_waiters_all_learn_why_the_node_died(make_system: Callable[..., ActorSystem]) -> None:
+    # Threads that checked the end notice while another was reading the node's last word got
+    # "node X None" (a reason not yet set), and asyncio waiters were left to their timeouts.
+    system = make_system(1)
+    hog = system.spawn("gorilix.bench_actors:CpuWorker")
+    hog.tell(10**12)
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            hog.ask("never", timeout=30.0)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait, daemon=True) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    os.kill(system._node.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(15.0)
+    assert len(errors) == 40
+    assert all(isinstance(e, NotRunning) and "signal SIGKILL" in str(e) for e in errors), {str(e) for e in errors}
+
+
+def test_a_program_with_its_standard_streams_closed_runs(tmp_path: Path) -> None:
+    # The socket pair took descriptors 1 and 2: the node's first log line (a worker death) went down
+    # it as a record, and the program hung for good reading it.
+    done = tmp_path / "done"
+    result = run_script(tmp_path, """
+        import signal, sys
+        from gorilix import ActorSystem
+        from gorilix.bench_actors import Echo
+
+        if __name__ == "__main__":
+            with ActorSystem("closed-stdio", workers=1) as system:
+                ref = system.spawn(Echo)
+                system.kill_worker(0, signal.SIGKILL)  # the node logs a warning
+                assert ref.ask("after", timeout=30.0) == "after"
+            open(sys.argv[1], "w").write("ok")
+    """, str(done), shell_prefix="exec <&- >&- 2>&-;")
+    assert result.returncode == 0
+    assert done.read_text() == "ok"
+
+
+def test_paths_and_arguments_that_are_not_utf8_and_odd_names_and_level_names(tmp_path: Path) -> None:
+    # A non-UTF-8 argument stopped the start (msgpack refused the lone surrogate); a "%" in the name
+    # broke every log line of the node; log_level="INFO" crashed it with a raw ValueError.
+    script = tmp_path / "odd.py"
+    script.write_text(textwrap.dedent("""
+        import signal, sys
+        from gorilix import ActorSystem
+        from gorilix.bench_actors import Echo
+
+        if __name__ == "__main__":
+            assert sys.argv[1] == "caf\\udce9.txt", ascii(sys.argv[1])
+            with ActorSystem("odd-%(name)s", workers=1, log_level="INFO") as system:
+                ref = system.spawn(Echo)
+                system.kill_worker(0, signal.SIGKILL)  # the node logs a warning
+                assert ref.ask("ok", timeout=30.0) == "ok"
+            print("done", flush=True)
+    """))
+    result = subprocess.run([sys.executable, str(script), b"caf\xe9.txt"], capture_output=True, text=True,
+                            timeout=90, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "done" in result.stdout
+    assert "Logging error" not in result.stderr
+    assert "node odd-%(name)s WARNING gorilix.node: worker 0" in result.stderr
+
+
+def test_a_log_level_that_is_no_level_is_refused(make_system: Callable[..., ActorSystem]) -> None:
+    for level in ("LOUD", 2.5, None):
+        with pytest.raises(InvalidArgument, match="log_level="):
+            ActorSystem(f"bad-level-{uuid.uuid4().hex[:4]}", workers=1, log_level=level)  # type: ignore[arg-type]
+
+
+def test_the_node_gets_the_programs_import_path_without_the_script_directory(monkeypatch: pytest.MonkeyPatch,
+                                                                                tmp_path: Path) -> None:
+    root = str(Path(gorilix.__file__).resolve().parent.parent)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), "/somewhere/else", root])
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", str(tmp_path / "prog.py"), raising=False)
+    assert node_sys_path() == ["/somewhere/else", root]  # the script's directory is dropped
+    monkeypatch.setattr(sys, "path", ["", "/somewhere/else"])
+    assert node_sys_path()[0] == root  # where this program found gorilix is always there

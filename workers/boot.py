@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing.spawn
+import os
 import signal
 from typing import Any
 
@@ -26,6 +27,32 @@ def describe_program() -> dict[str, Any]:
     """This process's program, for workers started elsewhere (by the node process) to import as it does."""
     data = multiprocessing.spawn.get_preparation_data("gorilix-worker")
     return {key: data[key] for key in PROGRAM_KEYS if key in data}
+
+
+def program_to_wire(program: dict[str, Any]) -> dict[str, Any]:
+    """The program's description for msgpack: paths and arguments as bytes (os.fsencode).
+
+    A path or an argument need not be valid UTF-8 (Python keeps such bytes as
+    lone surrogates, which msgpack refuses); bytes carry them as they are.
+    """
+    def encode(value: Any) -> Any:
+        if isinstance(value, str):
+            return os.fsencode(value)
+        if isinstance(value, list):
+            return [encode(item) for item in value]
+        return value
+    return {key: encode(value) for key, value in program.items()}
+
+
+def program_from_wire(data: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`program_to_wire`."""
+    def decode(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return os.fsdecode(value)
+        if isinstance(value, list):
+            return [decode(item) for item in value]
+        return value
+    return {key: decode(value) for key, value in data.items()}
 
 
 def worker_main(config: WorkerConfig) -> None:

@@ -20,6 +20,7 @@ from gorilix.transport import codec
 from gorilix.transport.errors import (
     AskTimeout,
     DecodeError,
+    NotRunning,
     UnknownMessageType,
     error_from_wire,
 )
@@ -200,7 +201,12 @@ class ClientPort:
         while True:
             remaining = deadline - time.monotonic()
             wait_ms = None if remaining == _NO_LIMIT else max(1, int(remaining * 1000))  # None: no limit
-            ready = self._poller.poll(wait_ms) if remaining > 0 else []
+            try:
+                ready = self._poller.poll(wait_ms) if remaining > 0 else []
+            except zmq.ZMQError:  # the socket was closed under us: the system stopped meanwhile
+                if self._ended is not None and self._ended.reason is not None:
+                    raise self._ended.error() from None
+                raise NotRunning("the system was stopped while this call waited") from None
             if not ready:
                 return None
             if self._ended is not None and all(item is not self.sock for item, _ in ready):
@@ -299,14 +305,18 @@ class AsyncAsker:
         # As ClientPort does: when the local node's loop ends, asks waiting here fail at once.
         self._ended = ended
         self._watching = ended is not None
+        self._ended_fd = -1
         if ended is not None:
-            self.loop.add_reader(ended.fileno(), self._node_ended)
+            self._ended_fd = ended.fileno()  # (kept: the notice may be closed before the loop unwatches it)
+            self.loop.add_reader(self._ended_fd, self._node_ended)
 
     def _node_ended(self) -> None:
         self._unwatch()
         if self._ended is None or self._ended.reason is None:  # (the fd was not the notice's any more)
             return
-        error = self._ended.error()
+        self._fail_waiting(self._ended.error())
+
+    def _fail_waiting(self, error: BaseException) -> None:
         for future in list(self._waiting.values()):
             if not future.done():
                 future.set_exception(error)
@@ -314,7 +324,7 @@ class AsyncAsker:
     def _unwatch(self) -> None:
         if self._watching:
             self._watching = False
-            self.loop.remove_reader(self._ended.fileno())
+            self.loop.remove_reader(self._ended_fd)
 
     def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
         # Queued at once (a future we need not await): internal sockets have no high-water mark.
@@ -352,11 +362,22 @@ class AsyncAsker:
     def usable(self) -> bool:
         return not self.loop.is_closed() and not self._reader.done()
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
+        """Fail the asks still waiting here (with ``error``, or NotRunning), then close; from any thread."""
+        if error is None:
+            reason = self._ended.reason if self._ended is not None else None
+            error = self._ended.error() if reason is not None else NotRunning(
+                "the system was stopped while this ask waited")
         if not self.loop.is_closed() and not self._reader.done():
             try:
-                self.loop.call_soon_threadsafe(self._reader.cancel)
-                self.loop.call_soon_threadsafe(self._unwatch)
+                self.loop.call_soon_threadsafe(self._close_on_loop, error)
+                return
             except RuntimeError:  # the loop closed meanwhile
                 pass
+        self.sock.close(linger=0)
+
+    def _close_on_loop(self, error: BaseException) -> None:
+        self._unwatch()
+        self._fail_waiting(error)
+        self._reader.cancel()
         self.sock.close(linger=0)

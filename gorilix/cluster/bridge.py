@@ -87,6 +87,11 @@ class Cluster:
 
     def leave(self, timeout: float | None = None) -> None:
         """Announce a graceful leave, let it spread, then stop gossiping (bounded in time); safe twice."""
+        if self.system._attached:
+            raise ClusterError(
+                f"node {self.system.name} leaves the cluster from its own program (or `gorilix node`, on "
+                "SIGTERM): a leave closes the TCP port this program reaches it by"
+            )
         limit = self.config.leave_timeout if timeout is None else timeout
         with self._lock:
             if self._left:

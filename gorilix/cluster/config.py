@@ -46,6 +46,8 @@ def _port(text: str, whole: str, what: str) -> int:
     return port
 
 
+#: The shortest interval or timeout a ClusterConfig accepts, in seconds.
+MIN_SECONDS = 0.01
 #: The shortest secret a cluster accepts, in bytes.
 MIN_SECRET_BYTES = 16
 
@@ -142,9 +144,11 @@ class ClusterConfig:
                      "join_timeout", "leave_timeout", "reconnect_interval"):
             value = getattr(self, name)
             number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not number or not 0 < _float(value) < math.inf:  # (nan is refused too)
+            if not number or not MIN_SECONDS <= _float(value) < math.inf:  # (nan is refused too)
+                # A gossip thread told to run every 1e-300 s would spin and starve its node.
                 raise ClusterError(
-                    f"ClusterConfig.{name}={shown(value)}: need a finite number of seconds > 0"
+                    f"ClusterConfig.{name}={shown(value)}: need a finite number of seconds > 0, "
+                    f"at least {MIN_SECONDS:g}"
                 )
         if self.probe_timeout >= self.probe_interval:
             raise ClusterError(
