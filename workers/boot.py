@@ -35,24 +35,19 @@ def program_to_wire(program: dict[str, Any]) -> dict[str, Any]:
     A path or an argument need not be valid UTF-8 (Python keeps such bytes as
     lone surrogates, which msgpack refuses); bytes carry them as they are.
     """
-    def encode(value: Any) -> Any:
-        if isinstance(value, str):
-            return os.fsencode(value)
-        if isinstance(value, list):
-            return [encode(item) for item in value]
-        return value
-    return {key: encode(value) for key, value in program.items()}
+    return {key: _each(value, str, os.fsencode) for key, value in program.items()}
 
 
 def program_from_wire(data: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`program_to_wire`."""
-    def decode(value: Any) -> Any:
-        if isinstance(value, bytes):
-            return os.fsdecode(value)
-        if isinstance(value, list):
-            return [decode(item) for item in value]
-        return value
-    return {key: decode(value) for key, value in data.items()}
+    return {key: _each(value, bytes, os.fsdecode) for key, value in data.items()}
+
+
+def _each(value: Any, kind: type, convert: Any) -> Any:
+    """``convert`` applied to ``value``, or to each item of it, where it is a ``kind``."""
+    if isinstance(value, list):
+        return [_each(item, kind, convert) for item in value]
+    return convert(value) if isinstance(value, kind) else value
 
 
 def worker_main(config: WorkerConfig) -> None:
