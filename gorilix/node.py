@@ -1,11 +1,12 @@
-"""The node: one thread that owns the router, the registry and the worker pool.
+"""The node loop: one thread of the node process that owns the router, the registry and the worker pool.
 
 It is a plain poll loop over the ROUTER socket and the workers' process
 sentinels, not an asyncio loop: forwarding is the hot path of every
 cross-worker message, and a bare ``zmq.Poller`` loop costs a fraction of an
 asyncio turn per message. It reads only the route frame of a message it
-forwards; payloads pass through untouched. It never runs user code, so user
-code cannot block it.
+forwards; payloads pass through untouched. It runs in a process of its own
+(:mod:`gorilix.node_main`) that runs no user code, so user code cannot block
+it, not even through the GIL.
 
 No input ends the loop: a message, a membership event or a timer that raises
 is dropped, counted (``malformed``) and logged with its traceback (it is a
@@ -170,11 +171,11 @@ class Node:
         #: Peers declared dead or gone, and why: a message to them fails with NodeDown, not "not found".
         self._gone_nodes: dict[str, str] = {}
         self._repair_armed = False
-        self.cluster_keys: ClusterKeys | None = None  # set by the system before enable_cluster
+        self.cluster_keys: ClusterKeys | None = None  # set by enable_cluster, from the config's secret
         self._events: zmq.Socket[bytes] | None = None
-        #: Set by the cluster provider: the member table as plain dicts (thread-safe).
+        #: Set by enable_cluster: the member table as plain dicts (thread-safe).
         self.members_view: Any = None
-        #: Set by the cluster provider: members its gossip engine dropped for unusable metadata.
+        #: Set by enable_cluster: members its gossip engine dropped for unusable metadata.
         self.gossip_bad_meta: Callable[[], int] | None = None
         self._bad_meta = 0  # membership events whose metadata the node could not use (the engine should have)
         self._recoveries: list[dict[str, Any]] = []  # kill-and-wait requests
