@@ -258,7 +258,7 @@ class ActorSystem:
         self._node = node
         self._attached = attached  # connect(): stop() and close() detach, the node goes on
         self._local = threading.local()
-        self._clients: list[ClientPort] = []
+        self._clients: list[tuple[threading.Thread, ClientPort]] = []  # each thread's port, with its thread
         self._clients_lock = threading.Lock()
         self._client_ids = client_ids()  # the node attaches a client only in their range (next() is thread-safe)
         self._stopped = False
@@ -277,13 +277,29 @@ class ActorSystem:
             raise self._node.ended.error()
         client = getattr(self._local, "client", None)
         if client is None:
+            self._detach_ended_threads()
             # A call waiting on this port fails at once when the node loop ends (ended).
             client = ClientPort(self._node.zctx, self._node.endpoint, self.name, next(self._client_ids),
                                 self._node.configure, new_id=self._client_ids.__next__, ended=self._node.ended)
             self._local.client = client
             with self._clients_lock:
-                self._clients.append(client)
+                self._clients.append((threading.current_thread(), client))
         return client
+
+    def _detach_ended_threads(self) -> None:
+        """Close the ports of threads that have ended, and tell the node to forget their routes.
+
+        Done as each new thread makes its port, so a program that starts a
+        thread per request holds about as many sockets as it has live threads.
+        A port whose thread has ended is used by no one: any thread may close it.
+        """
+        with self._clients_lock:
+            ended = [client for thread, client in self._clients if not thread.is_alive()]
+            if not ended:
+                return
+            self._clients = [(thread, client) for thread, client in self._clients if thread.is_alive()]
+        for client in ended:
+            client.detach()
 
     def _new_port(self) -> ClientPort:
         """A client of this node for the calling thread to own and close (not one of the per-thread ports)."""
@@ -589,7 +605,7 @@ class ActorSystem:
 
     def _close_clients(self) -> None:
         with self._clients_lock:
-            for client in self._clients:
+            for _, client in self._clients:
                 client.close()
             self._clients.clear()
         self._node.close()

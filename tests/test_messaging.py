@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import psutil
 import pytest
 from actors import (
     Counter,
@@ -239,3 +240,25 @@ def test_ask_async_from_asyncio_code_runs_asks_concurrently(system: ActorSystem)
     # All twelve were handled at once: each began before any had finished.
     assert max(started) - min(started) < 1.0
     assert asyncio.run(main())  # a second event loop gets a socket of its own
+
+
+def test_a_thread_per_request_holds_no_socket_once_its_thread_ends(system: ActorSystem) -> None:
+    # Each thread's port was kept until stop(): after about 1,020 threads every new thread's ask
+    # failed with "Too many open files", and the node kept every route.
+    echo = system.spawn(Echo)
+    me = psutil.Process()
+
+    def one_request(i: int) -> None:
+        assert echo.ask(i) == i
+
+    def run(count: int) -> None:
+        for i in range(count):
+            thread = threading.Thread(target=one_request, args=(i,))
+            thread.start()
+            thread.join()
+
+    run(20)  # warm: ZeroMQ's own descriptors are open
+    before = me.num_fds()
+    run(300)
+    assert me.num_fds() - before < 30  # about one live thread's worth, not 300 threads' worth
+    assert len(system._clients) <= 2  # this thread's port, and the last request's

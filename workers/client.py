@@ -40,6 +40,8 @@ from gorilix.transport.frames import (
 from gorilix.transport.sockets import configure_internal, recv_frames, send_frames
 from gorilix.workers.ref import ActorRef
 
+#: Milliseconds a detaching client's socket may take to deliver its last word to the node.
+DETACH_LINGER = 200
 #: A timeout of ``math.inf`` (``timeout=None`` at the ref) waits without a limit.
 _NO_LIMIT = float("inf")
 
@@ -79,11 +81,19 @@ class ClientPort:
         self.sock.connect(endpoint)
         self._send(node_name, CONTROL_ID, TELL, 0, codec.encode(["attach_client", client_id]))
 
-    def close(self) -> None:
+    def close(self, linger: int = 0) -> None:
         for asker in self._askers:
             asker.close()
         self._askers.clear()
-        self.sock.close(linger=0)
+        self.sock.close(linger=linger)
+
+    def detach(self) -> None:
+        """Tell the node to forget this client's route, then close (the node goes on)."""
+        try:
+            self._send(self.node, CONTROL_ID, TELL, 0, codec.encode(["detach_client", self.id]))
+        except zmq.ZMQError:
+            pass  # (closed already, or the node is gone: nothing to forget)
+        self.close(linger=DETACH_LINGER)
 
     def _send(self, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes) -> None:
         send_frames(self.sock, client_frames(self.node, self.id, dst_node, dst_id, kind, corr, payload))
