@@ -85,6 +85,9 @@ def test_a_peer_restarted_before_it_knows_us_is_linked_again() -> None:
         a.send("b", [b"first"])
         wait_for(lambda: a.repair() == [] and a.peers["b"].ready and _received(b), 5, "a healthy link")
         b.close()  # b dies; a new b comes up on the same address, not knowing a yet
+        # Ending b's context waits until its listener is gone: ZeroMQ closes sockets in its I/O
+        # thread, and a bind at once could still find the port in use.
+        contexts[1].destroy(linger=0)
         restarted = PeerLinks("b", contexts[2], b.endpoint, keys)
         wait_for(lambda: (a.repair(), not a.peers["b"].ready)[1], 10, "the reconnection refused")
         assert a.send("b", [b"kept"]) is True
