@@ -316,7 +316,8 @@ def test_many_waiters_all_learn_why_the_node_died(make_system: Callable[..., Act
     # "node X None" (a reason not yet set), and asyncio waiters were left to their timeouts.
     system = make_system(1)
     hog = system.spawn("gorilix.bench_actors:CpuWorker")
-    hog.tell(10**12)
+    hog.tell(10**12)  # holds its worker's loop: the worker cannot watch its node from there
+    [worker] = [w.pid for w in system.workers()]
     errors: list[BaseException] = []
 
     def wait() -> None:
@@ -334,6 +335,8 @@ def test_many_waiters_all_learn_why_the_node_died(make_system: Callable[..., Act
         thread.join(15.0)
     assert len(errors) == 40
     assert all(isinstance(e, NotRunning) and "signal SIGKILL" in str(e) for e in errors), {str(e) for e in errors}
+    # The busy worker was left spinning as an orphan for good; the kernel now kills it with its node.
+    wait_for(lambda: not process_running(worker), 5, "the busy worker gone with its node")
 
 
 def test_a_program_with_its_standard_streams_closed_runs(tmp_path: Path) -> None:

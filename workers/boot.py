@@ -7,6 +7,7 @@ worker alone, while the node process goes on loading itself.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing.spawn
 import os
@@ -27,6 +28,29 @@ def describe_program() -> dict[str, Any]:
     """This process's program, for workers started elsewhere (by the node process) to import as it does."""
     data = multiprocessing.spawn.get_preparation_data("gorilix-worker")
     return {key: data[key] for key in PROGRAM_KEYS if key in data}
+
+
+#: prctl(2) option: the signal this process gets when the thread that started it ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_node() -> None:
+    """Linux: have the kernel kill this worker when its node process dies.
+
+    The worker also watches its node from its event loop, but an actor that
+    holds the loop (a long synchronous call) would keep an orphan alive,
+    spinning, after a SIGKILL of the node. Elsewhere the loop's watch is all
+    there is.
+    """
+    parent = multiprocessing.parent_process()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # not Linux
+        return
+    if parent is not None and os.getppid() != parent.pid:  # it died before the line above
+        os._exit(1)
 
 
 def program_to_wire(program: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +78,7 @@ def worker_main(config: WorkerConfig) -> None:
     """Process entry point (must stay importable for the spawn start method)."""
     global IN_WORKER
     IN_WORKER = True  # first: importing the program below must not start an ActorSystem here
+    _die_with_the_node()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
     if config.program:  # before any actor class is looked up: __main__ is the user's script, as in it
         multiprocessing.spawn.prepare(config.program)
