@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 
 Frames = list[bytes]
 
+#: Actor ids are ``prefix << ID_SHIFT | counter``: the node hands each worker
+#: incarnation its own prefix, so workers create ids without asking anyone.
+ID_SHIFT = 40
+
 #: Client ids are in [CLIENT_ID_MIN, CLIENT_ID_END); no actor id is.
 CLIENT_ID_MIN = 1 << 62
 CLIENT_ID_END = 1 << 63

@@ -1,4 +1,4 @@
-"""Socket set-up shared by every endpoint, and the address space of ids."""
+"""Socket set-up shared by every endpoint."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from typing import Any, cast
 import zmq
 from zmq.backend import Socket as _CSocket
 
-#: Actor ids are ``prefix << ID_SHIFT | counter``: the node hands each worker
-#: incarnation its own prefix, so workers create ids without asking anyone.
-ID_SHIFT = 40
+from gorilix.transport.routing import ID_SHIFT as ID_SHIFT  # (with the other id ranges; re-exported)
 
 
 def configure_internal(sock: zmq.Socket[Any]) -> None:
