@@ -1,17 +1,19 @@
 """What follows an actor's exit: supervisors decide, monitors and links fire.
 
-The node reports every exit here (a crash, a stop, a worker death) and this
-class carries out the supervisors' decisions through the node: restart a
-cell in place, re-create an actor on a live worker, or forget it. It runs on
-the node thread only.
+The node's core reports every exit here (a crash, a stop, a worker death)
+and this class carries out the supervisors' decisions through the core:
+restart a cell in place, re-create an actor on a live worker, or forget it.
+Part of the core's state machine: no sockets, no clock of its own.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from gorilix.registry import ActorRecord
+from gorilix.registry import ActorRecord, Registry
 from gorilix.supervision import (
     ROOT_STRATEGY,
     Child,
@@ -27,17 +29,34 @@ from gorilix.workers.messages import Down
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.spec import PERMANENT
 
-if TYPE_CHECKING:
-    from gorilix.node import Node
-
 log = logging.getLogger("gorilix.supervisor")
 
 Exit = tuple[ActorRecord, str, bool]  # record, reason, abnormal
 
 
+class LifecycleOwner(Protocol):
+    """What the lifecycle needs of the node's core (:class:`gorilix.node_core.NodeCore`): its book and its sends."""
+
+    name: str
+    registry: Registry
+    rng: random.Random
+
+    def now(self) -> float: ...
+    def allocate_id(self) -> int: ...
+    def schedule(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
+    def tell(self, dst_id: int, value: Any) -> None: ...
+    def exit_signal(self, actor_id: int, source: ActorRef, reason: str) -> None: ...
+    def send_node(self, node: str, op: list[Any]) -> None: ...
+    def linked(self, node: str) -> bool: ...
+    def place(self, record: ActorRecord, slot: int | None = None) -> None: ...
+    def restart_in_place(self, record: ActorRecord, reason: str) -> bool: ...
+    def suspend(self, record: ActorRecord, reason: str) -> None: ...
+    def forget(self, record: ActorRecord, reason: str) -> None: ...
+
+
 class Lifecycle:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, core: LifecycleOwner) -> None:
+        self.core = core
         self.supervisors: dict[int, SupervisorState] = {}
         self.watches = Watches()
         self.remote_watches: dict[tuple[str, int], set[int]] = {}  # (node, actor) -> local watchers
@@ -50,7 +69,7 @@ class Lifecycle:
 
     def new_supervisor(self, name: str, strategy: Strategy, parent: int | None,
                        restart: str = PERMANENT) -> SupervisorState:
-        sup = SupervisorState(self.node.allocate_id(), name, strategy, parent)
+        sup = SupervisorState(self.core.allocate_id(), name, strategy, parent, clock=self.core.now, rng=self.core.rng)
         if parent is not None:
             owner = self._supervisor(parent)
             owner.add(Child(sup.id, name, restart, is_supervisor=True))
@@ -60,7 +79,7 @@ class Lifecycle:
     def _supervisor(self, sup_id: int) -> SupervisorState:
         sup = self.supervisors.get(sup_id)
         if sup is None:
-            raise GorilixError(f"no supervisor {sup_id:#x} on node {self.node.name}; it was stopped")
+            raise GorilixError(f"no supervisor {sup_id:#x} on node {self.core.name}; it was stopped")
         return sup
 
     def adopt(self, record: ActorRecord, sup_id: int | None = None, key: str | None = None) -> None:
@@ -72,6 +91,28 @@ class Lifecycle:
 
     def children(self, sup_id: int) -> list[tuple[str, int, bool]]:
         return [(c.key, c.id, c.is_supervisor) for c in self._supervisor(sup_id).children]
+
+    def answer(self, sup_id: int, request: Any) -> Any:
+        """A message to a supervisor's own ref: it answers what OTP's supervisors answer."""
+        sup = self._supervisor(sup_id)
+        if request == "which_children":
+            return [(child.key, ActorRef(self.core.name, child.id, self._child_name(child)))
+                    for child in sup.children]
+        if request == "count_children":
+            children = sup.children
+            nested = sum(1 for c in children if c.is_supervisor)
+            return {"specs": len(children), "active": sum(1 for c in children if self.is_running(c.id)),
+                    "supervisors": nested, "workers": len(children) - nested}
+        raise GorilixError(
+            f"supervisor {sup.name!r} answers 'which_children' and 'count_children', not {request!r}; "
+            "manage it with its SupervisorRef (add_child, remove_child, stop)"
+        )
+
+    def _child_name(self, child: Child) -> str | None:
+        if child.is_supervisor:
+            return child.key
+        record = self.core.registry.actors.get(child.id)
+        return None if record is None else record.spec.name
 
     # -- exits --------------------------------------------------------------
 
@@ -85,7 +126,7 @@ class Lifecycle:
                 sup = self.supervisors.get(record.supervisor)
                 if sup is not None:
                     sup.remove(record.id)
-                self.node.forget(record, reason)
+                self.core.forget(record, reason)
             return
         by_supervisor: dict[int, list[tuple[int, str, bool]]] = {}
         for record, reason, abnormal in exits:
@@ -94,15 +135,15 @@ class Lifecycle:
             sup = self.supervisors.get(sup_id)
             if sup is None:  # its supervisor is gone: nothing will restart it
                 for actor_id, reason, _ in items:
-                    orphan = self.node.registry.actors.get(actor_id)
+                    orphan = self.core.registry.actors.get(actor_id)
                     if orphan is not None:
-                        self.node.forget(orphan, reason)
+                        self.core.forget(orphan, reason)
                 continue
             for decision in sup.on_exits(items):
                 self._execute(sup, decision)
 
     def restarted(self, actor_id: int) -> None:
-        record = self.node.registry.actors.get(actor_id)
+        record = self.core.registry.actors.get(actor_id)
         if record is not None:
             sup = self.supervisors.get(record.supervisor)
             if sup is not None:
@@ -113,16 +154,16 @@ class Lifecycle:
             if decision.id in self.supervisors:
                 self.stop_supervisor(decision.id, decision.reason)
             else:
-                record = self.node.registry.actors.get(decision.id)
+                record = self.core.registry.actors.get(decision.id)
                 if record is not None:
                     if decision.id not in self._down:  # a sibling that was still running
                         self._signal(record, "shutdown", False)
-                    self.node.forget(record, decision.reason)
+                    self.core.forget(record, decision.reason)
         elif isinstance(decision, Restart):
             for child_id in decision.ids:  # siblings still running end now, as in OTP
                 self._shut(child_id)
             if decision.delay > 0:
-                self.node.schedule(decision.delay, self._restart, sup.id, decision.ids, decision.reason)
+                self.core.schedule(decision.delay, self._restart, sup.id, decision.ids, decision.reason)
             else:
                 self._restart(sup.id, decision.ids, decision.reason)
         else:
@@ -137,12 +178,12 @@ class Lifecycle:
                 nested.reset()
                 self._restart(nested.id, tuple(c.id for c in nested.children), f"shutdown: {reason}")
                 continue
-            record = self.node.registry.actors.get(child_id)
+            record = self.core.registry.actors.get(child_id)
             if record is None:
                 continue
             self._down.discard(child_id)
-            if not self.node.restart_in_place(record, reason):
-                self.node.place(record)
+            if not self.core.restart_in_place(record, reason):
+                self.core.place(record)
 
     def _shut(self, child_id: int) -> None:
         """End a running child's incarnation ("shutdown") ahead of its restart or removal."""
@@ -152,12 +193,12 @@ class Lifecycle:
                 self._shut(child.id)
             self._signal_exit(nested.id, nested.name, "shutdown")
             return
-        record = self.node.registry.actors.get(child_id)
+        record = self.core.registry.actors.get(child_id)
         if record is None or child_id in self._down:
             return
         self._down.add(child_id)
         self._signal(record, "shutdown", False)
-        self.node.suspend(record, "shutdown")
+        self.core.suspend(record, "shutdown")
 
     def _escalate(self, sup: SupervisorState, reason: str) -> None:
         log.error("%s", reason)
@@ -180,10 +221,10 @@ class Lifecycle:
             if child.is_supervisor:
                 self.stop_supervisor(child.id, "shutdown")
             else:
-                record = self.node.registry.actors.get(child.id)
+                record = self.core.registry.actors.get(child.id)
                 if record is not None:
                     self._signal(record, "shutdown", False)
-                    self.node.forget(record, "shutdown")
+                    self.core.forget(record, "shutdown")
         if sup.parent is not None and sup.parent in self.supervisors:
             self.supervisors[sup.parent].remove(sup.id)
         self._signal_exit(sup.id, sup.name, reason)
@@ -196,34 +237,33 @@ class Lifecycle:
 
     def _signal_exit(self, actor_id: int, name: str | None, reason: str) -> None:
         """Tell monitors and links that an actor (or a supervisor) ``actor_id`` ended."""
-        ref = ActorRef(self.node.name, actor_id, name)
+        ref = ActorRef(self.core.name, actor_id, name)
         watchers, linked = self.watches.exited(actor_id)
         for watcher in watchers:
-            self.node.tell(watcher, Down(ref, reason))
+            self.core.tell(watcher, Down(ref, reason))
         for other in linked:
             # Normal exits too: the worker hands them to actors that trap exits.
-            self.node.exit_signal(other, ref, reason)
+            self.core.exit_signal(other, ref, reason)
         for node, watcher in self.remote_watchers.pop(actor_id, ()):
-            self.node.send_node_control(node, ["rdown", actor_id, name, reason, watcher])
+            self.core.send_node(node, ["rdown", actor_id, name, reason, watcher])
         for node, other in self.remote_links.pop(actor_id, ()):
-            self.node.send_node_control(node, ["rexit", other, actor_id, name, reason])
+            self.core.send_node(node, ["rexit", other, actor_id, name, reason])
 
     def monitor(self, watcher: int, node: str, watched: int) -> None:
-        if node != self.node.name:
-            links = self.node.links
-            if links is None or node not in links.peers:
-                self.node.tell(watcher, Down(ActorRef(node, watched), f"node not found: {node}"))
+        if node != self.core.name:
+            if not self.core.linked(node):
+                self.core.tell(watcher, Down(ActorRef(node, watched), f"node not found: {node}"))
                 return
             self.remote_watches.setdefault((node, watched), set()).add(watcher)
-            self.node.send_node_control(node, ["rmonitor", watcher, watched])
+            self.core.send_node(node, ["rmonitor", watcher, watched])
             return
         if not self.exists(watched):
-            self.node.tell(watcher, Down(ActorRef(node, watched), "noproc"))
+            self.core.tell(watcher, Down(ActorRef(node, watched), "noproc"))
             return
         self.watches.monitor(watcher, watched)
 
     def demonitor(self, watcher: int, node: str, watched: int) -> None:
-        if node != self.node.name:
+        if node != self.core.name:
             self.remote_watches.get((node, watched), set()).discard(watcher)
             return
         self.watches.demonitor(watcher, watched)
@@ -231,7 +271,7 @@ class Lifecycle:
     def remote_monitor(self, node: str, watcher: int, watched: int) -> None:
         """An actor on ``node`` monitors our ``watched``."""
         if not self.exists(watched):
-            self.node.send_node_control(node, ["rdown", watched, None, "noproc", watcher])
+            self.core.send_node(node, ["rdown", watched, None, "noproc", watcher])
             return
         self.remote_watchers.setdefault(watched, set()).add((node, watcher))
 
@@ -242,13 +282,13 @@ class Lifecycle:
         watchers.discard(watcher)
         if not watchers:
             del self.remote_watches[(node, watched)]
-        self.node.tell(watcher, Down(ActorRef(node, watched, name), reason))
+        self.core.tell(watcher, Down(ActorRef(node, watched, name), reason))
 
     def node_down(self, node: str, reason: str) -> None:
         """Every local monitor of an actor on ``node`` fires."""
         for key in [k for k in self.remote_watches if k[0] == node]:
             for watcher in self.remote_watches.pop(key):
-                self.node.tell(watcher, Down(ActorRef(node, key[1]), f"node {node} down: {reason}"))
+                self.core.tell(watcher, Down(ActorRef(node, key[1]), f"node {node} down: {reason}"))
         for actor_id, watchers in list(self.remote_watchers.items()):
             watchers -= {w for w in watchers if w[0] == node}
             if not watchers:
@@ -256,33 +296,32 @@ class Lifecycle:
         for actor_id, links in list(self.remote_links.items()):
             for peer, other in [link for link in links if link[0] == node]:
                 links.discard((peer, other))
-                self.node.exit_signal(actor_id, ActorRef(node, other), f"node {node} down: {reason}")
+                self.core.exit_signal(actor_id, ActorRef(node, other), f"node {node} down: {reason}")
 
     def link(self, a: int, node: str, b: int) -> None:
-        if node != self.node.name:
-            links = self.node.links
-            if links is None or node not in links.peers:
-                self.node.exit_signal(a, ActorRef(node, b), f"node not found: {node}")
+        if node != self.core.name:
+            if not self.core.linked(node):
+                self.core.exit_signal(a, ActorRef(node, b), f"node not found: {node}")
                 return
             self.remote_links.setdefault(a, set()).add((node, b))
-            self.node.send_node_control(node, ["rlink", b, a])
+            self.core.send_node(node, ["rlink", b, a])
             return
         if not self.exists(b):
-            self.node.exit_signal(a, ActorRef(node, b), "noproc")
+            self.core.exit_signal(a, ActorRef(node, b), "noproc")
             return
         self.watches.link(a, b)
 
     def unlink(self, a: int, node: str, b: int) -> None:
-        if node != self.node.name:
+        if node != self.core.name:
             self.remote_links.get(a, set()).discard((node, b))
-            self.node.send_node_control(node, ["runlink", b, a])
+            self.core.send_node(node, ["runlink", b, a])
             return
         self.watches.unlink(a, b)
 
     def remote_link(self, node: str, local: int, remote: int) -> None:
         """An actor on ``node`` linked to our ``local``: the link holds both ways."""
         if not self.exists(local):
-            self.node.send_node_control(node, ["rexit", remote, local, None, "noproc"])
+            self.core.send_node(node, ["rexit", remote, local, None, "noproc"])
             return
         self.remote_links.setdefault(local, set()).add((node, remote))
 
@@ -295,17 +334,17 @@ class Lifecycle:
         if not links or (node, remote) not in links:
             return  # unlinked meanwhile
         links.discard((node, remote))
-        self.node.exit_signal(local, ActorRef(node, remote, name), reason)
+        self.core.exit_signal(local, ActorRef(node, remote, name), reason)
 
     def is_running(self, actor_id: int) -> bool:
         """A supervisor, or an actor whose incarnation has not ended (it may be moving workers)."""
         if actor_id in self.supervisors:
             return True
-        return actor_id in self.node.registry.actors and actor_id not in self._down
+        return actor_id in self.core.registry.actors and actor_id not in self._down
 
     def exists(self, actor_id: int) -> bool:
         """An actor or a supervisor of this node (both can be monitored and linked)."""
-        return actor_id in self.node.registry.actors or actor_id in self.supervisors
+        return actor_id in self.core.registry.actors or actor_id in self.supervisors
 
     def forget(self, actor_id: int) -> None:
         self._down.discard(actor_id)

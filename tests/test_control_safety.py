@@ -187,7 +187,7 @@ def test_kill_worker_wait_checks_its_timeout_before_killing_anything(thread_syst
     for timeout in [math.nan, math.inf, -1, 0, "5", None, 1e300]:
         with pytest.raises(InvalidArgument, match=r"^kill_worker_wait: timeout=.* must be a number of seconds > 0"):
             system._control("kill_worker_wait", 0, int(signal.SIGKILL), timeout, timeout=5.0)
-    assert system._node.node._recoveries == []
+    assert system._node.node.core.recoveries == []
     assert _worker_pids(system) == pids
 
 
@@ -205,7 +205,7 @@ def test_kill_worker_refuses_what_is_no_signal_or_no_worker(thread_system: Actor
     for slot in ["0", 2, -1, 1.0]:
         with pytest.raises(InvalidArgument, match=f"^{op}: worker=.* is not a worker of node {system.name}"):
             system._control(op, slot, int(signal.SIGKILL), *wait, timeout=5.0)
-    assert system._node.node._recoveries == []
+    assert system._node.node.core.recoveries == []
     assert _worker_pids(system) == pids
     assert system.stats()["malformed"] == 12
 
@@ -279,7 +279,7 @@ def test_a_parked_message_that_fails_costs_neither_the_others_nor_the_spawn_answ
 
     spawning = threading.Thread(target=spawn, daemon=True)
     spawning.start()
-    actor_id = wait_for(lambda: next((r.id for r in list(node.registry.actors.values())
+    actor_id = wait_for(lambda: next((r.id for r in list(node.core.registry.actors.values())
                                       if r.spec.class_path.endswith(":StartsWhenTold")), None),
                         what="the actor registered")
     ref = ActorRef(system.name, actor_id)

@@ -146,6 +146,10 @@ class ClusterService:
             self._left = True
             self.driver.leave(min(limit, self.linger()))
 
+    def gossip_stopped(self) -> bool:
+        """The gossip thread has ended (after a leave spread, or a stop)."""
+        return self.driver.join(0)
+
     def linger(self) -> float:
         """How long a leave is gossiped before the gossip thread stops: a few rounds."""
         return max(3 * self.config.push_interval, 0.2)

@@ -1,0 +1,654 @@
+"""The node's decisions as a state machine: typed events in, effects out, on an injected clock.
+
+What happens when a worker dies (its asks fail, its actors park their
+messages and go to their supervisors, the worker comes back), where an actor
+is placed, what a monitor or a link hears, what a peer's death fails: all of
+it is decided here, with no socket, process or real clock, so it is tested
+on a virtual clock the way the SWIM engine is (tests/node_sim.py).
+
+The driver (:mod:`gorilix.node`) feeds events to :meth:`NodeCore.handle`,
+calls :meth:`tick` when :meth:`next_deadline` comes, routes plain messages
+itself from :attr:`table`, and carries out what :meth:`take_effects` returns.
+The few facts the core needs answered at once (is a peer linked, did a
+signal reach a worker) it asks through :class:`NodeHost`.
+
+Control handlers (:mod:`gorilix.control`) get this object and its public
+methods: that is the whole interface they have to the node. Not thread-safe:
+the driver calls it from its loop only.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gorilix.cluster.wire import node_meta_problem
+from gorilix.lifecycle import Lifecycle
+from gorilix.node_events import (
+    ControlRequest,
+    Effect,
+    FailNode,
+    Forward,
+    Frames,
+    LinkPeer,
+    MemberChanged,
+    NodeEvent,
+    NodeHost,
+    Ready,
+    Reply,
+    Request,
+    StartWorker,
+    StopNode,
+    Tell,
+    ToNode,
+    ToWorker,
+    WorkerExited,
+    WorkerStarted,
+)
+from gorilix.registry import ActorRecord, Registry
+from gorilix.transport import codec
+from gorilix.transport.errors import (
+    ActorNotFound,
+    ClusterError,
+    DecodeError,
+    GorilixError,
+    InvalidArgument,
+    NodeDown,
+    NotRunning,
+    SpawnError,
+    WorkerDied,
+)
+from gorilix.transport.frames import (
+    ASK,
+    FAIL,
+    REPLY,
+    STOP,
+    TELL,
+    Envelope,
+    split_messages,
+    unpack_env,
+    unpack_route,
+)
+from gorilix.transport.routing import ID_SHIFT, ForwardingTable
+from gorilix.workers.messages import ClusterEvent
+from gorilix.workers.ref import ActorRef
+
+log = logging.getLogger("gorilix.node")
+
+#: A worker that dies this many times in a row before it is ready stops the node.
+MAX_EARLY_DEATHS = 3
+#: Peers remembered as down (for NodeDown instead of "node not found").
+MAX_GONE_NODES = 1024
+#: The same failure (where, exception type) is logged with its traceback at most this often.
+ERROR_LOG_EVERY = 60.0
+#: Dead letters kept for ``dead_letters()`` and ``gorilix status``.
+RECENT_DEAD_LETTERS = 100
+
+#: A control handler: (core, request, *args) -> the answer, or DEFER.
+Handler = Callable[..., Any]
+
+
+class _Defer:
+    """A control handler's marker: the answer comes later."""
+
+
+#: Returned by a handler that answers the ask later itself.
+DEFER = _Defer()
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    """One worker slot as the core sees it: which process holds it now, and whether it attached."""
+
+    slot: int
+    identity: bytes = b""
+    pid: int | None = None
+    id_prefix: int = 0
+    ready: bool = False  # attached: it takes actors
+    alive: bool = False  # its process runs
+    restarts: int = 0
+    early_deaths: int = 0  # deaths in a row before it was ready
+
+
+@dataclass(slots=True)
+class Job:
+    """A request answered later (a spawn, a kill, a reload, a recovery), with what it waits for."""
+
+    request: Request
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class NodeCore:
+    """The node's state and decisions; see the module docstring."""
+
+    def __init__(
+        self, name: str, workers: int, *, host: NodeHost, handlers: dict[str, Handler],
+        clock: Callable[[], float], rng: random.Random | None = None, max_parked: int = 10_000,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.size = workers
+        self._handlers = handlers
+        self._clock = clock
+        self.table = ForwardingTable(max_parked_per_actor=max_parked)
+        self.registry = Registry()
+        self.slots = {slot: WorkerSlot(slot) for slot in range(workers)}
+        # A restarted node keeps its name, so its ids start somewhere new: an old
+        # ref must not reach a new actor that happens to get the same number.
+        self.rng = rng or random.Random()
+        self._ids = itertools.count(self.rng.randrange(1, 1 << 39))
+        self._identity_slot: dict[bytes, int] = {}
+        self.running = False  # every worker attached once
+        self.stopping = False
+        self._effects: list[Effect] = []
+        self._timers: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
+        self._timer_seq = itertools.count()
+        self._errors_logged: dict[tuple[str, ...], float] = {}
+        #: Spawns answered once the actor runs: actor id -> the request.
+        self.pending_spawns: dict[int, Request] = {}
+        #: Kills answered once the death is handled: slot -> [(request, pid)].
+        self.pending_kills: dict[int, list[tuple[Request, int]]] = {}
+        self.reloads: dict[str, Job] = {}  # module -> its job
+        self.recoveries: list[Job] = []  # kill-and-wait requests
+        self._homeless: list[int] = []  # actors waiting for any live worker
+        self.worker_load: dict[int, dict[str, Any]] = {}  # slot -> last load report
+        self.malformed = 0
+        self.refused = 0  # control requests refused: they named an id, slot or node the sender does not own
+        self.bad_meta = 0  # membership events whose metadata the node could not use (the engine should have)
+        self.dead_letter_count = 0
+        self.recent_dead_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_DEAD_LETTERS)
+        #: Actors and clients of this node told every membership change (a ClusterEvent).
+        self.cluster_subscribers: set[int] = set()
+        #: Peers declared dead or gone, and why: a message to them fails with NodeDown, not "not found".
+        self.gone_nodes: dict[str, str] = {}
+        self.lifecycle = Lifecycle(self)
+
+    # -- the machine ----------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock()
+
+    def handle(self, event: NodeEvent) -> list[Effect]:
+        """Apply one event; returns the effects to carry out (and any still waiting)."""
+        if type(event) is ControlRequest:
+            self._control(event.request, event.op)
+        elif type(event) is WorkerExited:
+            self._worker_exited(event)
+        elif type(event) is WorkerStarted:
+            self._worker_started(event)
+        elif type(event) is MemberChanged:
+            self._member_changed(event)
+        else:
+            raise TypeError(f"not a node event: {event!r}")
+        return self.take_effects()
+
+    def take_effects(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+    def has_effects(self) -> bool:
+        """Effects wait (after a call outside :meth:`handle`, such as :meth:`undeliverable`)."""
+        return bool(self._effects)
+
+    def allocate_id(self) -> int:
+        """Ids in the node's own range (prefix 0)."""
+        return next(self._ids)
+
+    def schedule(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` at ``now() + delay`` (finite, >= 0: a ValueError otherwise), from :meth:`tick`."""
+        if type(delay) not in (int, float) or not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"a timer needs a finite delay of 0 or more seconds, got {delay!r}")
+        heapq.heappush(self._timers, (self.now() + delay, next(self._timer_seq), fn, args))
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` has something to do (inf: nothing scheduled)."""
+        return self._timers[0][0] if self._timers else math.inf
+
+    def tick(self) -> list[Effect]:
+        """Run every timer due at ``now()``; a timer that raises is logged and dropped, never fatal."""
+        timers = self._timers
+        now = self.now()
+        while timers and timers[0][0] <= now:
+            _, _, fn, args = heapq.heappop(timers)
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.log_error(f"timer {getattr(fn, '__qualname__', fn)!s}", exc)
+        return self.take_effects()
+
+    # -- what it says and sends -----------------------------------------------------
+
+    def reply(self, request: Request, value: Any) -> None:
+        """Answer ``request`` (its node may be "": a client of whichever node it reached, this one)."""
+        self._effects.append(Reply(request.node or self.name, request.src_id, request.corr, value))
+
+    def fail(self, request: Request, error: GorilixError) -> None:
+        self._effects.append(Reply(request.node or self.name, request.src_id, request.corr, error, ok=False))
+
+    def _fail_ask(self, node: str | None, dst_id: int, corr: int, error: GorilixError) -> None:
+        self._effects.append(Reply(node or self.name, dst_id, corr, error, ok=False))
+
+    def tell(self, dst_id: int, value: Any) -> None:
+        """Send a message from the node itself (Down, published messages)."""
+        self._effects.append(Tell(dst_id, codec.encode(value)))
+
+    def tell_bytes(self, dst_id: int, payload: bytes) -> None:
+        self._effects.append(Tell(dst_id, payload))
+
+    def to_worker(self, slot: int, op: list[Any]) -> None:
+        self._effects.append(ToWorker(slot, self.slots[slot].identity, op))
+
+    def send_node(self, node: str, op: list[Any]) -> None:
+        """Tell another node's control endpoint something (one-way)."""
+        self._effects.append(ToNode(node, op))
+
+    def stop(self) -> None:
+        self._effects.append(StopNode())
+
+    # -- bad input and bugs ---------------------------------------------------------
+
+    def refuse(self, op: str, why: str) -> GorilixError:
+        """Count and log a refused request; returns the error to raise (an ask is answered with it)."""
+        self.refused += 1
+        log.warning("control %s refused: %s", op, why)
+        return GorilixError(f"{op} refused: {why}")
+
+    def invalid(self, message: str) -> InvalidArgument:
+        """Count a request with a bad argument (bad input from a socket, in ``malformed``); returns the error."""
+        self.malformed += 1
+        return InvalidArgument(message)
+
+    def log_error(self, what: str, exc: BaseException) -> None:
+        """An exception while handling ``what``: a bug of ours, or a check we lack. Traceback, rate-limited."""
+        if self.log_now(what, type(exc).__name__):
+            log.error("node %s: %s failed (dropped; the node goes on): %s: %s", self.name, what,
+                      type(exc).__name__, exc, exc_info=exc)
+        else:
+            log.debug("node %s: %s failed again: %s: %s", self.name, what, type(exc).__name__, exc)
+
+    def log_now(self, *key: str) -> bool:
+        """True at most once per ERROR_LOG_EVERY for the same ``key``: repeats go to debug, not the log."""
+        now = self.now()
+        if now < self._errors_logged.get(key, -math.inf) + ERROR_LOG_EVERY:
+            return False
+        if len(self._errors_logged) > 1024:  # keys name code paths and members: forget the oldest
+            del self._errors_logged[next(iter(self._errors_logged))]
+        self._errors_logged[key] = now
+        return True
+
+    def dropped(self, what: str, exc: BaseException) -> None:
+        """One input raised while the node handled it: dropped, counted in ``malformed`` and logged."""
+        self.malformed += 1
+        self.log_error(what, exc)
+
+    # -- control requests -----------------------------------------------------------
+
+    def _control(self, request: Request, op: Any) -> None:
+        try:
+            name, args = op[0], op[1:]
+            handler = self._handlers[name]
+        except (TypeError, IndexError, KeyError):
+            self.malformed += 1
+            return
+        try:
+            result = handler(self, request, *args)
+        except GorilixError as exc:
+            if request.ask:
+                self.fail(request, exc)
+            else:
+                log.warning("control %s from %r failed: %s", name, request.source, exc)
+            return
+        except (TypeError, ValueError, KeyError, IndexError, DecodeError) as exc:
+            self.malformed += 1
+            if request.ask:
+                self.fail(request, GorilixError(f"bad {name} request: {exc}"))
+            return
+        except Exception as exc:  # a bug of ours, or a check the handler lacks: never the end of the node
+            self.dropped(f"control {name}", exc)
+            if request.ask:
+                self.fail(request, GorilixError(
+                    f"node {self.name} could not handle a {name} request ({type(exc).__name__}: {exc}); "
+                    "it goes on running, and its log has the traceback"))
+            return
+        if request.ask and result is not DEFER:
+            self.reply(request, result)
+
+    def messages(self, frames: Frames) -> Iterator[tuple[Envelope, Any]]:
+        """Each (envelope, decoded payload) of a multipart the node itself handles; bad ones are counted."""
+        try:
+            pairs = split_messages(frames[1:])
+        except DecodeError:
+            self.malformed += 1
+            return
+        for env_frame, payload in pairs:
+            try:
+                yield unpack_env(env_frame), codec.decode(payload)
+            except DecodeError:
+                self.malformed += 1
+
+    # -- workers --------------------------------------------------------------------
+
+    def slot_of(self, identity: bytes) -> int | None:
+        """The slot of the live worker whose socket is ``identity``."""
+        return self._identity_slot.get(identity)
+
+    def live_slots(self) -> list[int]:
+        return [s for s, w in self.slots.items() if w.ready and w.alive]
+
+    def _worker_started(self, event: WorkerStarted) -> None:
+        worker = self.slots[event.slot]
+        worker.identity, worker.pid, worker.id_prefix = event.identity, event.pid, event.id_prefix
+        worker.alive, worker.ready = True, False
+        self._identity_slot[event.identity] = event.slot
+
+    def worker_attached(self, slot: int) -> None:
+        """The worker of ``slot`` is ready: it takes actors, first those that waited for any worker."""
+        worker = self.slots[slot]
+        worker.ready = True
+        worker.early_deaths = 0
+        self.table.bind(worker.id_prefix << ID_SHIFT, worker.identity)
+        homeless, self._homeless = self._homeless, []
+        for actor_id in homeless:
+            record = self.registry.actors.get(actor_id)
+            if record is not None:
+                self.place(record)
+        if not self.running and len(self.live_slots()) == self.size:
+            self.running = True
+            self._effects.append(Ready())
+
+    def _worker_exited(self, event: WorkerExited) -> None:
+        slot, how = event.slot, event.how
+        worker = self.slots[slot]
+        was_ready = worker.ready
+        worker.alive = worker.ready = False
+        worker.restarts += 1
+        self._identity_slot.pop(worker.identity, None)
+        if self.stopping:
+            return
+        _, asks = self.table.endpoint_lost(worker.identity)
+        self.table.unbind(worker.id_prefix << ID_SHIFT)
+        died = WorkerDied(f"worker {slot} (pid {worker.pid}) of node {self.name} died ({how}) "
+                          "while the ask was in flight")
+        for src_id, corr, origin in asks:
+            self._fail_ask(origin, src_id, corr, died)
+        records = self.registry.on_slot(slot)
+        log.warning("worker %d (pid %s) died (%s); its %d actors go to their supervisors",
+                    slot, worker.pid, how, len(records))
+        for record in records:
+            self.registry.move(record.id, None)
+            self.table.hold(record.id)
+        reason = f"worker {slot} died ({how})"
+        self.lifecycle.exited([(record, reason, True) for record in records], final=False)
+        for module, job in list(self.reloads.items()):
+            job.data["waiting"].discard(slot)
+            self.finish_reload(module)
+        for request, pid in self.pending_kills.pop(slot, []):
+            self.reply(request, pid)
+        for job in self.recoveries:
+            if job.data["slot"] == slot:
+                job.data["died"] = True
+        self.check_recoveries()
+        if not was_ready:
+            worker.early_deaths += 1
+            if worker.early_deaths >= MAX_EARLY_DEATHS:
+                self._effects.append(FailNode(NotRunning(
+                    f"worker {slot} died {MAX_EARLY_DEATHS} times before it was ready ({how}); "
+                    "see the worker's output above")))
+                return
+        self._effects.append(StartWorker(slot))
+
+    # -- actors ---------------------------------------------------------------------
+
+    def place(self, record: ActorRecord, slot: int | None = None) -> None:
+        """Send ``record`` to a worker (the given one, or the least loaded); its messages park meanwhile."""
+        self.table.hold(record.id)
+        live = self.live_slots()
+        if slot not in live:  # none asked for, or that worker is restarting
+            slot = self.registry.least_loaded(live)
+        if slot is None:
+            self.registry.move(record.id, None)
+            self._homeless.append(record.id)
+            return
+        self.registry.move(record.id, slot)
+        self.to_worker(slot, ["spawn", record.id, record.spec.to_wire()])
+
+    def worker_of(self, record: ActorRecord) -> int | None:
+        """The slot of the live worker where ``record`` runs, if it does."""
+        if not record.placed or record.slot is None:
+            return None
+        worker = self.slots.get(record.slot)
+        if worker is None or not worker.ready or not worker.alive:
+            return None
+        return record.slot
+
+    def actor_started(self, slot: int, actor_id: int) -> None:
+        """The worker of ``slot`` runs ``actor_id`` now: route to it, send on what parked, answer the spawn."""
+        record = self.registry.actors.get(actor_id)
+        if record is None or record.slot != slot:  # stopped meanwhile, or a stale report from a worker it left
+            return
+        self.registry.move(actor_id, slot, placed=True)
+        for parked in self.table.bind(actor_id, self.slots[slot].identity):
+            self._effects.append(Forward(parked))
+        request = self.pending_spawns.pop(actor_id, None)
+        if request is not None:
+            self.reply(request, [self.name, actor_id, record.spec.name])
+        else:
+            self.lifecycle.restarted(actor_id)  # re-created after its worker died
+        self.check_recoveries()
+
+    def actor_failed_to_start(self, slot: int, actor_id: int, error: GorilixError) -> None:
+        record = self.registry.actors.get(actor_id)
+        if record is None or record.slot != slot:
+            return
+        request = self.pending_spawns.pop(actor_id, None)
+        if request is not None or not record.started:  # a first start: nothing to restart
+            sup = self.lifecycle.supervisors.get(record.supervisor)
+            if sup is not None:
+                sup.remove(actor_id)
+            self.forget(record, f"failed to start: {error}")
+            if request is not None:
+                self.fail(request, error)
+            return
+        log.error("re-creating %s failed: %s", record.spec.class_path, error)
+        self.registry.move(actor_id, None)
+        self.lifecycle.exited([(record, f"restart failed: {error}", True)], final=False)
+
+    def restart_in_place(self, record: ActorRecord, reason: str) -> bool:
+        slot = self.worker_of(record)
+        if slot is None:
+            return False
+        self.to_worker(slot, ["restart", record.id, reason])
+        return True
+
+    def suspend(self, record: ActorRecord, reason: str) -> None:
+        """End the incarnation of a running actor without reporting it as an exit."""
+        slot = self.worker_of(record)
+        if slot is not None:
+            self.to_worker(slot, ["suspend", record.id, reason])
+
+    def forget(self, record: ActorRecord, reason: str) -> None:
+        """The actor is gone for good: no route, no name, no restart."""
+        self.registry.remove(record.id)
+        self.lifecycle.forget(record.id)
+        for parked in self.table.unbind(record.id):
+            self.undeliverable(parked, ActorNotFound(f"actor {self.name}/{record.id:#x} stopped ({reason})"))
+        slot = self.worker_of(record)
+        if slot is not None:
+            self.to_worker(slot, ["stop_actor", record.id, reason])
+        request = self.pending_spawns.pop(record.id, None)
+        if request is not None:
+            self.fail(request, SpawnError(f"actor stopped before it started: {reason}"))
+
+    def to_supervisor(self, sup_id: int, frames: Frames) -> None:
+        """Messages to a supervisor's own ref: requests it answers, or a stop of its subtree."""
+        lifecycle = self.lifecycle
+        for env, message in self.messages(frames):
+            if env.kind == STOP:
+                if sup_id != lifecycle.root.id:
+                    lifecycle.stop_supervisor(sup_id, "shutdown")
+                continue
+            if env.kind not in (TELL, ASK) or sup_id not in lifecycle.supervisors:
+                continue
+            request = Request(frames[0], env.src_node, env.src_id, env.corr, env.kind == ASK)
+            try:
+                result = lifecycle.answer(sup_id, message)
+            except GorilixError as exc:
+                if request.ask:
+                    self.fail(request, exc)
+                else:
+                    self.dead_letter(sup_id, env.src_node, env.src_id, exc)
+                continue
+            if request.ask:
+                self.reply(request, result)
+
+    def exit_signal(self, actor_id: int, source: ActorRef, reason: str) -> None:
+        record = self.registry.actors.get(actor_id)
+        slot = None if record is None else self.worker_of(record)
+        if slot is not None:
+            self.to_worker(slot, ["exit_signal", actor_id, [source.node, source.id, source.name], reason])
+
+    def linked(self, node: str) -> bool:
+        return self.host.linked(node)
+
+    # -- what cannot be delivered ---------------------------------------------------
+
+    def undeliverable(self, frames: Frames, error: GorilixError, fail_asks: bool = True) -> None:
+        """Fail the asks among ``frames`` (unless the caller fails them itself); count the rest as dead letters."""
+        try:
+            route = unpack_route(frames[1])
+            pairs = split_messages(frames[1:])
+        except DecodeError:
+            self.malformed += 1
+            return
+        for env_frame, _ in pairs:
+            try:
+                env = unpack_env(env_frame)
+            except DecodeError:
+                self.malformed += 1
+                continue
+            if env.kind == ASK:
+                if fail_asks:
+                    self._fail_ask(env.src_node, env.src_id, env.corr, error)
+            elif env.kind in (REPLY, FAIL):  # the asker is gone or unreachable: nobody to tell but us
+                self.dead_letter(route.dst_id, env.src_node, env.src_id, f"reply undeliverable: {error}",
+                                 dst_node=route.dst_node)
+            else:
+                self.dead_letter(route.dst_id, env.src_node, env.src_id, error, dst_node=route.dst_node)
+
+    def dead_letter(self, dst_id: int, src_node: str, src_id: int, error: BaseException | str,
+                    dst_node: str | None = None) -> None:
+        self.dead_letter_count += 1
+        letter = {
+            "to": f"{dst_node or self.name}/{dst_id:#x}", "from": f"{src_node}/{src_id:#x}" if src_id else None,
+            "reason": str(error), "at": time.time(),  # (wall time, to show; no decision reads it)
+        }
+        self.recent_dead_letters.append(letter)
+        log.debug("dead letter to %s from %s: %s", letter["to"], letter["from"], letter["reason"])
+
+    def remote_failed(self, node: str, frames: Frames) -> None:
+        """Frames for ``node`` could not be sent: fail them with the error that says why."""
+        gone = self.gone_nodes.get(node)
+        self.undeliverable(frames, ClusterError(f"node not found: {node}") if gone is None
+                           else NodeDown(f"node {node} is down ({gone}); its actors cannot answer"))
+
+    # -- the cluster ----------------------------------------------------------------
+
+    def _member_changed(self, event: MemberChanged) -> None:
+        kind, name, status, meta = event.kind, event.name, event.status, event.meta
+        if self.cluster_subscribers:
+            self._tell_subscribers(ClusterEvent(kind, name, event.address, event.port, status, dict(meta), event.at))
+        if name == self.name or not self.host.clustered:
+            return
+        if status == "alive" and kind in ("join", "alive", "update"):
+            # The gossip engine drops members with unusable metadata; this is the second line.
+            problem = node_meta_problem(meta)
+            if problem is not None:
+                self.bad_meta += 1
+                level = logging.WARNING if self.log_now("bad meta", name) else logging.DEBUG
+                log.log(level, "node %s: not linking to member %s: %s", self.name, name, problem)
+                return
+            router = meta.get("router")
+            if router is not None:
+                self._effects.append(LinkPeer(name, router))
+                self.gone_nodes.pop(name, None)
+        elif kind in ("dead", "leave"):
+            self.node_down(name, "dead" if kind == "dead" else "left the cluster")
+
+    def _tell_subscribers(self, event: ClusterEvent) -> None:
+        """A membership change to every subscriber still here (actors, and the program's event clients)."""
+        payload = codec.encode(event)
+        for subscriber in list(self.cluster_subscribers):
+            if subscriber in self.registry.actors or self.table.lookup(subscriber) is not None:
+                self.tell_bytes(subscriber, payload)
+            else:  # stopped, or a client that went away
+                self.cluster_subscribers.discard(subscriber)
+
+    def node_down(self, name: str, reason: str) -> None:
+        """A peer is gone: fail what waits on it, tell who watches it."""
+        if not self.host.clustered:
+            return
+        linked, held = self.host.forget_peer(name)
+        if not linked and not held:
+            return
+        self.gone_nodes.pop(name, None)
+        self.gone_nodes[name] = reason
+        if len(self.gone_nodes) > MAX_GONE_NODES:  # many restarts under new names: forget the oldest
+            del self.gone_nodes[next(iter(self.gone_nodes))]
+        level = logging.INFO if "left" in reason else logging.WARNING
+        log.log(level, "node %s: %s", name, reason)
+        _, asks = self.table.endpoint_lost(b"n:" + name.encode())
+        error = NodeDown(f"node {name} is down ({reason}) while the ask was in flight")
+        for src_id, corr, origin in asks:
+            self._fail_ask(origin, src_id, corr, error)
+        for frames in held:  # its asks were among those just failed
+            self.undeliverable([b"", *frames], error, fail_asks=False)
+        self.lifecycle.node_down(name, reason)
+
+    def peer_unknown(self, name: str, held: list[Frames], error: ClusterError) -> None:
+        """Messages came from ``name`` but gossip never said where it is: fail what waited on it."""
+        _, asks = self.table.endpoint_lost(b"n:" + name.encode())
+        for src_id, corr, origin in asks:
+            self._fail_ask(origin, src_id, corr, error)
+        for frames in held:
+            self.undeliverable([b"", *frames], error, fail_asks=False)
+
+    # -- jobs answered later --------------------------------------------------------
+
+    def finish_reload(self, module: str) -> None:
+        job = self.reloads[module]
+        if job.data["waiting"]:
+            return
+        del self.reloads[module]
+        if job.data["errors"]:
+            self.fail(job.request, GorilixError(f"reload of {module} failed: {'; '.join(job.data['errors'])}"))
+        else:
+            self.reply(job.request, {"module": module, "workers": job.data["workers"],
+                                     "moved": job.data["moved"], "errors": []})
+
+    def check_recoveries(self) -> None:
+        """Answer every kill-and-wait whose worker died and whose actors all run again."""
+        for job in list(self.recoveries):
+            data = job.data
+            if not data.get("died"):
+                continue
+            data["lost"] = {i for i in data["lost"] if (r := self.registry.actors.get(i)) is not None and not r.placed}
+            if data["lost"]:
+                continue
+            self.recoveries.remove(job)
+            self.reply(job.request, {"worker": data["slot"], "pid": data["pid"], "actors": data["count"],
+                                     "recovered_ms": (self.now() - data["started"]) * 1e3})
+
+    def recovery_timeout(self, job: Job) -> None:
+        if job in self.recoveries:
+            self.recoveries.remove(job)
+            data = job.data
+            self.fail(job.request, GorilixError(
+                f"{len(data['lost'])} of {data['count']} actors of worker {data['slot']} were not back in time"))
