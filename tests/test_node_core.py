@@ -1,0 +1,409 @@
+"""The node's decisions, on a virtual clock with simulated workers (tests/node_sim.py): no process, no socket."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+from node_sim import CLIENT, NODE, NodeSim
+
+from gorilix.backoff import Backoff
+from gorilix.node_core import MAX_EARLY_DEATHS
+from gorilix.node_events import LinkPeer, Ready, Reply, StartWorker, Tell, ToWorker
+from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, Strategy
+from gorilix.transport.errors import ActorNotFound, GorilixError, NodeDown, NotRunning, SpawnError, WorkerDied
+from gorilix.transport.routing import client_identity
+from gorilix.workers.messages import ClusterEvent, Down
+from gorilix.workers.ref import ActorRef
+
+ECHO = "actors:Echo"
+BROKEN = "actors:BadInit"
+
+
+@pytest.fixture
+def sim() -> Iterator[NodeSim]:
+    sim = NodeSim(2)
+    yield sim
+    sim.check_invariants()
+
+
+def _replies(sim: NodeSim, corr: int, since: int = 0) -> list[Reply]:
+    return [e for e in sim.of_type(Reply, since) if e.corr == corr]
+
+
+# -- starting -----------------------------------------------------------------------
+
+
+def test_the_node_is_ready_once_every_worker_attached() -> None:
+    sim = NodeSim(3)
+    assert sim.of_type(Ready) == [Ready()]
+    assert sim.core.live_slots() == [0, 1, 2]
+
+
+def test_actors_spread_over_the_least_loaded_workers(sim: NodeSim) -> None:
+    actors = [sim.spawn(ECHO) for _ in range(4)]
+    assert sorted(sim.core.registry.actors[a].slot for a in actors) == [0, 0, 1, 1]
+    assert all(sim.core.table.lookup(a) == sim.workers[sim.core.registry.actors[a].slot].identity for a in actors)
+
+
+def test_a_spawn_that_fails_is_answered_with_the_reason_and_leaves_nothing(sim: NodeSim) -> None:
+    sim.failing.add(BROKEN)
+    corr = sim.ask("spawn", ["actors:BadInit", b"\x92\x90\x80", None, "permanent", None], None)
+    reply = sim.answer(corr)
+    assert reply is not None and not reply.ok and "refuses to start" in str(reply.value)
+    assert sim.core.registry.actors == {}
+    assert sim.core.lifecycle.root.children == []
+
+
+# -- a worker dies ------------------------------------------------------------------
+
+
+def test_a_worker_death_fails_its_asks_parks_its_messages_and_recreates_its_actors(sim: NodeSim) -> None:
+    a = sim.spawn(ECHO, worker=0)
+    b = sim.spawn(ECHO, worker=1)
+    assert sim.route(sim.message(a, "in flight", ask=True, corr=41)) == "sent"
+    sim.auto_attach = False  # the respawned worker 0 boots slowly
+    mark = len(sim.effects)
+    sim.kill(0)
+
+    [died] = _replies(sim, 41, mark)
+    assert not died.ok and type(died.value) is WorkerDied
+    assert "worker 0" in str(died.value) and "killed by SIGKILL" in str(died.value)
+    assert StartWorker(0) in sim.effects[mark:]
+    # The root supervisor re-created it at once, on the one live worker; b never moved.
+    assert sim.core.registry.actors[a].slot == 1 and sim.core.registry.actors[a].placed
+    assert sim.core.registry.actors[b].slot == 1
+    assert ["spawn", a] == sim.workers[1].ops[-1][:2]
+    sim.attach(0)
+    assert sim.core.live_slots() == [0, 1]
+
+
+def test_messages_to_an_actor_being_recreated_park_and_are_sent_on_in_order() -> None:
+    sim = NodeSim(1)
+    a = sim.spawn(ECHO)
+    sim.auto_attach = False
+    sim.kill(0)  # its only worker: the actor waits for the respawned one
+    assert sim.core.registry.actors[a].slot is None
+    for n in range(3):
+        assert sim.route(sim.message(a, n)) == "parked"
+    assert sim.route(sim.message(a, "ask", ask=True, corr=7)) == "parked"
+    mark = len(sim.effects)
+    sim.attach(0)
+    assert sim.forwarded(mark) == [0, 1, 2, "ask"]
+    assert sim.core.registry.actors[a].placed and not sim.core.table.is_held(a)
+    sim.check_invariants()
+
+
+def test_past_the_parking_limit_asks_fail_and_tells_are_dead_letters() -> None:
+    sim = NodeSim(1, max_parked=2)
+    a = sim.spawn(ECHO)
+    sim.auto_attach = False
+    sim.kill(0)
+    assert [sim.route(sim.message(a, n)) for n in range(3)] == ["parked", "parked", "undeliverable"]
+    assert sim.route(sim.message(a, "ask", ask=True, corr=9)) == "undeliverable"
+    [reply] = _replies(sim, 9)
+    assert not reply.ok and type(reply.value) is ActorNotFound
+    assert sim.core.dead_letter_count == 1
+
+
+def test_a_worker_that_keeps_dying_before_it_is_ready_fails_the_node() -> None:
+    sim = NodeSim(1, attach=False)
+    for death in range(1, MAX_EARLY_DEATHS + 1):
+        sim.kill(0, "exit code 7")
+        assert len(sim.failed()) == (death == MAX_EARLY_DEATHS)
+    [failed] = sim.failed()
+    assert type(failed.error) is NotRunning and "died 3 times before it was ready" in str(failed.error)
+    assert sim.of_type(StartWorker)[-1] == StartWorker(0) and len(sim.of_type(StartWorker)) == MAX_EARLY_DEATHS - 1
+
+
+def test_a_worker_that_attaches_between_deaths_never_fails_the_node(sim: NodeSim) -> None:
+    for _ in range(2 * MAX_EARLY_DEATHS):
+        sim.kill(0)
+    assert sim.failed() == []
+    assert sim.core.slots[0].restarts == 2 * MAX_EARLY_DEATHS
+
+
+def test_a_kill_is_answered_once_its_death_is_handled(sim: NodeSim) -> None:
+    a = sim.spawn(ECHO, worker=0)
+    pid = sim.host.pids[0]
+    corr = sim.ask("kill_worker", 0, int(signal.SIGKILL))
+    assert sim.answer(corr) is None and sim.host.signals == [(0, int(signal.SIGKILL))]
+    sim.kill(0)
+    reply = sim.answer(corr)
+    assert reply is not None and reply.ok and reply.value == pid
+    assert sim.core.registry.actors[a].placed  # what the caller sends next finds it running
+
+
+def test_kill_and_wait_measures_the_recovery_on_the_node_clock() -> None:
+    sim = NodeSim(1)
+    actors = [sim.spawn(ECHO) for _ in range(3)]
+    sim.auto_attach = False
+    corr = sim.ask("kill_worker_wait", 0, int(signal.SIGKILL), 5.0)
+    sim.kill(0)
+    sim.advance(0.25)
+    assert sim.answer(corr) is None
+    sim.attach(0)
+    reply = sim.answer(corr)
+    assert reply is not None and reply.ok
+    assert reply.value["actors"] == 3 and reply.value["recovered_ms"] == pytest.approx(250.0)
+    assert all(sim.core.registry.actors[a].placed for a in actors)
+    sim.advance(10.0)  # its timeout must not answer a second time
+    assert len(_replies(sim, corr)) == 1
+
+
+def test_kill_and_wait_fails_when_the_actors_are_not_back_in_time() -> None:
+    sim = NodeSim(1)
+    sim.spawn(ECHO)
+    sim.auto_attach = False
+    corr = sim.ask("kill_worker_wait", 0, int(signal.SIGKILL), 2.0)
+    sim.kill(0)
+    sim.advance(1.9)
+    assert sim.answer(corr) is None
+    sim.advance(0.2)
+    reply = sim.answer(corr)
+    assert reply is not None and not reply.ok and "1 of 1 actors of worker 0 were not back in time" in str(reply.value)
+
+
+# -- supervisors --------------------------------------------------------------------
+
+
+def _supervisor(sim: NodeSim, strategy: Strategy, name: str = "svc", restart: str = "temporary") -> int:
+    """A supervisor under the root; temporary by default, so that when it gives up, it stops for good."""
+    corr = sim.ask("spawn_supervisor", name, strategy.to_wire(), None, restart)
+    reply = sim.answer(corr)
+    assert reply is not None and reply.ok, reply
+    return int(reply.value)
+
+
+def test_restarts_wait_for_their_backoff_on_the_node_clock(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=10, within_seconds=60.0,
+                                    backoff=Backoff.linear(base=1.0, max=10.0)))
+    child = sim.spawn(ECHO, sup=sup, key="c")
+    slot = sim.core.registry.actors[child].slot
+    assert slot is not None
+    for attempt, delay in [(1, 1.0), (2, 2.0), (3, 3.0)]:
+        sim.crash(child)
+        restarts = [op for op in sim.workers[slot].ops if op[:2] == ["restart", child]]
+        assert len(restarts) == attempt - 1, "restarted before its backoff"
+        sim.advance(delay - 0.01)
+        assert len([op for op in sim.workers[slot].ops if op[:2] == ["restart", child]]) == attempt - 1
+        sim.advance(0.02)
+        assert len([op for op in sim.workers[slot].ops if op[:2] == ["restart", child]]) == attempt
+
+
+def test_a_supervisor_past_its_restart_intensity_gives_up_and_its_monitors_hear_it(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=2, within_seconds=10.0, backoff=Backoff.none()))
+    child = sim.spawn(ECHO, sup=sup, key="c")
+    watcher = sim.spawn(ECHO)
+    watcher_slot = sim.core.registry.actors[watcher].slot
+    sim.from_worker(watcher_slot, "monitor", watcher, NODE, child)
+    sim.from_worker(watcher_slot, "monitor", watcher, NODE, sup)
+    for _ in range(3):
+        sim.crash(child)
+    assert child not in sim.core.registry.actors
+    assert sup not in sim.core.lifecycle.supervisors  # temporary: the root does not restart it
+    downs = sim.told(watcher)
+    assert [type(d) for d in downs] == [Down, Down]
+    assert downs[0].ref.id == child and "RuntimeError: boom" in downs[0].reason
+    assert downs[1].ref.id == sup and "3 restarts within 10 s (limit 2)" in downs[1].reason
+
+
+def test_restarts_counted_in_a_window_that_moves_with_the_clock(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=2, within_seconds=10.0, backoff=Backoff.none()))
+    child = sim.spawn(ECHO, sup=sup, key="c")
+    for _ in range(6):  # one crash every 6 s: never 3 within 10 s
+        sim.crash(child)
+        sim.advance(6.0)
+    assert sup in sim.core.lifecycle.supervisors and sim.core.registry.actors[child].placed
+
+
+def test_one_for_all_restarts_the_siblings_of_a_crashed_child(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ALL, max_restarts=5, within_seconds=10.0, backoff=Backoff.none()))
+    first = sim.spawn(ECHO, sup=sup, key="first")
+    second = sim.spawn(ECHO, sup=sup, key="second")
+    mark = {slot: len(w.ops) for slot, w in sim.workers.items()}
+    sim.crash(first)
+    ops = [op for slot, w in sim.workers.items() for op in w.ops[mark[slot]:]]
+    assert ["suspend", second, "shutdown"] in ops
+    assert {op[1] for op in ops if op[0] == "restart"} == {first, second}
+
+
+def test_a_child_on_a_dead_worker_is_recreated_elsewhere_as_one_incident(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=1, within_seconds=10.0, backoff=Backoff.none()))
+    children = [sim.spawn(ECHO, sup=sup, key=f"c{n}", worker=0) for n in range(3)]
+    sim.kill(0)  # three children lost at once: one incident, within the limit of 1
+    assert sup in sim.core.lifecycle.supervisors
+    assert all(sim.core.registry.actors[c].placed for c in children)
+
+
+def test_a_permanent_supervisor_that_gives_up_is_restarted_by_its_parent_with_its_children(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=1, within_seconds=10.0, backoff=Backoff.none()),
+                      restart="permanent")
+    child = sim.spawn(ECHO, sup=sup, key="c")
+    sim.crash(child)
+    sim.crash(child)  # past its limit: the root restarts the whole subtree (after the root's own backoff)
+    sim.advance(10.0)
+    assert sup in sim.core.lifecycle.supervisors and sim.core.registry.actors[child].placed
+    assert sim.core.lifecycle.children(sup) == [("c", child, False)]
+
+
+def test_a_restart_that_fails_goes_back_to_the_supervisor(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=1, within_seconds=10.0, backoff=Backoff.none()))
+    child = sim.spawn(ECHO, sup=sup, key="c", worker=0)
+    sim.failing.add(ECHO)  # from now on, it fails to start
+    sim.kill(0)
+    assert child not in sim.core.registry.actors  # restart failed, then the limit was reached
+    assert sup not in sim.core.lifecycle.supervisors
+
+
+# -- monitors and links -------------------------------------------------------------
+
+
+def test_a_monitor_fires_once_with_the_reason_and_a_dead_actor_is_noproc(sim: NodeSim) -> None:
+    watcher = sim.spawn(ECHO, worker=0)
+    target = sim.spawn(ECHO, worker=1, restart="temporary")
+    sim.from_worker(0, "monitor", watcher, NODE, target)
+    sim.crash(target, "ValueError: bad")
+    sim.crash(watcher)  # (restarted by the root: monitors belong to one incarnation)
+    [down] = [m for m in sim.told(watcher) if type(m) is Down]
+    assert down.ref == ActorRef(NODE, target) and down.reason == "ValueError: bad"
+    mark = len(sim.effects)
+    sim.from_worker(0, "monitor", watcher, NODE, target)
+    assert sim.told(watcher, mark) == [Down(ActorRef(NODE, target), "noproc")]
+
+
+def test_a_link_carries_an_exit_to_the_other_side(sim: NodeSim) -> None:
+    a = sim.spawn(ECHO, worker=0)
+    b = sim.spawn(ECHO, worker=1)
+    sim.from_worker(0, "link", a, NODE, b)
+    sim.crash(b, "KeyError: 'x'")
+    [signal_op] = [op for op in sim.workers[0].ops if op[0] == "exit_signal"]
+    assert signal_op == ["exit_signal", a, [NODE, b, None], "KeyError: 'x'"]
+
+
+def test_a_worker_cannot_monitor_for_an_actor_it_does_not_host(sim: NodeSim) -> None:
+    a = sim.spawn(ECHO, worker=0)
+    b = sim.spawn(ECHO, worker=1)
+    refused = sim.core.refused
+    sim.from_worker(1, "monitor", a, NODE, b)  # a lives on worker 0
+    assert sim.core.refused == refused + 1
+    sim.crash(b)
+    assert sim.told(a) == []
+
+
+# -- peers --------------------------------------------------------------------------
+
+
+def _clustered(sim: NodeSim, peer: str = "peer") -> None:
+    sim.host.clustered = True
+    sim.member("join", peer, "alive", {"router": "tcp://10.0.0.9:7946", "workers": 1})
+    assert LinkPeer(peer, "tcp://10.0.0.9:7946") in sim.effects
+    sim.host.links.add(peer)
+
+
+def test_a_peer_down_fails_asks_to_it_fires_monitors_and_links(sim: NodeSim) -> None:
+    _clustered(sim)
+    watcher = sim.spawn(ECHO, worker=0)
+    linked = sim.spawn(ECHO, worker=1)
+    sim.from_worker(0, "monitor", watcher, "peer", 77)
+    sim.from_worker(1, "link", linked, "peer", 78)
+    assert ("peer", ["rmonitor", watcher, 77]) in sim.to_nodes() and ("peer", ["rlink", 78, linked]) in sim.to_nodes()
+    sim.core.table.ask_forwarded(b"n:peer", CLIENT, 5)  # a client's ask in flight to the peer
+    sim.member("dead", "peer", "dead")
+
+    [reply] = _replies(sim, 5)
+    assert not reply.ok and type(reply.value) is NodeDown and "node peer is down (dead)" in str(reply.value)
+    assert sim.told(watcher) == [Down(ActorRef("peer", 77), "node peer down: dead")]
+    assert ["exit_signal", linked, ["peer", 78, None], "node peer down: dead"] in sim.workers[1].ops
+    assert sim.core.gone_nodes == {"peer": "dead"}
+    mark = len(sim.effects)
+    sim.call(sim.core.remote_failed, "peer", sim.message(watcher, "x", ask=True, corr=6))
+    [later] = [e for e in sim.of_type(Reply, mark) if e.corr == 6]
+    assert type(later.value) is NodeDown  # not "node not found": it is known to be down
+
+
+def test_a_peer_that_left_is_down_with_its_reason_and_comes_back_when_alive(sim: NodeSim) -> None:
+    _clustered(sim)
+    sim.member("leave", "peer", "left")
+    assert sim.core.gone_nodes == {"peer": "left the cluster"}
+    sim.member("alive", "peer", "alive", {"router": "tcp://10.0.0.9:7946", "workers": 1})
+    assert sim.core.gone_nodes == {}
+
+
+def test_a_monitor_of_an_unknown_node_fires_at_once(sim: NodeSim) -> None:
+    watcher = sim.spawn(ECHO)
+    slot = sim.core.registry.actors[watcher].slot
+    sim.from_worker(slot, "monitor", watcher, "nowhere", 5)
+    assert sim.told(watcher) == [Down(ActorRef("nowhere", 5), "node not found: nowhere")]
+
+
+def test_membership_reaches_subscribers_and_bad_metadata_links_nothing(sim: NodeSim) -> None:
+    sim.host.clustered = True
+    subscriber = sim.spawn(ECHO)
+    sim.ask("cluster_subscribe", subscriber)
+    sim.member("join", "odd", "alive", {"router": "tcp://a b:1"})
+    assert sim.core.bad_meta == 1 and sim.of_type(LinkPeer) == []
+    [event] = sim.told(subscriber)
+    assert type(event) is ClusterEvent and event.name == "odd" and event.kind == "join"
+
+
+def test_remote_monitors_and_links_come_only_over_the_peers_own_link(sim: NodeSim) -> None:
+    _clustered(sim)
+    local = sim.spawn(ECHO)
+    for source in (client_identity(CLIENT), b"n:other"):
+        refused = sim.core.refused
+        sim.ask("rmonitor", 9, local, node="peer", source=source)
+        assert sim.core.refused == refused + 1
+    sim.host.external.add(b"n:peer")
+    sim.ask("rmonitor", 9, local, node="peer", source=b"n:peer")
+    sim.crash(local)
+    assert ("peer", ["rdown", local, None, "RuntimeError: boom", 9]) in sim.to_nodes()
+
+
+# -- what nobody can receive --------------------------------------------------------
+
+
+def test_an_actor_stopped_for_good_fails_what_was_parked_for_it() -> None:
+    sim = NodeSim(1)
+    a = sim.spawn(ECHO, restart="temporary")
+    sim.auto_attach = False
+    sim.kill(0)  # temporary: not re-created
+    assert a not in sim.core.registry.actors
+    assert sim.route(sim.message(a, "q", ask=True, corr=3)) == "undeliverable"
+    [reply] = _replies(sim, 3)
+    assert type(reply.value) is ActorNotFound
+
+
+def test_a_bad_control_request_is_counted_and_answered_never_fatal(sim: NodeSim) -> None:
+    malformed = sim.core.malformed
+    corr = sim.ask("spawn", "not a spec", None)
+    reply = sim.answer(corr)
+    assert reply is not None and not reply.ok and isinstance(reply.value, GorilixError)
+    sim.ask("no such op")
+    sim.ask(42)
+    assert sim.core.malformed == malformed + 3
+    assert sim.spawn(ECHO)  # and it goes on
+
+
+def test_a_timer_that_raises_is_logged_and_dropped(sim: NodeSim) -> None:
+    calls: list[str] = []
+    sim.core.schedule(1.0, lambda: 1 // 0)
+    sim.core.schedule(2.0, calls.append, "later")
+    sim.advance(3.0)
+    assert calls == ["later"]
+
+
+def test_a_spawn_named_twice_is_refused(sim: NodeSim) -> None:
+    sim.spawn(ECHO, name="one")
+    corr = sim.ask("spawn", ["actors:Echo", b"\x92\x90\x80", "one", "permanent", None], None)
+    reply = sim.answer(corr)
+    assert reply is not None and type(reply.value) is SpawnError and "already registered" in str(reply.value)
+    assert len([e for e in sim.of_type(ToWorker) if e.op[0] == "spawn"]) == 1
+
+
+def test_a_node_tell_goes_out_as_an_effect_not_a_socket_call(sim: NodeSim) -> None:
+    actor = sim.spawn(ECHO)
+    sim.core.tell(actor, "hello")
+    [tell] = sim.core.take_effects()
+    assert type(tell) is Tell and tell.dst_id == actor and tell.message == "hello"
