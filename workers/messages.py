@@ -7,12 +7,10 @@ like any other message and can be matched with ``isinstance``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gorilix.transport.codec import message
-
-if TYPE_CHECKING:  # annotations only: refs import these messages (call, cast), not the other way
-    from gorilix.workers.ref import ActorRef
+from gorilix.workers.ref import ActorRef, Call, Cast  # Call and Cast live beside ref.call and ref.cast, which make them
 
 
 @message
@@ -31,22 +29,6 @@ class Exit:
 
     ref: ActorRef
     reason: str
-
-
-@message
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A GenServer request that expects a reply (``ref.call``)."""
-
-    request: Any
-
-
-@message
-@dataclass(frozen=True, slots=True)
-class Cast:
-    """A GenServer request without a reply (``ref.cast``)."""
-
-    request: Any
 
 
 @message
@@ -70,3 +52,6 @@ NORMAL_REASONS = frozenset({"normal", "shutdown"})
 
 def is_abnormal(reason: str) -> bool:
     return reason not in NORMAL_REASONS
+
+
+__all__ = ["NORMAL_REASONS", "Call", "Cast", "ClusterEvent", "Down", "Exit", "is_abnormal"]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gorilix.transport import codec
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import InvalidArgument, NotRunning
 from gorilix.transport.frames import ID_MAX, NODE_NAME_MAX
-from gorilix.workers.messages import Call, Cast
 
 EXT_ACTOR_REF = codec.EXT_USER_BASE
 
@@ -88,6 +88,27 @@ def port_for(ref: ActorRef) -> Port:
             "start one with `with ActorSystem(...) as system:`"
         )
     return _resolver(ref)
+
+
+# The envelopes of ref.call and ref.cast live beside them; gorilix.workers.messages
+# re-exports them with the other system messages. Its Down and Exit carry refs, so
+# it imports this module, and this module never imports it.
+
+
+@codec.message
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A GenServer request that expects a reply (``ref.call``)."""
+
+    request: Any
+
+
+@codec.message
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """A GenServer request without a reply (``ref.cast``)."""
+
+    request: Any
 
 
 class ActorRef:
