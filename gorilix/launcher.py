@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gorilix.cluster.bridge import Cluster, ClusterEvent, ClusterProvider
+from gorilix.cluster.bridge import Cluster, ClusterEvent, ClusterProvider, ClusterSystem
 from gorilix.cluster.config import (
     ClusterConfig,
     parse_hostport,
@@ -231,7 +231,7 @@ class _WatchingProvider(ClusterProvider):
     def __init__(self, on_event: Callable[[ClusterEvent], None] | None) -> None:
         self._on_event = on_event
 
-    def start(self, system: ActorSystem, config: ClusterConfig) -> Cluster:
+    def start(self, system: ClusterSystem, config: ClusterConfig) -> Cluster:
         cluster = super().start(system, config)
         if self._on_event is not None:
             cluster.on_event(self._on_event)

@@ -13,7 +13,7 @@ actor spawned without one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gorilix.backoff import Backoff
 from gorilix.breaker import BreakerConfig, CircuitBreaker, CircuitState
@@ -31,9 +31,6 @@ from gorilix.workers.spec import (
     make_spec,
     valid_name,
 )
-
-if TYPE_CHECKING:
-    from gorilix.system import ActorSystem
 
 __all__ = [
     "ONE_FOR_ALL",
@@ -80,10 +77,24 @@ def _check_child_id(what: str, key: object) -> None:
         raise InvalidArgument(f"{what} must be a non-empty str of at most {NAME_MAX} characters, got {shown(key)}")
 
 
+class SupervisorSystem(Protocol):
+    """What a SupervisorRef uses of its ActorSystem (an ActorSystem is one).
+
+    The node's name, its control channel and the start of a nested
+    supervisor. A Protocol rather than ActorSystem, which imports this
+    module: this module does not import it back, even for annotations.
+    """
+
+    @property
+    def name(self) -> str: ...
+    def _control(self, op: str, *args: Any, timeout: float = ...) -> Any: ...
+    def _new_supervisor(self, name: str, strategy: Strategy, parent: int | None, restart: str) -> SupervisorRef: ...
+
+
 class SupervisorRef:
     """A handle on a supervisor in the node; usable from any thread."""
 
-    def __init__(self, system: ActorSystem, sup_id: int, name: str) -> None:
+    def __init__(self, system: SupervisorSystem, sup_id: int, name: str) -> None:
         self.system = system
         self.id = sup_id
         self.name = name

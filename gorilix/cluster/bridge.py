@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gorilix.cluster.config import ClusterConfig
 from gorilix.cluster.swim import Member, MemberStatus
@@ -25,7 +25,6 @@ from gorilix.workers.messages import ClusterEvent
 from gorilix.workers.ref import ActorRef
 
 if TYPE_CHECKING:
-    from gorilix.system import ActorSystem
     from gorilix.workers.client import ClientPort
 
 log = logging.getLogger("gorilix.cluster")
@@ -34,6 +33,25 @@ log = logging.getLogger("gorilix.cluster")
 EVENTS_WAKE = 0.1
 #: Extra seconds a control request about a join or a leave may take beyond its own limit.
 CONTROL_MARGIN = 5.0
+
+
+class ClusterSystem(Protocol):
+    """What a Cluster uses of the ActorSystem it belongs to (an ActorSystem is one).
+
+    Its name, whether it runs or attached to a node, its control channel and
+    a port for the event thread. A Protocol rather than ActorSystem, which
+    imports this module: this module does not import it back, even for
+    annotations.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def _attached(self) -> bool: ...
+    def _control(self, op: str, *args: Any, timeout: float = ...) -> Any: ...
+    def _new_port(self) -> ClientPort: ...
 
 
 def member_from_row(row: dict[str, Any]) -> Member:
@@ -45,7 +63,7 @@ def member_from_row(row: dict[str, Any]) -> Member:
 class Cluster:
     """This node's view of the cluster (Go: the Cluster returned by the provider)."""
 
-    def __init__(self, system: ActorSystem, config: ClusterConfig, local: dict[str, Any]) -> None:
+    def __init__(self, system: ClusterSystem, config: ClusterConfig, local: dict[str, Any]) -> None:
         self.system = system
         self.config = config
         self.router_endpoint: str = local["meta"]["router"]
@@ -140,7 +158,7 @@ class Cluster:
 class _EventListener:
     """A thread with a client socket of its own, subscribed to the node's membership changes."""
 
-    def __init__(self, system: ActorSystem, callbacks: list[Callable[[ClusterEvent], None]]) -> None:
+    def __init__(self, system: ClusterSystem, callbacks: list[Callable[[ClusterEvent], None]]) -> None:
         self._system = system
         self._callbacks = callbacks
         self._stopping = threading.Event()
@@ -195,7 +213,7 @@ class _EventListener:
 class ClusterProvider:
     """Clustering over SWIM gossip (the default and only provider)."""
 
-    def start(self, system: ActorSystem, config: ClusterConfig) -> Cluster:
+    def start(self, system: ClusterSystem, config: ClusterConfig) -> Cluster:
         if config.node_name != system.name:
             raise ClusterError(
                 f"ClusterConfig.node_name {config.node_name!r} must match the ActorSystem's name "
