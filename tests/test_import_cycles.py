@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import grimp
+
+# Cycles being removed in parallel (issue 9): the node with its control handlers
+# and lifecycle, and the worker runtime with its actors and scheduler. A cycle
+# made only of these modules is let pass for now; this exclusion goes when that
+# work lands, and the test below then asserts that there is no cycle at all.
+BEING_UNTANGLED = (
+    "gorilix.node", "gorilix.lifecycle", "gorilix.control", "gorilix.control.*",
+    "gorilix.workers.actor", "gorilix.workers.scheduler", "gorilix.workers.runtime*",
+)
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -50,10 +61,27 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     return groups
 
 
+def _gorilix_graph(exclude_type_checking_imports: bool) -> grimp.ImportGraph:
+    """The graph as the files are now (0.2 s): grimp's cache goes by modification
+    times, so it can miss an edit made within the tick of its last read."""
+    return grimp.build_graph("gorilix", exclude_type_checking_imports=exclude_type_checking_imports,
+                             cache_dir=None)
+
+
 def test_no_import_cycles_at_run_time() -> None:
     # Imports under TYPE_CHECKING (annotations only) are left out: they never run.
-    graph = grimp.build_graph("gorilix", exclude_type_checking_imports=True)
-    assert _cycles(graph) == []
+    assert _cycles(_gorilix_graph(exclude_type_checking_imports=True)) == []
+
+
+def test_no_import_cycles_even_for_annotations() -> None:
+    # Imports under TYPE_CHECKING count here: they tie modules together for mypy and for a reader.
+    graph = _gorilix_graph(exclude_type_checking_imports=False)
+    cycles = [group for group in _cycles(graph) if not all(_being_untangled(module) for module in group)]
+    assert cycles == []
+
+
+def _being_untangled(module: str) -> bool:
+    return any(fnmatchcase(module, pattern) for pattern in BEING_UNTANGLED)
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
