@@ -12,7 +12,14 @@ from gorilix.backoff import Backoff
 from gorilix.node_core import MAX_EARLY_DEATHS
 from gorilix.node_events import LinkPeer, Ready, Reply, StartWorker, Tell, ToWorker
 from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, Strategy
-from gorilix.transport.errors import ActorNotFound, GorilixError, NodeDown, NotRunning, SpawnError, WorkerDied
+from gorilix.transport.errors import (
+    ActorNotFound,
+    GorilixError,
+    NodeDown,
+    NotRunning,
+    SpawnError,
+    WorkerDied,
+)
 from gorilix.transport.routing import client_identity
 from gorilix.workers.messages import ClusterEvent, Down
 from gorilix.workers.ref import ActorRef
