@@ -24,6 +24,7 @@ from gorilix.transport.frames import (
     TELL,
     Envelope,
     Route,
+    message_frames,
     pack_env,
     pack_route,
     split_messages,
@@ -352,3 +353,12 @@ def test_split_either_pairs_everything_or_rejects(frames: list[bytes]) -> None:
         assert len(frames) < 3 or len(frames) % 2 == 0
         return
     assert [frame for pair in pairs for frame in pair] == frames[1:]
+
+
+@pytest.mark.parametrize(("kind", "flags"), [(TELL, 0), (STOP, 0), (ASK, FLAG_ASK), (REPLY, FLAG_REPLY),
+                                             (FAIL, FLAG_REPLY)])
+def test_message_frames_mark_the_route_by_the_kind(kind: int, flags: int) -> None:
+    route, env, payload = message_frames("n2", 7, kind, "n1", 9, b"body", corr=3)
+    assert unpack_route(route) == Route("n2", 7, flags, 9, 3)
+    assert unpack_env(env) == Envelope(kind, "n1", 9, 3)
+    assert payload == b"body"

@@ -126,6 +126,18 @@ def _problem(names: tuple[str, ...], fields: tuple[object, ...]) -> str:
     return "bad field values"
 
 
+def message_frames(dst_node: str, dst_id: int, kind: int, src_node: str, src_id: int, payload: bytes,
+                   corr: int = 0) -> list[bytes]:
+    """One message as its sender's multipart, ``[route, env, payload]`` (no identity slot).
+
+    The route's flags follow from the kind: an ask is marked so that the
+    router can fail it if its receiver dies, a reply or a failure so that the
+    router can cross it off; ``src_id``/``corr`` name the ask either way.
+    """
+    flags = FLAG_ASK if kind == ASK else FLAG_REPLY if kind in (REPLY, FAIL) else 0
+    return [pack_route(dst_node, dst_id, flags, src_id, corr), pack_env(kind, src_node, src_id, corr), payload]
+
+
 def split_messages(frames: list[bytes]) -> list[tuple[bytes, bytes]]:
     """Pair up ``env, payload`` frames after the route frame."""
     body = frames[1:]

@@ -32,8 +32,7 @@ from gorilix.transport.frames import (
     REPLY,
     STOP,
     TELL,
-    pack_env,
-    pack_route,
+    message_frames,
     split_messages,
     unpack_env,
 )
@@ -231,9 +230,7 @@ def client_frames(
     node: str, client_id: int, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes
 ) -> list[bytes]:
     """A client's multipart: only an ask carries the client's id, for the reply to find it."""
-    src = client_id if kind == ASK else 0
-    flags = FLAG_ASK if kind == ASK else 0
-    return [pack_route(dst_node, dst_id, flags, src, corr), pack_env(kind, node, src, corr), payload]
+    return message_frames(dst_node, dst_id, kind, node, client_id if kind == ASK else 0, payload, corr)
 
 
 def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int]:
