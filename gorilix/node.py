@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from gorilix.control import HANDLERS
+from gorilix.control import HANDLERS, REPORTS
 from gorilix.node_core import NodeCore
 from gorilix.node_events import (
     ControlRequest,
@@ -76,8 +76,7 @@ from gorilix.transport.frames import (
     REPLY,
     TELL,
     Route,
-    pack_env,
-    pack_route,
+    message_frames,
     unpack_route,
 )
 from gorilix.transport.sockets import (
@@ -91,6 +90,7 @@ from gorilix.transport.sockets import (
 )
 from gorilix.workers.notice import EndNotice
 from gorilix.workers.pool import WorkerPool, WorkerProcess
+from gorilix.workers.protocol import Shutdown
 
 if TYPE_CHECKING:  # the cluster's modules load once clustering is on (see enable_cluster): a faster start
     from gorilix.cluster.links import PeerLinks
@@ -139,7 +139,7 @@ class Node:
         self.router.bind(self.endpoint)
         self.pool = pool or WorkerPool(name, self.endpoint, workers, log_level=log_level,
                                        start_method=start_method, program=program)
-        self.core = NodeCore(name, workers, host=self, handlers=HANDLERS, clock=time.monotonic,
+        self.core = NodeCore(name, workers, host=self, handlers=HANDLERS, reports=REPORTS, clock=time.monotonic,
                              max_parked=max_parked)
         self.table = self.core.table  # the hot path reads it directly
         self._sentinels: dict[int, int] = {}
@@ -298,7 +298,7 @@ class Node:
             case Tell(dst_id, payload):
                 self._tell_bytes(dst_id, payload)
             case ToWorker(_, identity, op):
-                self._send_control(identity, op)
+                self._send_control(identity, op.to_wire())
             case Forward(frames):
                 self._forward(frames[0], unpack_route(frames[1]), frames)
             case ToNode(node, op):
@@ -337,7 +337,7 @@ class Node:
         for slot, worker in self.pool.workers.items():
             worker.ready = self.core.slots[slot].ready  # one that never attached cannot hear "shutdown"
             if worker.alive:
-                self._send_control(worker.identity, ["shutdown"])
+                self._send_control(worker.identity, Shutdown().to_wire())
         self.pool.stop_all(timeout=self._stop_grace)
 
     # -- routing ------------------------------------------------------------
@@ -456,10 +456,7 @@ class Node:
             kind, payload = REPLY, codec.encode(value)
         else:
             kind, payload = FAIL, codec.encode(error_to_wire(value))
-        frames = [
-            b"", pack_route(node, dst_id, FLAG_REPLY, CONTROL_ID, corr),
-            pack_env(kind, self.name, CONTROL_ID, corr), payload,
-        ]
+        frames = [b"", *message_frames(node, dst_id, kind, self.name, CONTROL_ID, payload, corr)]
         if node != self.name:
             if not self._send_remote(node, frames[1:]):
                 self.core.undeliverable(frames, ClusterError(f"node not found: {node}"))
@@ -474,23 +471,21 @@ class Node:
             pass
 
     def _tell_bytes(self, dst_id: int, payload: bytes) -> None:
-        frames = [b"", pack_route(self.name, dst_id), pack_env(TELL, self.name, CONTROL_ID), payload]
+        frames = [b"", *message_frames(self.name, dst_id, TELL, self.name, CONTROL_ID, payload)]
         self._forward(b"", Route(self.name, dst_id, 0, CONTROL_ID, 0), frames)
 
     def _send_control(self, identity: bytes, op: list[Any]) -> None:
         try:
             self.router.send_multipart([
-                identity, pack_route(self.name, CONTROL_ID), pack_env(TELL, self.name, CONTROL_ID),
-                codec.encode(op),
+                identity, *message_frames(self.name, CONTROL_ID, TELL, self.name, CONTROL_ID, codec.encode(op)),
             ])
         except zmq.ZMQError:
             log.debug("control %s to %r: peer gone", op[0], identity)
 
     def send_node_control(self, node: str, op: list[Any]) -> bool:
         """Tell another node's control endpoint something (one-way)."""
-        return self._send_remote(node, [
-            pack_route(node, CONTROL_ID), pack_env(TELL, self.name, CONTROL_ID), codec.encode(op),
-        ])
+        return self._send_remote(node, message_frames(node, CONTROL_ID, TELL, self.name, CONTROL_ID,
+                                                      codec.encode(op)))
 
     def _control_frames(self, frames: Frames) -> None:
         source = frames[0]

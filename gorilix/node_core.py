@@ -79,6 +79,16 @@ from gorilix.transport.frames import (
 )
 from gorilix.transport.routing import ID_SHIFT, ForwardingTable
 from gorilix.workers.messages import ClusterEvent
+from gorilix.workers.protocol import (
+    WORKER_REPORTS,
+    ExitSignal,
+    Restart,
+    Spawn,
+    StopActor,
+    Suspend,
+    WorkerOp,
+    report_from_wire,
+)
 from gorilix.workers.ref import ActorRef
 
 log = logging.getLogger("gorilix.node")
@@ -92,7 +102,8 @@ ERROR_LOG_EVERY = 60.0
 #: Dead letters kept for ``dead_letters()`` and ``gorilix status``.
 RECENT_DEAD_LETTERS = 100
 
-#: A control handler: (core, request, *args) -> the answer, or DEFER.
+#: A control handler: (core, request, *args) -> the answer, or DEFER; for a worker's report,
+#: (core, request, report) with the report parsed (gorilix.workers.protocol).
 Handler = Callable[..., Any]
 
 
@@ -131,12 +142,14 @@ class NodeCore:
 
     def __init__(
         self, name: str, workers: int, *, host: NodeHost, handlers: dict[str, Handler],
+        reports: dict[type[Any], Handler],
         clock: Callable[[], float], rng: random.Random | None = None, max_parked: int = 10_000,
     ) -> None:
         self.name = name
         self.host = host
         self.size = workers
         self._handlers = handlers
+        self._reports = reports
         self._clock = clock
         self.table = ForwardingTable(max_parked_per_actor=max_parked)
         self.registry = Registry()
@@ -243,7 +256,7 @@ class NodeCore:
     def tell_bytes(self, dst_id: int, payload: bytes) -> None:
         self._effects.append(Tell(dst_id, payload))
 
-    def to_worker(self, slot: int, op: list[Any]) -> None:
+    def to_worker(self, slot: int, op: WorkerOp) -> None:
         self._effects.append(ToWorker(slot, self.slots[slot].identity, op))
 
     def send_node(self, node: str, op: list[Any]) -> None:
@@ -293,11 +306,22 @@ class NodeCore:
 
     def _control(self, request: Request, op: Any) -> None:
         try:
-            name, args = op[0], op[1:]
-            handler = self._handlers[name]
+            name = op[0]
+            handler = self._handlers[name] if name not in WORKER_REPORTS else None
         except (TypeError, IndexError, KeyError):
             self.malformed += 1
             return
+        if handler is None:  # a worker's report: parsed whole first, so a bad one is never half-applied
+            try:
+                report = report_from_wire(op)
+            except DecodeError as exc:
+                self.malformed += 1
+                if request.ask:
+                    self.fail(request, GorilixError(f"bad {name} request: {exc}"))
+                return
+            handler, args = self._reports[type(report)], [report]
+        else:
+            args = op[1:]
         try:
             result = handler(self, request, *args)
         except GorilixError as exc:
@@ -418,7 +442,7 @@ class NodeCore:
             self._homeless.append(record.id)
             return
         self.registry.move(record.id, slot)
-        self.to_worker(slot, ["spawn", record.id, record.spec.to_wire()])
+        self.to_worker(slot, Spawn(record.id, record.spec))
 
     def worker_of(self, record: ActorRecord) -> int | None:
         """The slot of the live worker where ``record`` runs, if it does."""
@@ -465,14 +489,14 @@ class NodeCore:
         slot = self.worker_of(record)
         if slot is None:
             return False
-        self.to_worker(slot, ["restart", record.id, reason])
+        self.to_worker(slot, Restart(record.id, reason))
         return True
 
     def suspend(self, record: ActorRecord, reason: str) -> None:
         """End the incarnation of a running actor without reporting it as an exit."""
         slot = self.worker_of(record)
         if slot is not None:
-            self.to_worker(slot, ["suspend", record.id, reason])
+            self.to_worker(slot, Suspend(record.id, reason))
 
     def forget(self, record: ActorRecord, reason: str) -> None:
         """The actor is gone for good: no route, no name, no restart."""
@@ -482,7 +506,7 @@ class NodeCore:
             self.undeliverable(parked, ActorNotFound(f"actor {self.name}/{record.id:#x} stopped ({reason})"))
         slot = self.worker_of(record)
         if slot is not None:
-            self.to_worker(slot, ["stop_actor", record.id, reason])
+            self.to_worker(slot, StopActor(record.id, reason))
         request = self.pending_spawns.pop(record.id, None)
         if request is not None:
             self.fail(request, SpawnError(f"actor stopped before it started: {reason}"))
@@ -513,7 +537,7 @@ class NodeCore:
         record = self.registry.actors.get(actor_id)
         slot = None if record is None else self.worker_of(record)
         if slot is not None:
-            self.to_worker(slot, ["exit_signal", actor_id, [source.node, source.id, source.name], reason])
+            self.to_worker(slot, ExitSignal(actor_id, (source.node, source.id, source.name), reason))
 
     def linked(self, node: str) -> bool:
         return self.host.linked(node)

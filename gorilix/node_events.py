@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gorilix.transport import codec
+from gorilix.workers.protocol import WorkerOp
 
 Frames = list[bytes]
 
@@ -93,11 +94,11 @@ NodeEvent = WorkerStarted | WorkerExited | ControlRequest | MemberChanged
 
 @dataclass(frozen=True, slots=True)
 class ToWorker:
-    """Send a control op to the worker process whose socket is ``identity`` (the worker of ``slot``)."""
+    """Send ``op`` to the worker process whose socket is ``identity`` (the worker of ``slot``)."""
 
     slot: int
     identity: bytes
-    op: list[Any]
+    op: WorkerOp
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ with real processes sees only its end, slowly and with timing noise. Here a
 test feeds the core (:class:`gorilix.node_core.NodeCore`) the events its
 driver would, sees every effect it returns, and moves time by hand.
 
-Simulated workers answer the node at once, as real ones do: a ``spawn``
-gets ``spawned`` (or ``spawn_failed`` for a class the test marks as
-failing), a ``restart`` gets ``restarted``, a ``stop_actor`` gets a final
-``exited``. A started worker attaches at once unless the test says not to.
+Simulated workers answer the node at once, as real ones do, in the typed
+protocol (gorilix.workers.protocol) and through its wire form: a Spawn gets
+Spawned (or SpawnFailed for a class the test marks as failing), a Restart
+gets Restarted, a StopActor gets a final Exited. A started worker attaches at once unless the test says not to.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from gorilix.control import HANDLERS
+from gorilix.control import HANDLERS, REPORTS
 from gorilix.node_core import NodeCore
 from gorilix.node_events import (
     ControlRequest,
@@ -43,7 +43,21 @@ from gorilix.transport import codec
 from gorilix.transport.errors import ActorNotFound, error_to_wire
 from gorilix.transport.frames import ASK, FLAG_ASK, TELL, pack_env, pack_route, unpack_route
 from gorilix.transport.routing import client_identity
-from gorilix.workers.spec import ActorSpec, make_spec
+from gorilix.workers.protocol import (
+    AttachWorker,
+    Exited,
+    Restart,
+    Restarted,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    StopActor,
+    Suspend,
+    WorkerOp,
+    WorkerReport,
+    op_from_wire,
+)
+from gorilix.workers.spec import make_spec
 
 NODE = "sim"
 #: The client id the simulated program asks from.
@@ -122,7 +136,7 @@ class SimWorker:
     pid: int
     prefix: int
     running: set[int] = field(default_factory=set)  # actor ids with a live incarnation here
-    ops: list[list[Any]] = field(default_factory=list)  # every op the node sent it
+    ops: list[WorkerOp] = field(default_factory=list)  # every op the node sent it
 
 
 class NodeSim:
@@ -131,7 +145,7 @@ class NodeSim:
     def __init__(self, workers: int = 2, *, seed: int = 0, max_parked: int = 10_000, attach: bool = True) -> None:
         self.clock = VirtualClock()
         self.host = FakeHost()
-        self.core = NodeCore(NODE, workers, host=self.host, handlers=HANDLERS, clock=self.clock,
+        self.core = NodeCore(NODE, workers, host=self.host, handlers=HANDLERS, reports=REPORTS, clock=self.clock,
                              rng=random.Random(seed), max_parked=max_parked)
         self.workers: dict[int, SimWorker] = {}
         self.effects: list[Effect] = []  # everything the core asked for, in order
@@ -186,46 +200,45 @@ class NodeSim:
 
     def attach(self, slot: int) -> None:
         worker = self.workers[slot]
-        self.from_worker(slot, "attach_worker", slot, worker.prefix, worker.pid)
+        self.report(slot, AttachWorker(slot, worker.prefix, worker.pid))
 
     def kill(self, slot: int, how: str = "killed by SIGKILL") -> None:
         self.feed(WorkerExited(slot, how))
 
-    def from_worker(self, slot: int, *op: Any) -> None:
-        """A report from the worker of ``slot`` (a one-way tell, as workers send them)."""
+    def report(self, slot: int, report: WorkerReport) -> None:
+        """A report from the worker of ``slot`` (a one-way tell, as workers send them), through its wire form."""
         request = Request(self.workers[slot].identity, NODE, 0, 0, False)
-        self.feed(ControlRequest(request, list(op)))
+        self.feed(ControlRequest(request, report.to_wire()))
 
     def _worker_reacts(self, effect: ToWorker) -> None:
         worker = self.workers[effect.slot]
         assert effect.identity == worker.identity, f"{effect} sent to an old incarnation of worker {effect.slot}"
-        worker.ops.append(effect.op)
-        name = effect.op[0]
-        if name == "spawn":
-            _, actor_id, fields = effect.op
-            spec = ActorSpec.from_wire(fields)
-            if spec.class_path in self.failing:
-                error = error_to_wire(RuntimeError(f"{spec.class_path} refuses to start"))
-                self.from_worker(effect.slot, "spawn_failed", actor_id, error)
+        op = effect.op
+        assert op_from_wire(op.to_wire()) == op  # what the worker would read is what the node meant
+        worker.ops.append(op)
+        if type(op) is Spawn:
+            if op.spec.class_path in self.failing:
+                error = error_to_wire(RuntimeError(f"{op.spec.class_path} refuses to start"))
+                self.report(effect.slot, SpawnFailed(op.actor_id, error))
             else:
-                worker.running.add(actor_id)
-                self.from_worker(effect.slot, "spawned", actor_id)
-        elif name == "restart":
-            worker.running.add(effect.op[1])
-            self.from_worker(effect.slot, "restarted", effect.op[1])
-        elif name == "suspend":
-            worker.running.discard(effect.op[1])
-        elif name == "stop_actor":
-            if effect.op[1] in worker.running:
-                worker.running.discard(effect.op[1])
-                self.from_worker(effect.slot, "exited", effect.op[1], effect.op[2], False, True)
+                worker.running.add(op.actor_id)
+                self.report(effect.slot, Spawned(op.actor_id))
+        elif type(op) is Restart:
+            worker.running.add(op.actor_id)
+            self.report(effect.slot, Restarted(op.actor_id))
+        elif type(op) is Suspend:
+            worker.running.discard(op.actor_id)
+        elif type(op) is StopActor:
+            if op.actor_id in worker.running:
+                worker.running.discard(op.actor_id)
+                self.report(effect.slot, Exited(op.actor_id, op.reason, False, True))
 
     def crash(self, actor_id: int, reason: str = "RuntimeError: boom") -> None:
         """The actor's receive raised: its worker reports the exit (not final: its supervisor decides)."""
         slot = self.core.registry.actors[actor_id].slot
         assert slot is not None
         self.workers[slot].running.discard(actor_id)
-        self.from_worker(slot, "exited", actor_id, reason, True, False)
+        self.report(slot, Exited(actor_id, reason, True, False))
 
     # -- the program's side -----------------------------------------------------------
 

@@ -22,6 +22,7 @@ from gorilix.transport.errors import (
 )
 from gorilix.transport.routing import client_identity
 from gorilix.workers.messages import ClusterEvent, Down
+from gorilix.workers.protocol import ExitSignal, Link, Monitor, Restart, Spawn, Suspend
 from gorilix.workers.ref import ActorRef
 
 ECHO = "actors:Echo"
@@ -81,7 +82,7 @@ def test_a_worker_death_fails_its_asks_parks_its_messages_and_recreates_its_acto
     # The root supervisor re-created it at once, on the one live worker; b never moved.
     assert sim.core.registry.actors[a].slot == 1 and sim.core.registry.actors[a].placed
     assert sim.core.registry.actors[b].slot == 1
-    assert ["spawn", a] == sim.workers[1].ops[-1][:2]
+    assert sim.workers[1].ops[-1] == Spawn(a, sim.core.registry.actors[a].spec)
     sim.attach(0)
     assert sim.core.live_slots() == [0, 1]
 
@@ -191,12 +192,14 @@ def test_restarts_wait_for_their_backoff_on_the_node_clock(sim: NodeSim) -> None
     assert slot is not None
     for attempt, delay in [(1, 1.0), (2, 2.0), (3, 3.0)]:
         sim.crash(child)
-        restarts = [op for op in sim.workers[slot].ops if op[:2] == ["restart", child]]
-        assert len(restarts) == attempt - 1, "restarted before its backoff"
+        def restarts() -> int:
+            return sum(1 for op in sim.workers[slot].ops if type(op) is Restart and op.actor_id == child)
+
+        assert restarts() == attempt - 1, "restarted before its backoff"
         sim.advance(delay - 0.01)
-        assert len([op for op in sim.workers[slot].ops if op[:2] == ["restart", child]]) == attempt - 1
+        assert restarts() == attempt - 1
         sim.advance(0.02)
-        assert len([op for op in sim.workers[slot].ops if op[:2] == ["restart", child]]) == attempt
+        assert restarts() == attempt
 
 
 def test_a_supervisor_past_its_restart_intensity_gives_up_and_its_monitors_hear_it(sim: NodeSim) -> None:
@@ -204,8 +207,8 @@ def test_a_supervisor_past_its_restart_intensity_gives_up_and_its_monitors_hear_
     child = sim.spawn(ECHO, sup=sup, key="c")
     watcher = sim.spawn(ECHO)
     watcher_slot = sim.core.registry.actors[watcher].slot
-    sim.from_worker(watcher_slot, "monitor", watcher, NODE, child)
-    sim.from_worker(watcher_slot, "monitor", watcher, NODE, sup)
+    sim.report(watcher_slot, Monitor(watcher, NODE, child))
+    sim.report(watcher_slot, Monitor(watcher, NODE, sup))
     for _ in range(3):
         sim.crash(child)
     assert child not in sim.core.registry.actors
@@ -232,8 +235,8 @@ def test_one_for_all_restarts_the_siblings_of_a_crashed_child(sim: NodeSim) -> N
     mark = {slot: len(w.ops) for slot, w in sim.workers.items()}
     sim.crash(first)
     ops = [op for slot, w in sim.workers.items() for op in w.ops[mark[slot]:]]
-    assert ["suspend", second, "shutdown"] in ops
-    assert {op[1] for op in ops if op[0] == "restart"} == {first, second}
+    assert Suspend(second, "shutdown") in ops
+    assert {op.actor_id for op in ops if type(op) is Restart} == {first, second}
 
 
 def test_a_child_on_a_dead_worker_is_recreated_elsewhere_as_one_incident(sim: NodeSim) -> None:
@@ -270,30 +273,30 @@ def test_a_restart_that_fails_goes_back_to_the_supervisor(sim: NodeSim) -> None:
 def test_a_monitor_fires_once_with_the_reason_and_a_dead_actor_is_noproc(sim: NodeSim) -> None:
     watcher = sim.spawn(ECHO, worker=0)
     target = sim.spawn(ECHO, worker=1, restart="temporary")
-    sim.from_worker(0, "monitor", watcher, NODE, target)
+    sim.report(0, Monitor(watcher, NODE, target))
     sim.crash(target, "ValueError: bad")
     sim.crash(watcher)  # (restarted by the root: monitors belong to one incarnation)
     [down] = [m for m in sim.told(watcher) if type(m) is Down]
     assert down.ref == ActorRef(NODE, target) and down.reason == "ValueError: bad"
     mark = len(sim.effects)
-    sim.from_worker(0, "monitor", watcher, NODE, target)
+    sim.report(0, Monitor(watcher, NODE, target))
     assert sim.told(watcher, mark) == [Down(ActorRef(NODE, target), "noproc")]
 
 
 def test_a_link_carries_an_exit_to_the_other_side(sim: NodeSim) -> None:
     a = sim.spawn(ECHO, worker=0)
     b = sim.spawn(ECHO, worker=1)
-    sim.from_worker(0, "link", a, NODE, b)
+    sim.report(0, Link(a, NODE, b))
     sim.crash(b, "KeyError: 'x'")
-    [signal_op] = [op for op in sim.workers[0].ops if op[0] == "exit_signal"]
-    assert signal_op == ["exit_signal", a, [NODE, b, None], "KeyError: 'x'"]
+    [signal_op] = [op for op in sim.workers[0].ops if type(op) is ExitSignal]
+    assert signal_op == ExitSignal(a, (NODE, b, None), "KeyError: 'x'")
 
 
 def test_a_worker_cannot_monitor_for_an_actor_it_does_not_host(sim: NodeSim) -> None:
     a = sim.spawn(ECHO, worker=0)
     b = sim.spawn(ECHO, worker=1)
     refused = sim.core.refused
-    sim.from_worker(1, "monitor", a, NODE, b)  # a lives on worker 0
+    sim.report(1, Monitor(a, NODE, b))  # a lives on worker 0
     assert sim.core.refused == refused + 1
     sim.crash(b)
     assert sim.told(a) == []
@@ -313,8 +316,8 @@ def test_a_peer_down_fails_asks_to_it_fires_monitors_and_links(sim: NodeSim) -> 
     _clustered(sim)
     watcher = sim.spawn(ECHO, worker=0)
     linked = sim.spawn(ECHO, worker=1)
-    sim.from_worker(0, "monitor", watcher, "peer", 77)
-    sim.from_worker(1, "link", linked, "peer", 78)
+    sim.report(0, Monitor(watcher, "peer", 77))
+    sim.report(1, Link(linked, "peer", 78))
     assert ("peer", ["rmonitor", watcher, 77]) in sim.to_nodes() and ("peer", ["rlink", 78, linked]) in sim.to_nodes()
     sim.core.table.ask_forwarded(b"n:peer", CLIENT, 5)  # a client's ask in flight to the peer
     sim.member("dead", "peer", "dead")
@@ -322,7 +325,7 @@ def test_a_peer_down_fails_asks_to_it_fires_monitors_and_links(sim: NodeSim) -> 
     [reply] = _replies(sim, 5)
     assert not reply.ok and type(reply.value) is NodeDown and "node peer is down (dead)" in str(reply.value)
     assert sim.told(watcher) == [Down(ActorRef("peer", 77), "node peer down: dead")]
-    assert ["exit_signal", linked, ["peer", 78, None], "node peer down: dead"] in sim.workers[1].ops
+    assert ExitSignal(linked, ("peer", 78, None), "node peer down: dead") in sim.workers[1].ops
     assert sim.core.gone_nodes == {"peer": "dead"}
     mark = len(sim.effects)
     sim.call(sim.core.remote_failed, "peer", sim.message(watcher, "x", ask=True, corr=6))
@@ -341,7 +344,7 @@ def test_a_peer_that_left_is_down_with_its_reason_and_comes_back_when_alive(sim:
 def test_a_monitor_of_an_unknown_node_fires_at_once(sim: NodeSim) -> None:
     watcher = sim.spawn(ECHO)
     slot = sim.core.registry.actors[watcher].slot
-    sim.from_worker(slot, "monitor", watcher, "nowhere", 5)
+    sim.report(slot, Monitor(watcher, "nowhere", 5))
     assert sim.told(watcher) == [Down(ActorRef("nowhere", 5), "node not found: nowhere")]
 
 
@@ -406,7 +409,7 @@ def test_a_spawn_named_twice_is_refused(sim: NodeSim) -> None:
     corr = sim.ask("spawn", ["actors:Echo", b"\x92\x90\x80", "one", "permanent", None], None)
     reply = sim.answer(corr)
     assert reply is not None and type(reply.value) is SpawnError and "already registered" in str(reply.value)
-    assert len([e for e in sim.of_type(ToWorker) if e.op[0] == "spawn"]) == 1
+    assert len([e for e in sim.of_type(ToWorker) if type(e.op) is Spawn]) == 1
 
 
 def test_a_node_tell_goes_out_as_an_effect_not_a_socket_call(sim: NodeSim) -> None:

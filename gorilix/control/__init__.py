@@ -17,5 +17,7 @@ from typing import Any
 from gorilix.control import actors, cluster, supervisors, tools
 
 HANDLERS: dict[str, Any] = {**actors.HANDLERS, **supervisors.HANDLERS, **cluster.HANDLERS, **tools.HANDLERS}
+#: Handlers of the workers' reports, by the report's type (gorilix.workers.protocol).
+REPORTS: dict[type[Any], Any] = {**actors.REPORTS, **tools.REPORTS}
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "REPORTS"]

@@ -11,15 +11,29 @@ from gorilix.registry import ActorRecord
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import GorilixError, InvalidArgument, SpawnError, error_from_wire
 from gorilix.transport.routing import ID_SHIFT, client_identity, is_client_id
+from gorilix.workers.protocol import (
+    AttachWorker,
+    DeadLetter,
+    Demonitor,
+    Exited,
+    Link,
+    Monitor,
+    Register,
+    Restarted,
+    SpawnAt,
+    Spawned,
+    SpawnFailed,
+    Unlink,
+)
 from gorilix.workers.spec import ActorSpec, check_topic
 
 
-def _h_attach_worker(core: NodeCore, req: Request, slot: int, incarnation: int, pid: int) -> None:
-    worker = core.slots.get(slot) if type(slot) is int else None
+def _r_attach_worker(core: NodeCore, req: Request, report: AttachWorker) -> None:
+    worker = core.slots.get(report.slot)
     if worker is None or not worker.alive or worker.identity != req.source:
-        raise core.refuse("attach_worker", f"{req.source!r} is not the socket of worker {slot!r}")
-    log.info("worker %d ready (pid %d)", slot, pid)
-    core.worker_attached(slot)
+        raise core.refuse("attach_worker", f"{req.source!r} is not the socket of worker {report.slot!r}")
+    log.info("worker %d ready (pid %d)", report.slot, report.pid)
+    core.worker_attached(report.slot)
 
 
 def _h_attach_client(core: NodeCore, req: Request, client_id: int) -> None:
@@ -83,9 +97,9 @@ def _new_id_of(core: NodeCore, req: Request, op: str, actor_id: object) -> int:
     return slot
 
 
-def _h_spawn_at(core: NodeCore, req: Request, actor_id: int, spec_fields: list[Any], worker: int) -> None:
+def _r_spawn_at(core: NodeCore, req: Request, report: SpawnAt) -> None:
+    actor_id, spec, worker = report.actor_id, report.spec, report.worker
     _new_id_of(core, req, "spawn_at", actor_id)
-    spec = ActorSpec.from_wire(spec_fields)
     if spec.name is not None and spec.name in core.registry.names:
         # As for a local spawn: the newcomer does not run under a taken name.
         log.error("spawn of %s refused: name %r is already registered", spec.class_path, spec.name)
@@ -98,9 +112,9 @@ def _h_spawn_at(core: NodeCore, req: Request, actor_id: int, spec_fields: list[A
     core.place(record, worker if worker in core.slots else None)
 
 
-def _h_register(core: NodeCore, req: Request, actor_id: int, spec_fields: list[Any]) -> None:
+def _r_register(core: NodeCore, req: Request, report: Register) -> None:
+    actor_id, spec = report.actor_id, report.spec
     slot = _new_id_of(core, req, "register", actor_id)
-    spec = ActorSpec.from_wire(spec_fields)
     record = ActorRecord(actor_id, spec, slot, placed=True, started=True)
     core.registry.add(record)
     core.lifecycle.adopt(record)
@@ -113,51 +127,38 @@ def _h_register(core: NodeCore, req: Request, actor_id: int, spec_fields: list[A
             core.registry.register_name(spec.name, actor_id)
 
 
-def _h_spawned(core: NodeCore, req: Request, actor_id: int) -> None:
-    core.actor_started(worker_slot(core, req, "spawned"), actor_id)
+def _r_spawned(core: NodeCore, req: Request, report: Spawned) -> None:
+    core.actor_started(worker_slot(core, req, "spawned"), report.actor_id)
 
 
-def _h_spawn_failed(core: NodeCore, req: Request, actor_id: int, error: Any) -> None:
+def _r_spawn_failed(core: NodeCore, req: Request, report: SpawnFailed) -> None:
     slot = worker_slot(core, req, "spawn_failed")
-    core.actor_failed_to_start(slot, actor_id, error_from_wire(error))
+    core.actor_failed_to_start(slot, report.actor_id, error_from_wire(report.error))
 
 
-def _h_exited(core: NodeCore, req: Request, actor_id: int, reason: str,
-              abnormal: bool, final: bool) -> None:
+def _r_exited(core: NodeCore, req: Request, report: Exited) -> None:
     slot = worker_slot(core, req, "exited")
-    record = core.registry.actors.get(actor_id)
+    record = core.registry.actors.get(report.actor_id)
     if record is None or record.slot != slot:
         return  # already forgotten, or a stale report from a worker it left
-    core.lifecycle.exited([(record, str(reason), bool(abnormal))], final=bool(final))
+    core.lifecycle.exited([(record, report.reason, report.abnormal)], final=report.final)
 
 
-def _h_restarted(core: NodeCore, req: Request, actor_id: int) -> None:
+def _r_restarted(core: NodeCore, req: Request, report: Restarted) -> None:
     slot = worker_slot(core, req, "restarted")
-    record = core.registry.actors.get(actor_id)
+    record = core.registry.actors.get(report.actor_id)
     if record is not None and record.slot == slot:
-        core.lifecycle.restarted(actor_id)
+        core.lifecycle.restarted(report.actor_id)
 
 
 # Monitors and links are made by an actor for itself (Actor.monitor, Actor.link): its worker sends them.
 
-def _h_monitor(core: NodeCore, req: Request, watcher: int, where: str, watched: int) -> None:
-    hosted_by(core, req, "monitor", watcher)
-    core.lifecycle.monitor(watcher, where, watched)
-
-
-def _h_demonitor(core: NodeCore, req: Request, watcher: int, where: str, watched: int) -> None:
-    hosted_by(core, req, "demonitor", watcher)
-    core.lifecycle.demonitor(watcher, where, watched)
-
-
-def _h_link(core: NodeCore, req: Request, a: int, where: str, b: int) -> None:
-    hosted_by(core, req, "link", a)
-    core.lifecycle.link(a, where, b)
-
-
-def _h_unlink(core: NodeCore, req: Request, a: int, where: str, b: int) -> None:
-    hosted_by(core, req, "unlink", a)
-    core.lifecycle.unlink(a, where, b)
+def _r_watch(core: NodeCore, req: Request, report: Monitor | Demonitor | Link | Unlink) -> None:
+    hosted_by(core, req, report.OP, report.actor_id)
+    lifecycle = core.lifecycle
+    change = {Monitor: lifecycle.monitor, Demonitor: lifecycle.demonitor, Link: lifecycle.link,
+              Unlink: lifecycle.unlink}[type(report)]
+    change(report.actor_id, report.node, report.other)
 
 
 def topic_of(core: NodeCore, op: str, topic: object) -> str:
@@ -203,9 +204,9 @@ def publish_here(core: NodeCore, topic: str, payload: bytes) -> int:
     return len(subscribers)
 
 
-def _h_dead_letter(core: NodeCore, req: Request, dst_id: int, reason: str) -> None:
+def _r_dead_letter(core: NodeCore, req: Request, report: DeadLetter) -> None:
     slot = worker_slot(core, req, "dead_letter")
-    core.dead_letter(dst_id, core.name, 0, GorilixError(f"{reason} at worker {slot}"))
+    core.dead_letter(report.dst_id, core.name, 0, GorilixError(f"{report.reason} at worker {slot}"))
 
 
 def _h_whereis(core: NodeCore, req: Request, name: str) -> Any:
@@ -223,25 +224,29 @@ def _h_unregister_name(core: NodeCore, req: Request, name: str) -> bool:
 
 
 HANDLERS: dict[str, Any] = {
-    "attach_worker": _h_attach_worker,
     "attach_client": _h_attach_client,
     "detach_client": _h_detach_client,
     "spawn": _h_spawn,
-    "spawn_at": _h_spawn_at,
-    "register": _h_register,
-    "spawned": _h_spawned,
-    "spawn_failed": _h_spawn_failed,
-    "exited": _h_exited,
-    "restarted": _h_restarted,
-    "monitor": _h_monitor,
-    "demonitor": _h_demonitor,
-    "link": _h_link,
-    "unlink": _h_unlink,
     "subscribe": _h_subscribe,
     "unsubscribe": _h_unsubscribe,
     "publish": _h_publish,
-    "dead_letter": _h_dead_letter,
     "whereis": _h_whereis,
     "register_name": _h_register_name,
     "unregister_name": _h_unregister_name,
+}
+
+#: Workers' reports, by type (gorilix.workers.protocol): each comes parsed and checked.
+REPORTS: dict[type[Any], Any] = {
+    AttachWorker: _r_attach_worker,
+    SpawnAt: _r_spawn_at,
+    Register: _r_register,
+    Spawned: _r_spawned,
+    SpawnFailed: _r_spawn_failed,
+    Exited: _r_exited,
+    Restarted: _r_restarted,
+    Monitor: _r_watch,
+    Demonitor: _r_watch,
+    Link: _r_watch,
+    Unlink: _r_watch,
+    DeadLetter: _r_dead_letter,
 }

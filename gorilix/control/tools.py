@@ -12,6 +12,7 @@ from gorilix.node_core import Job, NodeCore
 from gorilix.node_events import Request
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import ClusterError, GorilixError
+from gorilix.workers.protocol import Load, Reload, Reloaded
 from gorilix.workers.ref import MAX_TIMEOUT
 
 
@@ -23,24 +24,23 @@ def _h_reload(core: NodeCore, req: Request, module: str) -> Any:
         return {"module": module, "workers": 0, "moved": 0, "errors": []}
     core.reloads[module] = Job(req, {"waiting": set(live), "moved": 0, "errors": [], "workers": len(live)})
     for slot in live:
-        core.to_worker(slot, ["reload", module])
+        core.to_worker(slot, Reload(module))
     return DEFER
 
 
-def _h_reloaded(core: NodeCore, req: Request, module: str, moved: int, error: str | None) -> None:
-    job = core.reloads.get(module)
+def _r_reloaded(core: NodeCore, req: Request, report: Reloaded) -> None:
+    job = core.reloads.get(report.module)
     slot = core.slot_of(req.source)
     if job is None or slot not in job.data["waiting"]:
         return
     job.data["waiting"].discard(slot)
-    job.data["moved"] += int(moved)
-    if error:
-        job.data["errors"].append(f"worker {slot}: {error}")
-    core.finish_reload(module)
+    job.data["moved"] += report.moved
+    if report.error:
+        job.data["errors"].append(f"worker {slot}: {report.error}")
+    core.finish_reload(report.module)
 
 
-def _h_load(core: NodeCore, req: Request, queued: int, deepest: int, handled: int,
-            malformed: int, dead_letters: int) -> None:
+def _r_load(core: NodeCore, req: Request, report: Load) -> None:
     slot = core.slot_of(req.source)
     if slot is None:
         return
@@ -49,9 +49,9 @@ def _h_load(core: NodeCore, req: Request, queued: int, deepest: int, handled: in
     last = core.worker_load.get(slot)
     rate = 0.0
     if last is not None and last["pid"] == pid and now > last["at"]:
-        rate = max(0, handled - last["handled"]) / (now - last["at"])
-    core.worker_load[slot] = {"queued": int(queued), "deepest": int(deepest), "handled": int(handled),
-                              "msgs_per_s": rate, "at": now, "pid": pid, "malformed": int(malformed)}
+        rate = max(0, report.handled - last["handled"]) / (now - last["at"])
+    core.worker_load[slot] = {"queued": report.queued, "deepest": report.deepest, "handled": report.handled,
+                              "msgs_per_s": rate, "at": now, "pid": pid, "malformed": report.malformed}
 
 
 def _h_workers(core: NodeCore, req: Request) -> list[dict[str, Any]]:
@@ -192,10 +192,11 @@ def _h_stop(core: NodeCore, req: Request) -> bool:
     return True
 
 
+#: Workers' reports, by type (gorilix.workers.protocol).
+REPORTS: dict[type[Any], Any] = {Reloaded: _r_reloaded, Load: _r_load}
+
 HANDLERS: dict[str, Any] = {
     "reload": _h_reload,
-    "reloaded": _h_reloaded,
-    "load": _h_load,
     "workers": _h_workers,
     "kill_worker": _h_kill_worker,
     "dead_letters": _h_dead_letters,
