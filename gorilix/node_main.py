@@ -72,7 +72,9 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
     pool = WorkerPool(name, ipc_endpoint(name), int(start["workers"]), log_level=int(start["log_level"]),
                       program=program_from_wire(start["program"]))
     try:
-        pool.start_all()
+        # Forked: this process has one thread and no ZeroMQ context yet, and a fork spares each worker
+        # a fresh interpreter's start. Workers respawned later start fresh (the node has threads then).
+        pool.start_all(fork=True, close_in_child=(conn.fileno(),))
         from gorilix.node import Node  # (after the workers started: see above)
 
         node = Node(name, pool.size, log_level=int(start["log_level"]), max_parked=int(start["max_parked"]),

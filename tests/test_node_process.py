@@ -57,6 +57,58 @@ def test_the_node_is_a_process_of_its_own_and_its_workers_are_its_children(syste
     assert {w.pid for w in system.workers()} == children
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    links = set()
+    for fd in fds.iterdir():
+        try:
+            links.add(os.readlink(fd))
+        except OSError:  # closed meanwhile
+            pass
+    return {link for link in links if link.startswith("socket:")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc")
+def test_the_first_workers_are_forked_from_the_fresh_node_and_keep_nothing_of_its_lifeline(
+        tmp_path: Path) -> None:
+    # Forking the node before it has a thread or a ZeroMQ context spares each worker a fresh
+    # interpreter's start; a forked worker must still log as a worker, close the node's end of the
+    # program's lifeline, and come back as a fresh interpreter when it is respawned.
+    script = tmp_path / "forked.py"
+    script.write_text(textwrap.dedent("""
+        import logging, os, signal, sys, json
+        import psutil
+        from gorilix import Actor, ActorSystem
+        from gorilix.bench_actors import Echo
+
+        class Says(Actor):
+            def receive(self, message):
+                logging.getLogger("app").info("said %s", message)
+
+        if __name__ == "__main__":
+            with ActorSystem("forked", workers=1, log_level="INFO") as system:
+                system.spawn(Says).ask("hello", timeout=30.0)
+                node = psutil.Process(system._node.pid)
+                lifeline_fd = int(node.cmdline()[4])
+                lifeline = os.readlink(f"/proc/{node.pid}/fd/{lifeline_fd}")
+                first = system.workers()[0].pid
+                forked = psutil.Process(first).cmdline() == node.cmdline()
+                worker_fds = {os.readlink(f"/proc/{first}/fd/{fd}") for fd in os.listdir(f"/proc/{first}/fd")}
+                system.kill_worker(0, signal.SIGKILL)
+                assert system.spawn(Echo).ask("back", timeout=30.0) == "back"
+                second = system.workers()[0].pid
+                respawned_fresh = "--multiprocessing-fork" in psutil.Process(second).cmdline()
+            print(json.dumps({"forked": forked, "lifeline_kept": lifeline in worker_fds,
+                              "respawned_fresh": respawned_fresh}), flush=True)
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts == {"forked": True, "lifeline_kept": False, "respawned_fresh": True}
+    assert " worker 0 INFO app: said hello" in result.stderr  # its own format, not the node's it was forked with
+    assert " node forked INFO gorilix.node: worker 0 ready" in result.stderr
+
+
 def test_asks_between_workers_go_on_while_the_program_holds_its_gil(system: ActorSystem) -> None:
     # With the node a thread of the program, every ask between two workers waited for the
     # program's C call: none was answered while it ran (2.9 s for one, measured).

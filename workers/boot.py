@@ -79,10 +79,15 @@ def worker_main(config: WorkerConfig) -> None:
     global IN_WORKER
     IN_WORKER = True  # first: importing the program below must not start an ActorSystem here
     _die_with_the_node()
+    for fd in config.close_fds:  # forked from the node: what is the node's alone
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
     if config.program:  # before any actor class is looked up: __main__ is the user's script, as in it
         multiprocessing.spawn.prepare(config.program)
-    logging.basicConfig(level=config.log_level,
+    logging.basicConfig(level=config.log_level, force=True,  # (forked: the node's handler is not ours)
                         format=f"%(asctime)s worker {config.slot} %(levelname)s %(name)s: %(message)s")
     # Here, not at the top: see the module's docstring.
     from gorilix.workers.runtime import WorkerRuntime

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +19,12 @@ class WorkerConfig:
     #: Secret to this worker and its node (it travels in the spawn pipe): another
     #: process of the same user cannot connect first under a name it can guess
     #: (slot and incarnation) and take the restarted worker's place.
-    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    token: str = field(default_factory=lambda: os.urandom(8).hex())  # (secrets' own source, without its imports)
     #: The user's program as multiprocessing describes it (sys.path, working directory, main
     #: module): the node process never imports it, but its workers must, to find actor classes.
     program: dict[str, Any] = field(default_factory=dict)
+    #: Descriptors a forked worker inherited and must close (its node's lifeline to the program).
+    close_fds: tuple[int, ...] = ()
 
     @property
     def identity(self) -> bytes:

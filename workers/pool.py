@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -81,14 +82,25 @@ class WorkerPool:
         self.workers: dict[int, WorkerProcess] = {}
         self.restarts: dict[int, int] = dict.fromkeys(range(size), 0)
 
-    def start(self, slot: int) -> WorkerProcess:
+    def start(self, slot: int, *, fork: bool = False, close_in_child: tuple[int, ...] = ()) -> WorkerProcess:
+        """Start the worker of ``slot``.
+
+        ``fork``: fork this process instead of starting a fresh interpreter,
+        which spares the worker the interpreter's start and every import this
+        process made. Only safe while this process has one thread and no
+        ZeroMQ context (the node process at its start); ``close_in_child``
+        names descriptors of this process the worker must not keep.
+        """
+        if fork and threading.active_count() > 1:  # (a fork copies one thread: a lock another held stays held)
+            fork = False
         incarnation = next(self._incarnations)
         config = WorkerConfig(
             node_name=self.node_name, slot=slot, incarnation=incarnation,
             id_prefix=incarnation, endpoint=self.endpoint, log_level=self.log_level,
-            program=self.program,
+            program=self.program, close_fds=close_in_child if fork else (),  # (a fresh one inherits none)
         )
-        process = self._mp.Process(
+        mp = multiprocessing.get_context("fork") if fork else self._mp
+        process = mp.Process(
             target=worker_main, args=(config,), name=f"gorilix-worker-{slot}", daemon=True
         )
         process.start()
@@ -96,9 +108,9 @@ class WorkerPool:
         self.workers[slot] = worker
         return worker
 
-    def start_all(self) -> None:
+    def start_all(self, *, fork: bool = False, close_in_child: tuple[int, ...] = ()) -> None:
         for slot in range(self.size):
-            self.start(slot)
+            self.start(slot, fork=fork, close_in_child=close_in_child)
 
     def sentinels(self) -> dict[int, int]:
         """Process sentinel fd -> slot, for the node's poller."""
