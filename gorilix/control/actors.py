@@ -25,7 +25,7 @@ from gorilix.workers.protocol import (
     SpawnFailed,
     Unlink,
 )
-from gorilix.workers.spec import ActorSpec, check_topic
+from gorilix.workers.spec import NAME_MAX, ActorSpec, check_topic, valid_name
 
 
 def _r_attach_worker(core: NodeCore, req: Request, report: AttachWorker) -> None:
@@ -67,6 +67,9 @@ def _h_detach_client(core: NodeCore, req: Request, client_id: int) -> None:
 def _h_spawn(core: NodeCore, req: Request, spec_fields: list[Any], worker: int | None,
              sup_id: int | None = None, key: str | None = None) -> Any:
     spec = ActorSpec.from_wire(spec_fields)
+    _check_name(core, "spawn", spec)
+    if key is not None and type(key) is not str:
+        raise core.invalid(f"spawn: key={shown(key)} must be a str (a child's id in its supervisor) or None")
     if worker is not None and worker not in core.slots:
         raise SpawnError(f"no worker {worker} on node {core.name}; it has workers 0..{core.size - 1}")
     if spec.name is not None and spec.name in core.registry.names:
@@ -77,13 +80,25 @@ def _h_spawn(core: NodeCore, req: Request, spec_fields: list[Any], worker: int |
     if key is not None and sup.find(key) is not None:
         raise SpawnError(f"supervisor {sup.name!r} already has a child {key!r}; remove it first")
     record = ActorRecord(core.allocate_id(), spec, None)
+    core.lifecycle.adopt(record, sup.id, key)  # (first: it may refuse a key, and nothing is applied yet)
     core.registry.add(record)
-    core.lifecycle.adopt(record, sup.id, key)
     if spec.name is not None:
         core.registry.register_name(spec.name, record.id)
     core.pending_spawns[record.id] = req
     core.place(record, worker)
     return DEFER
+
+
+def _check_name(core: NodeCore, op: str, spec: ActorSpec) -> None:
+    """InvalidArgument (counted) unless the spec's name is one an actor can be registered under, or None.
+
+    Checked before anything is applied: the spec's wire form checks only
+    that the name is a str, and a name the registry refuses afterwards
+    would leave the actor in the book, never placed.
+    """
+    if spec.name is not None and not valid_name(spec.name):
+        raise core.invalid(f"{op}: name={shown(spec.name)} must be a non-empty str of at most {NAME_MAX} "
+                           "characters, or None")
 
 
 def _new_id_of(core: NodeCore, req: Request, op: str, actor_id: object) -> int:
@@ -100,13 +115,14 @@ def _new_id_of(core: NodeCore, req: Request, op: str, actor_id: object) -> int:
 def _r_spawn_at(core: NodeCore, req: Request, report: SpawnAt) -> None:
     actor_id, spec, worker = report.actor_id, report.spec, report.worker
     _new_id_of(core, req, "spawn_at", actor_id)
+    _check_name(core, "spawn_at", spec)
     if spec.name is not None and spec.name in core.registry.names:
         # As for a local spawn: the newcomer does not run under a taken name.
         log.error("spawn of %s refused: name %r is already registered", spec.class_path, spec.name)
         return
     record = ActorRecord(actor_id, spec, None)
-    core.registry.add(record)
     core.lifecycle.adopt(record)
+    core.registry.add(record)
     if spec.name is not None:
         core.registry.register_name(spec.name, actor_id)
     core.place(record, worker if worker in core.slots else None)
@@ -116,11 +132,15 @@ def _r_register(core: NodeCore, req: Request, report: Register) -> None:
     actor_id, spec = report.actor_id, report.spec
     slot = _new_id_of(core, req, "register", actor_id)
     record = ActorRecord(actor_id, spec, slot, placed=True, started=True)
-    core.registry.add(record)
     core.lifecycle.adopt(record)
+    core.registry.add(record)
     core.table.bind(actor_id, req.source)
     if spec.name is not None:
-        if spec.name in core.registry.names:
+        if not valid_name(spec.name):  # it runs already: it stops, as under a taken name
+            core.malformed += 1
+            core.lifecycle.exited([(record, f"name {shown(spec.name)} is not one an actor can have", True)],
+                                  final=True)
+        elif spec.name in core.registry.names:
             # As Erlang's register would: the newcomer does not get to run under a taken name.
             core.lifecycle.exited([(record, f"name {spec.name!r} is already registered", True)], final=True)
         else:
