@@ -179,7 +179,10 @@ class Lifecycle:
                 self._restart(nested.id, tuple(c.id for c in nested.children), f"shutdown: {reason}")
                 continue
             record = self.core.registry.actors.get(child_id)
-            if record is None:
+            if record is None or child_id not in self._down:
+                # Gone, or brought back already: an earlier decision's timer restarted it (its worker died
+                # during the backoff of a crash, and each exit got a timer). Restarting it again would
+                # end a healthy incarnation, or place a second one while the first is being created.
                 continue
             self._down.discard(child_id)
             if not self.core.restart_in_place(record, reason):

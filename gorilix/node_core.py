@@ -456,7 +456,10 @@ class NodeCore:
     def actor_started(self, slot: int, actor_id: int) -> None:
         """The worker of ``slot`` runs ``actor_id`` now: route to it, send on what parked, answer the spawn."""
         record = self.registry.actors.get(actor_id)
-        if record is None or record.slot != slot:  # stopped meanwhile, or a stale report from a worker it left
+        if record is None or record.slot != slot:
+            # Stopped while it was being created, or placed elsewhere since: this worker runs an
+            # instance nothing routes to or supervises. It must not run on unseen, with the actor's id.
+            self.to_worker(slot, StopActor(actor_id, "shutdown" if record is None else "moved"))
             return
         self.registry.move(actor_id, slot, placed=True)
         for parked in self.table.bind(actor_id, self.slots[slot].identity):
