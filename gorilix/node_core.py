@@ -127,6 +127,7 @@ class WorkerSlot:
     alive: bool = False  # its process runs
     restarts: int = 0
     early_deaths: int = 0  # deaths in a row before it was ready
+    killed: bool = False  # this incarnation was sent a signal on request (kill_worker): its death is no early one
 
 
 @dataclass(slots=True)
@@ -370,7 +371,7 @@ class NodeCore:
     def _worker_started(self, event: WorkerStarted) -> None:
         worker = self.slots[event.slot]
         worker.identity, worker.pid, worker.id_prefix = event.identity, event.pid, event.id_prefix
-        worker.alive, worker.ready = True, False
+        worker.alive, worker.ready, worker.killed = True, False, False
         self._identity_slot[event.identity] = event.slot
 
     def worker_attached(self, slot: int) -> None:
@@ -420,7 +421,7 @@ class NodeCore:
             if job.data["slot"] == slot:
                 job.data["died"] = True
         self.check_recoveries()
-        if not was_ready:
+        if not was_ready and not worker.killed:  # a kill asked for says nothing of the environment
             worker.early_deaths += 1
             if worker.early_deaths >= MAX_EARLY_DEATHS:
                 self._effects.append(FailNode(NotRunning(

@@ -100,7 +100,11 @@ def _slot(core: NodeCore, op: str, slot: object) -> int:
 def _kill(core: NodeCore, slot: int, sig: int) -> int:
     """Send ``sig`` (checked by :func:`_signal`) to worker ``slot``; returns its pid."""
     try:
-        return core.host.kill_worker(slot, sig)
+        pid = core.host.kill_worker(slot, sig)
+        # A worker killed while it boots (a drill repeated before the respawn attached) must not
+        # count towards the deaths that fail the node as a broken environment.
+        core.slots[slot].killed = True
+        return pid
     except LookupError as exc:
         raise GorilixError(f"cannot kill worker {slot} of node {core.name}: {exc}") from None
     except OSError as exc:  # it died meanwhile (ESRCH), or is not ours to signal (EPERM)
