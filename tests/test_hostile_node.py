@@ -257,3 +257,50 @@ def test_a_forked_worker_holds_no_descriptor_of_another_worker(make_system: Any)
     held = {pid: _pipes(pid) for pid in pids}
     shared = {(a, b): sorted(set(held[a]) & set(held[b])) for a in pids for b in pids if a < b}
     assert all(not links for links in shared.values()), f"workers share pipes or sockets: {shared}"
+
+
+# -- memory a hostile client can grow --------------------------------------------------
+
+
+def test_asks_whose_route_lies_do_not_grow_the_node_without_bound(make_thread_system: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A route frame that says "ask" over an envelope that says "tell" (or names another corr).
+
+    The router reads only the route: it records the ask as in flight at the
+    worker, whose actor, reading the envelope, never answers it, so the
+    record stays until that worker dies. One per message, with a fresh corr
+    each: any client grows the node's memory for as long as it likes.
+    """
+    import time
+
+    import zmq
+
+    import gorilix.node
+    from gorilix.transport import codec
+    from gorilix.transport.frames import FLAG_ASK, TELL, pack_env, pack_route
+    from gorilix.transport.routing import client_ids
+    from gorilix.transport.sockets import send_frames
+
+    monkeypatch.setattr(gorilix.node, "MAX_INFLIGHT_PER_ENDPOINT", 1000, raising=False)
+    system: ActorSystem = make_thread_system(workers=1)
+    node = system._node.node  # type: ignore[attr-defined]
+    ref = system.spawn(Echo)
+    client = next(client_ids())
+    zctx: zmq.Context[Any] = zmq.Context()
+    sock = zctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, b"c%d" % client)
+    sock.connect(system._node.endpoint)  # type: ignore[attr-defined]
+    try:
+        payload = codec.encode("hi")
+        for corr in range(1, 5001):
+            send_frames(sock, [pack_route(system.name, ref.id, FLAG_ASK, client, corr),
+                               pack_env(TELL, system.name, client, corr), payload])
+        assert ref.ask("after", timeout=10.0) == "after"
+        deadline = time.monotonic() + 10.0
+        while node.forwarded_count < 5001 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = sum(len(asks) for asks in node.table.inflight.values())
+        assert held <= 1000, f"{held} asks held as in flight, none of which any actor will answer"
+    finally:
+        sock.close(linger=0)
+        zctx.destroy(linger=0)
