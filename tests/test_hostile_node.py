@@ -304,3 +304,63 @@ def test_asks_whose_route_lies_do_not_grow_the_node_without_bound(make_thread_sy
     finally:
         sock.close(linger=0)
         zctx.destroy(linger=0)
+
+
+# -- a peer's monitors and links -------------------------------------------------------
+
+
+def _peer(sim: NodeSim) -> None:
+    sim.host.clustered = True
+    sim.host.links.add("peer")
+    sim.host.external.add(b"n:peer")
+
+
+def _from_peer(sim: NodeSim, *op: Any) -> None:
+    from gorilix.node_events import ControlRequest, Request
+
+    sim.feed(ControlRequest(Request(b"n:peer", "peer", 0, 0, False), list(op)))
+
+
+def test_a_peers_link_with_an_id_no_actor_has_is_refused_and_its_death_signals_every_link() -> None:
+    """["rlink", local, -5] from a peer (over its own link) was kept as it came.
+
+    When that peer went down, node_down built ActorRef(peer, -5) for the
+    exit signal, which raised out of the core's handle(): the rest of the
+    node's reaction to the death was cut short, so a local actor honestly
+    linked to an actor of that peer could miss its exit signal.
+    """
+    from gorilix.workers.protocol import ExitSignal, Link
+
+    sim = NodeSim(2)
+    _peer(sim)
+    a = sim.spawn(ECHO, worker=0)
+    malformed = sim.core.malformed
+    _from_peer(sim, "rlink", a, -5)
+    _from_peer(sim, "rlink", a, "x")
+    assert sim.core.malformed == malformed + 2
+    sim.report(0, Link(a, "peer", 88))
+    sim.member("dead", "peer", "dead")  # must not raise
+    signals = [op for op in sim.workers[0].ops if type(op) is ExitSignal and op.actor_id == a]
+    assert [op.source[:2] for op in signals] == [("peer", 88)]
+    assert sim.core.lifecycle.remote_links.get(a, set()) == set()
+
+
+def test_a_peers_down_with_a_name_no_ref_can_have_keeps_the_monitor() -> None:
+    """["rdown", watched, [1, 2], reason, watcher]: the monitor was crossed off, then the Down could not be built.
+
+    The watcher never heard of the exit (nor will it: the monitor is gone),
+    and nothing counted the bad request.
+    """
+    from gorilix.workers.protocol import Monitor
+
+    sim = NodeSim(2)
+    _peer(sim)
+    watcher = sim.spawn(ECHO, worker=0)
+    sim.report(0, Monitor(watcher, "peer", 77))
+    malformed = sim.core.malformed
+    _from_peer(sim, "rdown", 77, [1, 2], "boom", watcher)
+    assert sim.core.malformed == malformed + 1
+    assert sim.core.lifecycle.remote_watches == {("peer", 77): {watcher}}
+    _from_peer(sim, "rdown", 77, "named", "boom", watcher)
+    [down] = sim.told(watcher)
+    assert down.ref.id == 77 and down.reason == "boom"

@@ -12,6 +12,7 @@ from gorilix.node_core import NodeCore
 from gorilix.node_events import Request
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import ClusterError
+from gorilix.transport.frames import ID_MAX
 from gorilix.workers.ref import MAX_TIMEOUT
 
 log = logging.getLogger("gorilix.cluster")
@@ -113,19 +114,39 @@ def _service(core: NodeCore) -> GossipService:
 
 
 # Monitors, links and exit signals across nodes: each names the peer it comes from only by the
-# envelope, which anyone may write, so peer_node checks it came over that peer's own link.
+# envelope, which anyone may write, so peer_node checks it came over that peer's own link. What it
+# names is checked before anything is applied: a link or a monitor kept with an id no ref can have
+# raised later, when the Down or the exit signal was built (cutting short a peer's node_down).
+
+def _ids(core: NodeCore, op: str, *values: object) -> None:
+    for value in values:
+        if type(value) is not int or not 0 <= value <= ID_MAX:
+            raise core.invalid(f"{op}: {show_id(value)} is not an actor id (an int in 0..2**64-1)")
+
+
+def _name(core: NodeCore, op: str, name: object) -> None:
+    if name is not None and type(name) is not str:
+        raise core.invalid(f"{op}: name={shown(name)} must be a str or None")
+
 
 def _h_rmonitor(core: NodeCore, req: Request, watcher: int, watched: int) -> None:
-    core.lifecycle.remote_monitor(peer_node(core, req, "rmonitor"), watcher, watched)
+    node = peer_node(core, req, "rmonitor")
+    _ids(core, "rmonitor", watcher, watched)
+    core.lifecycle.remote_monitor(node, watcher, watched)
 
 
 def _h_rdown(core: NodeCore, req: Request, watched: int, name: str | None,
              reason: str, watcher: int) -> None:
-    core.lifecycle.remote_down(peer_node(core, req, "rdown"), watched, name, str(reason), watcher)
+    node = peer_node(core, req, "rdown")
+    _ids(core, "rdown", watched, watcher)
+    _name(core, "rdown", name)
+    core.lifecycle.remote_down(node, watched, name, str(reason), watcher)
 
 
 def _h_rlink(core: NodeCore, req: Request, local: int, remote: int) -> None:
-    core.lifecycle.remote_link(peer_node(core, req, "rlink"), local, remote)
+    node = peer_node(core, req, "rlink")
+    _ids(core, "rlink", local, remote)
+    core.lifecycle.remote_link(node, local, remote)
 
 
 def _h_runlink(core: NodeCore, req: Request, local: int, remote: int) -> None:
@@ -134,7 +155,10 @@ def _h_runlink(core: NodeCore, req: Request, local: int, remote: int) -> None:
 
 def _h_rexit(core: NodeCore, req: Request, local: int, remote: int, name: str | None,
              reason: str) -> None:
-    core.lifecycle.remote_exit(peer_node(core, req, "rexit"), local, remote, name, str(reason))
+    node = peer_node(core, req, "rexit")
+    _ids(core, "rexit", local, remote)
+    _name(core, "rexit", name)
+    core.lifecycle.remote_exit(node, local, remote, name, str(reason))
 
 
 def _h_publish_local(core: NodeCore, req: Request, topic: str, payload: bytes) -> int:
