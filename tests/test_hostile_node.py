@@ -364,3 +364,23 @@ def test_a_peers_down_with_a_name_no_ref_can_have_keeps_the_monitor() -> None:
     _from_peer(sim, "rdown", 77, "named", "boom", watcher)
     [down] = sim.told(watcher)
     assert down.ref.id == 77 and down.reason == "boom"
+
+
+def test_a_workers_remote_link_or_monitor_with_an_id_no_actor_has_is_refused() -> None:
+    """Link(a, "peer", -5) or Monitor(a, "peer", -5) from a worker was kept, sent on, and raised at the peer's death.
+
+    The report's types were right (an int), its value no id: node_down
+    built ActorRef(peer, -5) for the Down or the exit signal and raised out
+    of the core's handle(), as a peer's bad rlink did.
+    """
+    from gorilix.workers.protocol import Link, Monitor
+
+    for report in (Link, Monitor):
+        sim = NodeSim(2)
+        _peer(sim)
+        a = sim.spawn(ECHO, worker=0)
+        malformed = sim.core.malformed
+        sim.report(0, report(a, "peer", -5))
+        assert sim.core.malformed == malformed + 1
+        assert sim.to_nodes() == []
+        sim.member("dead", "peer", "dead")  # must not raise

@@ -10,6 +10,7 @@ from gorilix.node_events import Request
 from gorilix.registry import ActorRecord
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import GorilixError, InvalidArgument, SpawnError, error_from_wire
+from gorilix.transport.frames import ID_MAX
 from gorilix.transport.routing import ID_SHIFT, client_identity, is_client_id
 from gorilix.workers.protocol import (
     AttachWorker,
@@ -175,6 +176,8 @@ def _r_restarted(core: NodeCore, req: Request, report: Restarted) -> None:
 
 def _r_watch(core: NodeCore, req: Request, report: Monitor | Demonitor | Link | Unlink) -> None:
     hosted_by(core, req, report.OP, report.actor_id)
+    if not 0 <= report.other <= ID_MAX:  # kept, it would raise when its Down or exit signal is built
+        raise core.invalid(f"{report.OP}: {show_id(report.other)} is not an actor id (an int in 0..2**64-1)")
     lifecycle = core.lifecycle
     change = {Monitor: lifecycle.monitor, Demonitor: lifecycle.demonitor, Link: lifecycle.link,
               Unlink: lifecycle.unlink}[type(report)]
