@@ -107,10 +107,6 @@ LINK_WAIT_CHECK = 0.01
 WORKER_STOP_GRACE = 3.0
 #: The longest poll between two looks at the stop flag.
 POLL_MS = 100
-#: Asks remembered as in flight at one endpoint (to fail them at once if it dies). The router reads only
-#: the route, whose ask flag and corr the sender writes: one that lies is never answered, so past this
-#: the oldest is forgotten (its asker, if it was a real one, falls back on its own timeout).
-MAX_INFLIGHT_PER_ENDPOINT = 100_000
 
 
 class Status(enum.Enum):
@@ -410,7 +406,7 @@ class Node:
             flags = route.flags
             if flags & FLAG_ASK:
                 origin = source[2:].decode(errors="replace") if source[:2] == b"n:" else None
-                self._ask_forwarded(endpoint, route.src_id, route.corr, origin)
+                table.ask_forwarded(endpoint, route.src_id, route.corr, origin)
             elif flags & FLAG_REPLY:
                 table.reply_forwarded(source, dst, route.corr)
             return
@@ -436,14 +432,7 @@ class Node:
             self.core.remote_failed(route.dst_node, frames)
             return
         if route.flags & FLAG_ASK:
-            self._ask_forwarded(b"n:" + route.dst_node.encode(), route.src_id, route.corr)
-
-    def _ask_forwarded(self, endpoint: bytes, src_id: int, corr: int, origin: str | None = None) -> None:
-        table = self.table
-        table.ask_forwarded(endpoint, src_id, corr, origin)
-        asks = table.inflight[endpoint]
-        if len(asks) > MAX_INFLIGHT_PER_ENDPOINT:
-            del asks[next(iter(asks))]
+            self.table.ask_forwarded(b"n:" + route.dst_node.encode(), route.src_id, route.corr)
 
     def _send_remote(self, node: str, frames: Frames) -> bool:
         """Frames (no identity slot) to another node: linked now, on demand, or held (PeerLinks.route)."""

@@ -62,6 +62,10 @@ class ForwardingTable:
     """Actor id -> endpoint, with bounded parking for actors in transit."""
 
     max_parked_per_actor: int = 10_000
+    #: Asks remembered as in flight at one endpoint (to fail them at once if it dies). The route's ask
+    #: flag and corr are the sender's to write, and one that lies is never answered: past this bound
+    #: the oldest is forgotten (a real asker among them falls back on its own timeout).
+    max_inflight_per_endpoint: int = 100_000
     routes: dict[int, bytes] = field(default_factory=dict)
     parked: dict[int, deque[Frames]] = field(default_factory=dict)
     by_endpoint: dict[bytes, set[int]] = field(default_factory=dict)
@@ -109,7 +113,12 @@ class ForwardingTable:
         return ParkResult(True)
 
     def ask_forwarded(self, endpoint: bytes, src_id: int, corr: int, origin: str | None = None) -> None:
-        self.inflight.setdefault(endpoint, {})[(src_id, corr)] = origin
+        asks = self.inflight.get(endpoint)
+        if asks is None:
+            asks = self.inflight[endpoint] = {}
+        asks[(src_id, corr)] = origin
+        if len(asks) > self.max_inflight_per_endpoint:  # a sender that lies about asks: forget the oldest
+            del asks[next(iter(asks))]
 
     def reply_forwarded(self, endpoint: bytes, dst_id: int, corr: int) -> None:
         asks = self.inflight.get(endpoint)

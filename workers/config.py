@@ -23,7 +23,7 @@ class WorkerConfig:
     #: The user's program as multiprocessing describes it (sys.path, working directory, main
     #: module): the node process never imports it, but its workers must, to find actor classes.
     program: dict[str, Any] = field(default_factory=dict)
-    #: Descriptors a forked worker inherited and must close (its node's lifeline to the program).
+    #: Descriptors a forked worker inherited and must close (its node's lifeline, earlier workers' pipes).
     close_fds: tuple[int, ...] = ()
 
     @property

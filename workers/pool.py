@@ -88,16 +88,20 @@ class WorkerPool:
         ``fork``: fork this process instead of starting a fresh interpreter,
         which spares the worker the interpreter's start and every import this
         process made. Only safe while this process has one thread and no
-        ZeroMQ context (the node process at its start); ``close_in_child``
-        names descriptors of this process the worker must not keep.
+        ZeroMQ context (the node process at its start); the worker closes the
+        descriptors it inherits (``close_in_child`` names more, where the
+        system cannot list them).
         """
         if fork and threading.active_count() > 1:  # (a fork copies one thread: a lock another held stays held)
             fork = False
+        # A fork inherits every descriptor open here (the lifeline, the pipes of the workers forked
+        # before it, whose ends it would keep open): the worker closes them. A fresh one inherits none.
+        inherited = tuple(sorted({*_open_descriptors(), *close_in_child} - {0, 1, 2})) if fork else ()
         incarnation = next(self._incarnations)
         config = WorkerConfig(
             node_name=self.node_name, slot=slot, incarnation=incarnation,
             id_prefix=incarnation, endpoint=self.endpoint, log_level=self.log_level,
-            program=self.program, close_fds=close_in_child if fork else (),  # (a fresh one inherits none)
+            program=self.program, close_fds=inherited,
         )
         mp = multiprocessing.get_context("fork") if fork else self._mp
         process = mp.Process(
@@ -182,3 +186,20 @@ class WorkerPool:
                 return worker.stats.cpu_percent(None), worker.stats.memory_info().rss
         except psutil.Error:
             return 0.0, 0
+
+
+def _open_descriptors() -> list[int]:
+    """The descriptors open in this process now, where the system lists them (/proc); else none."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    open_now = []
+    for name in names:
+        fd = int(name)
+        try:
+            os.fstat(fd)  # (the listing's own descriptor is closed by now, and may be reused next)
+        except OSError:
+            continue
+        open_now.append(fd)
+    return open_now
