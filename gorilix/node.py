@@ -105,6 +105,8 @@ LINK_REPAIR_EVERY = 0.2
 LINK_WAIT_CHECK = 0.01
 #: How long stopping workers may take before the laggards are terminated, then killed.
 WORKER_STOP_GRACE = 3.0
+#: How long after a worker could not be started (an OSError) the node tries again.
+WORKER_START_RETRY = 1.0
 #: The longest poll between two looks at the stop flag.
 POLL_MS = 100
 
@@ -304,7 +306,12 @@ class Node:
             case ToNode(node, op):
                 self.send_node_control(node, op)
             case StartWorker(slot):
-                self._start_worker(slot)
+                try:
+                    self._start_worker(slot)
+                except OSError as exc:  # out of processes or descriptors, say: try again, not never
+                    log.error("node %s: cannot start worker %d (%s); trying again in %g s", self.name, slot, exc,
+                              WORKER_START_RETRY)
+                    self.core.schedule(WORKER_START_RETRY, self._run_effects, [StartWorker(slot)])
             case LinkPeer(name, router):
                 if self.links is not None:
                     self.links.connect(name, router)

@@ -320,6 +320,11 @@ class NodeCore:
                 if request.ask:
                     self.fail(request, GorilixError(f"bad {name} request: {exc}"))
                 return
+            if self.slot_of(request.source) is None:  # (each handler checks what its worker may say)
+                error = self.refuse(name, f"only this node's workers send it, and {request.source!r} is not one")
+                if request.ask:
+                    self.fail(request, error)
+                return
             handler, args = self._reports[type(report)], [report]
         else:
             args = op[1:]
@@ -523,9 +528,13 @@ class NodeCore:
                 if sup_id != lifecycle.root.id:
                     lifecycle.stop_supervisor(sup_id, "shutdown")
                 continue
-            if env.kind not in (TELL, ASK) or sup_id not in lifecycle.supervisors:
+            if env.kind not in (TELL, ASK):
                 continue
             request = Request(frames[0], env.src_node, env.src_id, env.corr, env.kind == ASK)
+            if sup_id not in lifecycle.supervisors:  # stopped by a STOP earlier in the same batch
+                if request.ask:
+                    self.fail(request, ActorNotFound(f"supervisor {self.name}/{sup_id:#x} stopped"))
+                continue
             try:
                 result = lifecycle.answer(sup_id, message)
             except GorilixError as exc:

@@ -383,3 +383,25 @@ def test_a_workers_remote_link_or_monitor_with_an_id_no_actor_has_is_refused() -
         assert sim.core.malformed == malformed + 1
         assert sim.to_nodes() == []
         sim.member("dead", "peer", "dead")  # must not raise
+
+
+def test_a_worker_the_system_cannot_start_is_tried_again(make_thread_system: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # An OSError starting a worker (no processes or descriptors left) was dropped as a bug of the
+    # node's: that slot stayed empty for good, its actors parked forever.
+    system: ActorSystem = make_thread_system(workers=1)
+    node = system._node.node  # type: ignore[attr-defined]
+    echo = system.spawn(Echo)
+    start = node.pool.start
+    failures: list[int] = []
+
+    def refuse_once(slot: int, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(slot)
+            raise OSError(24, "Too many open files")
+        return start(slot, **kwargs)
+
+    monkeypatch.setattr(node.pool, "start", refuse_once)
+    system.kill_worker(0, signal.SIGKILL)
+    assert echo.ask("back", timeout=20.0) == "back"
+    assert failures == [0] and system.workers()[0].alive

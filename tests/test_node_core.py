@@ -20,6 +20,7 @@ from gorilix.transport.errors import (
     SpawnError,
     WorkerDied,
 )
+from gorilix.transport.frames import STOP, pack_env
 from gorilix.transport.routing import client_identity
 from gorilix.workers.messages import ClusterEvent, Down
 from gorilix.workers.protocol import ExitSignal, Link, Monitor, Restart, Spawn, Suspend
@@ -417,3 +418,23 @@ def test_a_node_tell_goes_out_as_an_effect_not_a_socket_call(sim: NodeSim) -> No
     sim.core.tell(actor, "hello")
     [tell] = sim.core.take_effects()
     assert type(tell) is Tell and tell.dst_id == actor and tell.message == "hello"
+
+
+def test_a_report_from_anyone_but_a_worker_is_refused_ask_or_tell(sim: NodeSim) -> None:
+    # A client's ask of "load" was answered None, as if the node had taken it.
+    refused = sim.core.refused
+    corr = sim.ask("load", 1, 2, 3, 4, 5)
+    reply = sim.answer(corr)
+    assert reply is not None and not reply.ok and "only this node's workers send it" in str(reply.value)
+    assert sim.core.refused == refused + 1 and sim.core.worker_load == {}
+
+
+def test_an_ask_after_a_stop_in_the_same_batch_to_a_supervisor_is_failed_not_dropped(sim: NodeSim) -> None:
+    sup = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=1, within_seconds=1.0, backoff=Backoff.none()))
+    stop = sim.message(sup, None)
+    ask = sim.message(sup, "which_children", ask=True, corr=12)
+    stop[2] = pack_env(STOP, NODE, CLIENT, 0)
+    sim.call(sim.core.to_supervisor, sup, [*stop, *ask[2:]])
+    assert sup not in sim.core.lifecycle.supervisors
+    [reply] = _replies(sim, 12)
+    assert not reply.ok and type(reply.value) is ActorNotFound and "stopped" in str(reply.value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 from typing import Any
 
@@ -180,7 +179,7 @@ def _h_kill_worker_wait(core: NodeCore, req: Request, slot: int | None, sig: int
         live = core.live_slots()
         if not live:
             raise GorilixError(f"node {core.name} has no live worker to kill")
-        slot = random.choice(live)
+        slot = core.rng.choice(live)
     slot = _slot(core, op, slot)
     lost = {r.id for r in core.registry.on_slot(slot)}
     pid = _kill(core, slot, sig)
