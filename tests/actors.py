@@ -188,6 +188,33 @@ class Timer(Actor):
         return None
 
 
+class ThreadUser(Actor):
+    """Tells and asks from a thread of the worker process that is not its loop's (as a library's callback may)."""
+
+    async def receive(self, msg: Any) -> Any:
+        target = msg
+        await asyncio.to_thread(target.tell, ("from a thread", "tell"))
+        return await asyncio.to_thread(target.ask, ("from a thread", "ask"), 5.0)
+
+
+class LoopUser(Actor):
+    """A plain receive that schedules on asyncio's running loop: a timer and a task."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def receive(self, msg: Any) -> Any:
+        if msg == "get":
+            return sorted(self.seen)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, self.seen.append, "timer")
+        loop.create_task(self._note())
+        return "scheduled"
+
+    async def _note(self) -> None:
+        self.seen.append("task")
+
+
 class BadInit(Actor):
     def __init__(self) -> None:
         raise RuntimeError("cannot start")

@@ -81,6 +81,15 @@ def _being_untangled(module: str) -> bool:
     return any(fnmatchcase(module, pattern) for pattern in BEING_UNTANGLED)
 
 
+def test_the_worker_runtime_has_no_cycle_even_counting_annotations() -> None:
+    # Actor, cell, scheduler and the runtime's parts meet through Protocols, not imports.
+    graph = grimp.build_graph("gorilix", exclude_type_checking_imports=False)
+    runtime = {f"gorilix.workers.{name}" for name in (
+        "actor", "cell", "cells", "scheduler", "asks", "inbox", "outbox", "port", "loop", "runtime")}
+    assert runtime <= graph.modules
+    assert [group for group in _cycles(graph) if runtime & set(group)] == []
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = grimp.ImportGraph()
     for module in ("p.a", "p.b", "p.c"):

@@ -12,6 +12,7 @@ from actors import (
     Echo,
     Greeter,
     Impatient,
+    LoopUser,
     Parent,
     Pinger,
     Point,
@@ -23,6 +24,7 @@ from actors import (
     Square,
     Stamp,
     Stopper,
+    ThreadUser,
     Timer,
     WhoAmI,
 )
@@ -195,6 +197,22 @@ def test_send_after_fires_and_cancels(system: ActorSystem) -> None:
     timer.tell(("after", 0.01, "early"))
     wait_for(lambda: len(log.ask(("get",))) == 2, what="two timers")
     assert log.ask(("get",)) == [("fired", "early"), ("fired", "late")]
+
+
+def test_a_thread_of_the_worker_can_tell_and_ask(system: ActorSystem) -> None:
+    # The thread's calls are handed to the worker's loop, which must wake up for them.
+    log = system.spawn(Recorder)
+    user = system.spawn(ThreadUser)
+    assert user.ask(log) is None  # Recorder answers None to anything but ("get",)
+    wait_for(lambda: log.ask(("get",)) == [("from a thread", "tell"), ("from a thread", "ask")],
+             what="the tell and the ask from the thread, in order")
+
+
+def test_a_plain_receive_can_schedule_on_the_running_loop(system: ActorSystem) -> None:
+    # asyncio runs in a worker only when it has work; a plain handler still finds it running.
+    user = system.spawn(LoopUser)
+    assert user.ask("go") == "scheduled"
+    wait_for(lambda: user.ask("get") == ["task", "timer"], what="the timer and the task")
 
 
 @pytest.mark.parametrize("workers", [1])

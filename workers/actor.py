@@ -10,15 +10,34 @@ from __future__ import annotations
 import asyncio
 import math
 import numbers
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import InvalidArgument
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.spec import PERMANENT, check_topic, check_worker
 
-if TYPE_CHECKING:
-    from gorilix.workers.scheduler import ActorCell
+
+class ActorContext(Protocol):
+    """What an actor asks of the worker that hosts it: its place there (the cell).
+
+    Declared here, on the actor's side, so that this module imports nothing of
+    the worker's machinery (which imports it to create actors).
+    """
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def ref(self) -> ActorRef: ...
+    def sender(self) -> ActorRef | None: ...
+    def spawn(
+        self, actor_class: type | str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+        name: str | None, worker: int | None, restart: str, mailbox_size: int | None,
+    ) -> ActorRef: ...
+    def stop(self, reason: str) -> None: ...
+    def notify(self, op: str, *args: Any) -> None: ...
+    def publish(self, topic: str, message: Any) -> None: ...
+    def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle: ...
 
 
 class Actor:
@@ -29,7 +48,7 @@ class Actor:
     ``ActorError`` and the actor is re-created according to its restart type.
     """
 
-    _gx_cell: ActorCell
+    _gx_cell: ActorContext
 
     #: When True, a linked actor's exit arrives as an ``Exit`` message
     #: instead of crashing this actor.
@@ -55,7 +74,7 @@ class Actor:
     @property
     def sender(self) -> ActorRef | None:
         """Who sent the message being handled (None if sent from outside any actor)."""
-        return self._gx_cell.runtime.current_sender()
+        return self._gx_cell.sender()
 
     def spawn(
         self,
@@ -73,7 +92,7 @@ class Actor:
         spawn); pass ``worker=`` to place it on another one.
         """
         check_worker(worker)
-        return self._gx_cell.runtime.spawn_from_actor(
+        return self._gx_cell.spawn(
             actor_class, args, kwargs, name=name, worker=worker, restart=restart,
             mailbox_size=mailbox_size,
         )
@@ -84,36 +103,36 @@ class Actor:
         As in OTP, a PERMANENT actor is then restarted by its supervisor; a
         TRANSIENT or TEMPORARY one stops for good and its queued asks fail.
         """
-        self._gx_cell.runtime.request_stop(self._gx_cell, "normal")
+        self._gx_cell.stop("normal")
 
     def monitor(self, ref: ActorRef) -> None:
         """Get ``Down(ref, reason)`` when ``ref``'s actor exits (once per monitor)."""
         _check_ref("monitor", ref)
-        self._gx_cell.runtime.notify("monitor", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.notify("monitor", self._gx_cell.id, ref.node, ref.id)
 
     def demonitor(self, ref: ActorRef) -> None:
         _check_ref("demonitor", ref)
-        self._gx_cell.runtime.notify("demonitor", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.notify("demonitor", self._gx_cell.id, ref.node, ref.id)
 
     def link(self, ref: ActorRef) -> None:
         """Tie both lifetimes: if either crashes, the other crashes too (unless it traps exits)."""
         _check_ref("link", ref)
-        self._gx_cell.runtime.notify("link", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.notify("link", self._gx_cell.id, ref.node, ref.id)
 
     def unlink(self, ref: ActorRef) -> None:
         _check_ref("unlink", ref)
-        self._gx_cell.runtime.notify("unlink", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.notify("unlink", self._gx_cell.id, ref.node, ref.id)
 
     def subscribe(self, topic: str) -> None:
         """Receive every message published to ``topic``."""
-        self._gx_cell.runtime.notify("subscribe", check_topic("subscribe", topic), self._gx_cell.id)
+        self._gx_cell.notify("subscribe", check_topic("subscribe", topic), self._gx_cell.id)
 
     def unsubscribe(self, topic: str) -> None:
-        self._gx_cell.runtime.notify("unsubscribe", check_topic("unsubscribe", topic), self._gx_cell.id)
+        self._gx_cell.notify("unsubscribe", check_topic("unsubscribe", topic), self._gx_cell.id)
 
     def publish(self, topic: str, message: Any) -> None:
         """Send ``message`` to every subscriber of ``topic``."""
-        self._gx_cell.runtime.publish(check_topic("publish", topic), message)
+        self._gx_cell.publish(check_topic("publish", topic), message)
 
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle:
         """Deliver ``message`` to this actor after ``delay`` seconds; cancellable."""
@@ -125,7 +144,7 @@ class Actor:
                 seconds = math.inf
         if not 0 <= seconds < math.inf:  # also refuses nan
             raise InvalidArgument(f"send_after: delay={shown(delay)} must be a finite number of seconds >= 0")
-        return self._gx_cell.runtime.send_after(self._gx_cell, seconds, message)
+        return self._gx_cell.send_after(seconds, message)
 
 
 def _check_ref(op: str, ref: object) -> None:

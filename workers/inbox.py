@@ -1,0 +1,205 @@
+"""Inbox: what reaches a worker, from its socket or from its own actors, delivered where it belongs.
+
+Actor messages go to their cell's mailbox (through the scheduler), answers
+to the worker's pending asks, and the node's control ops to the
+:class:`CellControl`. Bad input is dropped and counted, never raised: a
+sender whose ask cannot be delivered learns why at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from gorilix.transport import codec
+from gorilix.transport.errors import (
+    ActorNotFound,
+    DecodeError,
+    GorilixError,
+    MailboxFull,
+    UnknownMessageType,
+    error_from_wire,
+    error_to_wire,
+)
+from gorilix.transport.frames import (
+    ASK,
+    CONTROL_ID,
+    FAIL,
+    REPLY,
+    STOP,
+    TELL,
+    split_messages,
+    unpack_env,
+    unpack_route,
+)
+from gorilix.workers.asks import PendingAsks
+from gorilix.workers.cell import ActorCell, Message
+from gorilix.workers.outbox import Outbox
+from gorilix.workers.ref import ActorRef
+from gorilix.workers.scheduler import Scheduler
+from gorilix.workers.spec import ActorSpec
+
+
+class CellControl(Protocol):
+    """What the inbox asks of the keeper of the cells' lives: the node's control ops, and a stop."""
+
+    def spawn_for_node(self, actor_id: int, spec: ActorSpec) -> None: ...
+    def stop_actor(self, actor_id: int, reason: str) -> None: ...
+    def suspend(self, actor_id: int, reason: str) -> None: ...
+    def restart(self, actor_id: int, reason: str) -> None: ...
+    def exit_signal(self, actor_id: int, source: ActorRef, reason: str) -> None: ...
+    def reload(self, module_name: str) -> None: ...
+    def shutdown(self) -> None: ...
+    def stop_cell(self, cell: ActorCell, reason: str) -> None: ...
+
+
+class Inbox:
+    """Delivers incoming messages; implements the outbox's :class:`LocalDelivery`."""
+
+    def __init__(
+        self, node: str, slot: int, self_id: int, cells: dict[int, ActorCell],
+        scheduler: Scheduler, asks: PendingAsks, outbox: Outbox, control: CellControl,
+    ) -> None:
+        self.node = node
+        self.slot = slot
+        self.self_id = self_id
+        self.cells = cells
+        self.scheduler = scheduler
+        self.asks = asks
+        self.outbox = outbox
+        self.control = control
+        self.malformed = 0
+        self.dead_letters = 0
+
+    # -- from the socket ------------------------------------------------------
+
+    def dispatch(self, frames: list[bytes]) -> None:
+        """One multipart from the node: a batch of messages to one actor, or a control op."""
+        try:
+            dst_id = unpack_route(frames[0]).dst_id
+            # The common case, one message, skips the general pairing (same checks: 3 frames pass them).
+            pairs = ((frames[1], frames[2]),) if len(frames) == 3 else split_messages(frames)
+        except (DecodeError, IndexError):
+            self.malformed += 1
+            return
+        for env_frame, payload in pairs:
+            try:
+                kind, src_node, src_id, corr = unpack_env(env_frame)
+            except DecodeError:
+                self.malformed += 1
+                continue
+            try:
+                value = codec.decode(payload)
+            except DecodeError as exc:
+                self.undecodable(dst_id, kind, src_node, src_id, corr, exc)
+                continue
+            if dst_id == CONTROL_ID:
+                self._control(value)
+            else:
+                self.deliver(dst_id, (kind, src_node, src_id, corr, value))
+
+    def _control(self, op: Any) -> None:
+        control = self.control
+        try:
+            name = op[0]
+            if name == "spawn":
+                _, actor_id, spec_fields = op
+                control.spawn_for_node(actor_id, ActorSpec.from_wire(spec_fields))
+            elif name == "stop_actor":
+                control.stop_actor(op[1], str(op[2]))
+            elif name == "suspend":
+                control.suspend(op[1], str(op[2]))
+            elif name == "restart":
+                control.restart(op[1], str(op[2]))
+            elif name == "exit_signal":
+                _, actor_id, (node, from_id, from_name), reason = op
+                control.exit_signal(actor_id, ActorRef(node, from_id, from_name), str(reason))
+            elif name == "reload":
+                control.reload(str(op[1]))
+            elif name == "shutdown":
+                control.shutdown()
+            else:
+                self.malformed += 1
+        except (DecodeError, TypeError, ValueError, IndexError):
+            self.malformed += 1
+
+    # -- from this worker's own actors ---------------------------------------
+
+    def deliver_local(self, dst_id: int, kind: int, src_id: int, corr: int, payload: bytes) -> bool:
+        if kind == REPLY or kind == FAIL:
+            if dst_id not in self.cells and dst_id != self.self_id:
+                return False
+            try:
+                answer = codec.decode(payload)
+            except DecodeError as exc:  # our own bytes: only a message whose __post_init__ raises
+                self.asks.fail(corr, exc)
+                return True
+            self.settle(corr, kind, answer)
+            return True
+        if dst_id not in self.cells:
+            return False
+        try:
+            value = codec.decode(payload)
+        except DecodeError as exc:
+            self.undecodable(dst_id, kind, self.node, src_id, corr, exc)
+            return True
+        self.deliver(dst_id, (kind, self.node, src_id, corr, value))
+        return True
+
+    # -- delivery -------------------------------------------------------------
+
+    def deliver(self, dst_id: int, message: Message) -> None:
+        kind = message[0]
+        if kind == REPLY or kind == FAIL:
+            self.settle(message[3], kind, message[4])
+            return
+        cell = self.cells.get(dst_id)
+        if cell is None or not cell.alive:
+            self.undeliverable(dst_id, message, ActorNotFound(f"no actor {self.node}/{dst_id:#x}"))
+            return
+        if kind == STOP and cell.down:
+            self.control.stop_cell(cell, "shutdown")  # nothing runs there until a restart: stop now
+            return
+        limit = cell.spec.mailbox_size
+        if limit is not None and len(cell.mailbox) >= limit and kind != STOP:
+            self.undeliverable(dst_id, message, MailboxFull(f"mailbox of {cell.ref} is full ({limit} messages)"))
+            return
+        self.scheduler.enqueue(cell, message)
+
+    def settle(self, corr: int, kind: int, value: Any) -> None:
+        """An answer to one of this worker's asks."""
+        if kind == REPLY:
+            self.asks.settle(corr, value)
+        else:
+            self.asks.fail(corr, error_from_wire(value))
+
+    def undeliverable(self, dst_id: int, message: Message, error: GorilixError) -> None:
+        """An ask fails back to its sender; anything else is a dead letter."""
+        kind, src_node, src_id, corr, _ = message
+        if kind == ASK:
+            self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
+        else:
+            self.dead_letters += 1
+            self.outbox.notify("dead_letter", dst_id, f"{type(error).__name__}: {error}")
+
+    def undecodable(
+        self, dst_id: int, kind: int, src_node: str, src_id: int, corr: int, error: DecodeError
+    ) -> None:
+        """A payload this worker cannot decode is dropped; whoever waits on it learns why now.
+
+        A malformed or too deep payload is counted in ``malformed``. One that
+        names a message class this process lacks is sound: its ask fails at
+        once and a tell counts as a dead letter, both naming the class.
+        """
+        unknown = isinstance(error, UnknownMessageType) and dst_id != CONTROL_ID
+        if not unknown:
+            self.malformed += 1
+        if kind == REPLY or kind == FAIL:  # the answer to one of our asks
+            self.asks.fail(corr, error)
+        elif unknown:
+            where = f"actor {self.node}/{dst_id:#x} on worker {self.slot}"
+            error = UnknownMessageType(f"{error}; it was sent to {where}")
+            if kind == ASK:
+                self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
+            elif kind == TELL:
+                self.dead_letters += 1
+                self.outbox.notify("dead_letter", dst_id, f"{type(error).__name__}: {error}")
