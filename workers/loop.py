@@ -124,17 +124,19 @@ class WorkerLoop:
         events._set_running_loop(self.loop)
         try:
             while self.running:
+                ready = zmq_poll(self._items, self._wait_ms())
                 try:
-                    self._step()
-                except Exception:  # a bug of ours must not end the worker: say it, go on
+                    self._step(ready)
+                except Exception:  # a bug of ours must not end the worker (as in an asyncio callback)
                     log.exception("worker loop step failed")
         finally:
             events._set_running_loop(None)
 
-    def _step(self) -> None:
+    def _step(self, ready: list[tuple[Any, int]]) -> None:
+        """Serve what the poll found ready, then whatever that made ready in turn."""
         loop = self.loop
         asyncio_ready = False
-        for item, _ in zmq_poll(self._items, self._wait_ms()):
+        for item, _ in ready:
             if item is self.sock:
                 self._drain()
             elif item == self.parent_fd:
