@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import zmq
 from zmq.backend import Socket as _CSocket
+from zmq.backend import zmq_poll
 
 from gorilix.transport.routing import ID_SHIFT as ID_SHIFT  # (with the other id ranges; re-exported)
 
@@ -58,15 +59,16 @@ def ipc_path(endpoint: str) -> str | None:
 # -- the hot path -----------------------------------------------------------
 # pyzmq's Python layer (buffer checks, enum flags, a Python getsockopt per
 # frame) costs about as much as the C calls underneath; a message crosses
-# three sockets per hop, so these call the Cython backend directly.
+# three sockets per hop, so these call the Cython backend directly. Even
+# there, ``Socket.get`` builds a ``SocketOption`` enum per call: a received
+# frame carries its RCVMORE flag already, and a zero-timeout ``zmq_poll``
+# reads ZMQ_EVENTS without one.
 
 _send = _CSocket.send
 _recv = _CSocket.recv
-_get = _CSocket.get
+_poll = zmq_poll
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
-_EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
 
@@ -81,12 +83,14 @@ def send_frames(sock: zmq.Socket[Any], frames: list[bytes], flags: int = 0) -> N
 
 def recv_frames(sock: zmq.Socket[Any], block: bool = False) -> list[bytes]:
     """One multipart as bytes; raises zmq.Again when ``block`` is false and none is queued."""
-    parts: list[bytes] = [_recv(sock, 0 if block else _NOBLOCK)]
-    while _get(sock, _RCVMORE):
-        parts.append(_recv(sock, _NOBLOCK))
+    frame = _recv(sock, 0 if block else _NOBLOCK, False)
+    parts: list[bytes] = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, _NOBLOCK, False)
+        parts.append(frame.bytes)
     return parts
 
 
 def has_input(sock: zmq.Socket[Any]) -> bool:
-    """Whether a message is queued (also re-arms the edge-triggered ZMQ_FD)."""
-    return bool(cast(int, _get(sock, _EVENTS)) & _POLLIN)
+    """Whether a message is queued (reads ZMQ_EVENTS, so it also re-arms the edge-triggered ZMQ_FD)."""
+    return bool(_poll([(sock, _POLLIN)], 0))
