@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -75,37 +77,76 @@ def test_deadlines_come_due_in_order_of_time(loop: WorkerEventLoop) -> None:
     assert late.done()
 
 
-def test_a_scheduled_callback_is_work_for_the_next_turn(loop: WorkerEventLoop) -> None:
+def test_a_scheduled_callback_waits_for_run_ready(loop: WorkerEventLoop) -> None:
     ran: list[str] = []
     assert not loop.soon
     loop.call_soon(ran.append, "first")
-    assert loop.soon
-    loop.turn()
+    assert loop.soon and ran == []
+    loop.run_ready()
     assert ran == ["first"] and not loop.soon
 
 
-def test_a_callback_scheduled_during_a_turn_runs_in_the_next(loop: WorkerEventLoop) -> None:
+def test_a_callback_scheduled_by_a_callback_runs_at_the_next_call(loop: WorkerEventLoop) -> None:
     ran: list[str] = []
     loop.call_soon(lambda: (ran.append("first"), loop.call_soon(ran.append, "second")))
-    loop.turn()
+    loop.run_ready()
     assert ran == ["first"] and loop.soon
-    loop.turn()
+    loop.run_ready()
     assert ran == ["first", "second"] and not loop.soon
 
 
-def test_a_turn_steps_a_task_until_it_waits(loop: WorkerEventLoop) -> None:
+def test_a_cancelled_callback_does_not_run(loop: WorkerEventLoop) -> None:
+    ran: list[str] = []
+    loop.call_soon(ran.append, "cancelled").cancel()
+    loop.call_soon(ran.append, "kept")
+    loop.run_ready()
+    assert ran == ["kept"]
+
+
+def test_a_failing_callback_is_reported_and_the_next_still_runs(loop: WorkerEventLoop) -> None:
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    ran: list[str] = []
+    loop.call_soon(lambda: 1 / 0)
+    loop.call_soon(ran.append, "next")
+    loop.run_ready()
+    assert ran == ["next"]
+    assert [type(c["exception"]) for c in reported] == [ZeroDivisionError]
+
+
+def test_a_callback_runs_in_the_context_it_was_scheduled_in(loop: WorkerEventLoop) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outside")
+    seen: list[str] = []
+    context = contextvars.copy_context()
+    context.run(var.set, "inside")
+    loop.call_soon(lambda: seen.append(var.get()), context=context)
+    loop.call_soon(lambda: seen.append(var.get()))
+    loop.run_ready()
+    assert seen == ["inside", "outside"]
+
+
+def test_an_async_handler_resumes_as_soon_as_its_future_is_settled(loop: WorkerEventLoop) -> None:
     waiting: asyncio.Future[str] = loop.create_future()
 
     async def task() -> str:
         return "got " + await waiting
 
     running = loop.create_task(task())
-    loop.turn()
+    loop.run_ready()
     assert not running.done() and not loop.soon
     waiting.set_result("it")
     assert loop.soon  # the task's wake-up
-    loop.turn()
+    loop.run_ready()
     assert running.result() == "got it"
+
+
+def test_a_turn_runs_what_a_thread_hands_over(loop: WorkerEventLoop) -> None:
+    ran: list[str] = []
+    thread = threading.Thread(target=loop.call_soon_threadsafe, args=(ran.append, "from a thread"))
+    thread.start()
+    thread.join()
+    loop.turn()
+    assert ran == ["from a thread"]
 
 
 def test_the_next_timer_is_the_first_live_one(loop: WorkerEventLoop) -> None:
@@ -123,7 +164,7 @@ def test_a_turn_runs_the_timers_due_and_forgets_them(loop: WorkerEventLoop) -> N
     ran: list[str] = []
     loop.call_at(loop.time() - 1.0, ran.append, "due")
     loop.turn()
-    assert ran == ["due"] and loop.next_timer() is None
+    assert ran == ["due"] and loop.next_timer() is None and not loop.soon
 
 
 def test_the_selector_has_one_descriptor_the_worker_polls() -> None:

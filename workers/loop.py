@@ -2,11 +2,12 @@
 
 A worker of plain ``def receive`` actors reads its socket, runs the handlers
 and sends the answers without asyncio in between: one ``zmq_poll`` per
-burst, as a raw ZeroMQ peer does. asyncio runs one turn at a time, and only
-when it has something to do: a callback was scheduled (a task to step, an
-ask's future settled), a timer is due, or one of its file descriptors (its
-wake-up pipe for other threads, an async actor's own sockets) is readable;
-the poll waits on its selector's descriptor for the last.
+burst, as a raw ZeroMQ peer does. The callbacks asyncio code schedules (an
+async handler's next step once its ask is answered, say) run from this loop
+too, straight after what woke them. asyncio's own loop turns only for what
+it alone watches: its timers, and its file descriptors (its wake-up pipe for
+other threads, an async actor's own sockets), whose selector's descriptor
+the poll waits on.
 
 Between turns the asyncio loop is still this thread's running loop, so
 ``asyncio.get_running_loop()`` and ``create_task`` work in plain handlers too.
@@ -19,8 +20,9 @@ import logging
 import math
 import selectors
 from asyncio import Handle, SelectorEventLoop, TimerHandle, events
+from collections import deque
 from collections.abc import Callable
-from contextvars import Context
+from contextvars import Context, copy_context
 from typing import Any, TypeVarTuple, Unpack
 
 import zmq
@@ -45,11 +47,14 @@ _POLLIN = int(zmq.POLLIN)
 
 
 class WorkerEventLoop(SelectorEventLoop):
-    """An asyncio loop run one turn at a time, which says when it has work.
+    """An asyncio loop whose scheduled callbacks the worker loop runs itself.
 
-    ``soon`` turns True when a callback is scheduled (a task step, a
-    future's callbacks); ``next_timer()`` says when its first timer is due;
-    ``selector_fd`` is readable when one of its descriptors is.
+    ``call_soon`` (a task's next step, a settled future's callbacks) queues
+    here, and :meth:`run_ready` runs the queue without a turn of asyncio's
+    own loop: an async actor's ask that is answered resumes at once. asyncio
+    itself turns (:meth:`turn`) only for what it alone knows: a due timer
+    (``next_timer()``) or a readable descriptor (``selector_fd``), such as
+    its wake-up pipe for other threads.
     """
 
     def __init__(self) -> None:
@@ -57,14 +62,38 @@ class WorkerEventLoop(SelectorEventLoop):
         super().__init__(selector)
         fileno = getattr(selector, "fileno", None)  # epoll, kqueue, devpoll: one descriptor for them all
         self.selector_fd: int | None = fileno() if fileno is not None else None
-        self.soon = False
         self._timers: list[TimerHandle] = []  # a heap, as asyncio's own
+        self._soon: deque[tuple[Handle, Callable[..., object], tuple[Any, ...], Context]] = deque()
+
+    @property
+    def soon(self) -> bool:
+        """Whether callbacks wait for :meth:`run_ready`."""
+        return bool(self._soon)
 
     def call_soon(
         self, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts, context: Context | None = None
     ) -> Handle:
-        self.soon = True
-        return super().call_soon(callback, *args, context=context)
+        if context is None:
+            context = copy_context()
+        handle = Handle(callback, args, self, context)
+        self._soon.append((handle, callback, args, context))
+        return handle
+
+    def run_ready(self) -> None:
+        """Run the callbacks queued so far, in order (those they queue wait for the next call)."""
+        soon = self._soon
+        for _ in range(len(soon)):
+            handle, callback, args, context = soon.popleft()
+            if handle.cancelled():
+                continue
+            try:
+                context.run(callback, *args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # as asyncio's own Handle does: report, go on
+                self.call_exception_handler(
+                    {"message": f"Exception in callback {callback!r}", "exception": exc, "handle": handle}
+                )
 
     def call_at(
         self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
@@ -82,10 +111,9 @@ class WorkerEventLoop(SelectorEventLoop):
         return timers[0].when() if timers else None
 
     def turn(self) -> None:
-        """Run what is ready now: due timers, ready descriptors, scheduled callbacks (one iteration)."""
+        """One iteration of asyncio's loop: due timers and ready descriptors (then :meth:`run_ready`)."""
         started = self.time()
-        super().call_soon(self.stop)  # after what is scheduled already; not a sign of more work
-        self.soon = False
+        super().call_soon(self.stop)  # into asyncio's own queue: the iteration does not wait for I/O
         outside = events._get_running_loop()  # this loop, between turns of a worker's loop
         events._set_running_loop(None)  # run_forever refuses to start while a loop is set as running
         try:
@@ -145,8 +173,10 @@ class WorkerLoop:
                 return
             else:
                 asyncio_ready = True
-        if asyncio_ready or loop.soon or self._timer_due(loop.next_timer()):
+        if asyncio_ready or self._timer_due(loop.next_timer()):
             loop.turn()
+        if loop.soon:
+            loop.run_ready()
         deadline = self.asks.next_deadline()
         if deadline is not None and deadline <= loop.time():
             self.asks.expire(loop.time())
