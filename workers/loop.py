@@ -191,7 +191,11 @@ class WorkerLoop:
         self.outbox.batching = True
         try:
             for _ in range(RECV_BURST):
-                dispatch(recv_frames(sock))
+                try:
+                    frames = recv_frames(sock)
+                except zmq.Again:  # (the poll said there was a message: never, but not worth a traceback)
+                    break
+                dispatch(frames)
                 if not has_input(sock):
                     break
         finally:
