@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
 import grimp
-
-# The cycle being removed in parallel (issue 9): the worker runtime with its actors
-# and scheduler. A cycle made only of these modules is let pass for now; this
-# exclusion goes when that work lands, and the test below then asserts that there
-# is no cycle at all.
-BEING_UNTANGLED = ("gorilix.workers.actor", "gorilix.workers.scheduler", "gorilix.workers.runtime*")
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -72,22 +64,11 @@ def test_no_import_cycles_at_run_time() -> None:
 
 def test_no_import_cycles_even_for_annotations() -> None:
     # Imports under TYPE_CHECKING count here: they tie modules together for mypy and for a reader.
+    # The node, its control handlers and lifecycle; the worker runtime's parts, its actors and scheduler;
+    # the facade, the bridge and the supervisor: each meets the other through Protocols, not imports.
     graph = _gorilix_graph(exclude_type_checking_imports=False)
-    cycles = [group for group in _cycles(graph) if not all(_being_untangled(module) for module in group)]
-    assert cycles == []
-
-
-def _being_untangled(module: str) -> bool:
-    return any(fnmatchcase(module, pattern) for pattern in BEING_UNTANGLED)
-
-
-def test_the_worker_runtime_has_no_cycle_even_counting_annotations() -> None:
-    # Actor, cell, scheduler and the runtime's parts meet through Protocols, not imports.
-    graph = grimp.build_graph("gorilix", exclude_type_checking_imports=False)
-    runtime = {f"gorilix.workers.{name}" for name in (
-        "actor", "cell", "cells", "scheduler", "asks", "inbox", "outbox", "port", "loop", "runtime")}
-    assert runtime <= graph.modules
-    assert [group for group in _cycles(graph) if runtime & set(group)] == []
+    assert {"gorilix.node_core", "gorilix.control.actors", "gorilix.workers.cells", "gorilix.system"} <= graph.modules
+    assert _cycles(graph) == []
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
