@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from gorilix.transport import codec
 from gorilix.transport.errors import DecodeError, error_to_wire
+from gorilix.transport.frames import CONTROL_ID, TELL, message_frames
 from gorilix.workers import protocol
+from gorilix.workers.asks import PendingAsks
+from gorilix.workers.inbox import Inbox
+from gorilix.workers.outbox import Outbox
 from gorilix.workers.protocol import (
     WORKER_OPS,
     WORKER_REPORTS,
@@ -37,6 +43,8 @@ from gorilix.workers.protocol import (
     op_from_wire,
     report_from_wire,
 )
+from gorilix.workers.ref import ActorRef
+from gorilix.workers.scheduler import Scheduler
 from gorilix.workers.spec import make_spec
 
 SPEC = make_spec("pkg.mod:Cls", (1, "two"), {"three": 3.0}, name="named", mailbox_size=8)
@@ -104,3 +112,54 @@ def test_a_bad_op_is_refused_whole(wire: Any) -> None:
 def test_the_module_names_its_two_directions() -> None:
     assert protocol.WorkerOp.__args__ == tuple(WORKER_OPS.values())  # type: ignore[attr-defined]
     assert protocol.WorkerReport.__args__ == tuple(WORKER_REPORTS.values())  # type: ignore[attr-defined]
+
+
+class _RecordingControl:
+    """Stands in for the worker's keeper of cells: records what the inbox asked of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self.calls.append((name, args))
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def _inbox(control: _RecordingControl, loop: asyncio.AbstractEventLoop) -> Inbox:
+    outbox = Outbox("n1", 1 << 40)
+    return Inbox("n1", 0, 1 << 40, {}, Scheduler(None, loop), PendingAsks(loop), outbox, control)  # type: ignore[arg-type]
+
+
+def _control_frames(value: Any) -> list[bytes]:
+    return message_frames("n1", CONTROL_ID, TELL, "n1", CONTROL_ID, codec.encode(value))
+
+
+def test_a_worker_runs_each_op_the_node_sends_by_its_type(loop: asyncio.AbstractEventLoop) -> None:
+    control = _RecordingControl()
+    inbox = _inbox(control, loop)
+    for op in OPS:
+        inbox.dispatch(_control_frames(op.to_wire()))
+    names = [name for name, _ in control.calls]
+    assert names == ["spawn_for_node", "stop_actor", "suspend", "restart", "exit_signal", "exit_signal", "reload",
+                     "shutdown"]
+    assert control.calls[0] == ("spawn_for_node", (1 << 40, SPEC))
+    assert control.calls[4][1][1] == ActorRef("n2", 9) and control.calls[4][1][2] == "killed"
+    assert inbox.malformed == 0
+
+
+def test_a_worker_counts_an_op_it_cannot_parse_and_runs_nothing_of_it(loop: asyncio.AbstractEventLoop) -> None:
+    # The worker read ops field by field and checked no type: ["restart", "5", "r"] went to the
+    # cells as a restart of actor "5", and ["shutdown", "now"] shut the worker down.
+    control = _RecordingControl()
+    inbox = _inbox(control, loop)
+    bad = [["spawn", 5], ["stop_actor", 5], ["exit_signal", 5, ["n", 9, None]], ["restart", "5", "r"],
+           ["reload"], ["shutdown", "now"], ["spawned", 5], "shutdown", None]
+    for value in bad:
+        inbox.dispatch(_control_frames(value))
+    assert control.calls == [] and inbox.malformed == len(bad)

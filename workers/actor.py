@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import InvalidArgument
+from gorilix.workers.protocol import Demonitor, Link, Monitor, Unlink, WorkerReport
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.spec import PERMANENT, check_topic, check_worker
 
@@ -36,6 +37,7 @@ class ActorContext(Protocol):
     ) -> ActorRef: ...
     def stop(self, reason: str) -> None: ...
     def notify(self, op: str, *args: Any) -> None: ...
+    def report(self, report: WorkerReport) -> None: ...
     def publish(self, topic: str, message: Any) -> None: ...
     def send_after(self, delay: float, message: Any) -> asyncio.TimerHandle: ...
 
@@ -108,20 +110,20 @@ class Actor:
     def monitor(self, ref: ActorRef) -> None:
         """Get ``Down(ref, reason)`` when ``ref``'s actor exits (once per monitor)."""
         _check_ref("monitor", ref)
-        self._gx_cell.notify("monitor", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.report(Monitor(self._gx_cell.id, ref.node, ref.id))
 
     def demonitor(self, ref: ActorRef) -> None:
         _check_ref("demonitor", ref)
-        self._gx_cell.notify("demonitor", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.report(Demonitor(self._gx_cell.id, ref.node, ref.id))
 
     def link(self, ref: ActorRef) -> None:
         """Tie both lifetimes: if either crashes, the other crashes too (unless it traps exits)."""
         _check_ref("link", ref)
-        self._gx_cell.notify("link", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.report(Link(self._gx_cell.id, ref.node, ref.id))
 
     def unlink(self, ref: ActorRef) -> None:
         _check_ref("unlink", ref)
-        self._gx_cell.notify("unlink", self._gx_cell.id, ref.node, ref.id)
+        self._gx_cell.report(Unlink(self._gx_cell.id, ref.node, ref.id))
 
     def subscribe(self, topic: str) -> None:
         """Receive every message published to ``topic``."""

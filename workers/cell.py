@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from gorilix.workers.actor import Actor
+from gorilix.workers.protocol import WorkerReport
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.spec import ActorSpec
 
@@ -34,6 +35,7 @@ class CellHost(Protocol):
     ) -> ActorRef: ...
     def request_stop(self, cell: ActorCell, reason: str) -> None: ...
     def notify(self, op: str, *args: Any) -> None: ...
+    def report(self, report: WorkerReport) -> None: ...
     def publish(self, topic: str, message: Any) -> None: ...
     def send_after(self, cell: ActorCell, delay: float, message: Any) -> asyncio.TimerHandle: ...
 
@@ -87,6 +89,9 @@ class ActorCell:
 
     def notify(self, op: str, *args: Any) -> None:
         self.host.notify(op, *args)
+
+    def report(self, report: WorkerReport) -> None:
+        self.host.report(report)
 
     def publish(self, topic: str, message: Any) -> None:
         self.host.publish(topic, message)

@@ -37,6 +37,7 @@ from gorilix.workers.cell import ActorCell, Message, current
 from gorilix.workers.inbox import Inbox
 from gorilix.workers.messages import Exit, is_abnormal
 from gorilix.workers.outbox import Outbox
+from gorilix.workers.protocol import Exited, Register, Reloaded, Restarted, SpawnAt, SpawnFailed, Spawned, WorkerReport
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.scheduler import Scheduler, is_coroutine
 from gorilix.workers.spec import ActorSpec, decode_args, make_spec, resolve_class
@@ -76,10 +77,10 @@ class CellKeeper:
                          mailbox_size=mailbox_size, base=Actor)
         actor_id = next(self._ids)
         if worker is not None and worker != self.slot:
-            self.outbox.notify("spawn_at", actor_id, spec.to_wire(), worker)
+            self.outbox.report(SpawnAt(actor_id, spec, worker))
             return ActorRef(self.node, actor_id, spec.name)
         cell = self._create_cell(actor_id, spec)
-        self.outbox.notify("register", actor_id, spec.to_wire())
+        self.outbox.report(Register(actor_id, spec))
         self._start_cell(cell)
         return cell.ref
 
@@ -92,6 +93,9 @@ class CellKeeper:
 
     def notify(self, op: str, *args: Any) -> None:
         self.outbox.notify(op, *args)
+
+    def report(self, report: WorkerReport) -> None:
+        self.outbox.report(report)
 
     def publish(self, topic: str, message: Any) -> None:
         self.outbox.notify("publish", topic, codec.encode(message))
@@ -123,9 +127,9 @@ class CellKeeper:
         try:
             cell = self._create_cell(actor_id, spec)
         except SpawnError as exc:
-            self.outbox.notify("spawn_failed", actor_id, error_to_wire(exc))
+            self.outbox.report(SpawnFailed(actor_id, error_to_wire(exc)))
             return
-        self.outbox.notify("spawned", actor_id)
+        self.outbox.report(Spawned(actor_id))
         self._start_cell(cell)
 
     def stop_actor(self, actor_id: int, reason: str) -> None:
@@ -151,11 +155,11 @@ class CellKeeper:
         try:
             cell.instance = self._instantiate(cell)
         except SpawnError as exc:
-            self.outbox.notify("exited", cell.id, f"restart failed: {exc}", True, False)
+            self.outbox.report(Exited(cell.id, f"restart failed: {exc}", True, False))
             return
         cell.down = False
         cell.restarts += 1
-        self.outbox.notify("restarted", cell.id)
+        self.outbox.report(Restarted(cell.id))
         self._start_cell(cell)
         self.scheduler.wake(cell)
 
@@ -185,7 +189,7 @@ class CellKeeper:
                 module.__dict__.clear()
                 module.__dict__.update(saved)
             log.exception("reload of %s failed", module_name)
-            self.outbox.notify("reloaded", module_name, 0, f"{qualified_name(type(exc))}: {exc}")
+            self.outbox.report(Reloaded(module_name, 0, f"{qualified_name(type(exc))}: {exc}"))
             return
         prefix = f"{module_name}:"
         for path in [p for p in self._classes if p.startswith(prefix)]:
@@ -207,7 +211,7 @@ class CellKeeper:
                 self.on_crash(cell, None, exc)
             finally:
                 current.reset(token)
-        self.outbox.notify("reloaded", module_name, moved, None)
+        self.outbox.report(Reloaded(module_name, moved, None))
 
     def shutdown(self) -> None:
         for cell in list(self.cells.values()):
@@ -228,7 +232,7 @@ class CellKeeper:
         if cell.instance is not None:
             self._call_on_stop(cell, reason)
             cell.instance = None
-        self.outbox.notify("exited", cell.id, reason, is_abnormal(reason), True)
+        self.outbox.report(Exited(cell.id, reason, is_abnormal(reason), True))
 
     # -- Outcomes: what handlers did --------------------------------------------
 
@@ -272,7 +276,7 @@ class CellKeeper:
             self._call_on_stop(cell, reason)
             cell.instance = None
         if report:
-            self.outbox.notify("exited", cell.id, reason, abnormal, False)
+            self.outbox.report(Exited(cell.id, reason, abnormal, False))
 
     # -- creating and ending incarnations ----------------------------------------
 

@@ -34,6 +34,7 @@ from gorilix.transport.frames import (
 from gorilix.workers.asks import PendingAsks
 from gorilix.workers.cell import ActorCell, Message
 from gorilix.workers.outbox import Outbox
+from gorilix.workers.protocol import DeadLetter, ExitSignal, Reload, Restart, Shutdown, Spawn, StopActor, Suspend, op_from_wire
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.scheduler import Scheduler
 from gorilix.workers.spec import ActorSpec
@@ -97,30 +98,29 @@ class Inbox:
             else:
                 self.deliver(dst_id, (kind, src_node, src_id, corr, value))
 
-    def _control(self, op: Any) -> None:
-        control = self.control
+    def _control(self, value: Any) -> None:
+        """An op from the node (gorilix.workers.protocol), parsed whole first: a bad one is counted, not run."""
         try:
-            name = op[0]
-            if name == "spawn":
-                _, actor_id, spec_fields = op
-                control.spawn_for_node(actor_id, ActorSpec.from_wire(spec_fields))
-            elif name == "stop_actor":
-                control.stop_actor(op[1], str(op[2]))
-            elif name == "suspend":
-                control.suspend(op[1], str(op[2]))
-            elif name == "restart":
-                control.restart(op[1], str(op[2]))
-            elif name == "exit_signal":
-                _, actor_id, (node, from_id, from_name), reason = op
-                control.exit_signal(actor_id, ActorRef(node, from_id, from_name), str(reason))
-            elif name == "reload":
-                control.reload(str(op[1]))
-            elif name == "shutdown":
-                control.shutdown()
-            else:
-                self.malformed += 1
-        except (DecodeError, TypeError, ValueError, IndexError):
+            op = op_from_wire(value)
+        except DecodeError:
             self.malformed += 1
+            return
+        control = self.control
+        match op:
+            case Spawn(actor_id, spec):
+                control.spawn_for_node(actor_id, spec)
+            case StopActor(actor_id, reason):
+                control.stop_actor(actor_id, reason)
+            case Suspend(actor_id, reason):
+                control.suspend(actor_id, reason)
+            case Restart(actor_id, reason):
+                control.restart(actor_id, reason)
+            case ExitSignal(actor_id, (node, from_id, from_name), reason):
+                control.exit_signal(actor_id, ActorRef(node, from_id, from_name), reason)
+            case Reload(module):
+                control.reload(module)
+            case Shutdown():
+                control.shutdown()
 
     # -- from this worker's own actors ---------------------------------------
 
@@ -179,7 +179,7 @@ class Inbox:
             self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
         else:
             self.dead_letters += 1
-            self.outbox.notify("dead_letter", dst_id, f"{type(error).__name__}: {error}")
+            self.outbox.report(DeadLetter(dst_id, f"{type(error).__name__}: {error}"))
 
     def undecodable(
         self, dst_id: int, kind: int, src_node: str, src_id: int, corr: int, error: DecodeError
@@ -202,4 +202,4 @@ class Inbox:
                 self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
             elif kind == TELL:
                 self.dead_letters += 1
-                self.outbox.notify("dead_letter", dst_id, f"{type(error).__name__}: {error}")
+                self.outbox.report(DeadLetter(dst_id, f"{type(error).__name__}: {error}"))

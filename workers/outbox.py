@@ -26,6 +26,7 @@ from gorilix.transport.frames import (
     pack_route,
 )
 from gorilix.transport.sockets import send_frames
+from gorilix.workers.protocol import WorkerReport
 
 #: Messages buffered before a flush is forced mid-turn.
 FLUSH_AT = 1024
@@ -85,8 +86,12 @@ class Outbox:
             self.flush()  # asks and replies from a task step go out now
 
     def notify(self, op: str, *args: Any) -> None:
-        """Tell the node something (ordered with every other message we send)."""
+        """Send the node a control request any client may (subscribe, publish), ordered with the rest."""
         self.send(self.node, CONTROL_ID, TELL, self.self_id, 0, codec.encode([op, *args]))
+
+    def report(self, report: WorkerReport) -> None:
+        """Tell the node what it must know of this worker (gorilix.workers.protocol), ordered with the rest."""
+        self.send(self.node, CONTROL_ID, TELL, self.self_id, 0, codec.encode(report.to_wire()))
 
     def _tell_env(self, src_id: int) -> bytes:
         """A tell's envelope depends only on its sender: pack it once, not per message."""

@@ -27,6 +27,7 @@ from gorilix.workers.config import WorkerConfig
 from gorilix.workers.loop import WorkerEventLoop, WorkerLoop
 from gorilix.workers.outbox import Outbox
 from gorilix.workers.port import WorkerPort
+from gorilix.workers.protocol import AttachWorker, Load
 from gorilix.workers.ref import install_resolver
 
 log = logging.getLogger("gorilix.worker")
@@ -68,7 +69,7 @@ class WorkerRuntime:
         worker_loop = self._loop = WorkerLoop(loop, sock, keeper.inbox, parent.sentinel if parent else None)
         port = WorkerPort(loop, outbox, asks)
         install_resolver(lambda ref: port)
-        outbox.notify("attach_worker", self.slot, self.config.incarnation, os.getpid())
+        outbox.report(AttachWorker(self.slot, self.config.incarnation, os.getpid()))
         outbox.flush()
         self._report_load_every(LOAD_EVERY, loop, keeper, outbox)
         try:
@@ -89,6 +90,6 @@ class WorkerRuntime:
             loop.call_later(seconds, report)  # first: a failure here must not end the reports
             queued = sum(len(c.mailbox) for c in cells.values())
             deepest = max((len(c.mailbox) for c in cells.values()), default=0)
-            outbox.notify("load", queued, deepest, keeper.scheduler.handled, inbox.malformed, inbox.dead_letters)
+            outbox.report(Load(queued, deepest, keeper.scheduler.handled, inbox.malformed, inbox.dead_letters))
 
         loop.call_later(seconds, report)
