@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import zmq
 from zmq.backend import Socket as _CSocket
 from zmq.backend import zmq_poll
 
-from gorilix.transport.routing import ID_SHIFT as ID_SHIFT  # (with the other id ranges; re-exported)
+from gorilix.transport.routing import (
+    ID_SHIFT as ID_SHIFT,  # (with the other id ranges; re-exported)
+)
 
 
 def configure_internal(sock: zmq.Socket[Any]) -> None:

@@ -37,7 +37,16 @@ from gorilix.workers.cell import ActorCell, Message, current
 from gorilix.workers.inbox import Inbox
 from gorilix.workers.messages import Exit, is_abnormal
 from gorilix.workers.outbox import Outbox
-from gorilix.workers.protocol import Exited, Register, Reloaded, Restarted, SpawnAt, SpawnFailed, Spawned, WorkerReport
+from gorilix.workers.protocol import (
+    Exited,
+    Register,
+    Reloaded,
+    Restarted,
+    SpawnAt,
+    Spawned,
+    SpawnFailed,
+    WorkerReport,
+)
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.scheduler import Scheduler, is_coroutine
 from gorilix.workers.spec import ActorSpec, decode_args, make_spec, resolve_class

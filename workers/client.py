@@ -29,7 +29,6 @@ from gorilix.transport.frames import (
     ASK,
     CONTROL_ID,
     FAIL,
-    FLAG_ASK,
     REPLY,
     STOP,
     TELL,

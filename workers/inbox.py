@@ -34,7 +34,17 @@ from gorilix.transport.frames import (
 from gorilix.workers.asks import PendingAsks
 from gorilix.workers.cell import ActorCell, Message
 from gorilix.workers.outbox import Outbox
-from gorilix.workers.protocol import DeadLetter, ExitSignal, Reload, Restart, Shutdown, Spawn, StopActor, Suspend, op_from_wire
+from gorilix.workers.protocol import (
+    DeadLetter,
+    ExitSignal,
+    Reload,
+    Restart,
+    Shutdown,
+    Spawn,
+    StopActor,
+    Suspend,
+    op_from_wire,
+)
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.scheduler import Scheduler
 from gorilix.workers.spec import ActorSpec

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gorilix.transport.codec import message
-from gorilix.workers.ref import ActorRef, Call, Cast  # Call and Cast live beside ref.call and ref.cast, which make them
+from gorilix.workers.ref import (  # Call and Cast live beside ref.call and ref.cast, which make them
+    ActorRef,
+    Call,
+    Cast,
+)
 
 
 @message

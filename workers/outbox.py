@@ -14,17 +14,7 @@ from typing import Any, Protocol
 import zmq
 
 from gorilix.transport import codec
-from gorilix.transport.frames import (
-    ASK,
-    CONTROL_ID,
-    FAIL,
-    FLAG_ASK,
-    FLAG_REPLY,
-    REPLY,
-    TELL,
-    pack_env,
-    pack_route,
-)
+from gorilix.transport.frames import CONTROL_ID, TELL, message_frames, pack_env, pack_route
 from gorilix.transport.sockets import send_frames
 from gorilix.workers.protocol import WorkerReport
 
@@ -76,10 +66,7 @@ class Outbox:
                 self._out.append([pack_route(dst_node, dst_id), self._tell_env(src_id), payload])
                 self._out_key = key
         else:
-            flags = FLAG_ASK if kind == ASK else FLAG_REPLY if kind == REPLY or kind == FAIL else 0
-            self._out.append(
-                [pack_route(dst_node, dst_id, flags, src_id, corr), pack_env(kind, self.node, src_id, corr), payload]
-            )
+            self._out.append(message_frames(dst_node, dst_id, kind, self.node, src_id, payload, corr))
             self._out_key = None
         self._out_count += 1
         if self._out_count >= FLUSH_AT or (kind != TELL and not self.batching):
