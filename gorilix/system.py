@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,15 @@ from gorilix.supervisor import SupervisorRef
 from gorilix.transport import codec
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import (
+    ActorError,
     ClusterError,
     GorilixError,
     InvalidArgument,
+    NodeDown,
     NotRunning,
     SpawnError,
+    WorkerDied,
+    qualified_name,
 )
 from gorilix.transport.frames import CONTROL_ID, NODE_NAME_MAX
 from gorilix.transport.routing import client_ids
@@ -98,6 +102,18 @@ class DeadLetters:
     recent: list[dict[str, Any]]
 
 
+def _retryable(retry_on: tuple[type[BaseException], ...]) -> Callable[[BaseException], bool]:
+    """Which failures of a pool's item are worth asking again: a death of its worker or node, and ``retry_on``."""
+    remote_names = {qualified_name(cls) for cls in retry_on}
+
+    def retryable(error: BaseException) -> bool:
+        if isinstance(error, (WorkerDied, NodeDown, *retry_on)):
+            return True
+        return isinstance(error, ActorError) and error.remote_type in remote_names
+
+    return retryable
+
+
 class PoolRef:
     """A group of identical actors spread over the workers."""
 
@@ -131,13 +147,27 @@ class PoolRef:
         for ref in self.refs:
             ref.tell(message)
 
-    def map(self, items: Iterable[Any], timeout: float | None = 60.0) -> list[Any]:
+    def map(self, items: Iterable[Any], timeout: float | None = 60.0, *, retries: int = 3,
+            retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False) -> list[Any]:
         """Ask each item of some actor of the pool; answers come back in item order.
 
         Idle actors pull the next item, so uneven work still spreads evenly.
         ``timeout`` bounds the whole call (None: no limit).
+
+        An item in flight when its actor's worker (or node) dies is asked
+        again, up to ``retries`` times: the pool's actors come back, and the
+        map finishes. So an item may run more than once (at least once):
+        items with side effects must be idempotent. An exception raised by
+        the actor's code is not retried, unless its class is in ``retry_on``.
+        The first failure is raised, with a note naming the item's index;
+        ``return_exceptions=True`` puts each failure in its item's place.
         """
         limit = check_timeout(timeout)
+        if type(retries) is not int or retries < 0:
+            raise InvalidArgument(f"map: retries={shown(retries)} must be an int >= 0")
+        if not isinstance(retry_on, tuple) or not all(
+                isinstance(cls, type) and issubclass(cls, BaseException) for cls in retry_on):
+            raise InvalidArgument(f"map: retry_on={shown(retry_on)} must be a tuple of exception classes")
         try:
             iterator = iter(items)
         except TypeError:
@@ -145,7 +175,8 @@ class PoolRef:
         items = list(iterator)
         if not items:
             return []
-        return _resolve(self.refs[0]).ask_each(self.refs, items, limit)
+        return _resolve(self.refs[0]).ask_each(self.refs, items, limit, retries=retries,
+                                               retryable=_retryable(retry_on), return_exceptions=return_exceptions)
 
     def stop(self) -> None:
         for ref in self.refs:

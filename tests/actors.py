@@ -450,3 +450,29 @@ class AsyncDeepAnswer(Actor):
     async def receive(self, msg: Any) -> Any:
         await asyncio.sleep(0)
         return nest(msg)
+
+
+class Spin(Actor):
+    """About ``ms`` milliseconds of pure-Python work per item, then the item squared."""
+
+    def __init__(self, ms: float = 10.0) -> None:
+        self.seconds = ms / 1000
+
+    def receive(self, n: int) -> int:
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+        return n * n
+
+
+_FAILED_ONCE: set[tuple[int, int]] = set()  # (actor id, item): kept by the worker across the actor's restarts
+
+
+class FailsOnce(Actor):
+    """Raises ValueError the first time it sees a multiple of 5 (a crash: it restarts), answers its square after."""
+
+    def receive(self, n: int) -> int:
+        if n % 5 == 0 and (self.ref.id, n) not in _FAILED_ONCE:
+            _FAILED_ONCE.add((self.ref.id, n))
+            raise ValueError(f"not yet: {n}")
+        return n * n

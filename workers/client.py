@@ -8,6 +8,7 @@ thread). Asks block on this socket alone, so threads never wait on each other.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -145,32 +146,46 @@ class ClientPort:
         return self.ask(ActorRef(self.node, CONTROL_ID, "node"), [op, *args], timeout)
 
     def ask_each(
-        self, refs: Sequence[ActorRef], items: Sequence[Any], timeout: float, window: int = 2
+        self, refs: Sequence[ActorRef], items: Sequence[Any], timeout: float, window: int = 2, *,
+        retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
+        return_exceptions: bool = False,
     ) -> list[Any]:
         """Ask ``items`` of ``refs`` and return the answers in item order.
 
         Work is pulled: each actor has at most ``window`` items in flight and
         gets the next one when it answers, so a slow actor gets fewer items.
-        The first error is raised once every ask has settled or timed out.
+        An item whose ask fails with an error ``retryable`` accepts (its
+        actor's worker died, say: the ref comes back, re-created) is asked
+        again, first in line, at most ``retries`` times. Otherwise the first
+        failure is raised once every ask in flight has settled, with a note
+        naming the item's index; with ``return_exceptions`` each failure
+        takes its item's place in the results instead.
         """
         payloads = [codec.encode(item) for item in items]
         results: list[Any] = [None] * len(payloads)
         pending: dict[int, tuple[int, int]] = {}
+        again: collections.deque[int] = collections.deque()  # items to ask once more, before the rest
+        tries = [0] * len(payloads)
         next_item = 0
         error: BaseException | None = None
 
         def send_next(actor: int) -> None:
             nonlocal next_item
+            if again:
+                index = again.popleft()
+            elif next_item < len(payloads):
+                index = next_item
+                next_item += 1
+            else:
+                return
             corr = next(self._corr)
             ref = refs[actor]
-            self._send(ref.node, ref.id, ASK, corr, payloads[next_item])
-            pending[corr] = (next_item, actor)
-            next_item += 1
+            self._send(ref.node, ref.id, ASK, corr, payloads[index])
+            pending[corr] = (index, actor)
 
         for actor in range(len(refs)):
             for _ in range(window):
-                if next_item < len(payloads):
-                    send_next(actor)
+                send_next(actor)
         deadline = time.monotonic() + timeout
         while pending:
             answer = self._receive(deadline)
@@ -183,9 +198,17 @@ class ClientPort:
             index, actor = slot
             if ok:
                 results[index] = value
+            elif tries[index] < retries and retryable(value):
+                tries[index] += 1
+                again.append(index)
+            elif return_exceptions:
+                value.add_note(f"(item {index} of the map)")
+                results[index] = value
             elif error is None:
+                value.add_note(f"(item {index} of the map, after {tries[index]} retries)" if tries[index]
+                               else f"(item {index} of the map)")
                 error = value
-            if next_item < len(payloads) and error is None:
+            if error is None:
                 send_next(actor)
         if error is not None:
             raise error
