@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import itertools
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -114,6 +118,28 @@ def _retryable(retry_on: tuple[type[BaseException], ...]) -> Callable[[BaseExcep
     return retryable
 
 
+@contextlib.contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[], None]]:
+    """click's progress bar on standard error, with the rate; yields what to call as each item is done."""
+    import click  # (only when asked: `import gorilix` stays light)
+
+    began = time.monotonic()
+    done = 0
+
+    def rate(_: object) -> str:
+        elapsed = time.monotonic() - began
+        return f"{done / elapsed:,.0f} items/s" if elapsed > 0 and done else ""
+
+    with click.progressbar(length=total, label="map", show_pos=True, item_show_func=rate,
+                           file=sys.stderr) as bar:
+        def step() -> None:
+            nonlocal done
+            done += 1
+            bar.update(1)
+
+        yield step
+
+
 class PoolRef:
     """A group of identical actors spread over the workers."""
 
@@ -148,7 +174,8 @@ class PoolRef:
             ref.tell(message)
 
     def map(self, items: Iterable[Any], timeout: float | None = 60.0, *, retries: int = 3,
-            retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False) -> list[Any]:
+            retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False,
+            progress: bool = False) -> list[Any]:
         """Ask each item of some actor of the pool; answers come back in item order.
 
         Idle actors pull the next item, so uneven work still spreads evenly.
@@ -161,6 +188,8 @@ class PoolRef:
         the actor's code is not retried, unless its class is in ``retry_on``.
         The first failure is raised, with a note naming the item's index;
         ``return_exceptions=True`` puts each failure in its item's place.
+        ``progress=True`` shows a progress bar on standard error, with the
+        items done and the rate (on a terminal; elsewhere only its label).
         """
         limit = check_timeout(timeout)
         if type(retries) is not int or retries < 0:
@@ -175,8 +204,12 @@ class PoolRef:
         items = list(iterator)
         if not items:
             return []
-        return _resolve(self.refs[0]).ask_each(self.refs, items, limit, retries=retries,
-                                               retryable=_retryable(retry_on), return_exceptions=return_exceptions)
+        ask_each = functools.partial(_resolve(self.refs[0]).ask_each, self.refs, items, limit, retries=retries,
+                                     retryable=_retryable(retry_on), return_exceptions=return_exceptions)
+        if not progress:
+            return ask_each()
+        with _progress_bar(len(items)) as step:
+            return ask_each(settled=step)
 
     def stop(self) -> None:
         for ref in self.refs:

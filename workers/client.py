@@ -148,7 +148,7 @@ class ClientPort:
     def ask_each(
         self, refs: Sequence[ActorRef], items: Sequence[Any], timeout: float, window: int = 2, *,
         retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
-        return_exceptions: bool = False,
+        return_exceptions: bool = False, settled: Callable[[], None] | None = None,
     ) -> list[Any]:
         """Ask ``items`` of ``refs`` and return the answers in item order.
 
@@ -159,7 +159,8 @@ class ClientPort:
         again, first in line, at most ``retries`` times. Otherwise the first
         failure is raised once every ask in flight has settled, with a note
         naming the item's index; with ``return_exceptions`` each failure
-        takes its item's place in the results instead.
+        takes its item's place in the results instead. ``settled()`` is
+        called each time an item is done (answered, or failed for good).
         """
         payloads = [codec.encode(item) for item in items]
         results: list[Any] = [None] * len(payloads)
@@ -196,11 +197,15 @@ class ClientPort:
             if slot is None:
                 continue
             index, actor = slot
-            if ok:
-                results[index] = value
-            elif tries[index] < retries and retryable(value):
+            if not ok and error is None and tries[index] < retries and retryable(value):
                 tries[index] += 1
                 again.append(index)
+                send_next(actor)
+                continue
+            if settled is not None:
+                settled()
+            if ok:
+                results[index] = value
             elif return_exceptions:
                 value.add_note(f"(item {index} of the map)")
                 results[index] = value
