@@ -106,8 +106,20 @@ class DeadLetters:
     recent: list[dict[str, Any]]
 
 
-def _retryable(retry_on: tuple[type[BaseException], ...]) -> Callable[[BaseException], bool]:
+def _iterate(op: str, items: Iterable[Any]) -> Iterator[Any]:
+    try:
+        return iter(items)
+    except TypeError:
+        raise InvalidArgument(f"{op} needs an iterable of items, got {shown(items)}") from None
+
+
+def _retryable(op: str, retries: object, retry_on: object) -> Callable[[BaseException], bool]:
     """Which failures of a pool's item are worth asking again: a death of its worker or node, and ``retry_on``."""
+    if type(retries) is not int or retries < 0:
+        raise InvalidArgument(f"{op}: retries={shown(retries)} must be an int >= 0")
+    if not isinstance(retry_on, tuple) or not all(
+            isinstance(cls, type) and issubclass(cls, BaseException) for cls in retry_on):
+        raise InvalidArgument(f"{op}: retry_on={shown(retry_on)} must be a tuple of exception classes")
     remote_names = {qualified_name(cls) for cls in retry_on}
 
     def retryable(error: BaseException) -> bool:
@@ -192,24 +204,44 @@ class PoolRef:
         items done and the rate (on a terminal; elsewhere only its label).
         """
         limit = check_timeout(timeout)
-        if type(retries) is not int or retries < 0:
-            raise InvalidArgument(f"map: retries={shown(retries)} must be an int >= 0")
-        if not isinstance(retry_on, tuple) or not all(
-                isinstance(cls, type) and issubclass(cls, BaseException) for cls in retry_on):
-            raise InvalidArgument(f"map: retry_on={shown(retry_on)} must be a tuple of exception classes")
-        try:
-            iterator = iter(items)
-        except TypeError:
-            raise InvalidArgument(f"map needs an iterable of items, got {shown(items)}") from None
-        items = list(iterator)
+        retryable = _retryable("map", retries, retry_on)
+        items = list(_iterate("map", items))
         if not items:
             return []
         ask_each = functools.partial(_resolve(self.refs[0]).ask_each, self.refs, items, limit, retries=retries,
-                                     retryable=_retryable(retry_on), return_exceptions=return_exceptions)
+                                     retryable=retryable, return_exceptions=return_exceptions)
         if not progress:
             return ask_each()
         with _progress_bar(len(items)) as step:
             return ask_each(settled=step)
+
+    def imap(self, items: Iterable[Any], timeout: float | None = 60.0, *, retries: int = 3,
+             retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False) -> Iterator[Any]:
+        """Like :meth:`map`, but yields the answers in item order as they come, reading ``items`` lazily.
+
+        A bounded number of items is in flight or waiting for its turn (four
+        per actor), so a generator of any length runs in flat memory.
+        ``timeout`` bounds the wait for each next answer (None: no limit).
+        Retries, ``retry_on`` and ``return_exceptions`` work as in
+        :meth:`map`; without the latter, the first failure is raised in its
+        turn and ends the iteration.
+        """
+        return self._stream("imap", items, timeout, retries, retry_on, return_exceptions, ordered=True)
+
+    def imap_unordered(self, items: Iterable[Any], timeout: float | None = 60.0, *, retries: int = 3,
+                       retry_on: tuple[type[BaseException], ...] = (),
+                       return_exceptions: bool = False) -> Iterator[Any]:
+        """Like :meth:`imap`, but yields each answer as soon as it comes, whatever its item's place."""
+        return self._stream("imap_unordered", items, timeout, retries, retry_on, return_exceptions, ordered=False)
+
+    def _stream(self, op: str, items: Iterable[Any], timeout: float | None, retries: int,
+                retry_on: tuple[type[BaseException], ...], return_exceptions: bool, *, ordered: bool) -> Iterator[Any]:
+        limit = check_timeout(timeout)
+        retryable = _retryable(op, retries, retry_on)
+        iterator = _iterate(op, items)
+        port = _resolve(self.refs[0])  # (the calling thread's: iterate on the thread that made it)
+        return port.ask_stream(self.refs, iterator, limit, ordered=ordered, retries=retries, retryable=retryable,
+                               return_exceptions=return_exceptions)
 
     def stop(self) -> None:
         for ref in self.refs:

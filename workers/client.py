@@ -11,7 +11,7 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any, cast
 
 import zmq
@@ -68,6 +68,10 @@ class ClientPort:
         self.node = node_name
         self.id = client_id
         self._corr = itertools.count(1)
+        #: Asks of streams (imap) this thread has not finished: another call on the thread that reads
+        #: one of their answers keeps it here for them, instead of dropping it as a stranger's.
+        self._stream_corrs: set[int] = set()
+        self._stash: dict[int, tuple[int, bool, Any]] = {}
         self.malformed = 0
         self.sock: zmq.Socket[bytes] = zctx.socket(zmq.DEALER)
         configure_internal(self.sock)
@@ -113,7 +117,7 @@ class ClientPort:
         self._send(ref.node, ref.id, ASK, corr, payload)
         deadline = time.monotonic() + timeout
         while True:
-            answer = self._receive(deadline)
+            answer = self._receive(deadline, (corr,))
             if answer is None:
                 raise AskTimeout(f"{ref} did not answer within {timeout:g} s")
             got_corr, ok, value = answer
@@ -189,7 +193,7 @@ class ClientPort:
                 send_next(actor)
         deadline = time.monotonic() + timeout
         while pending:
-            answer = self._receive(deadline)
+            answer = self._receive(deadline, pending)
             if answer is None:
                 raise AskTimeout(f"{len(pending)} of {len(payloads)} items unanswered after {timeout:g} s")
             corr, ok, value = answer
@@ -219,6 +223,110 @@ class ClientPort:
             raise error
         return results
 
+    def ask_stream(
+        self, refs: Sequence[ActorRef], items: Iterator[Any], timeout: float, *, ordered: bool,
+        window: int = 2, retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        """Ask each of ``items`` (read lazily) of ``refs``; yield the answers as :meth:`ask_each` settles them.
+
+        ``ordered``: in item order (answers that come early wait, a bounded
+        number of them); else as they come. At most ``window`` items per
+        actor are in flight, and no item is read from ``items`` while
+        ``4 * window * len(refs)`` are in flight or waiting to be yielded, so
+        memory stays flat however many items there are. ``timeout`` bounds
+        the wait for each next answer. Deaths are retried as in
+        :meth:`ask_each`; the first other failure is raised in its turn, with a
+        note naming its index, unless ``return_exceptions``.
+        """
+        bound = 4 * window * len(refs)
+        pending: dict[int, tuple[int, int, bytes]] = {}  # corr -> (index, actor, payload)
+        again: collections.deque[tuple[int, bytes]] = collections.deque()
+        tries: dict[int, int] = {}
+        done: dict[int, tuple[bool, Any]] = {}  # ordered: settled, waiting for their turn
+        busy = [0] * len(refs)
+        read = 0  # items read from ``items``
+        turn = 0  # ordered: the next index to yield
+        exhausted = False
+
+        def send(actor: int) -> bool:
+            nonlocal read, exhausted
+            if again:
+                index, payload = again.popleft()
+            else:
+                if exhausted or len(pending) + len(done) >= bound:
+                    return False
+                try:
+                    item = next(items)
+                except StopIteration:
+                    exhausted = True
+                    return False
+                index, payload = read, codec.encode(item)
+                read += 1
+            corr = next(self._corr)
+            ref = refs[actor]
+            self._send(ref.node, ref.id, ASK, corr, payload)
+            pending[corr] = (index, actor, payload)
+            self._stream_corrs.add(corr)
+            busy[actor] += 1
+            return True
+
+        def fill() -> None:
+            for actor in range(len(refs)):
+                while busy[actor] < window and send(actor):
+                    pass
+
+        def settle(index: int, ok: bool, value: Any) -> Any:
+            retried = tries.pop(index, 0)
+            if ok:
+                return value
+            note = f"(item {index} of the map" + (f", after {retried} retries)" if retried else ")")
+            value.add_note(note)
+            if return_exceptions:
+                return value
+            raise value
+
+        try:
+            fill()
+            while pending or done:
+                if ordered and turn in done:
+                    ok, value = done.pop(turn)
+                    turn += 1
+                    yield settle(turn - 1, ok, value)
+                    fill()
+                    continue
+                answer = self._stashed(pending) or self._receive(time.monotonic() + timeout, pending)
+                if answer is None:
+                    raise AskTimeout(f"no answer within {timeout:g} s ({len(pending)} items in flight)")
+                corr, ok, value = answer
+                slot = pending.pop(corr, None)
+                if slot is None:
+                    continue  # (an answer to an ask of an earlier stream this thread gave up on)
+                self._stream_corrs.discard(corr)
+                index, actor, payload = slot
+                busy[actor] -= 1
+                if not ok and tries.get(index, 0) < retries and retryable(value):
+                    tries[index] = tries.get(index, 0) + 1
+                    again.append((index, payload))
+                elif ordered:
+                    done[index] = (ok, value)
+                else:
+                    yield settle(index, ok, value)
+                fill()
+        finally:  # ended, or given up on: its asks still in flight are nobody's now
+            self._stream_corrs.difference_update(pending)
+            for corr in pending:
+                self._stash.pop(corr, None)
+
+    def _stashed(self, pending: dict[int, Any]) -> tuple[int, bool, Any] | None:
+        """An answer to one of ``pending`` that another call on this thread read and kept."""
+        if self._stash:
+            for corr in pending:
+                answer = self._stash.pop(corr, None)
+                if answer is not None:
+                    return answer
+        return None
+
     def receive_tells(self, timeout: float) -> list[Any]:
         """What was told to this client (a subscriber's membership events), waiting up to ``timeout`` s.
 
@@ -234,8 +342,12 @@ class ClientPort:
         self.malformed += bad
         return values
 
-    def _receive(self, deadline: float) -> tuple[int, bool, Any] | None:
-        """Next answer as (corr, ok, value), or None at the deadline."""
+    def _receive(self, deadline: float, mine: Container[int] = ()) -> tuple[int, bool, Any] | None:
+        """Next answer as (corr, ok, value), or None at the deadline.
+
+        An answer to an unfinished stream's ask that is not ``mine`` is kept
+        for that stream (see :attr:`_stream_corrs`), not returned.
+        """
         while True:
             remaining = deadline - time.monotonic()
             wait_ms = -1 if remaining == _NO_LIMIT else max(1, int(remaining * 1000))  # -1: no limit
@@ -252,7 +364,11 @@ class ClientPort:
             answers, bad = parse_answers(recv_frames(self.sock))
             self.malformed += bad
             if answers:
-                return answers[0]  # answers never travel batched
+                answer = answers[0]  # answers never travel batched
+                if answer[0] in self._stream_corrs and answer[0] not in mine:
+                    self._stash[answer[0]] = answer
+                    continue
+                return answer
 
 
 def client_frames(
