@@ -211,12 +211,9 @@ class ClientPort:
             if ok:
                 results[index] = value
             elif return_exceptions:
-                value.add_note(f"(item {index} of the map)")
-                results[index] = value
+                results[index] = _named_item(value, index, tries[index])
             elif error is None:
-                value.add_note(f"(item {index} of the map, after {tries[index]} retries)" if tries[index]
-                               else f"(item {index} of the map)")
-                error = value
+                error = _named_item(value, index, tries[index])
             if error is None:
                 send_next(actor)
         if error is not None:
@@ -280,11 +277,9 @@ class ClientPort:
             retried = tries.pop(index, 0)
             if ok:
                 return value
-            note = f"(item {index} of the map" + (f", after {retried} retries)" if retried else ")")
-            value.add_note(note)
             if return_exceptions:
-                return value
-            raise value
+                return _named_item(value, index, retried)
+            raise _named_item(value, index, retried)
 
         try:
             fill()
@@ -369,6 +364,12 @@ class ClientPort:
                     self._stash[answer[0]] = answer
                     continue
                 return answer
+
+
+def _named_item(error: BaseException, index: int, retried: int) -> BaseException:
+    """``error`` with a note naming the item of a pool's map (or stream) it failed, and its retries."""
+    error.add_note(f"(item {index} of the map, after {retried} retries)" if retried else f"(item {index} of the map)")
+    return error
 
 
 def client_frames(
