@@ -68,6 +68,8 @@ from gorilix.transport.errors import (
 )
 from gorilix.transport.frames import (
     ASK,
+    ASKS,
+    BATCH,
     FAIL,
     REPLY,
     STOP,
@@ -360,7 +362,12 @@ class NodeCore:
             return
         for env_frame, payload in pairs:
             try:
-                yield unpack_env(env_frame), codec.decode(payload)
+                env = unpack_env(env_frame)
+                if env.kind == BATCH:  # (a pool's chunk, sent to the node or a supervisor by mistake)
+                    self.fail(Request(frames[0], env.src_node, env.src_id, env.corr, True),
+                              InvalidArgument("only an actor takes a batch of items"))
+                    continue
+                yield env, codec.decode(payload)
             except DecodeError:
                 self.malformed += 1
 
@@ -571,7 +578,7 @@ class NodeCore:
             except DecodeError:
                 self.malformed += 1
                 continue
-            if env.kind == ASK:
+            if env.kind in ASKS:
                 if fail_asks:
                     self._fail_ask(env.src_node, env.src_id, env.corr, error)
             elif env.kind in (REPLY, FAIL):  # the asker is gone or unreachable: nobody to tell but us

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import itertools
 import logging
 import os
@@ -40,6 +39,7 @@ from gorilix.transport.routing import client_ids
 from gorilix.workers import boot
 from gorilix.workers.actor import Actor
 from gorilix.workers.client import ClientPort
+from gorilix.workers.fanout import Fanout, Run, default_chunksize
 from gorilix.workers.ref import ActorRef, check_timeout, install_resolver
 from gorilix.workers.spec import (
     NAME_MAX,
@@ -52,6 +52,9 @@ from gorilix.workers.spec import (
 )
 
 log = logging.getLogger("gorilix.system")
+
+#: A pool's stream reads no further ahead than this many chunks per actor (in flight or waiting their turn).
+STREAM_CHUNKS_PER_ACTOR = 8
 
 #: The systems of this process by node name: one that started its node, or any number attached to it.
 _systems: dict[str, list[ActorSystem]] = {}
@@ -130,9 +133,30 @@ def _retryable(op: str, retries: object, retry_on: object) -> Callable[[BaseExce
     return retryable
 
 
+def _check_chunksize(op: str, chunksize: object, default: int) -> int:
+    if chunksize is None:
+        return default
+    if type(chunksize) is not int or chunksize < 1:
+        raise InvalidArgument(f"{op}: chunksize={shown(chunksize)} must be an int >= 1 (or None to pick one)")
+    return chunksize
+
+
+def _answers(runs: Iterator[Run], return_exceptions: bool) -> Iterator[Any]:
+    """A stream's answers, one by one; a failure is raised in its turn, or yielded with ``return_exceptions``."""
+    try:
+        for _, answers, failure in runs:
+            yield from answers
+            if failure is not None:
+                if not return_exceptions:
+                    raise failure
+                yield failure
+    finally:  # ended or given up on: the asks in flight are dropped now, not when the garbage is collected
+        runs.close()  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
-def _progress_bar(total: int) -> Iterator[Callable[[], None]]:
-    """click's progress bar on standard error, with the rate; yields what to call as each item is done."""
+def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
+    """click's progress bar on standard error, with the rate; yields what to call with each count of items done."""
     import click  # (only when asked: `import gorilix` stays light)
 
     began = time.monotonic()
@@ -144,10 +168,10 @@ def _progress_bar(total: int) -> Iterator[Callable[[], None]]:
 
     with click.progressbar(length=total, label="map", show_pos=True, item_show_func=rate,
                            file=sys.stderr) as bar:
-        def step() -> None:
+        def step(count: int) -> None:
             nonlocal done
-            done += 1
-            bar.update(1)
+            done += count
+            bar.update(count)
 
         yield step
 
@@ -185,63 +209,85 @@ class PoolRef:
         for ref in self.refs:
             ref.tell(message)
 
-    def map(self, items: Iterable[Any], timeout: float | None = 60.0, *, retries: int = 3,
-            retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False,
+    def map(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int | None = None,
+            retries: int = 3, retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False,
             progress: bool = False) -> list[Any]:
         """Ask each item of some actor of the pool; answers come back in item order.
 
-        Idle actors pull the next item, so uneven work still spreads evenly.
-        ``timeout`` bounds the whole call (None: no limit).
+        Idle actors pull the next items, so uneven work still spreads evenly.
+        Items travel ``chunksize`` at a time (default: about four chunks per
+        actor, as ``multiprocessing.Pool.map`` picks); each actor still
+        receives one item per ``receive``. ``timeout`` bounds the whole call
+        (None: no limit).
 
         An item in flight when its actor's worker (or node) dies is asked
         again, up to ``retries`` times: the pool's actors come back, and the
         map finishes. So an item may run more than once (at least once):
         items with side effects must be idempotent. An exception raised by
         the actor's code is not retried, unless its class is in ``retry_on``.
-        The first failure is raised, with a note naming the item's index;
-        ``return_exceptions=True`` puts each failure in its item's place.
-        ``progress=True`` shows a progress bar on standard error, with the
-        items done and the rate (on a terminal; elsewhere only its label).
+        The first failing item's error is raised, with a note naming its
+        index; ``return_exceptions=True`` puts each failure in its item's
+        place instead. ``progress=True`` shows a progress bar on standard
+        error, with the items done and the rate (on a terminal; elsewhere
+        only its label).
         """
         limit = check_timeout(timeout)
         retryable = _retryable("map", retries, retry_on)
         items = list(_iterate("map", items))
+        size = _check_chunksize("map", chunksize, default_chunksize(len(items), len(self.refs)))
         if not items:
             return []
-        ask_each = functools.partial(_resolve(self.refs[0]).ask_each, self.refs, items, limit, retries=retries,
-                                     retryable=retryable, return_exceptions=return_exceptions)
-        if not progress:
-            return ask_each()
-        with _progress_bar(len(items)) as step:
-            return ask_each(settled=step)
+        fanout = Fanout(self.refs, iter(items), chunksize=size, retries=retries, retryable=retryable,
+                        return_exceptions=return_exceptions)
+        runs = _resolve(self.refs[0]).fan_out(fanout, limit, each=False)
+        with _progress_bar(len(items)) if progress else contextlib.nullcontext() as step:
+            results: list[Any] = []
+            error: BaseException | None = None
+            for _, answers, failure in runs:
+                results += answers
+                if failure is not None:
+                    if return_exceptions:
+                        results.append(failure)
+                    else:
+                        error = failure  # (the map drains what is in flight, then ends)
+                if step is not None:
+                    step(len(answers) + (failure is not None))
+        if error is not None:
+            raise error
+        return results
 
-    def imap(self, items: Iterable[Any], timeout: float | None = 60.0, *, retries: int = 3,
+    def imap(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1, retries: int = 3,
              retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False) -> Iterator[Any]:
         """Like :meth:`map`, but yields the answers in item order as they come, reading ``items`` lazily.
 
         A bounded number of items is in flight or waiting for its turn (four
-        per actor), so a generator of any length runs in flat memory.
-        ``timeout`` bounds the wait for each next answer (None: no limit).
-        Retries, ``retry_on`` and ``return_exceptions`` work as in
+        chunks per actor), so a generator of any length runs in flat memory.
+        ``chunksize`` is 1 unless given, as in ``multiprocessing.Pool.imap``
+        (the length of ``items`` is not known); pass a larger one for tiny
+        items. ``timeout`` bounds the wait for each next answer (None: no
+        limit). Retries, ``retry_on`` and ``return_exceptions`` work as in
         :meth:`map`; without the latter, the first failure is raised in its
         turn and ends the iteration.
         """
-        return self._stream("imap", items, timeout, retries, retry_on, return_exceptions, ordered=True)
+        return self._stream("imap", items, timeout, chunksize, retries, retry_on, return_exceptions, ordered=True)
 
-    def imap_unordered(self, items: Iterable[Any], timeout: float | None = 60.0, *, retries: int = 3,
-                       retry_on: tuple[type[BaseException], ...] = (),
+    def imap_unordered(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1,
+                       retries: int = 3, retry_on: tuple[type[BaseException], ...] = (),
                        return_exceptions: bool = False) -> Iterator[Any]:
         """Like :meth:`imap`, but yields each answer as soon as it comes, whatever its item's place."""
-        return self._stream("imap_unordered", items, timeout, retries, retry_on, return_exceptions, ordered=False)
+        return self._stream("imap_unordered", items, timeout, chunksize, retries, retry_on, return_exceptions,
+                            ordered=False)
 
-    def _stream(self, op: str, items: Iterable[Any], timeout: float | None, retries: int,
+    def _stream(self, op: str, items: Iterable[Any], timeout: float | None, chunksize: int, retries: int,
                 retry_on: tuple[type[BaseException], ...], return_exceptions: bool, *, ordered: bool) -> Iterator[Any]:
         limit = check_timeout(timeout)
         retryable = _retryable(op, retries, retry_on)
-        iterator = _iterate(op, items)
+        size = _check_chunksize(op, chunksize, 1)
+        fanout = Fanout(self.refs, _iterate(op, items), chunksize=size, retries=retries, retryable=retryable,
+                        return_exceptions=return_exceptions, ordered=ordered,
+                        bound=STREAM_CHUNKS_PER_ACTOR * len(self.refs) * size)
         port = _resolve(self.refs[0])  # (the calling thread's: iterate on the thread that made it)
-        return port.ask_stream(self.refs, iterator, limit, ordered=ordered, retries=retries, retryable=retryable,
-                               return_exceptions=return_exceptions)
+        return _answers(port.fan_out(fanout, limit, each=True), return_exceptions)
 
     def stop(self) -> None:
         for ref in self.refs:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from gorilix.transport.errors import DecodeError
 from gorilix.transport.frames import (
     ASK,
+    ASKS,
+    BATCH,
     FAIL,
     FLAG_ASK,
     FLAG_REPLY,
@@ -19,6 +21,7 @@ from gorilix.transport.frames import (
     KINDS,
     MAX_FRAMES,
     NODE_NAME_MAX,
+    PART,
     REPLY,
     STOP,
     TELL,
@@ -41,9 +44,17 @@ node_names = st.text(max_size=40)
 
 
 def test_kinds_and_flags_are_distinct() -> None:
-    assert KINDS == {TELL, ASK, REPLY, FAIL, STOP}
-    assert len(KINDS) == 5
+    assert KINDS == {TELL, ASK, REPLY, FAIL, STOP, BATCH, PART}
+    assert len(KINDS) == 7
+    assert ASKS == {ASK, BATCH}
     assert FLAG_ASK & FLAG_REPLY == 0
+
+
+def test_a_batch_is_marked_as_an_ask_for_the_router_and_a_part_is_not_a_reply() -> None:
+    # The router fails the asks in flight to a worker that dies: a batch must be one of them,
+    # and a part must not cross its ask off (the batch's reply does).
+    assert unpack_route(message_frames("n", 7, BATCH, "n", 9, b"\x90", 3)[0]).flags == FLAG_ASK
+    assert unpack_route(message_frames("n", 9, PART, "n", 7, b"\x90", 3)[0]).flags == 0
 
 
 # --- route frame ---
@@ -240,7 +251,7 @@ def test_envelope_is_accepted_exactly_within_the_limits(kind: int, src_node: str
     assert env == (kind, src_node, src_id, corr)
 
 
-@pytest.mark.parametrize("kind", [-1, 5, 99, 2**63])
+@pytest.mark.parametrize("kind", [-1, 7, 99, 2**63])
 def test_envelope_with_unknown_kind_is_rejected(kind: int) -> None:
     with pytest.raises(DecodeError):
         unpack_env(pack_env(kind, "a", 1, 0))

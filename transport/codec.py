@@ -26,7 +26,9 @@ check is free for almost every frame: a value cannot have more levels than
 its encoding has bytes that open one, and those are counted at C speed; only
 a frame with more than MAX_DEPTH of them is measured, by a walk that never
 recurses. msgpack's own bounds stand behind ours (511 levels when packing,
-1,024 when unpacking), far inside the C stack of any thread.
+1,024 when unpacking), far inside the C stack of any thread. A frame that
+wraps values of the full depth (a pool's batch of items, and its answers)
+is allowed the few levels of its wrapping with ``levels=``.
 """
 
 from __future__ import annotations
@@ -130,16 +132,16 @@ def _pack_payload(value: Any) -> bytes:
         raise
 
 
-def _too_deep_to_send() -> SerializationError:
+def _too_deep_to_send(levels: int) -> SerializationError:
     return SerializationError(
-        f"cannot send a value that nests more than {MAX_DEPTH} levels (each list, tuple, dict, "
+        f"cannot send a value that nests more than {levels} levels (each list, tuple, dict, "
         "@message object and ActorRef is a level; the limit is gorilix.transport.codec.MAX_DEPTH): "
         "flatten it, e.g. send a list of items rather than a chain of (value, next) tuples"
     )
 
 
-def encode(value: Any) -> bytes:
-    """Encode one value; raises SerializationError if any part cannot travel or it nests too deep."""
+def encode(value: Any, levels: int = MAX_DEPTH) -> bytes:
+    """Encode one value; raises SerializationError if any part cannot travel or it nests more than ``levels``."""
     packer = _packers.value
     try:
         data = packer.pack(value)
@@ -148,11 +150,11 @@ def encode(value: Any) -> bytes:
         if isinstance(exc, SerializationError) or not isinstance(
                 exc, (TypeError, ValueError, OverflowError, RecursionError)):
             raise
-        if _height(value, shared=True) > MAX_DEPTH:  # msgpack's own bound (511 levels) was met first
-            raise _too_deep_to_send() from None
+        if _height(value, levels, shared=True) > levels:  # msgpack's own bound (511 levels) was met first
+            raise _too_deep_to_send(levels) from None
         raise SerializationError(f"cannot encode message: {exc}") from exc
-    if len(data) > MAX_DEPTH and _may_be_too_deep(data) and _height(value) > MAX_DEPTH:
-        raise _too_deep_to_send()
+    if len(data) > levels and _may_be_too_deep(data, levels) and _height(value, levels) > levels:
+        raise _too_deep_to_send(levels)
     if 0xFF in data and any(h in data for h in _TIMESTAMP_HEADERS) and _holds_timestamp(value):
         raise SerializationError("cannot send a msgpack.Timestamp: send a float or int of seconds")
     return data
@@ -228,8 +230,8 @@ def _no_extension(code: int, data: bytes) -> Any:
     raise DecodeError(f"a registered type's payload holds an extension ({code}): refused")
 
 
-def decode(data: bytes) -> Any:
-    """Decode bytes from a peer; any malformation, or more than MAX_DEPTH levels, raises DecodeError."""
+def decode(data: bytes, levels: int = MAX_DEPTH) -> Any:
+    """Decode bytes from a peer; any malformation, or more than ``levels`` levels, raises DecodeError."""
     try:
         if 0xC7 not in data:  # no ext 8 header, so no marker: no tuple or message to rebuild
             value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_registered)
@@ -247,37 +249,48 @@ def decode(data: bytes) -> Any:
         raise
     except Exception as exc:  # msgpack raises a zoo of types on garbage
         raise DecodeError(f"undecodable payload ({len(data)} bytes): {exc}") from exc
-    if len(data) > MAX_DEPTH and _may_be_too_deep(data) and _height(value) > MAX_DEPTH:
-        raise DecodeError(f"payload ({len(data)} bytes) nests more than {MAX_DEPTH} levels, the codec's limit")
+    if len(data) > levels and _may_be_too_deep(data, levels) and _height(value, levels) > levels:
+        raise DecodeError(f"payload ({len(data)} bytes) nests more than {levels} levels, the codec's limit")
     if 0xFF in data and any(h in data for h in _TIMESTAMP_HEADERS) and _holds_timestamp(value):
         raise DecodeError(f"payload ({len(data)} bytes) holds a msgpack Timestamp, which no message may")
     return value
 
 
 def _holds_timestamp(value: Any) -> bool:
+    """Whether a Timestamp is anywhere in ``value``: level by level, at C speed through lists of plain values.
+
+    (Its headers' bytes occur by chance in many frames: ``0xD6FF`` is a plain
+    uint16 inside a list of ints, so the walk must cost little per item.)
+    """
     level = [value]
     while level:
-        if msgpack.Timestamp in set(map(type, level)):
+        kinds = set(map(type, level))
+        if msgpack.Timestamp in kinds:
             return True
-        level = _inside(level)
+        if kinds <= _SEQUENCES:
+            level = list(chain.from_iterable(level))
+        elif kinds.isdisjoint(_LEVELS) and not any(k in _message_layouts for k in kinds):
+            return False  # nothing here holds anything
+        else:
+            level = _inside(level)
     return False
 
 
 # -- depth --------------------------------------------------------------------------
 
 
-def _may_be_too_deep(data: bytes) -> bool:
-    """False when ``data`` (longer than MAX_DEPTH) surely holds a value of at most MAX_DEPTH levels.
+def _may_be_too_deep(data: bytes, levels: int) -> bool:
+    """False when ``data`` (longer than ``levels``) surely holds a value of at most ``levels`` levels.
 
     Two bounds at C speed, before any walk in Python: every level opens with
-    one byte that could open a level, so a frame with at most MAX_DEPTH of
+    one byte that could open a level, so a frame with at most ``levels`` of
     them is shallow enough; and a level is at least one array or map on the
     wire, bar a registered value at the bottom (an extension, a leaf there),
-    so a frame whose arrays and maps nest less than MAX_DEPTH deep is too.
+    so a frame whose arrays and maps nest less than ``levels`` deep is too.
     """
-    if len(data) <= _COUNT_UP_TO and len(data.translate(None, _NOT_OPENERS)) <= MAX_DEPTH:
+    if len(data) <= _COUNT_UP_TO and len(data.translate(None, _NOT_OPENERS)) <= levels:
         return False
-    return _PARSE_STACK is None or _nests_deeper_than(data, MAX_DEPTH - 1)
+    return _PARSE_STACK is None or _nests_deeper_than(data, levels - 1)
 
 
 def _nests_deeper_than(data: bytes, levels: int) -> bool:
@@ -314,15 +327,15 @@ def _measure_parse_stack() -> int | None:
 _PARSE_STACK = _measure_parse_stack()
 
 
-def _height(value: Any, shared: bool = False) -> int:
-    """How many levels ``value`` nests, up to MAX_DEPTH + 1: level by level, never recursing.
+def _height(value: Any, limit: int = MAX_DEPTH, shared: bool = False) -> int:
+    """How many levels ``value`` nests, up to ``limit + 1``: level by level, never recursing.
 
     A decoded value is a tree, no larger than its frame. A value about to be
     sent may share parts, even hold itself: with ``shared``, each level keeps
     one of each object, so ``x = [x, x]`` a hundred times over stays small.
     """
     level = [value]
-    for height in range(MAX_DEPTH + 1):
+    for height in range(limit + 1):
         if shared:
             level = list({id(obj): obj for obj in level}.values())
         if not level:
@@ -334,7 +347,7 @@ def _height(value: Any, shared: bool = False) -> int:
         if kinds.isdisjoint(_LEVELS) and not any(k in _encoders or k in _message_layouts for k in kinds):
             return height  # nothing here opens a level
         level = _inside(level)
-    return MAX_DEPTH + 1
+    return limit + 1
 
 
 def _inside(level: list[Any]) -> list[Any]:

@@ -11,6 +11,8 @@ A sender's multipart is ``[route, env_1, payload_1, env_2, payload_2, ...]``:
 Several tells to one actor travel as one multipart (a batch), which is what
 lets a hop carry more messages per second than one frame per message. Asks
 and replies always travel alone, so the route header describes them exactly.
+A ``BATCH`` is one ask that carries a list of items (a pool's chunk): its
+actor receives each in turn, and one reply carries their answers.
 A ROUTER prepends the peer identity; a DEALER sees none.
 """
 
@@ -36,8 +38,17 @@ ASK = 1
 REPLY = 2
 FAIL = 3  # an error reply: payload is transport.errors.error_to_wire(...)
 STOP = 4  # ask an actor to stop after the messages before it
+#: An ask whose payload is a list of items, received one by one; the reply is
+#: ``[answers, failure]``: the answers of the first items, in order, then the
+#: error record of the item after them, or None (see gorilix.workers.batch).
+BATCH = 5
+#: Answers of a batch's first items, sent to its asker before the batch ends
+#: (not a reply: the ask stays open), so a death loses little of a long batch.
+PART = 6
 
-KINDS = frozenset({TELL, ASK, REPLY, FAIL, STOP})
+KINDS = frozenset({TELL, ASK, REPLY, FAIL, STOP, BATCH, PART})
+#: The kinds a sender waits an answer to.
+ASKS = frozenset({ASK, BATCH})
 
 #: Upper bound on frames in one multipart; more is a malformed message.
 MAX_FRAMES = 4097
@@ -134,7 +145,7 @@ def message_frames(dst_node: str, dst_id: int, kind: int, src_node: str, src_id:
     router can fail it if its receiver dies, a reply or a failure so that the
     router can cross it off; ``src_id``/``corr`` name the ask either way.
     """
-    flags = FLAG_ASK if kind == ASK else FLAG_REPLY if kind in (REPLY, FAIL) else 0
+    flags = FLAG_ASK if kind in ASKS else FLAG_REPLY if kind in (REPLY, FAIL) else 0
     return [pack_route(dst_node, dst_id, flags, src_id, corr), pack_env(kind, src_node, src_id, corr), payload]
 
 

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +31,10 @@ from gorilix.transport.errors import (
     error_to_wire,
     qualified_name,
 )
-from gorilix.transport.frames import ASK, FAIL, REPLY, TELL
+from gorilix.transport.frames import ASK, BATCH, FAIL, PART, REPLY, TELL
 from gorilix.workers.actor import Actor
 from gorilix.workers.asks import PendingAsks
+from gorilix.workers.batch import encode_answer, encode_part
 from gorilix.workers.cell import ActorCell, Message, current
 from gorilix.workers.inbox import Inbox
 from gorilix.workers.messages import Exit, is_abnormal
@@ -259,6 +261,25 @@ class CellKeeper:
             return
         self.outbox.send(src_node, src_id, REPLY, cell.id, corr, payload)
 
+    def on_batch(self, cell: ActorCell, message: Message) -> None:
+        """A chunk's items ran (or its actor stopped itself partway): their answers go back as one."""
+        _, src_node, src_id, corr, batch = message
+        self.outbox.send(src_node, src_id, REPLY, cell.id, corr, encode_answer(batch.take_part(), None))
+
+    def on_part(self, cell: ActorCell, message: Message) -> bool:
+        """The answers of a running chunk so far, to its sender; if one cannot travel, the chunk ends there."""
+        _, src_node, src_id, corr, batch = message
+        sent = batch.sent
+        try:
+            payload = encode_part(batch.take_part())
+        except Exception:  # SerializationError, or a registered type's to_plain that broke
+            batch.sent = sent
+            self.on_batch(cell, message)  # (which answers up to the bad answer, and fails its item)
+            return False
+        batch.sent_at = time.perf_counter()
+        self.outbox.send(src_node, src_id, PART, cell.id, corr, payload)
+        return True
+
     def on_crash(self, cell: ActorCell, message: Message | None, exc: BaseException) -> None:
         text = "".join(traceback.format_exception(exc))
         label = f"{cell.spec.class_path.replace(':', '.')} {cell.ref}"
@@ -269,6 +290,10 @@ class CellKeeper:
         if message is not None and message[0] == ASK:
             error = ActorError(qualified_name(type(exc)), str(exc), text, label)
             self.outbox.send(message[1], message[2], FAIL, cell.id, message[3], codec.encode(error_to_wire(error)))
+        elif message is not None and message[0] == BATCH:  # the items before it answered, those after it not run
+            error = ActorError(qualified_name(type(exc)), str(exc), text, label)
+            self.outbox.send(message[1], message[2], REPLY, cell.id, message[3],
+                             encode_answer(message[4].take_part(), error))
 
     def go_down(self, cell: ActorCell, reason: str, abnormal: bool, report: bool = True) -> None:
         """End the current incarnation and let the node's supervisor decide.

@@ -8,10 +8,9 @@ thread). Asks block on this socket alone, so threads never wait on each other.
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator
 from typing import Any, cast
 
 import zmq
@@ -28,8 +27,10 @@ from gorilix.transport.errors import (
 )
 from gorilix.transport.frames import (
     ASK,
+    ASKS,
     CONTROL_ID,
     FAIL,
+    PART,
     REPLY,
     STOP,
     TELL,
@@ -38,6 +39,8 @@ from gorilix.transport.frames import (
     unpack_env,
 )
 from gorilix.transport.sockets import configure_internal, recv_frames, send_frames
+from gorilix.workers.batch import ANSWER_LEVELS, Part
+from gorilix.workers.fanout import Chunk, Fanout, Run
 from gorilix.workers.ref import ActorRef
 
 #: Milliseconds a detaching client's socket may take to deliver its last word to the node.
@@ -71,7 +74,7 @@ class ClientPort:
         #: Asks of streams (imap) this thread has not finished: another call on the thread that reads
         #: one of their answers keeps it here for them, instead of dropping it as a stranger's.
         self._stream_corrs: set[int] = set()
-        self._stash: dict[int, tuple[int, bool, Any]] = {}
+        self._stash: dict[int, list[tuple[int, bool, Any]]] = {}
         self.malformed = 0
         self.sock: zmq.Socket[bytes] = zctx.socket(zmq.DEALER)
         configure_internal(self.sock)
@@ -121,7 +124,7 @@ class ClientPort:
             if answer is None:
                 raise AskTimeout(f"{ref} did not answer within {timeout:g} s")
             got_corr, ok, value = answer
-            if got_corr == corr:
+            if got_corr == corr and type(value) is not Part:  # (a part answers a batch, never an ask)
                 if ok:
                     return value
                 raise value
@@ -149,167 +152,50 @@ class ClientPort:
         """Ask the node itself (spawn, names, worker table, ...)."""
         return self.ask(ActorRef(self.node, CONTROL_ID, "node"), [op, *args], timeout)
 
-    def ask_each(
-        self, refs: Sequence[ActorRef], items: Sequence[Any], timeout: float, window: int = 2, *,
-        retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
-        return_exceptions: bool = False, settled: Callable[[], None] | None = None,
-    ) -> list[Any]:
-        """Ask ``items`` of ``refs`` and return the answers in item order.
+    def fan_out(self, fanout: Fanout, timeout: float, *, each: bool) -> Iterator[Run]:
+        """Drive ``fanout`` (a pool's map or stream) on this thread's socket; yield its runs as they come out.
 
-        Work is pulled: each actor has at most ``window`` items in flight and
-        gets the next one when it answers, so a slow actor gets fewer items.
-        An item whose ask fails with an error ``retryable`` accepts (its
-        actor's worker died, say: the ref comes back, re-created) is asked
-        again, first in line, at most ``retries`` times. Otherwise the first
-        failure is raised once every ask in flight has settled, with a note
-        naming the item's index; with ``return_exceptions`` each failure
-        takes its item's place in the results instead. ``settled()`` is
-        called each time an item is done (answered, or failed for good).
+        ``timeout`` bounds the wait for each next answer when ``each``, else the
+        whole call. The asks of a fan-out that is given up on (not iterated to
+        its end) are nobody's: their answers are dropped when they come.
         """
-        payloads = [codec.encode(item) for item in items]
-        results: list[Any] = [None] * len(payloads)
-        pending: dict[int, tuple[int, int]] = {}
-        again: collections.deque[int] = collections.deque()  # items to ask once more, before the rest
-        tries = [0] * len(payloads)
-        next_item = 0
-        error: BaseException | None = None
-
-        def send_next(actor: int) -> None:
-            nonlocal next_item
-            if again:
-                index = again.popleft()
-            elif next_item < len(payloads):
-                index = next_item
-                next_item += 1
-            else:
-                return
-            corr = next(self._corr)
-            ref = refs[actor]
-            self._send(ref.node, ref.id, ASK, corr, payloads[index])
-            pending[corr] = (index, actor)
-
-        for actor in range(len(refs)):
-            for _ in range(window):
-                send_next(actor)
+        pending: dict[int, Chunk] = {}
+        streams = self._stream_corrs
         deadline = time.monotonic() + timeout
-        while pending:
-            answer = self._receive(deadline, pending)
-            if answer is None:
-                raise AskTimeout(f"{len(pending)} of {len(payloads)} items unanswered after {timeout:g} s")
-            corr, ok, value = answer
-            slot = pending.pop(corr, None)
-            if slot is None:
-                continue
-            index, actor = slot
-            if not ok and error is None and tries[index] < retries and retryable(value):
-                tries[index] += 1
-                again.append(index)
-                send_next(actor)
-                continue
-            if settled is not None:
-                settled()
-            if ok:
-                results[index] = value
-            elif return_exceptions:
-                results[index] = _named_item(value, index, tries[index])
-            elif error is None:
-                error = _named_item(value, index, tries[index])
-            if error is None:
-                send_next(actor)
-        if error is not None:
-            raise error
-        return results
-
-    def ask_stream(
-        self, refs: Sequence[ActorRef], items: Iterator[Any], timeout: float, *, ordered: bool,
-        window: int = 2, retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
-        return_exceptions: bool = False,
-    ) -> Iterator[Any]:
-        """Ask each of ``items`` (read lazily) of ``refs``; yield the answers as :meth:`ask_each` settles them.
-
-        ``ordered``: in item order (answers that come early wait, a bounded
-        number of them); else as they come. At most ``window`` items per
-        actor are in flight, and no item is read from ``items`` while
-        ``4 * window * len(refs)`` are in flight or waiting to be yielded, so
-        memory stays flat however many items there are. ``timeout`` bounds
-        the wait for each next answer. Deaths are retried as in
-        :meth:`ask_each`; the first other failure is raised in its turn, with a
-        note naming its index, unless ``return_exceptions``.
-        """
-        bound = 4 * window * len(refs)
-        pending: dict[int, tuple[int, int, bytes]] = {}  # corr -> (index, actor, payload)
-        again: collections.deque[tuple[int, bytes]] = collections.deque()
-        tries: dict[int, int] = {}
-        done: dict[int, tuple[bool, Any]] = {}  # ordered: settled, waiting for their turn
-        busy = [0] * len(refs)
-        read = 0  # items read from ``items``
-        turn = 0  # ordered: the next index to yield
-        exhausted = False
-
-        def send(actor: int) -> bool:
-            nonlocal read, exhausted
-            if again:
-                index, payload = again.popleft()
-            else:
-                if exhausted or len(pending) + len(done) >= bound:
-                    return False
-                try:
-                    item = next(items)
-                except StopIteration:
-                    exhausted = True
-                    return False
-                index, payload = read, codec.encode(item)
-                read += 1
-            corr = next(self._corr)
-            ref = refs[actor]
-            self._send(ref.node, ref.id, ASK, corr, payload)
-            pending[corr] = (index, actor, payload)
-            self._stream_corrs.add(corr)
-            busy[actor] += 1
-            return True
-
-        def fill() -> None:
-            for actor in range(len(refs)):
-                while busy[actor] < window and send(actor):
-                    pass
-
-        def settle(index: int, ok: bool, value: Any) -> Any:
-            retried = tries.pop(index, 0)
-            if ok:
-                return value
-            if return_exceptions:
-                return _named_item(value, index, retried)
-            raise _named_item(value, index, retried)
-
         try:
-            fill()
-            while pending or done:
-                if ordered and turn in done:
-                    ok, value = done.pop(turn)
-                    turn += 1
-                    yield settle(turn - 1, ok, value)
-                    fill()
+            while True:
+                for chunk in fanout.take():
+                    corr = next(self._corr)
+                    ref = fanout.refs[chunk.actor]
+                    self._send(ref.node, ref.id, chunk.kind, corr, chunk.payload)
+                    pending[corr] = chunk
+                    streams.add(corr)
+                runs = fanout.runs()
+                if runs:
+                    yield from runs
                     continue
-                answer = self._stashed(pending) or self._receive(time.monotonic() + timeout, pending)
+                if not pending:
+                    return
+                if each:
+                    deadline = time.monotonic() + timeout
+                answer = self._stashed(pending) or self._receive(deadline, pending)
                 if answer is None:
-                    raise AskTimeout(f"no answer within {timeout:g} s ({len(pending)} items in flight)")
+                    raise AskTimeout(f"no answer within {timeout:g} s ({len(pending)} asks of the map in flight)"
+                                     if each else f"the map did not finish within {timeout:g} s "
+                                     f"({len(pending)} asks in flight)")
                 corr, ok, value = answer
-                slot = pending.pop(corr, None)
-                if slot is None:
+                if type(value) is Part:  # the ask stays open
+                    running = pending.get(corr)
+                    if running is not None:
+                        fanout.settle_part(running, value.answers)
+                    continue
+                asked = pending.pop(corr, None)
+                if asked is None:
                     continue  # (an answer to an ask of an earlier stream this thread gave up on)
-                self._stream_corrs.discard(corr)
-                index, actor, payload = slot
-                busy[actor] -= 1
-                if not ok and tries.get(index, 0) < retries and retryable(value):
-                    tries[index] = tries.get(index, 0) + 1
-                    again.append((index, payload))
-                elif ordered:
-                    done[index] = (ok, value)
-                else:
-                    yield settle(index, ok, value)
-                fill()
-        finally:  # ended, or given up on: its asks still in flight are nobody's now
-            self._stream_corrs.difference_update(pending)
+                streams.discard(corr)
+                fanout.settle(asked, ok, value)
+        finally:
+            streams.difference_update(pending)
             for corr in pending:
                 self._stash.pop(corr, None)
 
@@ -317,8 +203,11 @@ class ClientPort:
         """An answer to one of ``pending`` that another call on this thread read and kept."""
         if self._stash:
             for corr in pending:
-                answer = self._stash.pop(corr, None)
-                if answer is not None:
+                kept = self._stash.get(corr)
+                if kept:
+                    answer = kept.pop(0)
+                    if not kept:
+                        del self._stash[corr]
                     return answer
         return None
 
@@ -361,22 +250,16 @@ class ClientPort:
             if answers:
                 answer = answers[0]  # answers never travel batched
                 if answer[0] in self._stream_corrs and answer[0] not in mine:
-                    self._stash[answer[0]] = answer
+                    self._stash.setdefault(answer[0], []).append(answer)
                     continue
                 return answer
-
-
-def _named_item(error: BaseException, index: int, retried: int) -> BaseException:
-    """``error`` with a note naming the item of a pool's map (or stream) it failed, and its retries."""
-    error.add_note(f"(item {index} of the map, after {retried} retries)" if retried else f"(item {index} of the map)")
-    return error
 
 
 def client_frames(
     node: str, client_id: int, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes
 ) -> list[bytes]:
     """A client's multipart: only an ask carries the client's id, for the reply to find it."""
-    return message_frames(dst_node, dst_id, kind, node, client_id if kind == ASK else 0, payload, corr)
+    return message_frames(dst_node, dst_id, kind, node, client_id if kind in ASKS else 0, payload, corr)
 
 
 def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int]:
@@ -399,17 +282,20 @@ def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int
         except DecodeError:
             bad += 1
             continue
-        if env.kind != REPLY and env.kind != FAIL:
+        kind = env.kind
+        if kind != REPLY and kind != FAIL and kind != PART:
             continue  # a tell to a client has nowhere to go
         try:
-            value = codec.decode(payload)
+            value = codec.decode(payload, ANSWER_LEVELS)  # (a batch's answers come wrapped)
         except DecodeError as exc:
             if not isinstance(exc, UnknownMessageType):
                 bad += 1
             answers.append((env.corr, False, exc))
             continue
-        if env.kind == REPLY:
+        if kind == REPLY:
             answers.append((env.corr, True, value))
+        elif kind == PART:
+            answers.append((env.corr, True, Part(value)))
         else:
             answers.append((env.corr, False, error_from_wire(value)))
     return answers, bad

@@ -22,8 +22,10 @@ from gorilix.transport.errors import (
 )
 from gorilix.transport.frames import (
     ASK,
+    BATCH,
     CONTROL_ID,
     FAIL,
+    PART,
     REPLY,
     STOP,
     TELL,
@@ -32,6 +34,7 @@ from gorilix.transport.frames import (
     unpack_route,
 )
 from gorilix.workers.asks import PendingAsks
+from gorilix.workers.batch import decode_request, encode_answer
 from gorilix.workers.cell import ActorCell, Message
 from gorilix.workers.outbox import Outbox
 from gorilix.workers.protocol import (
@@ -99,7 +102,7 @@ class Inbox:
                 self.malformed += 1
                 continue
             try:
-                value = codec.decode(payload)
+                value = codec.decode(payload) if kind != BATCH else decode_request(payload)
             except DecodeError as exc:
                 self.undecodable(dst_id, kind, src_node, src_id, corr, exc)
                 continue
@@ -148,7 +151,7 @@ class Inbox:
         if dst_id not in self.cells:
             return False
         try:
-            value = codec.decode(payload)
+            value = codec.decode(payload) if kind != BATCH else decode_request(payload)
         except DecodeError as exc:
             self.undecodable(dst_id, kind, self.node, src_id, corr, exc)
             return True
@@ -161,6 +164,9 @@ class Inbox:
         kind = message[0]
         if kind == REPLY or kind == FAIL:
             self.settle(message[3], kind, message[4])
+            return
+        if kind == PART:  # (only a client asks a batch of items: an actor is sent none of their parts)
+            self.malformed += 1
             return
         cell = self.cells.get(dst_id)
         if cell is None or not cell.alive:
@@ -183,10 +189,12 @@ class Inbox:
             self.asks.fail(corr, error_from_wire(value))
 
     def undeliverable(self, dst_id: int, message: Message, error: GorilixError) -> None:
-        """An ask fails back to its sender; anything else is a dead letter."""
-        kind, src_node, src_id, corr, _ = message
+        """An ask fails back to its sender (a chunk with the answers of its items run so far); else a dead letter."""
+        kind, src_node, src_id, corr, value = message
         if kind == ASK:
             self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
+        elif kind == BATCH:
+            self.outbox.send(src_node, src_id, REPLY, self.self_id, corr, encode_answer(value.take_part(), error))
         else:
             self.dead_letters += 1
             self.outbox.report(DeadLetter(dst_id, f"{type(error).__name__}: {error}"))
@@ -208,7 +216,7 @@ class Inbox:
         elif unknown:
             where = f"actor {self.node}/{dst_id:#x} on worker {self.slot}"
             error = UnknownMessageType(f"{error}; it was sent to {where}")
-            if kind == ASK:
+            if kind == ASK or kind == BATCH:
                 self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
             elif kind == TELL:
                 self.dead_letters += 1

@@ -9,16 +9,28 @@ messages wait. What a handler's outcome means (reply, crash, stop) is for the
 
 The scheduler never schedules itself: the worker loop runs it whenever
 ``ready`` holds a cell, after reading its socket and after each asyncio turn.
+
+A batch (a pool's chunk of items, gorilix.workers.batch) is run a slice at a
+time: items until :data:`BATCH_SLICE` seconds have passed, then the cell's
+turn ends and the rest of the chunk waits at the head of its mailbox, so a
+chunk of long items cannot starve the worker's other actors either.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import perf_counter
 from typing import Any, Protocol
 
-from gorilix.transport.frames import STOP
+from gorilix.transport.frames import BATCH, STOP
+from gorilix.workers.batch import PART_EVERY, Batch
 from gorilix.workers.cell import ActorCell, Message, current
+
+#: Seconds of a chunk's items a cell runs in one turn (at least one item).
+BATCH_SLICE = 0.002
+#: Most items of a chunk run between two readings of the clock.
+MAX_STRIDE = 256
 
 #: Types a handler's result commonly has that are certainly not coroutines:
 #: checked first, as ``asyncio.iscoroutine`` costs ten times more on a plain value.
@@ -34,6 +46,8 @@ class Outcomes(Protocol):
     """What the scheduler hands each handler's outcome to (the keeper of the cells' lives)."""
 
     def on_result(self, cell: ActorCell, message: Message, result: Any) -> None: ...
+    def on_batch(self, cell: ActorCell, message: Message) -> None: ...
+    def on_part(self, cell: ActorCell, message: Message) -> bool: ...
     def on_crash(self, cell: ActorCell, message: Message | None, exc: BaseException) -> None: ...
     def go_down(self, cell: ActorCell, reason: str, abnormal: bool, report: bool = True) -> None: ...
     def stop_cell(self, cell: ActorCell, reason: str) -> None: ...
@@ -74,7 +88,11 @@ class Scheduler:
                 if cell.stop_reason is not None:
                     break
                 budget -= 1
-                self.invoke(cell, cell.mailbox.popleft())
+                message = cell.mailbox.popleft()
+                if message[0] == BATCH:
+                    self.handled += self.run_batch(cell, message) - 1
+                    break  # a slice of a chunk is the cell's turn
+                self.invoke(cell, message)
             self.handled += self.BATCH - budget
             if cell.alive and cell.stop_reason is not None and not cell.busy:
                 outcomes.go_down(cell, cell.stop_reason, abnormal=False)
@@ -100,7 +118,61 @@ class Scheduler:
             current.reset(token)
         self.outcomes.on_result(cell, message, result)
 
+    def run_batch(self, cell: ActorCell, message: Message) -> int:
+        """A slice of a chunk's items; how many ran. The rest goes back to the head of the mailbox.
+
+        The clock is read between runs of ``batch.stride`` items, a stride
+        that doubles while a run takes a small part of the slice: tiny items
+        cost little more than their calls, long ones are timed one by one.
+        """
+        batch: Batch = message[4]
+        items, answers = batch.items, batch.answers
+        append = answers.append
+        receive = cell.instance.receive  # type: ignore[union-attr]
+        start = index = len(answers)
+        began = perf_counter()
+        until = began + BATCH_SLICE
+        if not batch.sent_at:
+            batch.sent_at = began
+        token = current.set((cell, message))
+        try:
+            while index < len(items):
+                end = min(len(items), index + batch.stride)
+                for item in items[index:end]:
+                    result = receive(item)
+                    if type(result) not in _PLAIN_RESULTS and asyncio.iscoroutine(result):
+                        cell.busy = True
+                        self.loop.create_task(self._finish(cell, message, result))
+                        return len(answers) - start + 1
+                    append(result)
+                    if cell.stop_reason is not None:
+                        break
+                index = len(answers)
+                now = perf_counter()
+                if cell.stop_reason is not None or now >= until:
+                    break
+                if now - began < BATCH_SLICE / 16 and batch.stride < MAX_STRIDE:
+                    batch.stride *= 2
+                began = now
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the actor's failure, not the worker's
+            self.outcomes.on_crash(cell, message, exc)
+            return len(answers) - start + 1
+        finally:
+            current.reset(token)
+        self._batch_goes_on(cell, message, batch)
+        return len(answers) - start
+
+    def _batch_goes_on(self, cell: ActorCell, message: Message, batch: Batch) -> None:
+        """After a slice: answer the chunk, or send a part if one is due and keep it at the head of the mailbox."""
+        if len(batch.answers) == len(batch.items) or cell.stop_reason is not None:
+            self.outcomes.on_batch(cell, message)  # (stopped early: the sender asks the rest again)
+            return
+        if perf_counter() - batch.sent_at >= PART_EVERY and not self.outcomes.on_part(cell, message):
+            return  # (an answer could not travel: the chunk was answered up to it)
+        cell.mailbox.appendleft(message)
+
     async def _finish(self, cell: ActorCell, message: Message, coro: Any) -> None:
+        """An ``async def receive``'s outcome (of a chunk's item: the chunk goes on after it)."""
         try:
             result = await coro
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
@@ -108,7 +180,11 @@ class Scheduler:
             self.outcomes.on_crash(cell, message, exc)
         else:
             cell.busy = False
-            self.outcomes.on_result(cell, message, result)
+            if message[0] == BATCH:
+                message[4].answers.append(result)
+                self._batch_goes_on(cell, message, message[4])
+            else:
+                self.outcomes.on_result(cell, message, result)
         if cell.alive and cell.stop_reason is not None:
             self.outcomes.go_down(cell, cell.stop_reason, abnormal=False)
         else:

@@ -1,0 +1,256 @@
+"""Fanout: asking many items of a group of actors (a pool's map), as a state machine with no I/O.
+
+It makes every decision of a pool's map and streams, and its drivers (a
+thread's :class:`~gorilix.workers.client.ClientPort`, an event loop's
+``AsyncAsker``) only move bytes: they send what :meth:`Fanout.take` hands
+out and give each answer back to :meth:`Fanout.settle`.
+
+- **Pulled work.** Each actor has at most ``window`` asks in flight and
+  gets more when it answers, so a slow actor (or node) gets fewer items.
+- **Chunks.** Items travel ``chunksize`` at a time, as one ``BATCH`` ask
+  (gorilix.workers.batch); a chunk of one is a plain ask.
+- **Deaths.** A chunk whose ask fails with an error ``retryable`` accepts
+  (its worker or node died) is asked again, first in line. Its first item
+  may be caught in ``retries`` such failures while it ran: an actor takes
+  its asks in order, so of the chunks in flight to it at a death only the
+  oldest was running, and those queued behind it go again free. The parts
+  a running chunk sends (gorilix.workers.batch) move its first item on, so
+  a death costs only what ran since the last part. The actors of a pool
+  come back, so the map finishes, and an item that kills its worker each
+  time still ends it, with that death as its failure.
+- **Failures.** Any other failure is its item's, with a note naming its
+  index. Unless ``return_exceptions``, no item is read after one, and the
+  iteration ends at the first failing item in the order it hands answers
+  out: item order when ``ordered``, else as they come.
+- **Bounded.** Items are read from their iterator only as needed, and at
+  most ``bound`` are read but not yet handed out, however long it is.
+
+Answers come out as runs, ``(start, answers, failure)``: the answers of
+items ``start``, ``start + 1``, ..., then the failure of the item after
+them, or None.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from gorilix.transport import codec
+from gorilix.transport.errors import DecodeError, NodeDown, WorkerDied
+from gorilix.transport.frames import ASK, BATCH
+from gorilix.workers.batch import decode_answer, decode_part, encode_request
+from gorilix.workers.ref import ActorRef
+
+#: (start, answers, failure of the item after them or None)
+Run = tuple[int, list[Any], BaseException | None]
+
+
+class Chunk:
+    """Items ``start, start + 1, ...`` as one ask to one actor, and how often it was asked again."""
+
+    __slots__ = ("start", "items", "kind", "payload", "tries", "actor", "progressed", "queued")
+
+    def __init__(self, start: int, items: list[Any], tries: int) -> None:
+        self.start = start
+        self.items = items
+        self.kind = ASK if len(items) == 1 else BATCH
+        self.payload = _encode(start, items)
+        self.tries = tries  # failures its first item was caught in
+        self.actor = -1
+        self.progressed = False  # a part came: the items and payload are out of step, the first item is new
+        self.queued = False  # behind the running chunk of its actor when that one was caught in a death
+
+    def __repr__(self) -> str:
+        return f"<Chunk {self.start}..{self.start + len(self.items) - 1} to actor {self.actor}, {self.tries} retries>"
+
+
+def _encode(start: int, items: list[Any]) -> bytes:
+    """One item as itself, several as a batch; SerializationError naming the first item that cannot travel."""
+    try:
+        return codec.encode(items[0]) if len(items) == 1 else encode_request(items)
+    except Exception as exc:  # SerializationError, or a registered type's to_plain that broke
+        bad = next((i for i, item in enumerate(items) if not _travels(item)), 0)
+        exc.add_note(f"(item {start + bad} of the map)")
+        raise
+
+
+def _travels(item: Any) -> bool:
+    try:
+        codec.encode(item)
+    except Exception:
+        return False
+    return True
+
+
+def named(error: BaseException, index: int, retried: int) -> BaseException:
+    """``error`` with a note naming the item it failed, and its retries."""
+    error.add_note(f"(item {index} of the map, after {retried} retries)" if retried else f"(item {index} of the map)")
+    return error
+
+
+def default_chunksize(items: int, actors: int) -> int:
+    """What ``multiprocessing.Pool.map`` would pick: about four chunks per actor."""
+    size, extra = divmod(items, actors * 4)
+    return max(1, size + (1 if extra else 0))
+
+
+class Fanout:
+    """One map or stream over ``refs``; see the module's docstring."""
+
+    def __init__(
+        self, refs: Sequence[ActorRef], items: Iterator[Any], *, chunksize: int = 1, window: int = 2,
+        retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
+        return_exceptions: bool = False, ordered: bool = True, bound: int | None = None,
+    ) -> None:
+        self.refs = list(refs)
+        self._items = items
+        self._chunksize = chunksize
+        self._window = window
+        self._retries = retries
+        self._retryable = retryable
+        self._return_exceptions = return_exceptions
+        self._ordered = ordered
+        self._bound = bound
+        self._flying: list[collections.deque[Chunk]] = [collections.deque() for _ in self.refs]  # in sent order
+        self._again: collections.deque[Chunk] = collections.deque()  # asked again before any new item
+        self._read = 0  # items read from ``items``
+        self._exhausted = False
+        self._outstanding = 0  # read, not yet handed out
+        self._held: dict[int, Run] = {}  # ordered: runs waiting for their turn, by start
+        self._turn = 0  # ordered: the index of the next item to hand out
+        self._out: list[Run] = []
+        self._failed_at: int | None = None  # the first failing item known (unless return_exceptions)
+        self.ended = False  # a failure was handed out: nothing more is asked or handed out
+        self.in_flight = 0
+
+    # -- what to send ---------------------------------------------------------------
+
+    def take(self) -> list[Chunk]:
+        """Chunks to send now, each with its ``actor`` (an index into ``refs``) set."""
+        sends: list[Chunk] = []
+        window = self._window
+        for actor, flying in enumerate(self._flying):
+            while len(flying) < window:
+                chunk = self._next_chunk()
+                if chunk is None:
+                    return sends
+                chunk.actor, chunk.queued = actor, False
+                flying.append(chunk)
+                self.in_flight += 1
+                sends.append(chunk)
+        return sends
+
+    def _next_chunk(self) -> Chunk | None:
+        if self.ended:
+            return None
+        while self._again:
+            chunk = self._again.popleft()
+            if self._failed_at is None or chunk.start < self._failed_at:
+                return chunk
+            self._outstanding -= len(chunk.items)  # after the failure: never handed out
+        if self._exhausted or self._failed_at is not None:
+            return None
+        if self._bound is not None and self._outstanding >= self._bound:
+            return None
+        items = list(itertools.islice(self._items, self._chunksize))
+        if len(items) < self._chunksize:
+            self._exhausted = True
+            if not items:
+                return None
+        chunk = Chunk(self._read, items, 0)
+        self._read += len(items)
+        self._outstanding += len(items)
+        return chunk
+
+    # -- what came back ---------------------------------------------------------------
+
+    def settle(self, chunk: Chunk, ok: bool, value: Any) -> None:
+        """The answer to ``chunk``'s ask: ``ok`` and the reply, or False and the error."""
+        flying = self._flying[chunk.actor]
+        running = flying[0] is chunk and not chunk.queued
+        flying.remove(chunk)
+        self.in_flight -= 1
+        if self.ended:
+            return
+        failure: BaseException | None
+        if not ok:  # the whole chunk's ask failed (its worker died, say)
+            answers, failure = [], value
+        elif chunk.kind == ASK:
+            answers, failure = [value], None
+        else:
+            try:
+                answers, failure = decode_answer(value, len(chunk.items))
+            except DecodeError as exc:
+                answers, failure = [], exc
+        start, done, rest = chunk.start, len(answers), chunk.items[len(answers):]
+        tries = chunk.tries if done == 0 and not chunk.progressed else 0  # (of the item that failed)
+        death = not ok and isinstance(failure, (WorkerDied, NodeDown))
+        free = death and not running and self._retries > 0  # it never ran
+        if failure is not None and (free or tries < self._retries) and self._retryable(failure):
+            if free:
+                tries -= 1
+            elif death:  # the chunks in flight behind it were queued, at the same death
+                for other in flying:
+                    other.queued = True
+            self._emit(start, answers, None)
+            again = chunk if not done and not chunk.progressed else Chunk(start + done, rest, 0)
+            again.tries = tries + 1
+            self._again.append(again)
+            return
+        if failure is not None:
+            failure = named(failure, start + done, tries)
+            rest = rest[1:]
+        self._emit(start, answers, failure)
+        if rest:  # not run: the actor stopped partway (or crashed), so they are asked again
+            self._again.append(Chunk(start + len(chunk.items) - len(rest), rest, 0))
+
+    def settle_part(self, chunk: Chunk, value: Any) -> None:
+        """Answers of ``chunk``'s next items, while it runs on: its ask stays open."""
+        if self.ended:
+            return
+        try:
+            answers = decode_part(value, len(chunk.items))
+        except DecodeError:
+            return  # (the reply will not count them as sent: they are asked again)
+        self._emit(chunk.start, answers, None)
+        chunk.start += len(answers)
+        chunk.items = chunk.items[len(answers):]
+        chunk.progressed = True
+
+    def _emit(self, start: int, answers: list[Any], failure: BaseException | None) -> None:
+        if not answers and failure is None:
+            return
+        if failure is not None and not self._return_exceptions:
+            at = start + len(answers)
+            if self._failed_at is None or at < self._failed_at:
+                self._failed_at = at
+        run = (start, answers, failure)
+        if not self._ordered:
+            self._out.append(run)
+            return
+        held = self._held
+        held[start] = run
+        while self._turn in held:
+            run = held.pop(self._turn)
+            self._out.append(run)
+            self._turn += len(run[1]) + (run[2] is not None)
+
+    def runs(self) -> list[Run]:
+        """The runs ready to hand out, in order; empty once a failure has been handed out."""
+        out = self._out
+        if not out or self.ended:
+            return []
+        self._out = []
+        for index, run in enumerate(out):
+            self._outstanding -= len(run[1]) + (run[2] is not None)
+            if run[2] is not None and not self._return_exceptions:
+                self.ended = True
+                return out[:index + 1]
+        return out
+
+    @property
+    def finished(self) -> bool:
+        """Nothing in flight, nothing to hand out, nothing left to ask (``take`` was given its turn)."""
+        return self.in_flight == 0 and not self._out
