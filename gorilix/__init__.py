@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "NodeDown": "gorilix.errors",
     "NodeUnreachable": "gorilix.errors",
     "NotRunning": "gorilix.errors",
+    "PoolFuture": "gorilix.submit",
     "PoolRef": "gorilix.system",
     "SerializationError": "gorilix.errors",
     "SpawnError": "gorilix.errors",
@@ -78,6 +79,7 @@ __all__ = [
     "NodeDown",
     "NodeUnreachable",
     "NotRunning",
+    "PoolFuture",
     "PoolRef",
     "SerializationError",
     "SpawnError",
@@ -126,6 +128,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
         WorkerDied,
     )
     from gorilix.genserver import GenServer
+    from gorilix.submit import PoolFuture
     from gorilix.system import ActorSystem, DeadLetters, PoolRef, WorkerInfo
     from gorilix.transport.codec import message
     from gorilix.workers.actor import Actor

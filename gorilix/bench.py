@@ -16,7 +16,17 @@ from collections.abc import Callable
 from typing import Any
 
 from gorilix.baseline import run_baseline
-from gorilix.bench_actors import CpuWorker, Crashy, Driver, Echo, LatencyProbe, Sink, cpu_task
+from gorilix.bench_actors import (
+    CpuWorker,
+    Crashy,
+    Driver,
+    Echo,
+    LatencyProbe,
+    Sink,
+    Square,
+    cpu_task,
+    square,
+)
 from gorilix.supervision import ONE_FOR_ONE, Strategy
 from gorilix.supervisor import ChildSpec
 from gorilix.system import ActorSystem, default_worker_count
@@ -85,7 +95,8 @@ def _pool_speedups(system: ActorSystem, items: list[int], rounds: int) -> tuple[
         mp_full.map(cpu_task, items[:workers], chunksize=1)
         for _ in range(rounds):
             for into, run_one, run_all in (
-                (ours, lambda: single.map(items, timeout=600.0), lambda: full.map(items, timeout=600.0)),
+                (ours, lambda: single.map(items, timeout=600.0, chunksize=1),
+                 lambda: full.map(items, timeout=600.0, chunksize=1)),
                 (theirs, lambda: mp_single.map(cpu_task, items, chunksize=1),
                  lambda: mp_full.map(cpu_task, items, chunksize=1)),
             ):
@@ -100,6 +111,41 @@ def _pool_speedups(system: ActorSystem, items: list[int], rounds: int) -> tuple[
                 into["speedup"].append(one / many)
     median = statistics.median
     return ({k: median(v) for k, v in ours.items()}, {k: median(v) for k, v in theirs.items()})
+
+
+def _pool_throughput(system: ActorSystem, tiny: int, cpu_items: list[int], rounds: int) -> dict[str, float]:
+    """Items per second of ``pool.map`` and ``multiprocessing.Pool.map``, each with its default chunk size.
+
+    Two workloads: ``tiny`` items of ``n * n`` (the overhead is all there is)
+    and ``cpu_items`` of about 10 ms each. The two pools alternate, round by
+    round, and each figure is the median of its rounds.
+    """
+    workers = len(system.workers())
+    squares = system.spawn_pool(Square)
+    cpu = system.spawn_pool(CpuWorker)
+    numbers = list(range(tiny))
+    squares.map(numbers[:1000], timeout=120.0)
+    cpu.map(cpu_items[:workers], timeout=120.0)
+    samples: dict[str, list[float]] = {k: [] for k in ("tiny", "mp_tiny", "cpu", "mp_cpu")}
+    with multiprocessing.get_context("spawn").Pool(workers) as mp_pool:
+        mp_pool.map(square, numbers[:1000])
+        mp_pool.map(cpu_task, cpu_items[:workers])
+        for _ in range(rounds):
+            for key, run, count in (
+                ("tiny", lambda: squares.map(numbers, timeout=600.0), tiny),
+                ("mp_tiny", lambda: mp_pool.map(square, numbers), tiny),
+                ("cpu", lambda: cpu.map(cpu_items, timeout=600.0), len(cpu_items)),
+                ("mp_cpu", lambda: mp_pool.map(cpu_task, cpu_items), len(cpu_items)),
+            ):
+                start = time.perf_counter()
+                run()
+                samples[key].append(count / (time.perf_counter() - start))
+    median = statistics.median
+    figures = {f"{key}_per_s": median(values) for key, values in samples.items()}
+    # Each round's two runs were back to back: the median of per-round ratios.
+    figures["tiny_vs_mp"] = median(o / t for o, t in zip(samples["tiny"], samples["mp_tiny"], strict=True))
+    figures["cpu_vs_mp"] = median(o / t for o, t in zip(samples["cpu"], samples["mp_cpu"], strict=True))
+    return figures
 
 
 def _spawn_rate(system: ActorSystem, count: int) -> dict[str, float]:
@@ -245,7 +291,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
     out: Say = say or (print if progress else _quiet)
     scale = 10 if quick else 1
     workers = max(2, default_worker_count())
-    steps = 10
+    steps = 11
     report: dict[str, Any] = {"workers": workers, "quick": quick}
 
     def step(n: int, text: str) -> None:
@@ -282,19 +328,21 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         n = _calibrate(0.01)
         items = [n] * (8 * workers if quick else 32 * workers)
         report["pool"], report["mp_pool"] = _pool_speedups(system, items, rounds)
-        step(6, "spawn rate and memory per idle actor")
+        step(6, f"pool map throughput against multiprocessing.Pool, default chunk sizes ({rounds} rounds)")
+        report["throughput"] = _pool_throughput(system, 100_000 // scale, [n] * (100 * workers // scale), rounds)
+        step(7, "spawn rate and memory per idle actor")
         report["spawn"] = _spawn_rate(system, 20_000 // scale)
         hold = 1.0 if quick else 5.0
-        step(7, f"isolation: asks between workers while the main thread holds the GIL for {hold:g} s")
+        step(8, f"isolation: asks between workers while the main thread holds the GIL for {hold:g} s")
         report["isolation"] = _isolation(system, hold)
-    step(8, "start-up: ActorSystem(workers=2) to the first answered ask")
+    step(9, "start-up: ActorSystem(workers=2) to the first answered ask")
     report["startup"] = _startup(3 if quick else 7)
     # Crashes and kills are the point here: keep the workers' tracebacks quiet.
     with ActorSystem(f"bench-{uuid.uuid4().hex[:6]}", workers=workers, log_level=logging.CRITICAL) as system:
         rounds = 10 // min(scale, 5)
-        step(9, f"failover: SIGKILL a worker, time until its actor answers ({rounds} rounds)")
+        step(10, f"failover: SIGKILL a worker, time until its actor answers ({rounds} rounds)")
         report["failover"] = _failover(system, rounds)
-        step(10, "restart latency: a supervised actor crashes, time until it answers again")
+        step(11, "restart latency: a supervised actor crashes, time until it answers again")
         report["restart"] = _restart_in_worker(system, 100 // scale)
     def paired(ours: str, raw: str) -> float:
         # The median of per-round ratios: a round's raw run and ours ran back to
@@ -308,6 +356,8 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         "tell_cross_vs_raw_rate": paired("cross", "tell_msgs_per_s"),
         "tell_local_vs_raw_rate": paired("local", "tell_msgs_per_s"),
         "pool_speedup_vs_mp": report["pool"]["speedup"] / report["mp_pool"]["speedup"],
+        "pool_tiny_vs_mp": report["throughput"]["tiny_vs_mp"],
+        "pool_cpu_vs_mp": report["throughput"]["cpu_vs_mp"],
         "isolation_median_vs_idle": report["isolation"]["during_median_us"] / report["isolation"]["idle_median_us"],
     }
     if progress:
@@ -332,6 +382,10 @@ def format_report(r: dict[str, Any]) -> str:
         ("restart in its worker (crash -> answer)", f"{r['restart']['median_ms']:.2f} ms median, {r['restart']['max_ms']:.2f} max", "supervised, one_for_one"),
         ("pool map speedup", f"{r['pool']['speedup']:.2f}x ({r['workers']} workers)", f"{ratios['pool_speedup_vs_mp']:.0%} of multiprocessing.Pool (target >= 95%)"),
         ("multiprocessing.Pool speedup", f"{r['mp_pool']['speedup']:.2f}x", ""),
+        ("pool map, tiny items (n * n)", f"{r['throughput']['tiny_per_s']:,.0f} items/s",
+         f"{ratios['pool_tiny_vs_mp']:.2f}x multiprocessing.Pool's {r['throughput']['mp_tiny_per_s']:,.0f} (target >= 0.5)"),
+        ("pool map, ~10 ms items", f"{r['throughput']['cpu_per_s']:,.1f} items/s",
+         f"{ratios['pool_cpu_vs_mp']:.2f}x multiprocessing.Pool's {r['throughput']['mp_cpu_per_s']:,.1f} (target >= 0.98)"),
         ("ask between workers, main thread holding the GIL",
          f"{r['isolation']['during_max_ms']:.1f} ms max, {r['isolation']['during_p99_ms']:.2f} ms p99, "
          f"{r['isolation']['during_median_us']:.0f} us median",

@@ -18,6 +18,16 @@ def cpu_task(n: int) -> int:
     return total
 
 
+def square(n: int) -> int:
+    """The tiniest task: the pool's overhead is all there is to measure."""
+    return n * n
+
+
+class Square(Actor):
+    def receive(self, n: int) -> int:
+        return n * n
+
+
 class CpuWorker(Actor):
     def receive(self, n: int) -> int:
         return cpu_task(n)

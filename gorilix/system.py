@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -12,13 +14,14 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gorilix.cluster.bridge import Cluster
 from gorilix.cluster.config import ClusterConfig, read_secret_file
 from gorilix.node_handle import AttachedNode, NodeHandle
+from gorilix.submit import PoolFuture, Submissions
 from gorilix.supervision import Strategy
 from gorilix.supervisor import SupervisorRef
 from gorilix.transport import codec
@@ -154,6 +157,46 @@ def _answers(runs: Iterator[Run], return_exceptions: bool) -> Iterator[Any]:
         runs.close()  # type: ignore[attr-defined]
 
 
+class _Gathered:
+    """A map's answers, gathered from its runs in item order; the first failure, unless ``return_exceptions``."""
+
+    def __init__(self, return_exceptions: bool) -> None:
+        self._return_exceptions = return_exceptions
+        self._results: list[Any] = []
+        self._error: BaseException | None = None
+
+    def add(self, run: Run) -> int:
+        """Take one run; how many items it settled."""
+        _, answers, failure = run
+        self._results += answers
+        if failure is not None:
+            if self._return_exceptions:
+                self._results.append(failure)
+            else:
+                self._error = failure  # (the map drains what is in flight, then ends)
+        return len(answers) + (failure is not None)
+
+    def results(self) -> list[Any]:
+        if self._error is not None:
+            raise self._error
+        return self._results
+
+
+async def _answers_async(ref: ActorRef, fanout: Fanout, limit: float, return_exceptions: bool) -> AsyncIterator[Any]:
+    """A stream's answers on the running event loop, as :func:`_answers` yields them."""
+    runs = _resolve(ref).asker(asyncio.get_running_loop()).fan_out(fanout, limit, each=True)
+    try:
+        async for _, answers, failure in runs:
+            for answer in answers:
+                yield answer
+            if failure is not None:
+                if not return_exceptions:
+                    raise failure
+                yield failure
+    finally:
+        await runs.aclose()  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
 def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
     """click's progress bar on standard error, with the rate; yields what to call with each count of items done."""
@@ -190,6 +233,8 @@ class PoolRef:
             if not isinstance(ref, ActorRef):
                 raise InvalidArgument(f"PoolRef needs ActorRefs, got {shown(ref)}")
         self._next = itertools.cycle(range(len(self.refs)))
+        self._lock = threading.Lock()
+        self._submissions: dict[tuple[int, tuple[type[BaseException], ...]], Submissions] = {}
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -232,35 +277,47 @@ class PoolRef:
         only its label).
         """
         limit = check_timeout(timeout)
-        retryable = _retryable("map", retries, retry_on)
-        items = list(_iterate("map", items))
-        size = _check_chunksize("map", chunksize, default_chunksize(len(items), len(self.refs)))
-        if not items:
+        fanout, count = self._map_fanout("map", items, chunksize, retries, retry_on, return_exceptions)
+        if fanout is None:
             return []
-        fanout = Fanout(self.refs, iter(items), chunksize=size, retries=retries, retryable=retryable,
-                        return_exceptions=return_exceptions)
-        runs = _resolve(self.refs[0]).fan_out(fanout, limit, each=False)
-        with _progress_bar(len(items)) if progress else contextlib.nullcontext() as step:
-            results: list[Any] = []
-            error: BaseException | None = None
-            for _, answers, failure in runs:
-                results += answers
-                if failure is not None:
-                    if return_exceptions:
-                        results.append(failure)
-                    else:
-                        error = failure  # (the map drains what is in flight, then ends)
+        gathered = _Gathered(return_exceptions)
+        with _progress_bar(count) if progress else contextlib.nullcontext() as step:
+            for run in _resolve(self.refs[0]).fan_out(fanout, limit, each=False):
+                done = gathered.add(run)
                 if step is not None:
-                    step(len(answers) + (failure is not None))
-        if error is not None:
-            raise error
-        return results
+                    step(done)
+        return gathered.results()
+
+    async def map_async(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int | None = None,
+                        retries: int = 3, retry_on: tuple[type[BaseException], ...] = (),
+                        return_exceptions: bool = False) -> list[Any]:
+        """:meth:`map` for asyncio code: awaiting it leaves the event loop free while the items run."""
+        limit = check_timeout(timeout)
+        fanout, _ = self._map_fanout("map_async", items, chunksize, retries, retry_on, return_exceptions)
+        if fanout is None:
+            return []
+        gathered = _Gathered(return_exceptions)
+        asker = _resolve(self.refs[0]).asker(asyncio.get_running_loop())
+        async for run in asker.fan_out(fanout, limit, each=False):
+            gathered.add(run)
+        return gathered.results()
+
+    def _map_fanout(self, op: str, items: Iterable[Any], chunksize: int | None, retries: int,
+                    retry_on: tuple[type[BaseException], ...], return_exceptions: bool) -> tuple[Fanout | None, int]:
+        """A map's fan-out over all of ``items`` (None if there are none), and how many items there are."""
+        retryable = _retryable(op, retries, retry_on)
+        listed = list(_iterate(op, items))
+        size = _check_chunksize(op, chunksize, default_chunksize(len(listed), len(self.refs)))
+        if not listed:
+            return None, 0
+        return Fanout(self.refs, iter(listed), chunksize=size, retries=retries, retryable=retryable,
+                      return_exceptions=return_exceptions), len(listed)
 
     def imap(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1, retries: int = 3,
              retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False) -> Iterator[Any]:
         """Like :meth:`map`, but yields the answers in item order as they come, reading ``items`` lazily.
 
-        A bounded number of items is in flight or waiting for its turn (four
+        A bounded number of items is in flight or waiting for its turn (eight
         chunks per actor), so a generator of any length runs in flat memory.
         ``chunksize`` is 1 unless given, as in ``multiprocessing.Pool.imap``
         (the length of ``items`` is not known); pass a larger one for tiny
@@ -269,25 +326,65 @@ class PoolRef:
         :meth:`map`; without the latter, the first failure is raised in its
         turn and ends the iteration.
         """
-        return self._stream("imap", items, timeout, chunksize, retries, retry_on, return_exceptions, ordered=True)
+        fanout, limit = self._stream_fanout("imap", items, timeout, chunksize, retries, retry_on, return_exceptions,
+                                            ordered=True)
+        port = _resolve(self.refs[0])  # (the calling thread's: iterate on the thread that made it)
+        return _answers(port.fan_out(fanout, limit, each=True), return_exceptions)
 
     def imap_unordered(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1,
                        retries: int = 3, retry_on: tuple[type[BaseException], ...] = (),
                        return_exceptions: bool = False) -> Iterator[Any]:
         """Like :meth:`imap`, but yields each answer as soon as it comes, whatever its item's place."""
-        return self._stream("imap_unordered", items, timeout, chunksize, retries, retry_on, return_exceptions,
-                            ordered=False)
+        fanout, limit = self._stream_fanout("imap_unordered", items, timeout, chunksize, retries, retry_on,
+                                            return_exceptions, ordered=False)
+        port = _resolve(self.refs[0])
+        return _answers(port.fan_out(fanout, limit, each=True), return_exceptions)
 
-    def _stream(self, op: str, items: Iterable[Any], timeout: float | None, chunksize: int, retries: int,
-                retry_on: tuple[type[BaseException], ...], return_exceptions: bool, *, ordered: bool) -> Iterator[Any]:
+    def imap_async(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1,
+                   retries: int = 3, retry_on: tuple[type[BaseException], ...] = (),
+                   return_exceptions: bool = False) -> AsyncIterator[Any]:
+        """:meth:`imap` for asyncio code: ``async for answer in pool.imap_async(items)``."""
+        fanout, limit = self._stream_fanout("imap_async", items, timeout, chunksize, retries, retry_on,
+                                            return_exceptions, ordered=True)
+        return _answers_async(self.refs[0], fanout, limit, return_exceptions)
+
+    def imap_unordered_async(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1,
+                             retries: int = 3, retry_on: tuple[type[BaseException], ...] = (),
+                             return_exceptions: bool = False) -> AsyncIterator[Any]:
+        """:meth:`imap_unordered` for asyncio code."""
+        fanout, limit = self._stream_fanout("imap_unordered_async", items, timeout, chunksize, retries, retry_on,
+                                            return_exceptions, ordered=False)
+        return _answers_async(self.refs[0], fanout, limit, return_exceptions)
+
+    def _stream_fanout(self, op: str, items: Iterable[Any], timeout: float | None, chunksize: int, retries: int,
+                       retry_on: tuple[type[BaseException], ...], return_exceptions: bool, *,
+                       ordered: bool) -> tuple[Fanout, float]:
+        """A stream's fan-out, reading ``items`` lazily and a bounded number ahead, and its timeout."""
         limit = check_timeout(timeout)
         retryable = _retryable(op, retries, retry_on)
         size = _check_chunksize(op, chunksize, 1)
         fanout = Fanout(self.refs, _iterate(op, items), chunksize=size, retries=retries, retryable=retryable,
                         return_exceptions=return_exceptions, ordered=ordered,
                         bound=STREAM_CHUNKS_PER_ACTOR * len(self.refs) * size)
-        port = _resolve(self.refs[0])  # (the calling thread's: iterate on the thread that made it)
-        return _answers(port.fan_out(fanout, limit, each=True), return_exceptions)
+        return fanout, limit
+
+    def submit(self, item: Any, *, retries: int = 3, retry_on: tuple[type[BaseException], ...] = ()) -> PoolFuture:
+        """Ask ``item`` of the first idle actor of the pool; returns a future of its answer at once.
+
+        The future is a ``concurrent.futures.Future`` (``result(timeout)``,
+        ``concurrent.futures.wait`` and ``as_completed`` work) that can also
+        be awaited. Items wait their turn in the pool's queue, at most two in
+        flight per actor, so a slow actor gets fewer; deaths are retried as
+        in :meth:`map` (an item may run twice). A failure is the future's
+        exception.
+        """
+        retryable = _retryable("submit", retries, retry_on)
+        with self._lock:
+            submissions = self._submissions.get((retries, retry_on))
+            if submissions is None:
+                submissions = self._submissions[(retries, retry_on)] = Submissions(
+                    self.refs, functools.partial(_resolve, self.refs[0]), retries, retryable)
+        return submissions.submit(item)
 
     def stop(self) -> None:
         for ref in self.refs:

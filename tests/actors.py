@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -475,4 +476,29 @@ class FailsOnce(Actor):
         if n % 5 == 0 and (self.ref.id, n) not in _FAILED_ONCE:
             _FAILED_ONCE.add((self.ref.id, n))
             raise ValueError(f"not yet: {n}")
+        return n * n
+
+
+class KillsItsWorker(Actor):
+    """Squares items, but SIGKILLs its own worker process at item ``poison`` (a poison item for pools)."""
+
+    def __init__(self, poison: int) -> None:
+        self.poison = poison
+
+    def receive(self, n: int) -> int:
+        if n == self.poison:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return n * n
+
+
+class AsyncSquare(Actor):
+    async def receive(self, n: int) -> int:
+        await asyncio.sleep(0)
+        return n * n
+
+
+class Tiny(Actor):
+    """The smallest task there is: what a pool costs per item is all that is left."""
+
+    def receive(self, n: int) -> int:
         return n * n

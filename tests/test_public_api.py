@@ -17,6 +17,7 @@ def test_gorilix_exports() -> None:
         "PERMANENT", "TEMPORARY", "TRANSIENT", "Actor", "ActorError", "ActorNotFound", "ActorRef",
         "ActorSystem", "AskTimeout", "ClusterError", "DeadLetters", "DecodeError", "Down", "Exit",
         "GenServer", "GorilixError", "InvalidArgument", "MailboxFull", "NodeDown", "NodeUnreachable", "NotRunning",
+        "PoolFuture",
         "PoolRef",
         "SerializationError", "SpawnError", "UnknownMessageType", "WorkerDied", "WorkerInfo", "message",
         "supervisor",

@@ -36,6 +36,8 @@ from gorilix.transport.errors import (
 REQUEST_LEVELS = codec.MAX_DEPTH + 1
 #: Levels ``[answers, failure]`` adds to the answers' (a client decodes every answer with this allowance).
 ANSWER_LEVELS = codec.MAX_DEPTH + 2
+#: Levels a part's list adds to the answers'.
+PART_LEVELS = codec.MAX_DEPTH + 1
 #: Seconds between a running chunk's parts.
 PART_EVERY = 0.05
 
@@ -63,17 +65,18 @@ class Batch:
 
 
 class Part:
-    """A part as the sender reads it: answers of a chunk's next items (its ask stays open)."""
+    """A part as the sender reads it: answers of a chunk's next items (its ask stays open), or why it cannot be read."""
 
-    __slots__ = ("answers",)
+    __slots__ = ("answers", "error")
 
-    def __init__(self, answers: list[Any]) -> None:
+    def __init__(self, answers: Any, error: BaseException | None = None) -> None:
         self.answers = answers
+        self.error = error
 
 
 def encode_part(answers: list[Any]) -> bytes:
     """A part's payload (parts are sent only when their answers can travel: see :func:`encode_answer`)."""
-    return codec.encode(answers, ANSWER_LEVELS)
+    return codec.encode(answers, PART_LEVELS)
 
 
 def encode_request(items: list[Any]) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Container, Iterator
+from collections.abc import AsyncIterator, Callable, Container, Iterator
 from typing import Any, cast
 
 import zmq
@@ -133,9 +133,10 @@ class ClientPort:
         loop = asyncio.get_running_loop()
         if self._new_id is None:  # no ids to hand out: a blocking ask on an executor thread
             return await loop.run_in_executor(None, ref.ask, message, timeout)
-        return await self._asker(loop).ask(ref, message, timeout)
+        return await self.asker(loop).ask(ref, message, timeout)
 
-    def _asker(self, loop: asyncio.AbstractEventLoop) -> AsyncAsker:
+    def asker(self, loop: asyncio.AbstractEventLoop) -> AsyncAsker:
+        """This port's asker for ``loop`` (made on first use, from that loop's thread)."""
         for asker in list(self._askers):
             if asker.loop is loop and asker.usable:
                 return asker
@@ -180,14 +181,12 @@ class ClientPort:
                     deadline = time.monotonic() + timeout
                 answer = self._stashed(pending) or self._receive(deadline, pending)
                 if answer is None:
-                    raise AskTimeout(f"no answer within {timeout:g} s ({len(pending)} asks of the map in flight)"
-                                     if each else f"the map did not finish within {timeout:g} s "
-                                     f"({len(pending)} asks in flight)")
+                    raise _fan_out_timeout(timeout, len(pending), each)
                 corr, ok, value = answer
                 if type(value) is Part:  # the ask stays open
                     running = pending.get(corr)
                     if running is not None:
-                        fanout.settle_part(running, value.answers)
+                        fanout.settle_part(running, value.answers, value.error)
                     continue
                 asked = pending.pop(corr, None)
                 if asked is None:
@@ -255,6 +254,12 @@ class ClientPort:
                 return answer
 
 
+def _fan_out_timeout(timeout: float, asks: int, each: bool) -> AskTimeout:
+    if each:
+        return AskTimeout(f"no answer within {timeout:g} s ({asks} asks of the map in flight)")
+    return AskTimeout(f"the map did not finish within {timeout:g} s ({asks} asks in flight)")
+
+
 def client_frames(
     node: str, client_id: int, dst_node: str, dst_id: int, kind: int, corr: int, payload: bytes
 ) -> list[bytes]:
@@ -290,7 +295,7 @@ def parse_answers(frames: list[bytes]) -> tuple[list[tuple[int, bool, Any]], int
         except DecodeError as exc:
             if not isinstance(exc, UnknownMessageType):
                 bad += 1
-            answers.append((env.corr, False, exc))
+            answers.append((env.corr, True, Part(None, exc)) if kind == PART else (env.corr, False, exc))
             continue
         if kind == REPLY:
             answers.append((env.corr, True, value))
@@ -333,6 +338,10 @@ class AsyncAsker:
         self.malformed = 0
         self._corr = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
+        #: The asks of fan-outs (a pool's map) in flight: their answers and parts go to their fan-out's queue.
+        self._streams: dict[int, asyncio.Queue[tuple[int, bool, Any]]] = {}
+        self._idle: set[asyncio.Event] = set()  # the ``more`` events of fan-outs that wait for items
+        self._closed_by: BaseException | None = None
         self._actx = zmq.asyncio.Context.shadow(zctx)
         self.sock = self._actx.socket(zmq.DEALER)
         configure_internal(self.sock)
@@ -360,6 +369,8 @@ class AsyncAsker:
         for future in list(self._waiting.values()):
             if not future.done():
                 future.set_exception(error)
+        for corr, queue in list(self._streams.items()):
+            queue.put_nowait((corr, False, error))
 
     def _unwatch(self) -> None:
         if self._watching:
@@ -390,6 +401,10 @@ class AsyncAsker:
             answers, bad = parse_answers(await self.sock.recv_multipart())
             self.malformed += bad
             for corr, ok, value in answers:
+                stream = self._streams.get(corr)
+                if stream is not None:
+                    stream.put_nowait((corr, ok, value))
+                    continue
                 future = self._waiting.get(corr)
                 if future is None or future.done():
                     continue  # a late answer to an ask that timed out
@@ -397,6 +412,90 @@ class AsyncAsker:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+
+    async def fan_out(self, fanout: Fanout, timeout: float, *, each: bool,
+                      more: asyncio.Event | None = None) -> AsyncIterator[Run]:
+        """:meth:`ClientPort.fan_out` for this event loop: yield ``fanout``'s runs as they come out.
+
+        With ``more`` (set when ``fanout`` was given more items), it waits for
+        items too, and ends only when cancelled.
+        """
+        if self._ended is not None and self._ended.reason is not None:
+            raise self._ended.error()
+        answers: asyncio.Queue[tuple[int, bool, Any]] = asyncio.Queue()
+        pending: dict[int, Chunk] = {}
+        deadline = self.loop.time() + timeout
+        if more is not None:
+            self._idle.add(more)
+        try:
+            while True:
+                if self._closed_by is not None:
+                    raise self._closed_by
+                if more is not None:
+                    more.clear()
+                for chunk in fanout.take():
+                    corr = next(self._corr)
+                    ref = fanout.refs[chunk.actor]
+                    self._send(ref.node, ref.id, chunk.kind, corr, chunk.payload)
+                    pending[corr] = chunk
+                    self._streams[corr] = answers
+                runs = fanout.runs()
+                if runs:
+                    for run in runs:
+                        yield run
+                    continue
+                if not pending:
+                    if more is None:
+                        return
+                    await more.wait()
+                    continue
+                if each:
+                    deadline = self.loop.time() + timeout
+                corr, ok, value = await self._next_answer(answers, deadline, timeout, len(pending), each, more)
+                if corr == 0:
+                    continue  # (more items came)
+                if type(value) is Part:  # the ask stays open
+                    running = pending.get(corr)
+                    if running is not None:
+                        fanout.settle_part(running, value.answers, value.error)
+                    continue
+                asked = pending.pop(corr, None)
+                if asked is None:
+                    continue
+                self._streams.pop(corr, None)
+                fanout.settle(asked, ok, value)
+        finally:
+            self._idle.discard(more)  # type: ignore[arg-type]
+            for corr in pending:
+                self._streams.pop(corr, None)
+
+    async def _next_answer(self, answers: asyncio.Queue[tuple[int, bool, Any]], deadline: float, timeout: float,
+                           asks: int, each: bool, more: asyncio.Event | None) -> tuple[int, bool, Any]:
+        """The next answer of a fan-out, or (0, True, None) when ``more`` is set first; AskTimeout at the deadline."""
+        remaining = deadline - self.loop.time()
+        if more is None:
+            try:
+                return await asyncio.wait_for(answers.get(), None if remaining == _NO_LIMIT else max(0.0, remaining))
+            except TimeoutError:
+                raise _fan_out_timeout(timeout, asks, each) from None
+        getting = asyncio.ensure_future(answers.get())
+        waits: set[asyncio.Future[Any]] = {getting}
+        if more is not None:
+            waits.add(asyncio.ensure_future(more.wait()))
+        try:
+            done, _ = await asyncio.wait(waits, timeout=None if remaining == _NO_LIMIT else max(0.0, remaining),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                if not waiting.done():
+                    waiting.cancel()
+        if getting in done:
+            return getting.result()
+        if getting.done() and not getting.cancelled():  # (both came at once: keep the answer)
+            return getting.result()
+        if done:
+            return 0, True, None
+        raise _fan_out_timeout(timeout, asks, each)
 
     @property
     def usable(self) -> bool:
@@ -418,6 +517,9 @@ class AsyncAsker:
 
     def _close_on_loop(self, error: BaseException) -> None:
         self._unwatch()
+        self._closed_by = error
+        for more in self._idle:  # fan-outs waiting for items: they end now, with ``error``
+            more.set()
         self._fail_waiting(error)
         self._reader.cancel()
         self.sock.close(linger=0)

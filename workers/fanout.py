@@ -10,14 +10,15 @@ out and give each answer back to :meth:`Fanout.settle`.
 - **Chunks.** Items travel ``chunksize`` at a time, as one ``BATCH`` ask
   (gorilix.workers.batch); a chunk of one is a plain ask.
 - **Deaths.** A chunk whose ask fails with an error ``retryable`` accepts
-  (its worker or node died) is asked again, first in line. Its first item
-  may be caught in ``retries`` such failures while it ran: an actor takes
+  (its worker or node died) is asked again, first in line. An actor takes
   its asks in order, so of the chunks in flight to it at a death only the
-  oldest was running, and those queued behind it go again free. The parts
-  a running chunk sends (gorilix.workers.batch) move its first item on, so
-  a death costs only what ran since the last part. The actors of a pool
-  come back, so the map finishes, and an item that kills its worker each
-  time still ends it, with that death as its failure.
+  oldest was running: those queued behind it go again free. The parts a
+  running chunk sends (gorilix.workers.batch) move its first item on, so a
+  death costs only what ran since the last part. A running chunk of several
+  items goes again as two halves, free, so that an item that kills its
+  worker each time ends up alone; one item may be caught in ``retries``
+  deaths. The actors of a pool come back, so the map finishes, and such a
+  poison item still ends it, with its death as the failure of that item.
 - **Failures.** Any other failure is its item's, with a note naming its
   index. Unless ``return_exceptions``, no item is read after one, and the
   iteration ends at the first failing item in the order it hands answers
@@ -50,7 +51,7 @@ Run = tuple[int, list[Any], BaseException | None]
 class Chunk:
     """Items ``start, start + 1, ...`` as one ask to one actor, and how often it was asked again."""
 
-    __slots__ = ("start", "items", "kind", "payload", "tries", "actor", "progressed", "queued")
+    __slots__ = ("start", "items", "kind", "payload", "tries", "actor", "progressed", "queued", "lost")
 
     def __init__(self, start: int, items: list[Any], tries: int) -> None:
         self.start = start
@@ -61,6 +62,7 @@ class Chunk:
         self.actor = -1
         self.progressed = False  # a part came: the items and payload are out of step, the first item is new
         self.queued = False  # behind the running chunk of its actor when that one was caught in a death
+        self.lost = False  # a part could not be read: which items its answers are of is not known
 
     def __repr__(self) -> str:
         return f"<Chunk {self.start}..{self.start + len(self.items) - 1} to actor {self.actor}, {self.tries} retries>"
@@ -84,9 +86,10 @@ def _travels(item: Any) -> bool:
     return True
 
 
-def named(error: BaseException, index: int, retried: int) -> BaseException:
+def named(error: BaseException, index: int, retried: int, label: str = "map") -> BaseException:
     """``error`` with a note naming the item it failed, and its retries."""
-    error.add_note(f"(item {index} of the map, after {retried} retries)" if retried else f"(item {index} of the map)")
+    error.add_note(f"(item {index} of the {label}, after {retried} retries)" if retried
+                   else f"(item {index} of the {label})")
     return error
 
 
@@ -102,9 +105,11 @@ class Fanout:
     def __init__(
         self, refs: Sequence[ActorRef], items: Iterator[Any], *, chunksize: int = 1, window: int = 2,
         retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
-        return_exceptions: bool = False, ordered: bool = True, bound: int | None = None,
+        return_exceptions: bool = False, ordered: bool = True, bound: int | None = None, label: str | None = "map",
     ) -> None:
+        """``label`` names what the items are of in a failure's note ("item 3 of the map"); None: no note."""
         self.refs = list(refs)
+        self._label = label
         self._items = items
         self._chunksize = chunksize
         self._window = window
@@ -124,6 +129,16 @@ class Fanout:
         self._failed_at: int | None = None  # the first failing item known (unless return_exceptions)
         self.ended = False  # a failure was handed out: nothing more is asked or handed out
         self.in_flight = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every item was read (a growing stream is then given :meth:`more`)."""
+        return self._exhausted
+
+    def more(self, items: Iterator[Any]) -> None:
+        """Items to read once the current ones are read (a stream that grows: a pool's submissions)."""
+        self._items = itertools.chain(self._items, items) if not self._exhausted else items
+        self._exhausted = False
 
     # -- what to send ---------------------------------------------------------------
 
@@ -174,6 +189,9 @@ class Fanout:
         self.in_flight -= 1
         if self.ended:
             return
+        if chunk.lost:  # its answers after a part that could not be read cannot be placed
+            self._halves(chunk.start, chunk.items)
+            return
         failure: BaseException | None
         if not ok:  # the whole chunk's ask failed (its worker died, say)
             answers, failure = [], value
@@ -187,33 +205,60 @@ class Fanout:
         start, done, rest = chunk.start, len(answers), chunk.items[len(answers):]
         tries = chunk.tries if done == 0 and not chunk.progressed else 0  # (of the item that failed)
         death = not ok and isinstance(failure, (WorkerDied, NodeDown))
-        free = death and not running and self._retries > 0  # it never ran
-        if failure is not None and (free or tries < self._retries) and self._retryable(failure):
-            if free:
-                tries -= 1
-            elif death:  # the chunks in flight behind it were queued, at the same death
-                for other in flying:
-                    other.queued = True
+        if death and failure is not None and self._retries and self._retryable(failure):
+            if not running:  # queued behind the chunk that ran: free
+                chunk.queued = False
+                self._again.append(chunk)
+                return
+            for other in flying:  # the chunks in flight behind it were queued, at the same death
+                other.queued = True
+            if len(rest) > 1:  # which item died? Halves, free, until it is one item alone
+                self._halves(start, rest)
+                return
+        if isinstance(failure, DecodeError) and len(rest) > 1 and chunk.kind == BATCH:
+            self._emit(start, answers, None)  # an answer it cannot read: whose? Halves, until one item's
+            self._halves(start + done, rest)
+            return
+        if failure is not None and tries < self._retries and self._retryable(failure):
             self._emit(start, answers, None)
             again = chunk if not done and not chunk.progressed else Chunk(start + done, rest, 0)
             again.tries = tries + 1
             self._again.append(again)
             return
         if failure is not None:
-            failure = named(failure, start + done, tries)
+            if self._label is not None:
+                failure = named(failure, start + done, tries, self._label)
             rest = rest[1:]
         self._emit(start, answers, failure)
         if rest:  # not run: the actor stopped partway (or crashed), so they are asked again
             self._again.append(Chunk(start + len(chunk.items) - len(rest), rest, 0))
 
-    def settle_part(self, chunk: Chunk, value: Any) -> None:
-        """Answers of ``chunk``'s next items, while it runs on: its ask stays open."""
-        if self.ended:
+    def _halves(self, start: int, items: list[Any]) -> None:
+        """Ask ``items`` again in two chunks, free: a failure none of them can be blamed for narrows down."""
+        if len(items) == 1:
+            self._again.append(Chunk(start, items, 0))
             return
-        try:
-            answers = decode_part(value, len(chunk.items))
-        except DecodeError:
-            return  # (the reply will not count them as sent: they are asked again)
+        half = len(items) // 2
+        self._again.append(Chunk(start, items[:half], 0))
+        self._again.append(Chunk(start + half, items[half:], 0))
+
+    def settle_part(self, chunk: Chunk, value: Any, error: BaseException | None = None) -> None:
+        """Answers of ``chunk``'s next items, while it runs on: its ask stays open.
+
+        A part that cannot be read (``error``, or a malformed ``value``) covers
+        items no one knows: the chunk's answers are not counted from there on,
+        and when it ends its items from there go again, in halves.
+        """
+        if self.ended or chunk.lost:
+            return
+        if error is None:
+            try:
+                answers = decode_part(value, len(chunk.items))
+            except DecodeError as exc:
+                error = exc
+        if error is not None:
+            chunk.lost = True
+            return
         self._emit(chunk.start, answers, None)
         chunk.start += len(answers)
         chunk.items = chunk.items[len(answers):]
