@@ -190,6 +190,9 @@ class Fanout:
         if self.ended:
             return
         if chunk.lost:  # its answers after a part that could not be read cannot be placed
+            if running and not ok and isinstance(value, (WorkerDied, NodeDown)):
+                for other in flying:  # (queued behind it at the same death, as below)
+                    other.queued = True
             self._halves(chunk.start, chunk.items)
             return
         failure: BaseException | None
@@ -215,7 +218,7 @@ class Fanout:
             if len(rest) > 1:  # which item died? Halves, free, until it is one item alone
                 self._halves(start, rest)
                 return
-        if isinstance(failure, DecodeError) and len(rest) > 1 and chunk.kind == BATCH:
+        if isinstance(failure, DecodeError) and rest and chunk.kind == BATCH:
             self._emit(start, answers, None)  # an answer it cannot read: whose? Halves, until one item's
             self._halves(start + done, rest)
             return
