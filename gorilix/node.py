@@ -497,6 +497,9 @@ class Node:
     def _control_frames(self, frames: Frames) -> None:
         source = frames[0]
         for env, op in self.core.messages(frames):
+            if env.kind != TELL and env.kind != ASK:  # (a reply, part or stop addressed to the node: no request)
+                self.core.malformed += 1
+                continue
             request = Request(source, env.src_node, env.src_id, env.corr, env.kind == ASK)
             self._run_effects(self.core.handle(ControlRequest(request, op)))
 

@@ -535,7 +535,8 @@ class NodeCore:
                 if sup_id != lifecycle.root.id:
                     lifecycle.stop_supervisor(sup_id, "shutdown")
                 continue
-            if env.kind not in (TELL, ASK):
+            if env.kind not in (TELL, ASK):  # (a reply or part addressed to a supervisor: none is ever due)
+                self.malformed += 1
                 continue
             request = Request(frames[0], env.src_node, env.src_id, env.corr, env.kind == ASK)
             if sup_id not in lifecycle.supervisors:  # stopped by a STOP earlier in the same batch

@@ -139,8 +139,9 @@ def _retryable(op: str, retries: object, retry_on: object) -> Callable[[BaseExce
 def _check_chunksize(op: str, chunksize: object, default: int) -> int:
     if chunksize is None:
         return default
-    if type(chunksize) is not int or chunksize < 1:
-        raise InvalidArgument(f"{op}: chunksize={shown(chunksize)} must be an int >= 1 (or None to pick one)")
+    if type(chunksize) is not int or not 1 <= chunksize <= sys.maxsize:
+        raise InvalidArgument(f"{op}: chunksize={shown(chunksize)} must be an int from 1 to {sys.maxsize} "
+                              "(or None to pick one)")
     return chunksize
 
 

@@ -50,7 +50,7 @@ from gorilix.workers.protocol import (
     WorkerReport,
 )
 from gorilix.workers.ref import ActorRef
-from gorilix.workers.scheduler import Scheduler, is_coroutine
+from gorilix.workers.scheduler import ACTOR_FAILURES, Scheduler, is_coroutine
 from gorilix.workers.spec import ActorSpec, decode_args, make_spec, resolve_class
 
 log = logging.getLogger("gorilix.worker")
@@ -336,7 +336,7 @@ class CellKeeper:
         token = current.set((cell, None))
         try:
             instance.__init__(*args, **kwargs)  # type: ignore[misc]
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        except ACTOR_FAILURES as exc:
             raise SpawnError(
                 f"{spec.class_path}.__init__ raised {type(exc).__name__}: {exc}"
             ) from exc
@@ -352,7 +352,7 @@ class CellKeeper:
             if is_coroutine(result):
                 cell.busy = True
                 self.loop.create_task(self._finish_start(cell, result))
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        except ACTOR_FAILURES as exc:
             self.on_crash(cell, None, exc)
         finally:
             current.reset(token)
@@ -360,7 +360,7 @@ class CellKeeper:
     async def _finish_start(self, cell: ActorCell, coro: Any) -> None:
         try:
             await coro
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        except ACTOR_FAILURES as exc:
             cell.busy = False
             self.on_crash(cell, None, exc)
         else:

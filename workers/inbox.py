@@ -221,3 +221,5 @@ class Inbox:
             elif kind == TELL:
                 self.dead_letters += 1
                 self.outbox.report(DeadLetter(dst_id, f"{type(error).__name__}: {error}"))
+            else:  # (a part, which no actor takes, or a stop with a payload no stop has)
+                self.malformed += 1

@@ -37,6 +37,11 @@ MAX_STRIDE = 256
 _PLAIN_RESULTS = frozenset({type(None), bool, int, float, str, bytes, tuple, list, dict})
 
 
+#: What a handler may raise that is the actor's failure, not the worker's: ``asyncio.CancelledError``
+#: too (a BaseException), which would otherwise end the worker or leave an async actor busy for ever.
+ACTOR_FAILURES = (Exception, SystemExit, KeyboardInterrupt, asyncio.CancelledError)
+
+
 def is_coroutine(result: object) -> bool:
     """Whether a handler returned a coroutine to run as a task (``async def``)."""
     return type(result) not in _PLAIN_RESULTS and asyncio.iscoroutine(result)
@@ -111,7 +116,7 @@ class Scheduler:
                 cell.busy = True
                 self.loop.create_task(self._finish(cell, message, result))
                 return
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the actor's failure, not the worker's
+        except ACTOR_FAILURES as exc:  # the actor's failure, not the worker's
             self.outcomes.on_crash(cell, message, exc)
             return
         finally:
@@ -154,7 +159,7 @@ class Scheduler:
                 if now - began < BATCH_SLICE / 16 and batch.stride < MAX_STRIDE:
                     batch.stride *= 2
                 began = now
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the actor's failure, not the worker's
+        except ACTOR_FAILURES as exc:  # the actor's failure, not the worker's
             self.outcomes.on_crash(cell, message, exc)
             return len(answers) - start + 1
         finally:
@@ -164,7 +169,7 @@ class Scheduler:
 
     def _batch_goes_on(self, cell: ActorCell, message: Message, batch: Batch) -> None:
         """After a slice: answer the chunk, or send a part if one is due and keep it at the head of the mailbox."""
-        if len(batch.answers) == len(batch.items) or cell.stop_reason is not None:
+        if len(batch.answers) == len(batch.items) or cell.stop_reason is not None or not cell.alive:
             self.outcomes.on_batch(cell, message)  # (stopped early: the sender asks the rest again)
             return
         if perf_counter() - batch.sent_at >= PART_EVERY and not self.outcomes.on_part(cell, message):
@@ -175,7 +180,7 @@ class Scheduler:
         """An ``async def receive``'s outcome (of a chunk's item: the chunk goes on after it)."""
         try:
             result = await coro
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        except ACTOR_FAILURES as exc:
             cell.busy = False
             self.outcomes.on_crash(cell, message, exc)
         else:
