@@ -343,12 +343,18 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
           _mib(w["rss_bytes"]), w["restarts"], w.get("mailbox", 0), w.get("deepest_mailbox", 0),
           f"{w.get('msgs_per_s', 0.0):,.0f}"] for w in workers],
     ))
+    live = [w["actors"] for w in workers if w["alive"]]
+    if len(live) > 1:
+        spread = max(live) - min(live)
+        click.echo(f"balance: {', '.join(str(n) for n in live)} actors on the live workers (spread {spread}; "
+                   f"{(info.get('stats') or {}).get('moved', 0)} moved to balance them)")
     stats = dict(info.get("stats") or {})
     stats.pop("node", None)
     gossip = stats.pop("gossip", None)
     labels = {"actors": "actors", "names": "named actors", "dead_letters": "dead letters",
               "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped",
-              "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata"}
+              "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata",
+              "moved": "actors moved to balance the workers"}
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))

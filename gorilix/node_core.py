@@ -84,6 +84,7 @@ from gorilix.workers.messages import ClusterEvent
 from gorilix.workers.protocol import (
     WORKER_REPORTS,
     ExitSignal,
+    Handoff,
     Restart,
     Spawn,
     StopActor,
@@ -170,6 +171,9 @@ class NodeCore:
         self._errors_logged: dict[tuple[str, ...], float] = {}
         #: Spawns answered once the actor runs: actor id -> the request.
         self.pending_spawns: dict[int, Request] = {}
+        #: Movable actors being moved to balance the workers: actor id -> the worker it goes to.
+        self.moving: dict[int, int] = {}
+        self.moved = 0  # moves done
         #: Kills answered once the death is handled: slot -> [(request, pid)].
         self.pending_kills: dict[int, list[tuple[Request, int]]] = {}
         self.reloads: dict[str, Job] = {}  # module -> its job
@@ -400,6 +404,8 @@ class NodeCore:
         if not self.running and len(self.live_slots()) == self.size:
             self.running = True
             self._effects.append(Ready())
+        elif self.running:  # back after a death: it takes its share again
+            self.rebalance()
 
     def _worker_exited(self, event: WorkerExited) -> None:
         slot, how = event.slot, event.how
@@ -420,6 +426,7 @@ class NodeCore:
         log.warning("worker %d (pid %s) died (%s); its %d actors go to their supervisors",
                     slot, worker.pid, how, len(records))
         for record in records:
+            self.moving.pop(record.id, None)  # (a move from here ends as a re-creation)
             self.registry.move(record.id, None)
             self.table.hold(record.id)
         reason = f"worker {slot} died ({how})"
@@ -456,6 +463,49 @@ class NodeCore:
             return
         self.registry.move(record.id, slot)
         self.to_worker(slot, Spawn(record.id, record.spec))
+
+    def rebalance(self) -> None:
+        """Move movable actors from the busiest live workers to the idlest, until no two differ by more than one.
+
+        A worker that comes back after a death is empty: new spawns go to it
+        (the least loaded), and this gives it its share of the movable actors
+        (a pool's members) that were re-created elsewhere. A move loses no
+        message: what reaches the actor meanwhile waits at the node (see
+        :meth:`handed_off`).
+        """
+        live = self.live_slots()
+        load = {slot: self.registry.count(slot) for slot in live}
+        for actor_id, target in self.moving.items():  # moves under way count where they go
+            record = self.registry.actors.get(actor_id)
+            if record is not None and record.slot in load:
+                load[record.slot] -= 1
+            if target in load:
+                load[target] += 1
+        candidates = {slot: iter(self.registry.on_slot(slot)) for slot in live}
+        while len(live) > 1:
+            busiest = max(live, key=lambda s: (load[s], -s))
+            idlest = min(live, key=lambda s: (load[s], s))
+            if load[busiest] - load[idlest] <= 1:
+                return
+            record = next((r for r in candidates[busiest] if r.spec.movable and r.placed
+                           and r.id not in self.moving and r.id not in self.pending_spawns), None)
+            if record is None:  # nothing there can move: balance the others
+                live.remove(busiest)
+                continue
+            self.moving[record.id] = idlest
+            load[busiest] -= 1
+            load[idlest] += 1
+            self.table.hold(record.id)  # what comes now waits at the node; what came before is handled there first
+            self.to_worker(busiest, Handoff(record.id))
+
+    def handed_off(self, slot: int, actor_id: int) -> None:
+        """The actor left ``slot`` after handling all that reached it there: re-create it where it moves to."""
+        target = self.moving.pop(actor_id, None)
+        record = self.registry.actors.get(actor_id)
+        if target is None or record is None or record.slot != slot:
+            return
+        self.moved += 1
+        self.place(record, target)  # (the least loaded, if that worker went meanwhile)
 
     def worker_of(self, record: ActorRecord) -> int | None:
         """The slot of the live worker where ``record`` runs, if it does."""
@@ -516,6 +566,7 @@ class NodeCore:
 
     def forget(self, record: ActorRecord, reason: str) -> None:
         """The actor is gone for good: no route, no name, no restart."""
+        self.moving.pop(record.id, None)
         self.registry.remove(record.id)
         self.lifecycle.forget(record.id)
         for parked in self.table.unbind(record.id):

@@ -588,16 +588,22 @@ class ActorSystem:
     def spawn(
         self, actor_class: type[Actor] | str, *args: Any, name: str | None = None,
         worker: int | None = None, node: str | None = None, restart: str = PERMANENT,
-        mailbox_size: int | None = None, **kwargs: Any,
+        mailbox_size: int | None = None, movable: bool = False, **kwargs: Any,
     ) -> ActorRef:
-        """Create an actor on the least loaded worker (or ``worker=``) and return its ref."""
+        """Create an actor on the least loaded worker (or ``worker=``) and return its ref.
+
+        ``movable=True``: the node may re-create it on another worker to
+        balance them after a failover (its ref stays the same, and no message
+        is lost, but it starts afresh, as after a restart). A pool's members
+        are movable.
+        """
         self._check_node(node)
         if node is None or node == self.name:
             check_worker(worker, self._node.size, self.name)
         else:
             check_worker(worker)  # that node checks that it has the worker
         spec = make_spec(actor_class, args, kwargs, name=name, restart=restart,
-                         mailbox_size=mailbox_size, base=Actor)
+                         mailbox_size=mailbox_size, movable=movable, base=Actor)
         if node is not None and node != self.name:
             found = self._client().ask(ActorRef(node, CONTROL_ID, "node"), ["spawn", spec.to_wire(), worker], 30.0)
         else:
@@ -607,7 +613,12 @@ class ActorSystem:
 
     def spawn_pool(self, actor_class: type[Actor] | str, *args: Any, size: int | None = None,
                    **kwargs: Any) -> PoolRef:
-        """Spawn ``size`` actors (default: one per worker), one per worker in turn."""
+        """Spawn ``size`` actors (default: one per worker), one per worker in turn.
+
+        They are movable (see :meth:`spawn`): after a failover, the node moves
+        some back to the respawned worker, so the workers are balanced again.
+        """
+        kwargs.setdefault("movable", True)
         if "worker" in kwargs:
             raise SpawnError("spawn_pool places its actors itself, one per worker in turn: pass no worker=")
         if kwargs.get("name") is not None:

@@ -502,3 +502,14 @@ class Tiny(Actor):
 
     def receive(self, n: int) -> int:
         return n * n
+
+
+class Forwarder(Actor):
+    """Tells ``(its id, message)`` to ``sink`` for each message, and answers the message: a move loses none of them."""
+
+    def __init__(self, sink: ActorRef) -> None:
+        self.sink = sink
+
+    def receive(self, msg: Any) -> Any:
+        self.sink.tell((self.ref.id, msg))
+        return msg

@@ -46,6 +46,8 @@ from gorilix.transport.routing import client_identity
 from gorilix.workers.protocol import (
     AttachWorker,
     Exited,
+    HandedOff,
+    Handoff,
     Restart,
     Restarted,
     Spawn,
@@ -151,6 +153,7 @@ class NodeSim:
         self.effects: list[Effect] = []  # everything the core asked for, in order
         self.failing: set[str] = set()  # class paths whose spawn fails
         self.auto_attach = attach
+        self.auto_handoff = True  # a worker gives a moving actor up at once (else the test does: hand_off)
         self._pids = itertools.count(100)
         self._prefixes = itertools.count(1)
         self._corrs = itertools.count(1)
@@ -232,6 +235,13 @@ class NodeSim:
             if op.actor_id in worker.running:
                 worker.running.discard(op.actor_id)
                 self.report(effect.slot, Exited(op.actor_id, op.reason, False, True))
+        elif type(op) is Handoff and self.auto_handoff:
+            self.hand_off(effect.slot, op.actor_id)
+
+    def hand_off(self, slot: int, actor_id: int) -> None:
+        """The worker of ``slot`` handled what reached the actor before its Handoff, and gave it up."""
+        self.workers[slot].running.discard(actor_id)
+        self.report(slot, HandedOff(actor_id))
 
     def crash(self, actor_id: int, reason: str = "RuntimeError: boom") -> None:
         """The actor's receive raised: its worker reports the exit (not final: its supervisor decides)."""
@@ -257,9 +267,10 @@ class NodeSim:
         return replies[0] if replies else None
 
     def spawn(self, cls: type | str, *args: Any, worker: int | None = None, name: str | None = None,
-              restart: str = "permanent", sup: int | None = None, key: str | None = None) -> int:
+              restart: str = "permanent", sup: int | None = None, key: str | None = None,
+              movable: bool = False) -> int:
         """Spawn an actor as ``ActorSystem.spawn`` does; returns its id (the spawn must succeed)."""
-        spec = make_spec(cls, args, {}, name=name, restart=restart)
+        spec = make_spec(cls, args, {}, name=name, restart=restart, movable=movable)
         corr = self.ask("spawn", spec.to_wire(), worker, *(() if sup is None else (sup, key)))
         reply = self.answer(corr)
         assert reply is not None and reply.ok, f"spawn of {cls} answered {reply}"
@@ -315,7 +326,10 @@ class NodeSim:
             if record.placed:
                 assert record.slot in live, f"{record} placed on a worker that is not live"
                 endpoint = core.table.routes.get(record.id)
-                assert endpoint == core.slots[record.slot].identity, f"{record} routed to {endpoint!r}"
+                if record.id in core.moving:  # handing off: what comes waits at the node
+                    assert endpoint is None and core.table.is_held(record.id), f"{record} moves, yet is routed"
+                else:
+                    assert endpoint == core.slots[record.slot].identity, f"{record} routed to {endpoint!r}"
             else:
                 assert record.id in core.table.parked, f"{record} is not placed, yet its messages are not held"
         for actor_id in core.table.routes:

@@ -23,7 +23,16 @@ from gorilix.transport.errors import (
 from gorilix.transport.frames import STOP, pack_env
 from gorilix.transport.routing import client_identity
 from gorilix.workers.messages import ClusterEvent, Down
-from gorilix.workers.protocol import ExitSignal, Link, Monitor, Restart, Spawn, Suspend
+from gorilix.workers.protocol import (
+    Exited,
+    ExitSignal,
+    Handoff,
+    Link,
+    Monitor,
+    Restart,
+    Spawn,
+    Suspend,
+)
 from gorilix.workers.ref import ActorRef
 
 ECHO = "actors:Echo"
@@ -86,6 +95,85 @@ def test_a_worker_death_fails_its_asks_parks_its_messages_and_recreates_its_acto
     assert sim.workers[1].ops[-1] == Spawn(a, sim.core.registry.actors[a].spec)
     sim.attach(0)
     assert sim.core.live_slots() == [0, 1]
+
+
+# -- balance after a failover ------------------------------------------------------------
+
+
+def _per_worker(sim: NodeSim) -> dict[int, int]:
+    return {slot: sim.core.registry.count(slot) for slot in sim.core.live_slots()}
+
+
+def test_a_respawned_worker_gets_its_share_of_the_movable_actors_back(sim: NodeSim) -> None:
+    # After one kill_worker(0), a pool's members stayed on the survivor and the respawned worker sat idle.
+    pool = [sim.spawn(ECHO, worker=n % 2, movable=True) for n in range(4)]
+    fixed = sim.spawn(ECHO, worker=0)
+    mark = len(sim.effects)
+    sim.kill(0)  # its three actors are re-created on worker 1 at once; worker 0 attaches again after
+    handoffs = [e.op.actor_id for e in sim.of_type(ToWorker, mark) if type(e.op) is Handoff]
+    assert len(handoffs) == 2 and set(handoffs) <= set(pool)
+    assert _per_worker(sim) == {0: 2, 1: 3}
+    assert sim.core.moved == 2 and sim.core.moving == {}
+    assert sim.core.registry.actors[fixed].slot == 1  # not movable: it stays where it was re-created
+    sim.check_invariants()
+
+
+def test_only_movable_actors_move(sim: NodeSim) -> None:
+    plain = [sim.spawn(ECHO, worker=1) for _ in range(4)]
+    sim.kill(1)
+    sim.kill(1)
+    assert sim.core.moved == 0
+    assert all(sim.core.registry.actors[a].slot == 0 for a in plain)
+
+
+def test_a_move_parks_what_comes_and_sends_it_on_in_order_after_the_handoff() -> None:
+    sim = NodeSim(2)
+    members = [sim.spawn(ECHO, worker=1, movable=True) for _ in range(4)]
+    sim.auto_attach = False
+    sim.auto_handoff = False  # the worker is still handling what reached the actor before
+    sim.kill(0)
+    sim.attach(0)
+    moving = dict(sim.core.moving)
+    assert len(moving) == 2 and set(moving.values()) == {0} and set(moving) <= set(members)
+    actor = next(iter(moving))
+    assert sim.route(sim.message(actor, "first")) == "parked"
+    assert sim.route(sim.message(actor, "ask", ask=True, corr=9)) == "parked"
+    mark = len(sim.effects)
+    sim.hand_off(1, actor)
+    assert sim.workers[0].ops[-1] == Spawn(actor, sim.core.registry.actors[actor].spec)
+    assert sim.forwarded(mark) == ["first", "ask"]
+    assert sim.core.registry.actors[actor].slot == 0 and sim.core.registry.actors[actor].placed
+    assert actor not in sim.core.moving and sim.core.moved == 1
+    sim.check_invariants()
+
+
+def test_a_move_ends_as_a_recreation_when_the_worker_it_leaves_dies() -> None:
+    sim = NodeSim(2)
+    members = [sim.spawn(ECHO, worker=1, movable=True) for _ in range(4)]
+    sim.auto_attach = False
+    sim.auto_handoff = False
+    sim.kill(0)
+    sim.attach(0)
+    assert len(sim.core.moving) == 2
+    sim.kill(1)  # before it handed them off
+    assert sim.core.moving == {}
+    assert all(sim.core.registry.actors[a].slot == 0 for a in members)
+    sim.check_invariants()
+
+
+def test_a_handoff_for_an_actor_stopped_meanwhile_is_ignored() -> None:
+    sim = NodeSim(2)
+    [sim.spawn(ECHO, worker=1, movable=True) for _ in range(4)]
+    sim.auto_attach = False
+    sim.auto_handoff = False
+    sim.kill(0)
+    sim.attach(0)
+    actor = next(iter(sim.core.moving))
+    sim.report(1, Exited(actor, "normal", False, True))  # it stopped itself before its turn reached the handoff
+    assert actor not in sim.core.moving and actor not in sim.core.registry.actors
+    sim.hand_off(1, actor)  # (a late report: nothing to place)
+    assert actor not in sim.core.registry.actors and sim.core.moved == 0
+    sim.check_invariants()
 
 
 def test_messages_to_an_actor_being_recreated_park_and_are_sent_on_in_order() -> None:

@@ -24,6 +24,8 @@ from gorilix.workers.protocol import (
     Demonitor,
     Exited,
     ExitSignal,
+    HandedOff,
+    Handoff,
     Link,
     Load,
     Monitor,
@@ -45,18 +47,19 @@ from gorilix.workers.protocol import (
 )
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.scheduler import Scheduler
-from gorilix.workers.spec import make_spec
+from gorilix.workers.spec import ActorSpec, make_spec
 
 SPEC = make_spec("pkg.mod:Cls", (1, "two"), {"three": 3.0}, name="named", mailbox_size=8)
 
 OPS = [Spawn(1 << 40, SPEC), StopActor(5, "shutdown"), Suspend(5, "shutdown"), Restart(5, "boom"),
        ExitSignal(5, ("n2", 9, None), "killed"), ExitSignal(5, ("n2", 9, "named"), "normal"), Reload("pkg.mod"),
-       Shutdown()]
+       Shutdown(), Handoff(5)]
 REPORTS = [AttachWorker(0, 12, 4321), Spawned(5), SpawnFailed(5, error_to_wire(RuntimeError("no"))),
            Exited(5, "RuntimeError: boom", True, False), Restarted(5), Monitor(5, "n2", 9), Demonitor(5, "n2", 9),
            Link(5, "n1", 6), Unlink(5, "n1", 6), DeadLetter(5, "MailboxFull: full"), Load(3, 2, 100, 0, 1),
            Reloaded("pkg.mod", 2, None), Reloaded("pkg.mod", 0, "ImportError: x"), Register(5, SPEC),
-           SpawnAt(5, SPEC, 1), SpawnAt(5, SPEC, None)]
+           SpawnAt(5, SPEC, 1), SpawnAt(5, SPEC, None), HandedOff(5),
+           Register(5, make_spec("pkg.mod:Cls", (), {}, movable=True))]
 
 
 def test_every_message_type_is_covered_here() -> None:
@@ -147,7 +150,8 @@ def test_a_worker_runs_each_op_the_node_sends_by_its_type(loop: asyncio.Abstract
         inbox.dispatch(_control_frames(op.to_wire()))
     names = [name for name, _ in control.calls]
     assert names == ["spawn_for_node", "stop_actor", "suspend", "restart", "exit_signal", "exit_signal", "reload",
-                     "shutdown"]
+                     "shutdown", "hand_off"]
+    assert control.calls[-1] == ("hand_off", (5,))
     assert control.calls[0] == ("spawn_for_node", (1 << 40, SPEC))
     assert control.calls[4][1][1] == ActorRef("n2", 9) and control.calls[4][1][2] == "killed"
     assert inbox.malformed == 0
@@ -163,3 +167,12 @@ def test_a_worker_counts_an_op_it_cannot_parse_and_runs_nothing_of_it(loop: asyn
     for value in bad:
         inbox.dispatch(_control_frames(value))
     assert control.calls == [] and inbox.malformed == len(bad)
+
+
+def test_a_spec_of_the_first_release_without_movable_is_read_as_not_movable() -> None:
+    old = SPEC.to_wire()[:5]
+    assert ActorSpec.from_wire(old) == SPEC and SPEC.movable is False
+    with pytest.raises(DecodeError):
+        Spawn.from_fields([5, [*SPEC.to_wire()[:5], "yes"]])  # movable must be a bool
+    with pytest.raises(DecodeError):
+        Spawn.from_fields([5, [*SPEC.to_wire(), False]])  # seven fields

@@ -20,6 +20,10 @@ from gorilix.workers.spec import ActorSpec
 #: (kind, src_node, src_id, corr, value)
 Message = tuple[int, str, int, int, Any]
 
+#: The payload of the mailbox entry (a STOP) that marks where an actor moving to another worker is
+#: given up: everything before it is handled first. Nothing decoded from the wire is this object.
+HANDOFF = object()
+
 #: The cell and message being handled, per task (so async handlers see their own).
 current: contextvars.ContextVar[tuple[ActorCell, Message | None] | None] = contextvars.ContextVar(
     "gorilix_current", default=None

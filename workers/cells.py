@@ -31,16 +31,17 @@ from gorilix.transport.errors import (
     error_to_wire,
     qualified_name,
 )
-from gorilix.transport.frames import ASK, BATCH, FAIL, PART, REPLY, TELL
+from gorilix.transport.frames import ASK, BATCH, FAIL, PART, REPLY, STOP, TELL
 from gorilix.workers.actor import Actor
 from gorilix.workers.asks import PendingAsks
 from gorilix.workers.batch import encode_answer, encode_part
-from gorilix.workers.cell import ActorCell, Message, current
+from gorilix.workers.cell import HANDOFF, ActorCell, Message, current
 from gorilix.workers.inbox import Inbox
 from gorilix.workers.messages import Exit, is_abnormal
 from gorilix.workers.outbox import Outbox
 from gorilix.workers.protocol import (
     Exited,
+    HandedOff,
     Register,
     Reloaded,
     Restarted,
@@ -224,6 +225,30 @@ class CellKeeper:
                 current.reset(token)
         self.outbox.report(Reloaded(module_name, moved, None))
 
+    def hand_off(self, actor_id: int) -> None:
+        """Mark where the actor is given up: after what was sent to it before (the node parks what comes after)."""
+        cell = self.cells.get(actor_id)
+        if cell is not None:
+            self.scheduler.enqueue(cell, (STOP, self.node, 0, 0, HANDOFF))  # (past any mailbox limit)
+
+    def handed_off(self, cell: ActorCell) -> None:
+        """The actor's turn reached its handoff: it ends here, and what its neighbours sent it since goes to the node."""
+        cell.alive = False
+        self.cells.pop(cell.id, None)
+        self._cancel_timers(cell)
+        if cell.instance is not None:
+            self._call_on_stop(cell, "moved")
+            cell.instance = None
+        while cell.mailbox:  # (sent by this worker's own actors after the mark: the node parks them for it)
+            kind, _, src_id, corr, value = cell.mailbox.popleft()
+            if value is HANDOFF:
+                continue
+            try:
+                self.outbox.send(self.node, cell.id, kind, src_id, corr, codec.encode(value))
+            except Exception as exc:  # (a value it took in: it travels again)
+                log.error("a message to %s, which moved, was lost: %s", cell.ref, exc)
+        self.outbox.report(HandedOff(cell.id))
+
     def shutdown(self) -> None:
         for cell in list(self.cells.values()):
             self.stop_cell(cell, "shutdown")
@@ -239,7 +264,9 @@ class CellKeeper:
         self._cancel_timers(cell)
         gone = ActorNotFound(f"actor {cell.ref} stopped ({reason})")
         while cell.mailbox:
-            self.inbox.undeliverable(cell.id, cell.mailbox.popleft(), gone)
+            message = cell.mailbox.popleft()
+            if message[4] is not HANDOFF:
+                self.inbox.undeliverable(cell.id, message, gone)
         if cell.instance is not None:
             self._call_on_stop(cell, reason)
             cell.instance = None

@@ -40,6 +40,7 @@ from gorilix.workers.outbox import Outbox
 from gorilix.workers.protocol import (
     DeadLetter,
     ExitSignal,
+    Handoff,
     Reload,
     Restart,
     Shutdown,
@@ -63,6 +64,7 @@ class CellControl(Protocol):
     def exit_signal(self, actor_id: int, source: ActorRef, reason: str) -> None: ...
     def reload(self, module_name: str) -> None: ...
     def shutdown(self) -> None: ...
+    def hand_off(self, actor_id: int) -> None: ...
     def stop_cell(self, cell: ActorCell, reason: str) -> None: ...
 
 
@@ -134,6 +136,8 @@ class Inbox:
                 control.reload(module)
             case Shutdown():
                 control.shutdown()
+            case Handoff(actor_id):
+                control.hand_off(actor_id)
 
     # -- from this worker's own actors ---------------------------------------
 

@@ -147,9 +147,18 @@ class Shutdown(_Op):
     TYPES = ()
 
 
-WorkerOp = Spawn | StopActor | Suspend | Restart | ExitSignal | Reload | Shutdown
+@dataclass(frozen=True, slots=True)
+class Handoff(_Op):
+    """Give the actor up once what was sent to it before is handled (it moves to another worker); answered by HandedOff."""
+
+    OP = "handoff"
+    TYPES = (int,)
+    actor_id: int
+
+
+WorkerOp = Spawn | StopActor | Suspend | Restart | ExitSignal | Reload | Shutdown | Handoff
 WORKER_OPS: dict[str, type[Any]] = {cls.OP: cls for cls in (Spawn, StopActor, Suspend, Restart, ExitSignal,
-                                                              Reload, Shutdown)}
+                                                              Reload, Shutdown, Handoff)}
 
 
 # -- worker -> node -------------------------------------------------------------------
@@ -301,11 +310,20 @@ class SpawnAt(_Op):
         return cls(spawn.actor_id, spawn.spec, values[2])
 
 
+@dataclass(frozen=True, slots=True)
+class HandedOff(_Op):
+    """The actor handled everything sent to it before its Handoff, and is gone from this worker."""
+
+    OP = "handed_off"
+    TYPES = (int,)
+    actor_id: int
+
+
 WorkerReport = (AttachWorker | Spawned | SpawnFailed | Exited | Restarted | Monitor | Demonitor | Link | Unlink
-                | DeadLetter | Load | Reloaded | Register | SpawnAt)
+                | DeadLetter | Load | Reloaded | Register | SpawnAt | HandedOff)
 WORKER_REPORTS: dict[str, type[Any]] = {cls.OP: cls for cls in (
     AttachWorker, Spawned, SpawnFailed, Exited, Restarted, Monitor, Demonitor, Link, Unlink, DeadLetter, Load,
-    Reloaded, Register, SpawnAt)}
+    Reloaded, Register, SpawnAt, HandedOff)}
 
 
 def op_from_wire(value: object) -> WorkerOp:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from gorilix.transport.frames import BATCH, STOP
 from gorilix.workers.batch import PART_EVERY, Batch
-from gorilix.workers.cell import ActorCell, Message, current
+from gorilix.workers.cell import HANDOFF, ActorCell, Message, current
 
 #: Seconds of a chunk's items a cell runs in one turn (at least one item).
 BATCH_SLICE = 0.002
@@ -56,6 +56,7 @@ class Outcomes(Protocol):
     def on_crash(self, cell: ActorCell, message: Message | None, exc: BaseException) -> None: ...
     def go_down(self, cell: ActorCell, reason: str, abnormal: bool, report: bool = True) -> None: ...
     def stop_cell(self, cell: ActorCell, reason: str) -> None: ...
+    def handed_off(self, cell: ActorCell) -> None: ...
 
 
 class Scheduler:
@@ -107,7 +108,10 @@ class Scheduler:
 
     def invoke(self, cell: ActorCell, message: Message) -> None:
         if message[0] == STOP:  # in order: after what its sender sent before
-            self.outcomes.stop_cell(cell, "shutdown")
+            if message[4] is HANDOFF:
+                self.outcomes.handed_off(cell)
+            else:
+                self.outcomes.stop_cell(cell, "shutdown")
             return
         token = current.set((cell, message))
         try:

@@ -46,20 +46,27 @@ class ActorSpec:
     name: str | None = None
     restart: str = PERMANENT
     mailbox_size: int | None = None
+    #: The node may re-create it on another worker to balance them (a pool's member): it keeps no
+    #: state it cannot lose, as after a restart.
+    movable: bool = False
 
     def to_wire(self) -> list[Any]:
-        return [self.class_path, self.args, self.name, self.restart, self.mailbox_size]
+        return [self.class_path, self.args, self.name, self.restart, self.mailbox_size, self.movable]
 
     @classmethod
     def from_wire(cls, fields: list[Any]) -> ActorSpec:
-        class_path, args, name, restart, mailbox_size = fields
+        """From its wire form; the form of 0.1.0 (no ``movable``) is read too."""
+        if type(fields) is not list or len(fields) not in (5, 6):  # (a ValueError, as unpacking one would raise)
+            raise ValueError(f"malformed actor spec: {shown(fields)}")
+        class_path, args, name, restart, mailbox_size = fields[:5]
+        movable = fields[5] if len(fields) == 6 else False
         if (
             type(class_path) is not str or type(args) is not bytes
             or not (name is None or type(name) is str) or restart not in RESTART_TYPES
-            or not (mailbox_size is None or type(mailbox_size) is int)
+            or not (mailbox_size is None or type(mailbox_size) is int) or type(movable) is not bool
         ):
             raise codec.DecodeError("malformed actor spec")
-        return cls(class_path, args, name, restart, mailbox_size)
+        return cls(class_path, args, name, restart, mailbox_size, movable)
 
 
 def class_path(cls: type) -> str:
@@ -80,6 +87,7 @@ def make_spec(
     name: str | None = None,
     restart: str = PERMANENT,
     mailbox_size: int | None = None,
+    movable: bool = False,
     base: type | None = None,
 ) -> ActorSpec:
     """Validate at the caller what can be validated there, and build the spec."""
@@ -103,7 +111,9 @@ def make_spec(
         encoded = codec.encode([list(args), kwargs])
     except SerializationError as exc:
         raise SpawnError(f"cannot send the arguments of {path}: {exc}") from exc
-    return ActorSpec(path, encoded, name, restart, mailbox_size)
+    if type(movable) is not bool:
+        raise SpawnError(f"movable={shown(movable)} must be True or False")
+    return ActorSpec(path, encoded, name, restart, mailbox_size, movable)
 
 
 def resolve_class(path: str, base: type) -> type[Any]:

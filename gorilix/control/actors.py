@@ -17,6 +17,7 @@ from gorilix.workers.protocol import (
     DeadLetter,
     Demonitor,
     Exited,
+    HandedOff,
     Link,
     Monitor,
     Register,
@@ -152,6 +153,10 @@ def _r_spawned(core: NodeCore, req: Request, report: Spawned) -> None:
     core.actor_started(worker_slot(core, req, "spawned"), report.actor_id)
 
 
+def _r_handed_off(core: NodeCore, req: Request, report: HandedOff) -> None:
+    core.handed_off(worker_slot(core, req, "handed_off"), report.actor_id)
+
+
 def _r_spawn_failed(core: NodeCore, req: Request, report: SpawnFailed) -> None:
     slot = worker_slot(core, req, "spawn_failed")
     core.actor_failed_to_start(slot, report.actor_id, error_from_wire(report.error))
@@ -267,6 +272,7 @@ REPORTS: dict[type[Any], Any] = {
     SpawnFailed: _r_spawn_failed,
     Exited: _r_exited,
     Restarted: _r_restarted,
+    HandedOff: _r_handed_off,
     Monitor: _r_watch,
     Demonitor: _r_watch,
     Link: _r_watch,

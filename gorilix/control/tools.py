@@ -139,6 +139,7 @@ def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
         "bad_meta": core.bad_meta + core.host.gossip_bad_meta(),  # members dropped for metadata a node cannot use
         "forwarded": core.host.forwarded(),
         "parked": sum(len(q) for q in core.table.parked.values()),
+        "moved": core.moved,  # movable actors moved to balance the workers
         # Datagrams sent, received, malformed, dropped (a bad seal, a replay): the gossip's own counters.
         "gossip": core.host.gossip_stats(),
     }
