@@ -21,7 +21,7 @@ import collections
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Container, Generator, Iterator
 from typing import Any
 
 from gorilix.transport.errors import GorilixError
@@ -72,10 +72,12 @@ _submit_loop = _SubmitLoop()
 class Submissions:
     """One pool's submitted items and their futures; :meth:`submit` may be called from any thread."""
 
-    def __init__(self, refs: Sequence[ActorRef], port: Callable[[], ClientPort], retries: int,
+    def __init__(self, refs: list[ActorRef], gone: Container[ActorRef], port: Callable[[], ClientPort], retries: int,
                  retryable: Callable[[BaseException], bool]) -> None:
-        """``port()`` gives the submission thread's port to the pool's node (called on that thread)."""
-        self._refs = list(refs)
+        """``refs`` and ``gone`` are the pool's own (read as they change: see gorilix.workers.fanout);
+        ``port()`` gives the submission thread's port to the pool's node (called on that thread)."""
+        self._refs = refs
+        self._gone = gone
         self._port = port
         self._retries = retries
         self._retryable = retryable
@@ -112,7 +114,7 @@ class Submissions:
 
     def _start(self) -> None:
         self._fanout = Fanout(self._refs, self._drain(), retries=self._retries, retryable=self._retryable,
-                              return_exceptions=True, ordered=False, label=None)
+                              return_exceptions=True, ordered=False, label=None, gone=self._gone)
         self._more = asyncio.Event()
         self._loop.create_task(self._run(self._fanout, self._more))
 

@@ -221,21 +221,30 @@ def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
 
 
 class PoolRef:
-    """A group of identical actors spread over the workers."""
+    """A group of identical actors spread over the workers (of one node, or of a cluster's members)."""
 
     def __init__(self, refs: Sequence[ActorRef]) -> None:
         try:
-            self.refs = list(refs)
+            members = list(refs)
         except TypeError:
             raise InvalidArgument(f"PoolRef needs a list of ActorRefs, got {shown(refs)}") from None
-        if not self.refs:
+        if not members:
             raise InvalidArgument("PoolRef needs at least one ActorRef; system.spawn_pool(cls) makes a pool")
-        for ref in self.refs:
+        for ref in members:
             if not isinstance(ref, ActorRef):
                 raise InvalidArgument(f"PoolRef needs ActorRefs, got {shown(ref)}")
-        self._next = itertools.cycle(range(len(self.refs)))
+        #: Only ever appended to (a cluster pool's new members): running maps read it as it grows.
+        self._members = members
+        #: Actors on nodes that are gone: they get nothing more (a cluster pool adds to it).
+        self._gone: set[ActorRef] = set()
+        self._turn = itertools.count()
         self._lock = threading.Lock()
         self._submissions: dict[tuple[int, tuple[type[BaseException], ...]], Submissions] = {}
+
+    @property
+    def refs(self) -> list[ActorRef]:
+        """The pool's actors on nodes that are not gone (a copy)."""
+        return [ref for ref in self._members if ref not in self._gone]
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -243,17 +252,31 @@ class PoolRef:
     def __iter__(self) -> Iterator[ActorRef]:
         return iter(self.refs)
 
+    def _next_ref(self) -> ActorRef:
+        live = self.refs
+        if not live:
+            raise NodeDown("every actor of the pool is on a node that is gone")
+        return live[next(self._turn) % len(live)]
+
     def tell(self, message: Any) -> None:
         """Send to the next actor, round robin."""
-        self.refs[next(self._next)].tell(message)
+        self._next_ref().tell(message)
 
     def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
         """Ask the next actor, round robin (``timeout=None``: no limit)."""
-        return self.refs[next(self._next)].ask(message, timeout)
+        return self._next_ref().ask(message, timeout)
 
     def broadcast(self, message: Any) -> None:
         for ref in self.refs:
             ref.tell(message)
+
+    def _join(self, refs: list[ActorRef]) -> None:
+        """New members (a cluster pool's, on a node that joined): running maps take them at once."""
+        self._members.extend(refs)
+
+    def _drop_node(self, node: str) -> None:
+        """A member died or left: its actors are gone (if it comes back, it gets new ones)."""
+        self._gone.update(ref for ref in list(self._members) if ref.node == node)
 
     def map(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int | None = None,
             retries: int = 3, retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False,
@@ -283,7 +306,7 @@ class PoolRef:
             return []
         gathered = _Gathered(return_exceptions)
         with _progress_bar(count) if progress else contextlib.nullcontext() as step:
-            for run in _resolve(self.refs[0]).fan_out(fanout, limit, each=False):
+            for run in _resolve(self._members[0]).fan_out(fanout, limit, each=False):
                 done = gathered.add(run)
                 if step is not None:
                     step(done)
@@ -298,7 +321,7 @@ class PoolRef:
         if fanout is None:
             return []
         gathered = _Gathered(return_exceptions)
-        asker = _resolve(self.refs[0]).asker(asyncio.get_running_loop())
+        asker = _resolve(self._members[0]).asker(asyncio.get_running_loop())
         async for run in asker.fan_out(fanout, limit, each=False):
             gathered.add(run)
         return gathered.results()
@@ -308,11 +331,11 @@ class PoolRef:
         """A map's fan-out over all of ``items`` (None if there are none), and how many items there are."""
         retryable = _retryable(op, retries, retry_on)
         listed = list(_iterate(op, items))
-        size = _check_chunksize(op, chunksize, default_chunksize(len(listed), len(self.refs)))
+        size = _check_chunksize(op, chunksize, default_chunksize(len(listed), len(self)))
         if not listed:
             return None, 0
-        return Fanout(self.refs, iter(listed), chunksize=size, retries=retries, retryable=retryable,
-                      return_exceptions=return_exceptions), len(listed)
+        return Fanout(self._members, iter(listed), chunksize=size, retries=retries, retryable=retryable,
+                      return_exceptions=return_exceptions, gone=self._gone), len(listed)
 
     def imap(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1, retries: int = 3,
              retry_on: tuple[type[BaseException], ...] = (), return_exceptions: bool = False) -> Iterator[Any]:
@@ -329,7 +352,7 @@ class PoolRef:
         """
         fanout, limit = self._stream_fanout("imap", items, timeout, chunksize, retries, retry_on, return_exceptions,
                                             ordered=True)
-        port = _resolve(self.refs[0])  # (the calling thread's: iterate on the thread that made it)
+        port = _resolve(self._members[0])  # (the calling thread's: iterate on the thread that made it)
         return _answers(port.fan_out(fanout, limit, each=True), return_exceptions)
 
     def imap_unordered(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1,
@@ -338,7 +361,7 @@ class PoolRef:
         """Like :meth:`imap`, but yields each answer as soon as it comes, whatever its item's place."""
         fanout, limit = self._stream_fanout("imap_unordered", items, timeout, chunksize, retries, retry_on,
                                             return_exceptions, ordered=False)
-        port = _resolve(self.refs[0])
+        port = _resolve(self._members[0])
         return _answers(port.fan_out(fanout, limit, each=True), return_exceptions)
 
     def imap_async(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1,
@@ -347,7 +370,7 @@ class PoolRef:
         """:meth:`imap` for asyncio code: ``async for answer in pool.imap_async(items)``."""
         fanout, limit = self._stream_fanout("imap_async", items, timeout, chunksize, retries, retry_on,
                                             return_exceptions, ordered=True)
-        return _answers_async(self.refs[0], fanout, limit, return_exceptions)
+        return _answers_async(self._members[0], fanout, limit, return_exceptions)
 
     def imap_unordered_async(self, items: Iterable[Any], timeout: float | None = 60.0, *, chunksize: int = 1,
                              retries: int = 3, retry_on: tuple[type[BaseException], ...] = (),
@@ -355,7 +378,7 @@ class PoolRef:
         """:meth:`imap_unordered` for asyncio code."""
         fanout, limit = self._stream_fanout("imap_unordered_async", items, timeout, chunksize, retries, retry_on,
                                             return_exceptions, ordered=False)
-        return _answers_async(self.refs[0], fanout, limit, return_exceptions)
+        return _answers_async(self._members[0], fanout, limit, return_exceptions)
 
     def _stream_fanout(self, op: str, items: Iterable[Any], timeout: float | None, chunksize: int, retries: int,
                        retry_on: tuple[type[BaseException], ...], return_exceptions: bool, *,
@@ -364,9 +387,9 @@ class PoolRef:
         limit = check_timeout(timeout)
         retryable = _retryable(op, retries, retry_on)
         size = _check_chunksize(op, chunksize, 1)
-        fanout = Fanout(self.refs, _iterate(op, items), chunksize=size, retries=retries, retryable=retryable,
-                        return_exceptions=return_exceptions, ordered=ordered,
-                        bound=STREAM_CHUNKS_PER_ACTOR * len(self.refs) * size)
+        fanout = Fanout(self._members, _iterate(op, items), chunksize=size, retries=retries, retryable=retryable,
+                        return_exceptions=return_exceptions, ordered=ordered, gone=self._gone,
+                        bound=STREAM_CHUNKS_PER_ACTOR * len(self) * size)
         return fanout, limit
 
     def submit(self, item: Any, *, retries: int = 3, retry_on: tuple[type[BaseException], ...] = ()) -> PoolFuture:
@@ -384,12 +407,73 @@ class PoolRef:
             submissions = self._submissions.get((retries, retry_on))
             if submissions is None:
                 submissions = self._submissions[(retries, retry_on)] = Submissions(
-                    self.refs, functools.partial(_resolve, self.refs[0]), retries, retryable)
+                    self._members, self._gone, functools.partial(_resolve, self._members[0]), retries, retryable)
         return submissions.submit(item)
 
     def stop(self) -> None:
         for ref in self.refs:
             ref.stop()
+
+
+class _ClusterPool:
+    """Keeps a pool spread over the workers of a cluster's members: actors for those that join, none for the dead."""
+
+    def __init__(self, system: ActorSystem, actor_class: type[Actor] | str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], nodes: str | Sequence[str], per_worker: int) -> None:
+        if nodes == "all":
+            self._wanted: set[str] | None = None
+        elif isinstance(nodes, str) or not isinstance(nodes, Sequence) or not nodes or not all(
+                type(n) is str and n for n in nodes):
+            raise InvalidArgument(f"nodes={shown(nodes)} must be \"all\" or a non-empty list of member names")
+        else:
+            self._wanted = set(nodes)
+        cluster = system.get_cluster()  # (ClusterError when this system is in none)
+        self._system, self._spawn = system, functools.partial(system.spawn, actor_class, *args, **kwargs)
+        self._per_worker = per_worker
+        self._lock = threading.Lock()
+        self._placed: set[str] = set()
+        alive = {m.name: m.meta for m in cluster.members() if m.status.value == "alive"}
+        if self._wanted is not None and self._wanted - set(alive):
+            raise ClusterError(f"no alive member named {', '.join(sorted(self._wanted - set(alive)))}; "
+                               f"alive: {', '.join(sorted(alive))}")
+        refs: list[ActorRef] = []
+        for name, meta in sorted(alive.items()):
+            if self._wanted is None or name in self._wanted:
+                refs += self._spawn_on(name, meta)
+                self._placed.add(name)
+        self.pool = PoolRef(refs)
+        cluster.on_event(self._on_event)
+
+    def _spawn_on(self, name: str, meta: dict[str, Any]) -> list[ActorRef]:
+        workers = self._system._node.size if name == self._system.name else meta.get("workers")
+        if type(workers) is not int or workers < 1:
+            raise ClusterError(f"member {name} does not say how many workers it has")
+        return [self._spawn(node=name, worker=w) for w in range(workers) for _ in range(self._per_worker)]
+
+    def _on_event(self, event: Any) -> None:
+        """A membership change (a ClusterEvent), on the cluster's event thread."""
+        name = event.name
+        if self._wanted is not None and name not in self._wanted:
+            return
+        if event.kind in ("dead", "leave"):
+            with self._lock:
+                self._placed.discard(name)
+            self.pool._drop_node(name)
+            return
+        if event.status != "alive" or not self._system.running:
+            return
+        with self._lock:
+            if name in self._placed:
+                return
+            self._placed.add(name)
+        try:
+            refs = self._spawn_on(name, event.meta)
+        except GorilixError as exc:
+            with self._lock:
+                self._placed.discard(name)  # (a later event tries again)
+            log.warning("the pool could not grow onto member %s: %s", name, exc)
+            return
+        self.pool._join(refs)
 
 
 class ActorSystem:
@@ -612,24 +696,34 @@ class ActorSystem:
         return ActorRef(node_name, actor_id, actor_name)
 
     def spawn_pool(self, actor_class: type[Actor] | str, *args: Any, size: int | None = None,
-                   **kwargs: Any) -> PoolRef:
-        """Spawn ``size`` actors (default: one per worker), one per worker in turn.
+                   nodes: str | Sequence[str] | None = None, per_worker: int = 1, **kwargs: Any) -> PoolRef:
+        """Spawn a pool: ``per_worker`` actors on each worker (or ``size`` actors, one per worker in turn).
 
-        They are movable (see :meth:`spawn`): after a failover, the node moves
-        some back to the respawned worker, so the workers are balanced again.
+        ``nodes="all"`` (or a list of member names) spreads the pool over the
+        workers of every alive member of the cluster: a member that joins
+        later (or a listed one that comes back) gets its actors too, and the
+        actors of a member that dies are dropped, so maps running then go on
+        on the others. The actors are movable (see :meth:`spawn`): after a
+        failover, the node moves some back to the respawned worker.
         """
         kwargs.setdefault("movable", True)
-        if "worker" in kwargs:
-            raise SpawnError("spawn_pool places its actors itself, one per worker in turn: pass no worker=")
+        if "worker" in kwargs or "node" in kwargs:
+            raise SpawnError("spawn_pool places its actors itself: pass no worker= or node= (nodes= picks members)")
         if kwargs.get("name") is not None:
             raise SpawnError(
                 f"spawn_pool cannot give every actor one name (name={shown(kwargs['name'])}); "
                 "register one of pool.refs with register_name instead"
             )
-        count = self._node.size if size is None else size
+        if type(per_worker) is not int or per_worker < 1:
+            raise SpawnError(f"per_worker={shown(per_worker)}: a pool needs at least one actor per worker")
+        if nodes is not None:
+            if size is not None:
+                raise SpawnError("spawn_pool takes size= or nodes=, not both (nodes= places per_worker per worker)")
+            return _ClusterPool(self, actor_class, args, kwargs, nodes, per_worker).pool
+        workers = self._node.size
+        count = workers * per_worker if size is None else size
         if type(count) is not int or count < 1:
             raise SpawnError(f"size={shown(size)}: a pool needs at least one actor")
-        workers = self._node.size
         return PoolRef([self.spawn(actor_class, *args, worker=i % workers, **kwargs) for i in range(count)])
 
     def whereis(self, name: str, node: str | None = None) -> ActorRef | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from actors import Echo, Stateful, Watcher
+from actors import Echo, Spin, Stateful, Watcher
 from cluster_node import FAST
 from conftest import process_running, wait_for
 
@@ -329,3 +329,50 @@ def test_links_and_monitors_across_nodes(local) -> None:  # type: ignore[no-unty
     other.leave_cluster()
     exits = wait_for(lambda: len(e := trapper.ask("get")) == 2 and e, 10, "Exit on node loss")
     assert exits[1].ref == survivor and "down" in exits[1].reason
+
+
+def test_a_cluster_pool_spreads_over_the_members_grows_and_finishes_through_a_node_death(  # type: ignore[no-untyped-def]
+        spawn_node, local) -> None:
+    me = local()
+    seed = f"127.0.0.1:{me.get_cluster().local_member().port}"
+    victim, other = [spawn_node(f"p{i}-{uuid.uuid4().hex[:4]}", [seed]) for i in range(2)]
+    wait_for(lambda: statuses(me) == dict.fromkeys({me.name, victim.name, other.name}, "alive"), 15, "three alive")
+    pool = me.spawn_pool(Spin, 5.0, nodes="all", per_worker=2)
+    assert sorted(ref.node for ref in pool.refs) == sorted([me.name, victim.name, other.name] * 2)
+    assert pool.map(range(30), chunksize=1) == [n * n for n in range(30)]
+
+    late = spawn_node(f"p2-{uuid.uuid4().hex[:4]}", [seed])  # a member that joins adds capacity
+    wait_for(lambda: sum(ref.node == late.name for ref in pool.refs) == 2, 15, "the pool grew onto the new member")
+
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        killed_at.append(time.monotonic())
+        os.kill(victim.proc.pid, signal.SIGKILL)
+
+    killer = threading.Timer(0.3, kill)
+    began = time.monotonic()
+    killer.start()
+    try:
+        results = pool.map(range(1000), chunksize=4, timeout=60.0)  # 5 s of work over 8 actors
+    finally:
+        killer.cancel()
+    ended = time.monotonic()
+    assert killed_at and began < killed_at[0] < ended, "the member died during the map"
+    assert results == [n * n for n in range(1000)]
+    wait_for(lambda: all(ref.node != victim.name for ref in pool.refs), 15, "the dead member's actors dropped")
+    assert pool.map(range(20), chunksize=1) == [n * n for n in range(20)]
+
+
+def test_a_cluster_pool_needs_alive_members(local) -> None:  # type: ignore[no-untyped-def]
+    me = local()
+    with pytest.raises(ClusterError, match="no alive member named nobody"):
+        me.spawn_pool(Echo, nodes=["nobody"])
+    with pytest.raises(GorilixError, match="nodes="):
+        me.spawn_pool(Echo, nodes="some")
+    plain = ActorSystem(f"plain-{uuid.uuid4().hex[:6]}", workers=1)
+    try:
+        with pytest.raises(ClusterError):
+            plain.spawn_pool(Echo, nodes="all")
+    finally:
+        plain.stop()

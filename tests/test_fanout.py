@@ -597,7 +597,7 @@ def test_a_poison_chunk_ends_the_map_with_its_death_after_the_retries(return_exc
         assert [s.start for s in sent] == [0, 1, 2, 2, 2, 2]  # nothing read after it
 
 
-@pytest.mark.parametrize("death", [WorkerDied, NodeDown])
+@pytest.mark.parametrize("death", [WorkerDied])  # (NodeDown retires the node: see below)
 @pytest.mark.parametrize("notices", ["in sent order", "newest first"])
 def test_the_chunks_queued_behind_the_running_one_are_retried_free(
     death: type[GorilixError], notices: str,
@@ -1000,7 +1000,7 @@ def test_decode_request_refuses_anything_but_a_non_empty_list() -> None:
 # -- narrowing down: halves --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("death", [WorkerDied, NodeDown])
+@pytest.mark.parametrize("death", [WorkerDied])  # (NodeDown retires the node: see below)
 def test_a_death_of_a_running_chunk_of_several_items_asks_it_again_as_two_halves_free(
     death: type[GorilixError],
 ) -> None:
@@ -1218,3 +1218,47 @@ def test_an_unreadable_answer_to_a_batch_with_one_item_left_asks_that_item_again
     [again] = fanout.take()
     assert (again.start, again.items, again.kind, again.tries) == (2, [2], ASK, 0)
     assert results(fanout.runs()) == [0, 1]
+
+
+# -- members that come and go (a cluster pool) -----------------------------------------------------
+
+
+def test_a_node_that_answers_node_down_gets_nothing_more_and_its_chunk_goes_elsewhere_free() -> None:
+    pool = [ActorRef("a", 1, None), ActorRef("b", 2, None)]
+    fanout = Fanout(pool, iter(range(8)), chunksize=2, window=1, retries=1, retryable=deaths)
+    first, second = fanout.take()
+    assert (first.actor, second.actor) == (0, 1)
+    fanout.settle(second, False, NodeDown("node b is down (dead)"))
+    assert fanout.take() == []  # (actor 0 is busy; actor 1's node is gone)
+    fanout.settle(first, True, wire([0, 1]))
+    [again] = fanout.take()
+    assert (again.start, again.items, again.actor, again.tries) == (2, [2, 3], 0, 0)
+    fanout.settle(again, True, wire([4, 9]))
+    runs = drive(fanout, serve(square))
+    assert results(fanout.runs()) + results(runs) == [0, 1, 4, 9, 16, 25, 36, 49]
+
+
+def test_actors_in_gone_get_nothing() -> None:
+    gone: set[ActorRef] = set()
+    pool = [ActorRef("a", 1, None), ActorRef("b", 2, None)]
+    fanout = Fanout(pool, iter(range(6)), chunksize=1, window=1, gone=gone)
+    gone.add(pool[1])  # (a cluster pool learns of the death from the membership)
+    [chunk] = fanout.take()
+    assert chunk.actor == 0
+
+
+def test_when_every_node_of_the_pool_is_gone_the_map_fails_with_node_down() -> None:
+    pool = [ActorRef("a", 1, None)]
+    fanout = Fanout(pool, iter(range(6)), chunksize=2, window=1, retries=3, retryable=deaths)
+    [chunk] = fanout.take()
+    fanout.settle(chunk, False, NodeDown("node a is down (dead)"))
+    with pytest.raises(NodeDown, match="every actor of the pool is on a node that is gone"):
+        fanout.take()
+
+
+def test_actors_appended_to_the_pool_join_the_running_fan_out() -> None:
+    pool = [ActorRef("a", 1, None)]
+    fanout = Fanout(pool, iter(range(10)), chunksize=1, window=1)
+    assert [c.actor for c in fanout.take()] == [0]
+    pool.append(ActorRef("c", 3, None))  # a member joined
+    assert [c.actor for c in fanout.take()] == [1]

@@ -25,6 +25,10 @@ out and give each answer back to :meth:`Fanout.settle`.
   out: item order when ``ordered``, else as they come.
 - **Bounded.** Items are read from their iterator only as needed, and at
   most ``bound`` are read but not yet handed out, however long it is.
+- **Members come and go.** ``refs`` may grow while the fan-out runs (a
+  cluster pool's new members: the list is the pool's own, appended to), and
+  the actors that are gone (in ``gone``, or on a node that answered
+  NodeDown) get nothing more; what they had goes to the others, free.
 
 Answers come out as runs, ``(start, answers, failure)``: the answers of
 items ``start``, ``start + 1``, ..., then the failure of the item after
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
 from gorilix.transport import codec
@@ -106,9 +110,17 @@ class Fanout:
         self, refs: Sequence[ActorRef], items: Iterator[Any], *, chunksize: int = 1, window: int = 2,
         retries: int = 0, retryable: Callable[[BaseException], bool] = lambda error: False,
         return_exceptions: bool = False, ordered: bool = True, bound: int | None = None, label: str | None = "map",
+        gone: Container[ActorRef] = frozenset(),
     ) -> None:
-        """``label`` names what the items are of in a failure's note ("item 3 of the map"); None: no note."""
-        self.refs = list(refs)
+        """``label`` names what the items are of in a failure's note ("item 3 of the map"); None: no note.
+
+        A list ``refs`` is read as it is, not copied: actors appended to it
+        join the fan-out. ``gone`` holds the actors on nodes that are gone
+        (read as it is too: a cluster pool adds to it).
+        """
+        self.refs = refs if type(refs) is list else list(refs)
+        self._gone = gone
+        self._retired: set[int] = set()  # actors on a node that answered NodeDown
         self._label = label
         self._items = items
         self._chunksize = chunksize
@@ -145,8 +157,14 @@ class Fanout:
     def take(self) -> list[Chunk]:
         """Chunks to send now, each with its ``actor`` (an index into ``refs``) set."""
         sends: list[Chunk] = []
-        window = self._window
+        window, refs = self._window, self.refs
+        if len(refs) > len(self._flying):  # (members joined)
+            self._flying.extend(collections.deque() for _ in range(len(refs) - len(self._flying)))
+        usable = 0
         for actor, flying in enumerate(self._flying):
+            if actor in self._retired or refs[actor] in self._gone:
+                continue
+            usable += 1
             while len(flying) < window:
                 chunk = self._next_chunk()
                 if chunk is None:
@@ -155,6 +173,10 @@ class Fanout:
                 flying.append(chunk)
                 self.in_flight += 1
                 sends.append(chunk)
+        if not usable and not self.in_flight and (self._again or not self._exhausted) and not self.ended:
+            nodes = sorted({ref.node for ref in refs})
+            raise NodeDown(f"every actor of the pool is on a node that is gone ({', '.join(nodes)}); "
+                           "spawn a pool on the members that are alive")
         return sends
 
     def _next_chunk(self) -> Chunk | None:
@@ -209,6 +231,11 @@ class Fanout:
         tries = chunk.tries if done == 0 and not chunk.progressed else 0  # (of the item that failed)
         death = not ok and isinstance(failure, (WorkerDied, NodeDown))
         if death and failure is not None and self._retries and self._retryable(failure):
+            if isinstance(failure, NodeDown):  # its node is gone: its actors get nothing more, others take it, free
+                node = self.refs[chunk.actor].node
+                self._retired.update(i for i, ref in enumerate(self.refs) if ref.node == node)
+                self._again.append(Chunk(start, rest, chunk.tries) if chunk.progressed else chunk)
+                return
             if not running:  # queued behind the chunk that ran: free
                 chunk.queued = False
                 self._again.append(chunk)
