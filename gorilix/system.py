@@ -403,6 +403,7 @@ class PoolRef:
         exception.
         """
         retryable = _retryable("submit", retries, retry_on)
+        codec.encode(item)  # (SerializationError here, for this item, rather than in the submission loop)
         with self._lock:
             submissions = self._submissions.get((retries, retry_on))
             if submissions is None:

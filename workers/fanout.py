@@ -212,7 +212,9 @@ class Fanout:
         if self.ended:
             return
         if chunk.lost:  # its answers after a part that could not be read cannot be placed
-            if running and not ok and isinstance(value, (WorkerDied, NodeDown)):
+            if not ok and isinstance(value, NodeDown):
+                self._retire(self.refs[chunk.actor].node)
+            elif running and not ok and isinstance(value, WorkerDied):
                 for other in flying:  # (queued behind it at the same death, as below)
                     other.queued = True
             self._halves(chunk.start, chunk.items)
@@ -232,8 +234,7 @@ class Fanout:
         death = not ok and isinstance(failure, (WorkerDied, NodeDown))
         if death and failure is not None and self._retries and self._retryable(failure):
             if isinstance(failure, NodeDown):  # its node is gone: its actors get nothing more, others take it, free
-                node = self.refs[chunk.actor].node
-                self._retired.update(i for i, ref in enumerate(self.refs) if ref.node == node)
+                self._retire(self.refs[chunk.actor].node)
                 self._again.append(Chunk(start, rest, chunk.tries) if chunk.progressed else chunk)
                 return
             if not running:  # queued behind the chunk that ran: free
@@ -262,6 +263,10 @@ class Fanout:
         self._emit(start, answers, failure)
         if rest:  # not run: the actor stopped partway (or crashed), so they are asked again
             self._again.append(Chunk(start + len(chunk.items) - len(rest), rest, 0))
+
+    def _retire(self, node: str) -> None:
+        """``node`` is gone: its actors (those in the pool now; a member that comes back gets new ones) get nothing more."""
+        self._retired.update(i for i, ref in enumerate(self.refs) if ref.node == node)
 
     def _halves(self, start: int, items: list[Any]) -> None:
         """Ask ``items`` again in two chunks, free: a failure none of them can be blamed for narrows down."""
