@@ -1262,3 +1262,25 @@ def test_actors_appended_to_the_pool_join_the_running_fan_out() -> None:
     assert [c.actor for c in fanout.take()] == [0]
     pool.append(ActorRef("c", 3, None))  # a member joined
     assert [c.actor for c in fanout.take()] == [1]
+
+
+def test_a_chunk_sent_after_a_death_and_then_caught_in_another_is_asked_again_from_where_its_parts_left_off() -> None:
+    # Found with a worker killed every half second: answers landed 39 items away from their own.
+    # Y's death was read before X's, Y went again at once (Y2), then X's death marked Y2 queued;
+    # Y2 ran on the new incarnation, sent a part, and died too: it went again with the payload
+    # of before its part, so the next part's answers were placed from its new start.
+    fanout = Fanout(refs(1), iter(range(12)), chunksize=6, window=2, retries=3, retryable=deaths)
+    x, y = fanout.take()
+    died = WorkerDied("worker 0 died")
+    fanout.settle(y, False, died)  # (read first: y was queued behind x, so it goes again free)
+    [y2] = fanout.take()
+    assert (y2.start, y2.items) == (6, [6, 7, 8, 9, 10, 11])
+    fanout.settle(x, False, died)  # x was running: halves; y2 is taken for one queued behind it
+    fanout.settle_part(y2, [36, 49])  # but y2 runs on the re-created actor: items 6 and 7 answered
+    fanout.settle(y2, False, WorkerDied("worker 0 died again"))
+    waiting = [c for c in fanout._again if c.start >= 6]  # (what goes again, before it goes)
+    assert [(c.start, c.items) for c in waiting] == [(8, [8, 9]), (10, [10, 11])]  # (it ran: halves)
+    for chunk in waiting:  # what the worker will run is what is counted
+        assert decode_request(chunk.payload).items == chunk.items
+    runs = drive(fanout, serve(square))
+    assert results(fanout.runs()) + results(runs) == [n * n for n in range(12)]

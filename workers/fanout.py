@@ -206,7 +206,7 @@ class Fanout:
     def settle(self, chunk: Chunk, ok: bool, value: Any) -> None:
         """The answer to ``chunk``'s ask: ``ok`` and the reply, or False and the error."""
         flying = self._flying[chunk.actor]
-        running = flying[0] is chunk and not chunk.queued
+        running = (flying[0] is chunk and not chunk.queued) or chunk.progressed  # (a part came: it ran)
         flying.remove(chunk)
         self.in_flight -= 1
         if self.ended:
@@ -235,11 +235,10 @@ class Fanout:
         if death and failure is not None and self._retries and self._retryable(failure):
             if isinstance(failure, NodeDown):  # its node is gone: its actors get nothing more, others take it, free
                 self._retire(self.refs[chunk.actor].node)
-                self._again.append(Chunk(start, rest, chunk.tries) if chunk.progressed else chunk)
+                self._again.append(self._whole(chunk))
                 return
             if not running:  # queued behind the chunk that ran: free
-                chunk.queued = False
-                self._again.append(chunk)
+                self._again.append(self._whole(chunk))
                 return
             for other in flying:  # the chunks in flight behind it were queued, at the same death
                 other.queued = True
@@ -263,6 +262,14 @@ class Fanout:
         self._emit(start, answers, failure)
         if rest:  # not run: the actor stopped partway (or crashed), so they are asked again
             self._again.append(Chunk(start + len(chunk.items) - len(rest), rest, 0))
+
+    @staticmethod
+    def _whole(chunk: Chunk) -> Chunk:
+        """``chunk`` to ask again as it stands: rebuilt if parts moved its start on (its payload is of before)."""
+        if chunk.progressed:
+            return Chunk(chunk.start, chunk.items, chunk.tries)
+        chunk.queued = False
+        return chunk
 
     def _retire(self, node: str) -> None:
         """``node`` is gone: its actors (those in the pool now; a member that comes back gets new ones) get nothing more."""
@@ -298,6 +305,7 @@ class Fanout:
         chunk.start += len(answers)
         chunk.items = chunk.items[len(answers):]
         chunk.progressed = True
+        chunk.queued = False  # (it runs)
 
     def _emit(self, start: int, answers: list[Any], failure: BaseException | None) -> None:
         if not answers and failure is None:
