@@ -513,3 +513,16 @@ class Forwarder(Actor):
     def receive(self, msg: Any) -> Any:
         self.sink.tell((self.ref.id, msg))
         return msg
+
+
+class SlowOn(Actor):
+    """About ``slow_ms`` of work per item on node ``slow``, ``fast_ms`` elsewhere; answers (its node, the square)."""
+
+    def __init__(self, slow: str, slow_ms: float, fast_ms: float) -> None:
+        self.seconds = (slow_ms if self.ref.node == slow else fast_ms) / 1000
+
+    def receive(self, n: int) -> tuple[str, int]:
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+        return self.ref.node, n * n

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from actors import Echo, Spin, Stateful, Watcher
+from actors import Echo, SlowOn, Spin, Stateful, Watcher
 from cluster_node import FAST
 from conftest import process_running, wait_for
 
@@ -376,3 +376,18 @@ def test_a_cluster_pool_needs_alive_members(local) -> None:  # type: ignore[no-u
             plain.spawn_pool(Echo, nodes="all")
     finally:
         plain.stop()
+
+
+def test_a_cluster_pool_gives_a_faster_member_more_items(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
+    # Work is pulled: each actor asks for more when it answers, so a node four times slower
+    # (here: its actors' work is) ends up with far fewer of the items.
+    me = local()
+    seed = f"127.0.0.1:{me.get_cluster().local_member().port}"
+    slow = spawn_node(f"s-{uuid.uuid4().hex[:4]}", [seed])
+    wait_for(lambda: statuses(me) == dict.fromkeys({me.name, slow.name}, "alive"), 15, "two alive")
+    pool = me.spawn_pool(SlowOn, slow.name, 20.0, 5.0, nodes="all")
+    answers = pool.map(range(200), chunksize=1, timeout=60.0)
+    assert [square for _, square in answers] == [n * n for n in range(200)]
+    on_slow = sum(node == slow.name for node, _ in answers)
+    assert on_slow < 200 - on_slow, f"the slow member took {on_slow} of 200 items"
+    assert on_slow > 0
