@@ -36,6 +36,7 @@ from gorilix.transport import codec
 from gorilix.transport.errors import DecodeError, NotRunning
 from gorilix.transport.sockets import ipc_endpoint, remove_stale_ipc_files
 from gorilix.workers.boot import program_from_wire
+from gorilix.workers.lineage import become_subreaper, end_adopted, reap_adopted
 from gorilix.workers.pool import WorkerPool
 
 log = logging.getLogger("gorilix.node")
@@ -44,6 +45,8 @@ log = logging.getLogger("gorilix.node")
 WATCH_EVERY = 0.1
 #: How long workers get to stop when the program that started the node is gone.
 ORPHAN_GRACE = 0.5
+#: Every this many watches, the node reaps the processes it adopted that ended.
+REAP_EVERY = 20
 #: At most this long for the gossip engine to spread a leave once the node loop ended.
 LEAVE_LINGER_MAX = 2.0
 
@@ -67,6 +70,7 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
         format=f"%(asctime)s node {name.replace('%', '%%')} %(levelname)s %(name)s: %(message)s",
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the program decides
+    become_subreaper()  # what actors start and leave behind comes back to the node (gorilix.workers.lineage)
     # The workers boot while the node's own modules load; ZeroMQ connects them once the router binds.
     remove_stale_ipc_files()
     pool = WorkerPool(name, ipc_endpoint(name), int(start["workers"]), log_level=int(start["log_level"]),
@@ -91,7 +95,11 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
         _send(conn, {"failed": str(exc)})
         return 1
     _send(conn, {"ready": True, "endpoint": node.endpoint, "workers": node.pool.size, "pid": os.getpid()})
+    watched = 0
     while not node.join(WATCH_EVERY):  # (wakes the moment the loop ends)
+        watched += 1
+        if watched % REAP_EVERY == 0:
+            reap_adopted({pid for w in pool.workers.values() if (pid := w.pid) is not None})
         word = _word_from_parent(conn, parent)
         if word == "stop":
             node.request_stop()
@@ -102,6 +110,7 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
             node.join(ORPHAN_GRACE + 1.0)
             break
     node.wait_cluster_closed(LEAVE_LINGER_MAX)
+    end_adopted()  # (the workers are gone: what is left was started by actors)
     failed = node.failure is not None
     _send(conn, {"ended": node.ended.reason or "was stopped", "failed": failed})
     logging.shutdown()

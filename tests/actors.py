@@ -526,3 +526,15 @@ class SlowOn(Actor):
         while time.perf_counter() < end:
             pass
         return self.ref.node, n * n
+
+
+class Starter(Actor):
+    """Starts a process that sleeps for a minute and answers its pid (``own_session``: it leaves the worker's group)."""
+
+    def receive(self, own_session: bool) -> int:
+        import subprocess
+        import sys
+
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                 start_new_session=own_session)
+        return child.pid

@@ -16,11 +16,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from gorilix.workers.boot import worker_main
 from gorilix.workers.config import WorkerConfig
+from gorilix.workers.lineage import end_group
 
 if TYPE_CHECKING:  # psutil loads on the first stats call: the node starts its workers sooner
     import psutil
@@ -129,6 +131,8 @@ class WorkerPool:
     def reap(self, slot: int) -> int | None:
         """Collect a dead worker; returns its exit code (negative: the signal)."""
         worker = self.workers[slot]
+        if worker.pid is not None:
+            end_group(worker.pid)  # what its actors started (it is dead, not reaped: its pid is still its own)
         worker.process.join(timeout=1.0)
         code = worker.process.exitcode
         if code is not None:
@@ -155,7 +159,9 @@ class WorkerPool:
             if not worker.ready:  # never attached: it cannot have heard "shutdown"
                 worker.process.terminate()
         for worker in running:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if wait([worker.process.sentinel], max(0.0, deadline - time.monotonic())):  # exited, not yet reaped
+                end_group(worker.pid or 0)
+                worker.process.join(0.5)
         for worker in running:
             if worker.alive:
                 log.warning("worker %d (pid %s) did not stop within %.1f s; terminating it",
@@ -165,6 +171,8 @@ class WorkerPool:
             if worker.alive:
                 killed.append(worker.pid or 0)
                 worker.process.kill()
+                wait([worker.process.sentinel], 1.0)
+                end_group(worker.pid or 0)
                 worker.process.join(1.0)
             if not worker.alive:
                 worker.process.close()
