@@ -86,3 +86,13 @@ def test_what_an_actor_starts_ends_when_the_program_is_killed(tmp_path: Path, st
         proc.kill()
         proc.wait(10)
         proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_what_an_actor_starts_ends_when_its_node_is_killed(make_system: Callable[..., ActorSystem],
+                                                          started: list[int]) -> None:
+    # The kernel kills the workers of a node killed by SIGKILL; each worker's guard then kills its group.
+    system = make_system(1)
+    child = system.spawn(Starter).ask(False, timeout=10.0)
+    started.append(child)
+    os.kill(system._node.pid, signal.SIGKILL)
+    wait_for(lambda: _gone(child), 5, "the actor's process ended with its node")

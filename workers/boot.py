@@ -15,7 +15,7 @@ import signal
 from typing import Any
 
 from gorilix.workers.config import WorkerConfig
-from gorilix.workers.lineage import lead_own_group
+from gorilix.workers.lineage import guard_own_group, lead_own_group
 
 #: What a worker takes from the user's program: the parts of multiprocessing's preparation data
 #: that say where code comes from (not its start method, name or auth key).
@@ -80,12 +80,13 @@ def worker_main(config: WorkerConfig) -> None:
     global IN_WORKER
     IN_WORKER = True  # first: importing the program below must not start an ActorSystem here
     _die_with_the_node()
-    lead_own_group()  # what its actors start ends with it (gorilix.workers.lineage)
     for fd in config.close_fds:  # forked from the node: what is the node's alone
         try:
             os.close(fd)
         except OSError:
             pass
+    if lead_own_group():  # what its actors start ends with it (gorilix.workers.lineage)
+        guard_own_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
     if config.program:  # before any actor class is looked up: __main__ is the user's script, as in it
         multiprocessing.spawn.prepare(config.program)

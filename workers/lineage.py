@@ -15,8 +15,15 @@ features, Linux's, tie them to the node instead:
   end, and kills those still running when it ends.
 
 Elsewhere (no ``prctl``) the groups still work; the subreaper does not.
-One gap remains: a node killed by SIGKILL itself takes its workers with it
-(the kernel's parent-death signal), but not what their actors started.
+- **A guard per worker.** A node killed by SIGKILL takes its workers with it
+  (the kernel's parent-death signal), with no chance to clean up. So each
+  worker forks, before it loads any user code, a small guard in its group
+  that waits on a pipe only the worker holds; when the worker is gone,
+  however it went, the pipe closes and the guard kills the group, itself
+  last.
+
+What left its worker's group and outlives the node killed by SIGKILL is the
+one thing nothing here reaches.
 """
 
 from __future__ import annotations
@@ -33,11 +40,43 @@ log = logging.getLogger("gorilix.node")
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def lead_own_group() -> None:
-    """In a worker: start a process group of its own, which what its actors start joins."""
+def lead_own_group() -> bool:
+    """In a worker: start a process group of its own, which what its actors start joins; False if it could not."""
     try:
         os.setpgid(0, 0)
-    except OSError:  # (already a group leader, or the platform says no: the node's cleanup is then partial)
+    except OSError:  # (the platform says no: the node's cleanup is then partial)
+        return False
+    return True
+
+
+def guard_own_group() -> None:
+    """In a worker that leads its group, before any user code: fork the guard (see the module's docstring)."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return
+    if pid == 0:  # the guard: nothing of the worker runs here, only this
+        try:
+            os.close(write_end)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            while os.read(read_end, 1):  # (returns b"" once the worker, and its end of the pipe, is gone)
+                pass
+        except BaseException:  # (a guard that fails must not take its worker's group with it)
+            os._exit(1)
+        os.killpg(0, signal.SIGKILL)  # (this guard too)
+        os._exit(0)
+    os.close(read_end)
+    # A child an actor forks (without exec) must not keep the guard waiting: only the worker holds the pipe.
+    os.register_at_fork(after_in_child=lambda: _close(write_end))
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
         pass
 
 
