@@ -222,6 +222,9 @@ def main() -> None:
                    "any order); without it the node exits 2.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, envvar="GORILIX_WORKERS",
               show_envvar=True, help="Worker processes.  [default: one per core]")
+@click.option("--max-worker-memory", metavar="SIZE", default=None, envvar="GORILIX_MAX_WORKER_MEMORY",
+              show_envvar=True, help="Restart a worker whose memory (RSS) goes past SIZE (bytes, or e.g. 2GiB, "
+                                     "500MB); its actors are re-created.  [default: no limit]")
 @click.option("--app", metavar="MODULE:FUNCTION", default=None, envvar="GORILIX_APP", show_envvar=True,
               help="Called with the ActorSystem once the node has joined; spawn your actors there.")
 @click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
@@ -250,7 +253,8 @@ def main() -> None:
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
 def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], retry_join: bool,
-         workers: int | None, app: str | None, secret_file: str | None, insecure: bool, log_level: str,
+         workers: int | None, max_worker_memory: str | None, app: str | None, secret_file: str | None,
+         insecure: bool, log_level: str,
          probe_interval: float | None, probe_timeout: float | None, push_interval: float | None,
          pull_interval: float | None, suspicion_mult: int | None, leave_timeout: float | None,
          join_timeout: float | None, reconnect_interval: float | None, watch_stdin: bool) -> None:
@@ -267,6 +271,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
     """
     import logging
 
+    from gorilix.errors import InvalidArgument
     from gorilix.launcher import (
         LaunchError,
         NodeFailed,
@@ -274,10 +279,15 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         run_node,
         secret_file_is_private,
     )
+    from gorilix.system import parse_memory
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     secret = _secret(secret_file)
+    try:
+        memory_limit = parse_memory("--max-worker-memory", max_worker_memory)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc).split("=", 1)[-1], param_hint="--max-worker-memory") from None
     if secret_file is not None and not secret_file_is_private(secret_file):
         click.echo(f"warning: every user can read {secret_file}; chmod o-rwx it", err=True)
     options = NodeOptions(
@@ -285,6 +295,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
         push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
         leave_timeout=leave_timeout, join_timeout=join_timeout, reconnect_interval=reconnect_interval,
+        max_worker_memory=memory_limit,
     )
     try:
         code = run_node(options, say=click.echo, watch_stdin=watch_stdin)
@@ -354,7 +365,8 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
     labels = {"actors": "actors", "names": "named actors", "dead_letters": "dead letters",
               "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped",
               "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata",
-              "moved": "actors moved to balance the workers"}
+              "moved": "actors moved to balance the workers",
+              "memory_restarts": "workers restarted past max_worker_memory"}
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))

@@ -80,6 +80,7 @@ class NodeOptions:
     advertise: str | None = None
     seeds: Sequence[str] = ()
     workers: int | None = None  # None: one per core
+    max_worker_memory: int | None = None  # bytes; None: no limit
     app: str | None = None  # "module:function"
     secret: bytes | None = None
     insecure: bool = False
@@ -279,7 +280,8 @@ def start_node(opts: NodeOptions, on_event: Callable[[ClusterEvent], None] | Non
     level = logging.getLevelName(opts.log_level.upper())
     try:
         system = ActorSystem(config.node_name, workers=workers,
-                             log_level=level if isinstance(level, int) else logging.WARNING)
+                             log_level=level if isinstance(level, int) else logging.WARNING,
+                             max_worker_memory=opts.max_worker_memory)
     except GorilixError as exc:
         raise LaunchError(f"cannot start node {config.node_name}: {exc}") from None
     try:

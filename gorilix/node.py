@@ -126,7 +126,7 @@ class Node:
     def __init__(
         self, name: str, workers: int, *, log_level: int = logging.WARNING,
         max_parked: int = 10_000, start_method: str = "spawn", program: dict[str, Any] | None = None,
-        pool: WorkerPool | None = None,
+        pool: WorkerPool | None = None, max_worker_memory: int | None = None,
     ) -> None:
         """``pool``: workers already started towards ``pool.endpoint`` (they boot while the node loads)."""
         self.name = name
@@ -142,7 +142,7 @@ class Node:
         self.pool = pool or WorkerPool(name, self.endpoint, workers, log_level=log_level,
                                        start_method=start_method, program=program)
         self.core = NodeCore(name, workers, host=self, handlers=HANDLERS, reports=REPORTS, clock=time.monotonic,
-                             max_parked=max_parked)
+                             max_parked=max_parked, max_worker_memory=max_worker_memory)
         self.table = self.core.table  # the hot path reads it directly
         self._sentinels: dict[int, int] = {}
         self._poller = zmq.Poller()

@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -94,6 +95,9 @@ from gorilix.workers.protocol import (
 )
 from gorilix.workers.ref import ActorRef
 
+#: Seconds between two looks at the workers' memory, when it is limited.
+MEMORY_CHECK_EVERY = 1.0
+
 log = logging.getLogger("gorilix.node")
 
 #: A worker that dies this many times in a row before it is ready stops the node.
@@ -148,7 +152,9 @@ class NodeCore:
         self, name: str, workers: int, *, host: NodeHost, handlers: dict[str, Handler],
         reports: dict[type[Any], Handler],
         clock: Callable[[], float], rng: random.Random | None = None, max_parked: int = 10_000,
+        max_worker_memory: int | None = None,
     ) -> None:
+        """``max_worker_memory``: a worker past this many bytes of RSS is restarted (None: no limit)."""
         self.name = name
         self.host = host
         self.size = workers
@@ -174,6 +180,10 @@ class NodeCore:
         #: Movable actors being moved to balance the workers: actor id -> the worker it goes to.
         self.moving: dict[int, int] = {}
         self.moved = 0  # moves done
+        self.max_worker_memory = max_worker_memory
+        self.memory_restarts = 0  # workers restarted for going past max_worker_memory
+        if max_worker_memory is not None:
+            self.schedule(MEMORY_CHECK_EVERY, self._check_memory)
         #: Kills answered once the death is handled: slot -> [(request, pid)].
         self.pending_kills: dict[int, list[tuple[Request, int]]] = {}
         self.reloads: dict[str, Job] = {}  # module -> its job
@@ -463,6 +473,27 @@ class NodeCore:
             return
         self.registry.move(record.id, slot)
         self.to_worker(slot, Spawn(record.id, record.spec))
+
+    def _check_memory(self) -> None:
+        """Restart each worker past ``max_worker_memory`` (as dask's nanny does); its actors come back elsewhere."""
+        limit = self.max_worker_memory
+        assert limit is not None
+        for slot, worker in self.slots.items():
+            if not (worker.alive and worker.ready) or worker.killed:
+                continue
+            _, rss = self.host.worker_usage(slot)
+            if rss <= limit:
+                continue
+            log.warning("worker %d (pid %s) uses %.0f MiB, past max_worker_memory (%.0f MiB): restarting it; "
+                        "its %d actors are re-created", slot, worker.pid, rss / 2**20, limit / 2**20,
+                        self.registry.count(slot))
+            try:
+                self.host.kill_worker(slot, signal.SIGKILL)
+            except (LookupError, OSError):  # (it died meanwhile: its death is on the way)
+                continue
+            worker.killed = True
+            self.memory_restarts += 1
+        self.schedule(MEMORY_CHECK_EVERY, self._check_memory)
 
     def rebalance(self) -> None:
         """Move movable actors from the busiest live workers to the idlest, until no two differ by more than one.

@@ -81,7 +81,9 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
         pool.start_all(fork=True, close_in_child=(conn.fileno(),))
         from gorilix.node import Node  # (after the workers started: see above)
 
+        limit = start.get("max_worker_memory")
         node = Node(name, pool.size, log_level=int(start["log_level"]), max_parked=int(start["max_parked"]),
+                    max_worker_memory=int(limit) if limit is not None else None,
                     pool=pool)
     except Exception as exc:  # (a bind the OS refuses, say): said to the parent, which raises it
         log.exception("node %s failed to start", name)

@@ -9,6 +9,7 @@ import functools
 import itertools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -134,6 +135,27 @@ def _retryable(op: str, retries: object, retry_on: object) -> Callable[[BaseExce
         return isinstance(error, ActorError) and error.remote_type in remote_names
 
     return retryable
+
+
+_MEMORY_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def parse_memory(op: str, value: object) -> int | None:
+    """A memory size as bytes: an int, or a str such as "2GiB", "500MB", "1.5GB" (None stays None)."""
+    if value is None:
+        return None
+    if type(value) is int and value > 0:
+        return value
+    if type(value) is str:
+        found = _MEMORY.fullmatch(value)
+        if found is not None and found.group(2).upper() in _MEMORY_UNITS:
+            size = int(float(found.group(1)) * _MEMORY_UNITS[found.group(2).upper()])
+            if size > 0:
+                return size
+    raise InvalidArgument(f"{op}={shown(value)} must be a positive number of bytes or a size such as "
+                          "\"2GiB\" or \"500MB\" (or None for no limit)")
 
 
 def _check_chunksize(op: str, chunksize: object, default: int) -> int:
@@ -487,8 +509,10 @@ class ActorSystem:
     def __init__(
         self, name: str = "gorilix", workers: int | None = None, *,
         log_level: int | str = logging.WARNING, start_timeout: float = 60.0,
-        max_parked: int = 10_000,
+        max_parked: int = 10_000, max_worker_memory: int | str | None = None,
     ) -> None:
+        """``max_worker_memory`` (bytes, or a size such as "2GiB" or "500MB"): a worker whose
+        memory (RSS) goes past it is restarted, its actors re-created as after a crash (None: no limit)."""
         if type(name) is not str or not 0 < len(name) <= NODE_NAME_MAX:
             raise InvalidArgument(
                 f"an ActorSystem name must be a non-empty str of at most {NODE_NAME_MAX} characters, "
@@ -505,6 +529,7 @@ class ActorSystem:
                 f"max_parked={shown(max_parked)}: need a positive int (messages held per restarting actor)"
             )
         log_level = _check_log_level(log_level)
+        memory_limit = parse_memory("max_worker_memory", max_worker_memory)
         if boot.IN_WORKER:
             raise GorilixError(
                 "an ActorSystem cannot start inside a worker process: workers import your program to find "
@@ -512,7 +537,8 @@ class ActorSystem:
             )
         self._claim_name(name)
         try:
-            node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked, start_timeout=start_limit)
+            node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked, start_timeout=start_limit,
+                              max_worker_memory=memory_limit)
         except BaseException:
             self._release_name(name)
             raise

@@ -538,3 +538,14 @@ class Starter(Actor):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                                  start_new_session=own_session)
         return child.pid
+
+
+class Hog(Actor):
+    """Keeps ``mb`` more megabytes of touched memory per message; answers how many it holds."""
+
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+
+    def receive(self, mb: int) -> int:
+        self.blobs.append(b"x" * (mb * 2**20))
+        return len(self.blobs) * mb

@@ -84,6 +84,7 @@ class FakeHost:
     pids: dict[int, int] = field(default_factory=dict)
     signals: list[tuple[int, int]] = field(default_factory=list)
     external: set[bytes] = field(default_factory=set)
+    rss: dict[int, int] = field(default_factory=dict)  # what worker_usage says of each slot's memory
 
     def linked(self, node: str) -> bool:
         return node in self.links
@@ -101,7 +102,7 @@ class FakeHost:
         return self.pids[slot]
 
     def worker_usage(self, slot: int) -> tuple[float, int]:
-        return 0.0, 0
+        return 0.0, self.rss.get(slot, 0)
 
     def forwarded(self) -> int:
         return 0
@@ -144,11 +145,12 @@ class SimWorker:
 class NodeSim:
     """One node's core, its simulated workers and everything it said, on a virtual clock."""
 
-    def __init__(self, workers: int = 2, *, seed: int = 0, max_parked: int = 10_000, attach: bool = True) -> None:
+    def __init__(self, workers: int = 2, *, seed: int = 0, max_parked: int = 10_000, attach: bool = True,
+                 max_worker_memory: int | None = None) -> None:
         self.clock = VirtualClock()
         self.host = FakeHost()
         self.core = NodeCore(NODE, workers, host=self.host, handlers=HANDLERS, reports=REPORTS, clock=self.clock,
-                             rng=random.Random(seed), max_parked=max_parked)
+                             rng=random.Random(seed), max_parked=max_parked, max_worker_memory=max_worker_memory)
         self.workers: dict[int, SimWorker] = {}
         self.effects: list[Effect] = []  # everything the core asked for, in order
         self.failing: set[str] = set()  # class paths whose spawn fails

@@ -161,6 +161,8 @@ def test_node_warns_about_a_readable_secret_file(
     (["--seed", "127.0.0.1:x"], "bad --seed"),
     (["--advertise", "127.0.0.1:70000"], "bad --advertise"),
     (["--workers", "0"], "--workers"),
+    (["--max-worker-memory", "lots"], "--max-worker-memory"),
+    (["--max-worker-memory", "0"], "'0' must be a positive number of bytes"),
     (["--log-level", "LOUD"], "--log-level"),
     (["--app", "no_colon_here"], "expected MODULE:FUNCTION"),
     (["--app", "no_such_module_xyz:setup"], "cannot import app module 'no_such_module_xyz'"),

@@ -176,6 +176,34 @@ def test_a_handoff_for_an_actor_stopped_meanwhile_is_ignored() -> None:
     sim.check_invariants()
 
 
+# -- a memory limit per worker -------------------------------------------------------------
+
+
+def test_a_worker_past_its_memory_limit_is_restarted_and_its_actors_come_back() -> None:
+    # An actor that grew without bound reached 1.58 GB, and nothing stopped it.
+    sim = NodeSim(2, max_worker_memory=200 * 2**20)
+    greedy = sim.spawn(ECHO, worker=1)
+    sim.host.rss = {0: 50 * 2**20, 1: 150 * 2**20}
+    sim.advance(1.5)
+    assert sim.host.signals == [] and sim.core.memory_restarts == 0
+    sim.host.rss[1] = 250 * 2**20
+    sim.advance(1.0)
+    assert sim.host.signals == [(1, signal.SIGKILL)] and sim.core.memory_restarts == 1
+    sim.host.rss[1] = 0  # (the respawned worker starts small)
+    sim.kill(1, "killed by SIGKILL")
+    assert sim.core.registry.actors[greedy].placed  # re-created, as after a crash
+    sim.advance(3.0)
+    assert sim.core.memory_restarts == 1  # and not again
+    sim.check_invariants()
+
+
+def test_without_a_memory_limit_nothing_is_measured() -> None:
+    sim = NodeSim(1)
+    sim.host.rss = {0: 10 * 2**40}
+    sim.advance(5.0)
+    assert sim.host.signals == [] and sim.core.next_deadline() == float("inf")
+
+
 def test_messages_to_an_actor_being_recreated_park_and_are_sent_on_in_order() -> None:
     sim = NodeSim(1)
     a = sim.spawn(ECHO)

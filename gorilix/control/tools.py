@@ -140,6 +140,7 @@ def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
         "forwarded": core.host.forwarded(),
         "parked": sum(len(q) for q in core.table.parked.values()),
         "moved": core.moved,  # movable actors moved to balance the workers
+        "memory_restarts": core.memory_restarts,  # workers restarted past max_worker_memory
         # Datagrams sent, received, malformed, dropped (a bad seal, a replay): the gossip's own counters.
         "gossip": core.host.gossip_stats(),
     }
