@@ -225,6 +225,10 @@ def main() -> None:
 @click.option("--max-worker-memory", metavar="SIZE", default=None, envvar="GORILIX_MAX_WORKER_MEMORY",
               show_envvar=True, help="Restart a worker whose memory (RSS) goes past SIZE (bytes, or e.g. 2GiB, "
                                      "500MB); its actors are re-created.  [default: no limit]")
+@click.option("--hang-timeout", type=click.FloatRange(min=1.0), default=None, metavar="SECONDS",
+              envvar="GORILIX_HANG_TIMEOUT", show_envvar=True,
+              help="Restart a worker stuck in one message longer than this; its actors are re-created.  "
+                   "[default: never]")
 @click.option("--app", metavar="MODULE:FUNCTION", default=None, envvar="GORILIX_APP", show_envvar=True,
               help="Called with the ActorSystem once the node has joined; spawn your actors there.")
 @click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
@@ -253,7 +257,8 @@ def main() -> None:
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
 def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], retry_join: bool,
-         workers: int | None, max_worker_memory: str | None, app: str | None, secret_file: str | None,
+         workers: int | None, max_worker_memory: str | None, hang_timeout: float | None, app: str | None,
+         secret_file: str | None,
          insecure: bool, log_level: str,
          probe_interval: float | None, probe_timeout: float | None, push_interval: float | None,
          pull_interval: float | None, suspicion_mult: int | None, leave_timeout: float | None,
@@ -295,7 +300,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
         push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
         leave_timeout=leave_timeout, join_timeout=join_timeout, reconnect_interval=reconnect_interval,
-        max_worker_memory=memory_limit,
+        max_worker_memory=memory_limit, hang_timeout=hang_timeout,
     )
     try:
         code = run_node(options, say=click.echo, watch_stdin=watch_stdin)
@@ -354,6 +359,12 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
           _mib(w["rss_bytes"]), w["restarts"], w.get("mailbox", 0), w.get("deepest_mailbox", 0),
           f"{w.get('msgs_per_s', 0.0):,.0f}"] for w in workers],
     ))
+    for w in workers:
+        stuck = w.get("stuck")
+        if stuck:
+            where = (f"in actor {stuck['actor']} ({stuck['class']}) handling {stuck['message']}" if stuck["actor"]
+                     else "in a call that holds its GIL (its watchdog is silent)")
+            click.echo(f"worker {w['id']} STUCK for {stuck['seconds']:.1f} s {where}")
     live = [w["actors"] for w in workers if w["alive"]]
     if len(live) > 1:
         spread = max(live) - min(live)
@@ -366,7 +377,8 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
               "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped",
               "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata",
               "moved": "actors moved to balance the workers",
-              "memory_restarts": "workers restarted past max_worker_memory"}
+              "memory_restarts": "workers restarted past max_worker_memory",
+              "hang_restarts": "workers restarted stuck past hang_timeout"}
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))

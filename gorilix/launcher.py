@@ -81,6 +81,7 @@ class NodeOptions:
     seeds: Sequence[str] = ()
     workers: int | None = None  # None: one per core
     max_worker_memory: int | None = None  # bytes; None: no limit
+    hang_timeout: float | None = None  # seconds; None: never restart a stuck worker
     app: str | None = None  # "module:function"
     secret: bytes | None = None
     insecure: bool = False
@@ -281,7 +282,7 @@ def start_node(opts: NodeOptions, on_event: Callable[[ClusterEvent], None] | Non
     try:
         system = ActorSystem(config.node_name, workers=workers,
                              log_level=level if isinstance(level, int) else logging.WARNING,
-                             max_worker_memory=opts.max_worker_memory)
+                             max_worker_memory=opts.max_worker_memory, hang_timeout=opts.hang_timeout)
     except GorilixError as exc:
         raise LaunchError(f"cannot start node {config.node_name}: {exc}") from None
     try:

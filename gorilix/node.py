@@ -88,6 +88,7 @@ from gorilix.transport.sockets import (
     remove_stale_ipc_files,
     send_frames,
 )
+from gorilix.workers.health import Health
 from gorilix.workers.notice import EndNotice
 from gorilix.workers.pool import WorkerPool, WorkerProcess
 from gorilix.workers.protocol import Shutdown
@@ -126,7 +127,7 @@ class Node:
     def __init__(
         self, name: str, workers: int, *, log_level: int = logging.WARNING,
         max_parked: int = 10_000, start_method: str = "spawn", program: dict[str, Any] | None = None,
-        pool: WorkerPool | None = None, max_worker_memory: int | None = None,
+        pool: WorkerPool | None = None, max_worker_memory: int | None = None, hang_timeout: float | None = None,
     ) -> None:
         """``pool``: workers already started towards ``pool.endpoint`` (they boot while the node loads)."""
         self.name = name
@@ -142,7 +143,8 @@ class Node:
         self.pool = pool or WorkerPool(name, self.endpoint, workers, log_level=log_level,
                                        start_method=start_method, program=program)
         self.core = NodeCore(name, workers, host=self, handlers=HANDLERS, reports=REPORTS, clock=time.monotonic,
-                             max_parked=max_parked, max_worker_memory=max_worker_memory)
+                             max_parked=max_parked, max_worker_memory=max_worker_memory,
+                             hang_timeout=hang_timeout)
         self.table = self.core.table  # the hot path reads it directly
         self._sentinels: dict[int, int] = {}
         self._poller = zmq.Poller()
@@ -529,6 +531,9 @@ class Node:
 
     def worker_usage(self, slot: int) -> tuple[float, int]:
         return self.pool.stats(slot)
+
+    def worker_health(self, slot: int) -> Health | None:
+        return self.pool.health(slot)
 
     def forwarded(self) -> int:
         return self.forwarded_count

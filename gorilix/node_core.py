@@ -81,6 +81,7 @@ from gorilix.transport.frames import (
     unpack_route,
 )
 from gorilix.transport.routing import ID_SHIFT, ForwardingTable
+from gorilix.workers.health import BEAT
 from gorilix.workers.messages import ClusterEvent
 from gorilix.workers.protocol import (
     WORKER_REPORTS,
@@ -97,6 +98,10 @@ from gorilix.workers.ref import ActorRef
 
 #: Seconds between two looks at the workers' memory, when it is limited.
 MEMORY_CHECK_EVERY = 1.0
+#: A worker is shown as stuck once one message has run (or its watchdog has been silent) this long.
+STUCK_AFTER = 1.0
+#: Seconds between two looks for workers stuck past hang_timeout (at most; half the timeout if shorter).
+HANG_CHECK_EVERY = 0.5
 
 log = logging.getLogger("gorilix.node")
 
@@ -152,9 +157,13 @@ class NodeCore:
         self, name: str, workers: int, *, host: NodeHost, handlers: dict[str, Handler],
         reports: dict[type[Any], Handler],
         clock: Callable[[], float], rng: random.Random | None = None, max_parked: int = 10_000,
-        max_worker_memory: int | None = None,
+        max_worker_memory: int | None = None, hang_timeout: float | None = None,
     ) -> None:
-        """``max_worker_memory``: a worker past this many bytes of RSS is restarted (None: no limit)."""
+        """``max_worker_memory``: a worker past this many bytes of RSS is restarted (None: no limit).
+
+        ``hang_timeout``: a worker stuck in one message (or silent) longer than
+        this many seconds is restarted (None: never; it is shown as stuck).
+        """
         self.name = name
         self.host = host
         self.size = workers
@@ -184,6 +193,10 @@ class NodeCore:
         self.memory_restarts = 0  # workers restarted for going past max_worker_memory
         if max_worker_memory is not None:
             self.schedule(MEMORY_CHECK_EVERY, self._check_memory)
+        self.hang_timeout = hang_timeout
+        self.hang_restarts = 0  # workers restarted for being stuck past hang_timeout
+        if hang_timeout is not None:
+            self.schedule(min(HANG_CHECK_EVERY, hang_timeout / 2), self._check_hangs)
         #: Kills answered once the death is handled: slot -> [(request, pid)].
         self.pending_kills: dict[int, list[tuple[Request, int]]] = {}
         self.reloads: dict[str, Job] = {}  # module -> its job
@@ -494,6 +507,49 @@ class NodeCore:
             worker.killed = True
             self.memory_restarts += 1
         self.schedule(MEMORY_CHECK_EVERY, self._check_memory)
+
+    def stuck(self, slot: int) -> dict[str, Any] | None:
+        """How long the live worker of ``slot`` has been stuck in one message, and in what; None if it is not.
+
+        Stuck: one message has run for :data:`STUCK_AFTER` s or more, or the
+        worker's watchdog stopped writing (a C call that holds its GIL), for
+        that long. Read from its board (gorilix.workers.health).
+        """
+        worker = self.slots[slot]
+        if not (worker.alive and worker.ready):
+            return None
+        health = self.host.worker_health(slot)
+        if health is None or not health.beat:
+            return None
+        now = self.now()
+        running = now - health.since if health.since else 0.0
+        silent = now - health.beat - BEAT
+        seconds = max(running, silent)
+        if seconds < STUCK_AFTER:
+            return None
+        return {"seconds": round(seconds, 1), "actor": f"{self.name}/{health.actor_id:#x}" if health.actor_id else None,
+                "class": health.class_path or None, "message": health.kind or None, "silent": silent >= STUCK_AFTER}
+
+    def _check_hangs(self) -> None:
+        """Restart each worker stuck in one message past ``hang_timeout``: its actors come back elsewhere."""
+        limit = self.hang_timeout
+        assert limit is not None
+        for slot, worker in self.slots.items():
+            stuck = None if worker.killed else self.stuck(slot)
+            if stuck is None or stuck["seconds"] < limit:
+                continue
+            where = (f"in actor {stuck['actor']} ({stuck['class']}) handling {stuck['message']}" if stuck["actor"]
+                     else "holding its GIL in a call that gives it no turn (no word from its watchdog)")
+            log.warning("worker %d (pid %s) stuck for %.1f s %s: restarting it (hang_timeout %g s); "
+                        "its %d actors are re-created", slot, worker.pid, stuck["seconds"], where, limit,
+                        self.registry.count(slot))
+            try:
+                self.host.kill_worker(slot, signal.SIGKILL)
+            except (LookupError, OSError):
+                continue
+            worker.killed = True
+            self.hang_restarts += 1
+        self.schedule(min(HANG_CHECK_EVERY, limit / 2), self._check_hangs)
 
     def rebalance(self) -> None:
         """Move movable actors from the busiest live workers to the idlest, until no two differ by more than one.

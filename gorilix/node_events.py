@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gorilix.transport import codec
+from gorilix.workers.health import Health
 from gorilix.workers.protocol import WorkerOp
 
 Frames = list[bytes]
@@ -198,6 +199,9 @@ class NodeHost(Protocol):
 
     def worker_usage(self, slot: int) -> tuple[float, int]:
         """(cpu percent since the last call, rss bytes) of the worker of ``slot``."""
+
+    def worker_health(self, slot: int) -> Health | None:
+        """What the worker of ``slot`` runs now and since when (its board: gorilix.workers.health)."""
 
     def forwarded(self) -> int:
         """Messages the router forwarded (counted on its hot path, not by the core)."""

@@ -158,7 +158,7 @@ class NodeHandle:
     """One node process started by this process, and what its clients need: endpoint, context, end notice."""
 
     def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float,
-                 max_worker_memory: int | None = None) -> None:
+                 max_worker_memory: int | None = None, hang_timeout: float | None = None) -> None:
         self.name = name
         self.configure: Callable[[zmq.Socket[bytes]], None] | None = None  # (ipc: nothing to set up)
         self.clustered = False
@@ -182,7 +182,7 @@ class NodeHandle:
         try:
             self._conn.send_bytes(codec.encode({
                 "name": name, "workers": workers, "log_level": log_level, "max_parked": max_parked,
-                "max_worker_memory": max_worker_memory,
+                "max_worker_memory": max_worker_memory, "hang_timeout": hang_timeout,
                 "start_timeout": start_timeout, "parent": os.getpid(), "program": program_to_wire(describe_program()),
             }))
             ready = self._wait_ready(start_timeout + 5.0)  # (the node applies start_timeout to its workers)

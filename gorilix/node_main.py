@@ -81,10 +81,10 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
         pool.start_all(fork=True, close_in_child=(conn.fileno(),))
         from gorilix.node import Node  # (after the workers started: see above)
 
-        limit = start.get("max_worker_memory")
+        limit, hang = start.get("max_worker_memory"), start.get("hang_timeout")
         node = Node(name, pool.size, log_level=int(start["log_level"]), max_parked=int(start["max_parked"]),
                     max_worker_memory=int(limit) if limit is not None else None,
-                    pool=pool)
+                    hang_timeout=float(hang) if hang is not None else None, pool=pool)
     except Exception as exc:  # (a bind the OS refuses, say): said to the parent, which raises it
         log.exception("node %s failed to start", name)
         pool.stop_all(timeout=0.5)
@@ -101,7 +101,10 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
     while not node.join(WATCH_EVERY):  # (wakes the moment the loop ends)
         watched += 1
         if watched % REAP_EVERY == 0:
-            reap_adopted({pid for w in pool.workers.values() if (pid := w.pid) is not None})
+            try:
+                reap_adopted({pid for w in list(pool.workers.values()) if (pid := w.pid) is not None})
+            except Exception:  # (housekeeping: never the end of the node)
+                log.exception("reaping the processes the node adopted failed")
         word = _word_from_parent(conn, parent)
         if word == "stop":
             node.request_stop()

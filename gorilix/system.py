@@ -105,6 +105,12 @@ class WorkerInfo:
     mailbox: int = 0  # messages queued in its actors' mailboxes (last report, once a second)
     deepest_mailbox: int = 0
     msgs_per_s: float = 0.0  # messages its actors handled per second (last report)
+    #: None, or how long it has been stuck in one message and in what: {"seconds", "actor", "class",
+    #: "message", "silent"} ("silent": its watchdog is silent too, a call that holds the GIL).
+    stuck: dict[str, Any] | None = None
+
+
+_WORKER_FIELDS = frozenset(WorkerInfo.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,10 +515,14 @@ class ActorSystem:
     def __init__(
         self, name: str = "gorilix", workers: int | None = None, *,
         log_level: int | str = logging.WARNING, start_timeout: float = 60.0,
-        max_parked: int = 10_000, max_worker_memory: int | str | None = None,
+        max_parked: int = 10_000, max_worker_memory: int | str | None = None, hang_timeout: float | None = None,
     ) -> None:
         """``max_worker_memory`` (bytes, or a size such as "2GiB" or "500MB"): a worker whose
-        memory (RSS) goes past it is restarted, its actors re-created as after a crash (None: no limit)."""
+        memory (RSS) goes past it is restarted, its actors re-created as after a crash (None: no limit).
+
+        ``hang_timeout`` (seconds): a worker stuck in one message longer than
+        this (an actor that blocks) is restarted, its actors re-created (None:
+        never; ``gorilix status`` shows it stuck all the same)."""
         if type(name) is not str or not 0 < len(name) <= NODE_NAME_MAX:
             raise InvalidArgument(
                 f"an ActorSystem name must be a non-empty str of at most {NODE_NAME_MAX} characters, "
@@ -530,6 +540,10 @@ class ActorSystem:
             )
         log_level = _check_log_level(log_level)
         memory_limit = parse_memory("max_worker_memory", max_worker_memory)
+        if hang_timeout is not None:
+            hang_timeout = check_timeout(hang_timeout, "hang_timeout")
+            if hang_timeout < 1.0 or hang_timeout == float("inf"):
+                raise InvalidArgument(f"hang_timeout={shown(hang_timeout)}: need at least 1 second, or None")
         if boot.IN_WORKER:
             raise GorilixError(
                 "an ActorSystem cannot start inside a worker process: workers import your program to find "
@@ -538,7 +552,7 @@ class ActorSystem:
         self._claim_name(name)
         try:
             node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked, start_timeout=start_limit,
-                              max_worker_memory=memory_limit)
+                              max_worker_memory=memory_limit, hang_timeout=hang_timeout)
         except BaseException:
             self._release_name(name)
             raise
@@ -834,7 +848,8 @@ class ActorSystem:
     # -- workers and health -------------------------------------------------
 
     def workers(self) -> list[WorkerInfo]:
-        return [WorkerInfo(**row) for row in self._control("workers")]
+        # (fields a newer node adds are left out: a program may attach to any version)
+        return [WorkerInfo(**{k: v for k, v in row.items() if k in _WORKER_FIELDS}) for row in self._control("workers")]
 
     def kill_worker(self, worker_id: int, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to a worker process (a failover drill); returns its pid.

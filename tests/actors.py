@@ -549,3 +549,14 @@ class Hog(Actor):
     def receive(self, mb: int) -> int:
         self.blobs.append(b"x" * (mb * 2**20))
         return len(self.blobs) * mb
+
+
+class Blocker(Actor):
+    """("block", s): sleeps s seconds in receive (its worker is stuck); ("hold",): a C call that holds the GIL."""
+
+    def receive(self, msg: Any) -> Any:
+        if msg[0] == "block":
+            time.sleep(msg[1])
+        elif msg[0] == "hold":
+            return sum(range(10**11))  # (minutes of C, never giving up the GIL)
+        return msg

@@ -43,6 +43,7 @@ from gorilix.transport import codec
 from gorilix.transport.errors import ActorNotFound, error_to_wire
 from gorilix.transport.frames import ASK, FLAG_ASK, TELL, pack_env, pack_route, unpack_route
 from gorilix.transport.routing import client_identity
+from gorilix.workers.health import Health
 from gorilix.workers.protocol import (
     AttachWorker,
     Exited,
@@ -85,6 +86,7 @@ class FakeHost:
     signals: list[tuple[int, int]] = field(default_factory=list)
     external: set[bytes] = field(default_factory=set)
     rss: dict[int, int] = field(default_factory=dict)  # what worker_usage says of each slot's memory
+    health: dict[int, Health] = field(default_factory=dict)  # what each slot's board says (worker_health)
 
     def linked(self, node: str) -> bool:
         return node in self.links
@@ -103,6 +105,9 @@ class FakeHost:
 
     def worker_usage(self, slot: int) -> tuple[float, int]:
         return 0.0, self.rss.get(slot, 0)
+
+    def worker_health(self, slot: int) -> Health | None:
+        return self.health.get(slot)
 
     def forwarded(self) -> int:
         return 0
@@ -146,11 +151,12 @@ class NodeSim:
     """One node's core, its simulated workers and everything it said, on a virtual clock."""
 
     def __init__(self, workers: int = 2, *, seed: int = 0, max_parked: int = 10_000, attach: bool = True,
-                 max_worker_memory: int | None = None) -> None:
+                 max_worker_memory: int | None = None, hang_timeout: float | None = None) -> None:
         self.clock = VirtualClock()
         self.host = FakeHost()
         self.core = NodeCore(NODE, workers, host=self.host, handlers=HANDLERS, reports=REPORTS, clock=self.clock,
-                             rng=random.Random(seed), max_parked=max_parked, max_worker_memory=max_worker_memory)
+                             rng=random.Random(seed), max_parked=max_parked, max_worker_memory=max_worker_memory,
+                             hang_timeout=hang_timeout)
         self.workers: dict[int, SimWorker] = {}
         self.effects: list[Effect] = []  # everything the core asked for, in order
         self.failing: set[str] = set()  # class paths whose spawn fails

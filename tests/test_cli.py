@@ -281,7 +281,8 @@ class FakeRemote:
                 {"id": 0, "pid": 200 if respawned else 100, "alive": True, "actors": 3, "cpu_percent": 1.5,
                  "rss_bytes": 30 * 2**20, "restarts": 1 if respawned else 0},
                 {"id": 1, "pid": 101, "alive": True, "actors": 0, "cpu_percent": 0.0, "rss_bytes": 2**20,
-                 "restarts": 0},
+                 "restarts": 0, "stuck": {"seconds": 3.2, "actor": "n1/0x2a", "class": "app:Blocker",
+                                          "message": "tuple 'block'", "silent": False}},
             ],
             "stats": {"node": "n1", "actors": 3, "names": 1, "dead_letters": 0, "parked": 0, "malformed": 0,
                       "moved": 2},
@@ -348,6 +349,7 @@ def test_status_table_and_json(runner: CliRunner, fake: type[FakeRemote]) -> Non
     assert "node n1: 2/2 workers alive" in result.output
     assert "30.0 MiB" in result.output and "dead letters 0" in result.output
     assert "balance: 3, 0 actors on the live workers (spread 3; 2 moved to balance them)" in result.output
+    assert "worker 1 STUCK for 3.2 s in actor n1/0x2a (app:Blocker) handling tuple 'block'" in result.output
     info = json.loads(runner.invoke(main, ["status", "--json"]).output)
     assert info["node"] == "n1"
     assert {"id", "pid", "alive", "actors", "cpu_percent", "rss_bytes", "restarts"} <= set(info["workers"][0])

@@ -96,3 +96,19 @@ def test_what_an_actor_starts_ends_when_its_node_is_killed(make_system: Callable
     started.append(child)
     os.kill(system._node.pid, signal.SIGKILL)
     wait_for(lambda: _gone(child), 5, "the actor's process ended with its node")
+
+
+def test_a_reaped_worker_has_no_pid_rather_than_an_error() -> None:
+    # The node's reaping of adopted processes read every worker's pid: one reaped (closed) and not yet
+    # replaced raised ValueError, which ended the node.
+    import multiprocessing
+
+    from gorilix.workers.config import WorkerConfig
+    from gorilix.workers.pool import WorkerProcess
+
+    process = multiprocessing.get_context("fork").Process(target=int)
+    process.start()
+    process.join()
+    process.close()
+    worker = WorkerProcess(WorkerConfig("n", 0, 1, 1, "ipc://unused"), process, 0.0)
+    assert worker.pid is None and not worker.alive

@@ -22,6 +22,7 @@ from gorilix.transport.errors import (
 )
 from gorilix.transport.frames import STOP, pack_env
 from gorilix.transport.routing import client_identity
+from gorilix.workers.health import Health
 from gorilix.workers.messages import ClusterEvent, Down
 from gorilix.workers.protocol import (
     Exited,
@@ -202,6 +203,46 @@ def test_without_a_memory_limit_nothing_is_measured() -> None:
     sim.host.rss = {0: 10 * 2**40}
     sim.advance(5.0)
     assert sim.host.signals == [] and sim.core.next_deadline() == float("inf")
+
+
+# -- stuck workers -------------------------------------------------------------------------
+
+
+def test_a_worker_stuck_in_one_message_is_shown_and_restarted_past_hang_timeout() -> None:
+    # An actor that blocked froze its worker for ever: the others there timed out and nothing said why.
+    sim = NodeSim(2, hang_timeout=5.0)
+    blocker = sim.spawn(ECHO, worker=1)
+    now = sim.clock.now
+    sim.host.health[1] = Health(now, now, blocker, "actors:Echo", "tuple 'block'")
+    sim.advance(0.5)
+    assert sim.core.stuck(1) is None  # (half a second in one message is not stuck)
+    sim.advance(2.0)
+    sim.host.health[1] = sim.host.health[1]._replace(beat=sim.clock.now)  # (its watchdog writes on)
+    stuck = sim.core.stuck(1)
+    assert stuck is not None and stuck["class"] == "actors:Echo" and stuck["message"] == "tuple 'block'"
+    assert stuck["actor"] == f"{NODE}/{blocker:#x}" and 2.4 <= stuck["seconds"] <= 2.6 and not stuck["silent"]
+    assert sim.host.signals == []  # shown, not restarted: hang_timeout is 5 s
+    sim.host.health[1] = sim.host.health[1]._replace(beat=sim.clock.now)  # (its watchdog still writes)
+    sim.advance(3.0)
+    assert sim.host.signals == [(1, signal.SIGKILL)] and sim.core.hang_restarts == 1
+
+
+def test_a_worker_whose_watchdog_is_silent_is_stuck_too() -> None:
+    # A C call that holds the GIL stops the watchdog as well: the beat stops.
+    sim = NodeSim(1, hang_timeout=3.0)
+    sim.host.health[0] = Health(sim.clock.now, 0.0, 0, "", "")
+    sim.advance(2.0)
+    stuck = sim.core.stuck(0)
+    assert stuck is not None and stuck["silent"] and stuck["actor"] is None
+    sim.advance(1.5)
+    assert sim.host.signals == [(0, signal.SIGKILL)] and sim.core.hang_restarts == 1
+
+
+def test_without_hang_timeout_a_stuck_worker_is_only_shown() -> None:
+    sim = NodeSim(1)
+    sim.host.health[0] = Health(sim.clock.now, sim.clock.now, 7, "actors:Echo", "int")
+    sim.advance(100.0)
+    assert sim.core.stuck(0) is not None and sim.host.signals == []
 
 
 def test_messages_to_an_actor_being_recreated_park_and_are_sent_on_in_order() -> None:

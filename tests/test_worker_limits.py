@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from actors import Echo, Hog
+from actors import Blocker, Echo, Hog
 from conftest import wait_for
 
 from gorilix import ActorSystem, InvalidArgument
@@ -46,3 +46,51 @@ def test_a_worker_past_max_worker_memory_is_restarted(make_system: Callable[...,
 def test_a_bad_max_worker_memory_is_refused_before_anything_starts() -> None:
     with pytest.raises(InvalidArgument, match="max_worker_memory"):
         ActorSystem("limits", workers=1, max_worker_memory="lots")
+
+
+def _stuck(system: ActorSystem) -> dict | None:  # type: ignore[type-arg]
+    [row] = system._control("workers")
+    return row["stuck"]  # type: ignore[no-any-return]
+
+
+def test_a_stuck_worker_is_shown_with_its_actor_and_message(make_system: Callable[..., ActorSystem]) -> None:
+    system = make_system(1)
+    blocker = system.spawn(Blocker)
+    neighbour = system.spawn(Echo)
+    assert _stuck(system) is None
+    blocker.tell(("block", 3.0))
+    wait_for(lambda: _stuck(system) is not None, 5, "the worker shown stuck")
+    stuck = _stuck(system)
+    assert stuck["class"] == "actors:Blocker" and stuck["message"] == "tuple 'block'"
+    assert stuck["actor"] == f"{blocker.node}/{blocker.id:#x}" and stuck["seconds"] >= 1.0 and not stuck["silent"]
+    assert neighbour.ask("after", timeout=10.0) == "after"  # (it waited for the blocker)
+    wait_for(lambda: _stuck(system) is None, 5, "no longer stuck")
+
+
+def test_a_worker_stuck_past_hang_timeout_is_restarted(make_system: Callable[..., ActorSystem],
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    system = make_system(1, hang_timeout=1.5)
+    blocker = system.spawn(Blocker)
+    pid = system.workers()[0].pid
+    blocker.tell(("block", 60.0))
+    wait_for(lambda: system.stats()["hang_restarts"] == 1, 10, "the stuck worker restarted")
+    wait_for(lambda: system.workers()[0].alive and system.workers()[0].pid != pid, 10, "a new worker")
+    assert blocker.ask(("ping",), timeout=10.0) == ("ping",)  # re-created
+    err = capfd.readouterr().err
+    assert "stuck for" in err and "(actors:Blocker) handling tuple 'block'" in err and "hang_timeout 1.5 s" in err
+
+
+def test_a_worker_that_holds_its_gil_past_hang_timeout_is_restarted(
+        make_system: Callable[..., ActorSystem], capfd: pytest.CaptureFixture[str]) -> None:
+    system = make_system(1, hang_timeout=1.5)
+    blocker = system.spawn(Blocker)
+    blocker.tell(("hold",))
+    wait_for(lambda: system.stats()["hang_restarts"] == 1, 10, "the worker holding its GIL restarted")
+    assert blocker.ask(("ping",), timeout=10.0) == ("ping",)
+    assert "stuck for" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("value", [0.5, 0, -1, "3", float("nan")])
+def test_a_bad_hang_timeout_is_refused(value: object) -> None:
+    with pytest.raises(InvalidArgument, match="hang_timeout"):
+        ActorSystem("hangs", workers=1, hang_timeout=value)  # type: ignore[arg-type]

@@ -35,10 +35,10 @@ def remove_stale_ipc_files() -> int:
     removed = 0
     folder = tempfile.gettempdir()
     for entry in os.listdir(folder):
-        if not (entry.startswith("gorilix-") and entry.endswith(".sock")):
+        if not (entry.startswith("gorilix-") and entry.endswith((".sock", ".health"))):
             continue
         try:
-            pid = int(entry[:-len(".sock")].split("-")[-2])
+            pid = int(entry.split(".")[0].split("-")[-2])  # (a worker's board: gorilix-NAME-PID-ID.wN.health)
         except (ValueError, IndexError):
             continue
         try:

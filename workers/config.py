@@ -25,6 +25,8 @@ class WorkerConfig:
     program: dict[str, Any] = field(default_factory=dict)
     #: Descriptors a forked worker inherited and must close (its node's lifeline, earlier workers' pipes).
     close_fds: tuple[int, ...] = ()
+    #: The board its watchdog writes and its node reads (gorilix.workers.health); "" for none.
+    health_path: str = ""
 
     @property
     def identity(self) -> bytes:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gorilix.workers.boot import worker_main
 from gorilix.workers.config import WorkerConfig
+from gorilix.workers.health import Health, create_board, read_board, remove_board
 from gorilix.workers.lineage import end_group
 
 if TYPE_CHECKING:  # psutil loads on the first stats call: the node starts its workers sooner
@@ -48,7 +49,10 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid
+        try:
+            return self.process.pid
+        except ValueError:  # closed: it was reaped
+            return None
 
     exitcode: int | None = None
 
@@ -100,10 +104,12 @@ class WorkerPool:
         # before it, whose ends it would keep open): the worker closes them. A fresh one inherits none.
         inherited = tuple(sorted({*_open_descriptors(), *close_in_child} - {0, 1, 2})) if fork else ()
         incarnation = next(self._incarnations)
+        board = board_path(self.endpoint, slot)
+        create_board(board)
         config = WorkerConfig(
             node_name=self.node_name, slot=slot, incarnation=incarnation,
             id_prefix=incarnation, endpoint=self.endpoint, log_level=self.log_level,
-            program=self.program, close_fds=inherited,
+            program=self.program, close_fds=inherited, health_path=board,
         )
         mp = multiprocessing.get_context("fork") if fork else self._mp
         process = mp.Process(
@@ -133,6 +139,7 @@ class WorkerPool:
         worker = self.workers[slot]
         if worker.pid is not None:
             end_group(worker.pid)  # what its actors started (it is dead, not reaped: its pid is still its own)
+        remove_board(worker.config.health_path)
         worker.process.join(timeout=1.0)
         code = worker.process.exitcode
         if code is not None:
@@ -176,9 +183,18 @@ class WorkerPool:
                 worker.process.join(1.0)
             if not worker.alive:
                 worker.process.close()
+        for worker in running:
+            remove_board(worker.config.health_path)
         if killed:
             log.warning("killed workers that did not stop in %.1f s: %s", timeout, killed)
         return killed
+
+    def health(self, slot: int) -> Health | None:
+        """What the worker of ``slot`` runs now and since when (gorilix.workers.health), if it is alive."""
+        worker = self.workers.get(slot)
+        if worker is None or not worker.alive or not worker.config.health_path:
+            return None
+        return read_board(worker.config.health_path)
 
     def stats(self, slot: int) -> tuple[float, int]:
         """(cpu percent since the last call, rss bytes) of a live worker."""
@@ -211,3 +227,8 @@ def _open_descriptors() -> list[int]:
             continue
         open_now.append(fd)
     return open_now
+
+
+def board_path(endpoint: str, slot: int) -> str:
+    """Where the board of worker ``slot`` lives: beside the node's ipc socket, named after it."""
+    return f"{endpoint.removeprefix('ipc://').removesuffix('.sock')}.w{slot}.health"

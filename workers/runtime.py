@@ -24,6 +24,7 @@ from gorilix.transport.sockets import ID_SHIFT, configure_internal
 from gorilix.workers.asks import PendingAsks
 from gorilix.workers.cells import CellKeeper
 from gorilix.workers.config import WorkerConfig
+from gorilix.workers.health import Watchdog
 from gorilix.workers.loop import WorkerEventLoop, WorkerLoop
 from gorilix.workers.outbox import Outbox
 from gorilix.workers.port import WorkerPort
@@ -72,6 +73,8 @@ class WorkerRuntime:
         outbox.report(AttachWorker(self.slot, self.config.incarnation, os.getpid()))
         outbox.flush()
         self._report_load_every(LOAD_EVERY, loop, keeper, outbox)
+        if self.config.health_path:
+            Watchdog(self.config.health_path, keeper.scheduler.now_running).start()
         try:
             worker_loop.serve()
         finally:

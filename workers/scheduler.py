@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from gorilix.transport.frames import BATCH, STOP
 from gorilix.workers.batch import PART_EVERY, Batch
 from gorilix.workers.cell import HANDOFF, ActorCell, Message, current
+from gorilix.workers.health import describe
 
 #: Seconds of a chunk's items a cell runs in one turn (at least one item).
 BATCH_SLICE = 0.002
@@ -69,6 +70,8 @@ class Scheduler:
         self.loop = loop
         self.ready: deque[ActorCell] = deque()
         self.handled = 0  # messages handed to actors (for the node's message rates)
+        #: (cell, message) whose handler runs now, or None: what the worker's watchdog reports (health.py).
+        self.running: tuple[ActorCell, Message] | None = None
 
     def enqueue(self, cell: ActorCell, message: Message) -> None:
         cell.mailbox.append(message)
@@ -113,7 +116,8 @@ class Scheduler:
             else:
                 self.outcomes.stop_cell(cell, "shutdown")
             return
-        token = current.set((cell, message))
+        self.running = ctx = (cell, message)
+        token = current.set(ctx)
         try:
             result = cell.instance.receive(message[4])  # type: ignore[union-attr]
             if type(result) not in _PLAIN_RESULTS and asyncio.iscoroutine(result):  # is_coroutine, inline
@@ -125,6 +129,7 @@ class Scheduler:
             return
         finally:
             current.reset(token)
+            self.running = None
         self.outcomes.on_result(cell, message, result)
 
     def run_batch(self, cell: ActorCell, message: Message) -> int:
@@ -143,7 +148,8 @@ class Scheduler:
         until = began + BATCH_SLICE
         if not batch.sent_at:
             batch.sent_at = began
-        token = current.set((cell, message))
+        self.running = ctx = (cell, message)
+        token = current.set(ctx)
         try:
             while index < len(items):
                 end = min(len(items), index + batch.stride)
@@ -168,6 +174,7 @@ class Scheduler:
             return len(answers) - start + 1
         finally:
             current.reset(token)
+            self.running = None
         self._batch_goes_on(cell, message, batch)
         return len(answers) - start
 
@@ -198,3 +205,17 @@ class Scheduler:
             self.outcomes.go_down(cell, cell.stop_reason, abnormal=False)
         else:
             self.wake(cell)
+
+    def now_running(self) -> tuple[object, int, int, str, str] | None:
+        """What the watchdog writes (health.Watchdog): the message running now, its step, its actor and kind."""
+        running = self.running
+        if running is None:
+            return None
+        cell, message = running
+        value = message[4]
+        if type(value) is Batch:  # a chunk: the clock is per item
+            step = len(value.answers)
+            kind = "an item of a batch: " + describe(value.items[step]) if step < len(value.items) else "a batch"
+        else:
+            step, kind = 0, describe(value)
+        return message, step, cell.id, cell.spec.class_path, kind

@@ -62,6 +62,7 @@ def _h_workers(core: NodeCore, req: Request) -> list[dict[str, Any]]:
             "alive": worker.alive and worker.ready,
             "actors": core.registry.count(slot), "cpu_percent": cpu, "rss_bytes": rss,
             "restarts": worker.restarts,
+            "stuck": core.stuck(slot),  # (None, or how long and in what: a blocked actor freezes its worker)
             **_load_of(core, slot, worker.pid),
         })
     return rows
@@ -141,6 +142,7 @@ def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
         "parked": sum(len(q) for q in core.table.parked.values()),
         "moved": core.moved,  # movable actors moved to balance the workers
         "memory_restarts": core.memory_restarts,  # workers restarted past max_worker_memory
+        "hang_restarts": core.hang_restarts,  # workers restarted stuck past hang_timeout
         # Datagrams sent, received, malformed, dropped (a bad seal, a replay): the gossip's own counters.
         "gossip": core.host.gossip_stats(),
     }
