@@ -127,8 +127,10 @@ class ThreadNodeHandle:
     the product always runs the node as a process of its own.
     """
 
-    def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float) -> None:
-        self.node = Node(name, workers, log_level=log_level, max_parked=max_parked, program=describe_program())
+    def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float,
+                 max_worker_memory: int | None = None, hang_timeout: float | None = None) -> None:
+        self.node = Node(name, workers, log_level=log_level, max_parked=max_parked, program=describe_program(),
+                         max_worker_memory=max_worker_memory, hang_timeout=hang_timeout)
         try:
             self.node.start(start_timeout)
         except BaseException:
