@@ -98,6 +98,10 @@ from gorilix.workers.ref import ActorRef
 
 #: Seconds between two looks at the workers' memory, when it is limited.
 MEMORY_CHECK_EVERY = 1.0
+#: Actors re-created after a worker death are placed this many at a time ...
+PLACE_BATCH = 1000
+#: ... with this many seconds between batches, for the node's other traffic.
+PLACE_PAUSE = 0.001
 #: A worker is shown as stuck once one message has run (or its watchdog has been silent) this long.
 STUCK_AFTER = 1.0
 #: Seconds between two looks for workers stuck past hang_timeout (at most; half the timeout if shorter).
@@ -202,6 +206,8 @@ class NodeCore:
         self.reloads: dict[str, Job] = {}  # module -> its job
         self.recoveries: list[Job] = []  # kill-and-wait requests
         self._homeless: list[int] = []  # actors waiting for any live worker
+        self._to_place: collections.deque[int] = collections.deque()  # re-created actors placed in batches
+        self._placing = False
         self.worker_load: dict[int, dict[str, Any]] = {}  # slot -> last load report
         self.malformed = 0
         self.refused = 0  # control requests refused: they named an id, slot or node the sender does not own
@@ -593,6 +599,32 @@ class NodeCore:
             return
         self.moved += 1
         self.place(record, target)  # (the least loaded, if that worker went meanwhile)
+
+    def place_soon(self, record: ActorRecord) -> None:
+        """Place ``record`` (re-created after its worker died) in the next batch; its messages park meanwhile.
+
+        Batches of :data:`PLACE_BATCH` with the node's other traffic in
+        between: the re-creation of a worker's 500,000 actors stalled every
+        other ask for about 24 s when it was one step. Each actor goes to the
+        least loaded live worker when its batch comes, so a respawned worker
+        that is back by then takes its share.
+        """
+        self.table.hold(record.id)
+        self._to_place.append(record.id)
+        if not self._placing:
+            self._placing = True
+            self.schedule(0.0, self._place_batch)
+
+    def _place_batch(self) -> None:
+        queue = self._to_place
+        for _ in range(min(PLACE_BATCH, len(queue))):
+            record = self.registry.actors.get(queue.popleft())
+            if record is not None and record.slot is None:  # (else: gone, or placed by another path meanwhile)
+                self.place(record)
+        if queue:
+            self.schedule(PLACE_PAUSE, self._place_batch)
+        else:
+            self._placing = False
 
     def worker_of(self, record: ActorRecord) -> int | None:
         """The slot of the live worker where ``record`` runs, if it does."""

@@ -174,14 +174,19 @@ class NodeSim:
         self._carry(self.core.handle(event))
 
     def _carry(self, effects: list[Effect]) -> None:
-        while effects:
-            for effect in effects:
-                self.effects.append(effect)
-                if type(effect) is StartWorker:
-                    self.start_worker(effect.slot)
-                elif type(effect) is ToWorker:
-                    self._worker_reacts(effect)
-            effects = self.core.take_effects()
+        """Carry out ``effects`` and what they lead to, and the timers due now, as the driver does."""
+        while True:
+            while effects:
+                for effect in effects:
+                    self.effects.append(effect)
+                    if type(effect) is StartWorker:
+                        self.start_worker(effect.slot)
+                    elif type(effect) is ToWorker:
+                        self._worker_reacts(effect)
+                effects = self.core.take_effects()
+            if self.core.next_deadline() > self.clock.now:
+                return
+            effects = self.core.tick()
 
     def call(self, method: Any, *args: Any) -> Any:
         """Call one of the core's methods the driver calls outside events, and carry out what follows."""

@@ -9,7 +9,7 @@ import pytest
 from node_sim import CLIENT, NODE, NodeSim
 
 from gorilix.backoff import Backoff
-from gorilix.node_core import MAX_EARLY_DEATHS
+from gorilix.node_core import MAX_EARLY_DEATHS, PLACE_BATCH
 from gorilix.node_events import LinkPeer, Ready, Reply, StartWorker, Tell, ToWorker
 from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, Strategy
 from gorilix.transport.errors import (
@@ -203,6 +203,32 @@ def test_without_a_memory_limit_nothing_is_measured() -> None:
     sim.host.rss = {0: 10 * 2**40}
     sim.advance(5.0)
     assert sim.host.signals == [] and sim.core.next_deadline() == float("inf")
+
+
+# -- mass failover ------------------------------------------------------------------------
+
+
+def test_the_actors_of_a_dead_worker_are_recreated_in_batches_with_other_work_between() -> None:
+    # Killing a worker of 500,000 actors stalled the node for about 24 s: asks to actors on the
+    # healthy worker timed out. Now a batch of PLACE_BATCH goes out per turn of the node's loop.
+    sim = NodeSim(2)
+    actors = [sim.spawn(ECHO, worker=0) for _ in range(2 * PLACE_BATCH + 500)]
+    sim.auto_attach = False
+    mark = len(sim.effects)
+    sim.kill(0)
+    placed = [e.op.actor_id for e in sim.of_type(ToWorker, mark) if type(e.op) is Spawn]
+    assert len(placed) == PLACE_BATCH  # the first batch; the rest waits for later turns
+    assert sim.core.next_deadline() > sim.clock.now  # (so the driver serves its sockets in between)
+    waiting = [a for a in actors if a not in set(placed)]
+    assert len(waiting) == PLACE_BATCH + 500 and all(sim.core.table.is_held(a) for a in waiting)  # (they park)
+    corr = sim.ask("workers")  # other requests are answered between the batches
+    assert sim.answer(corr) is not None
+    sim.attach(0)  # the respawned worker is back before the last batches: it takes them
+    sim.advance(0.01)
+    where = [sim.core.registry.actors[a].slot for a in actors]
+    assert where.count(0) > 0 and where.count(1) >= PLACE_BATCH
+    assert all(sim.core.registry.actors[a].placed for a in actors)
+    sim.check_invariants()
 
 
 # -- stuck workers -------------------------------------------------------------------------
