@@ -183,16 +183,8 @@ class ClientPort:
                 if answer is None:
                     raise _fan_out_timeout(timeout, len(pending), each)
                 corr, ok, value = answer
-                if type(value) is Part:  # the ask stays open
-                    running = pending.get(corr)
-                    if running is not None:
-                        fanout.settle_part(running, value.answers, value.error)
-                    continue
-                asked = pending.pop(corr, None)
-                if asked is None:
-                    continue  # (an answer to an ask of an earlier stream this thread gave up on)
-                streams.discard(corr)
-                fanout.settle(asked, ok, value)
+                if _hand_over(fanout, pending, corr, ok, value):
+                    streams.discard(corr)
         finally:
             streams.difference_update(pending)
             for corr in pending:
@@ -252,6 +244,20 @@ class ClientPort:
                     self._stash.setdefault(answer[0], []).append(answer)
                     continue
                 return answer
+
+
+def _hand_over(fanout: Fanout, pending: dict[int, Chunk], corr: int, ok: bool, value: Any) -> bool:
+    """Give ``fanout`` an answer, or a part, to one of its ``pending`` asks; True once that ask is done."""
+    if type(value) is Part:  # the ask stays open
+        running = pending.get(corr)
+        if running is not None:
+            fanout.settle_part(running, value.answers, value.error)
+        return False
+    asked = pending.pop(corr, None)
+    if asked is None:
+        return False  # (an answer to an ask of an earlier fan-out this port gave up on)
+    fanout.settle(asked, ok, value)
+    return True
 
 
 def _fan_out_timeout(timeout: float, asks: int, each: bool) -> AskTimeout:
@@ -454,16 +460,8 @@ class AsyncAsker:
                 corr, ok, value = await self._next_answer(answers, deadline, timeout, len(pending), each, more)
                 if corr == 0:
                     continue  # (more items came)
-                if type(value) is Part:  # the ask stays open
-                    running = pending.get(corr)
-                    if running is not None:
-                        fanout.settle_part(running, value.answers, value.error)
-                    continue
-                asked = pending.pop(corr, None)
-                if asked is None:
-                    continue
-                self._streams.pop(corr, None)
-                fanout.settle(asked, ok, value)
+                if _hand_over(fanout, pending, corr, ok, value):
+                    self._streams.pop(corr, None)
         finally:
             self._idle.discard(more)  # type: ignore[arg-type]
             for corr in pending:
