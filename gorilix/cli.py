@@ -354,10 +354,10 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
     workers = info.get("workers", [])
     click.echo(f"node {info.get('node')}: {sum(1 for w in workers if w['alive'])}/{len(workers)} workers alive")
     click.echo(_table(
-        ["WORKER", "PID", "ALIVE", "ACTORS", "CPU%", "RSS", "RESTARTS", "MAILBOX", "MAX BOX", "MSG/S"],
+        ["WORKER", "PID", "ALIVE", "ACTORS", "CPU%", "RSS", "RESTARTS", "MAILBOX", "MAX BOX", "MSG/S", "UNREAD"],
         [[w["id"], w["pid"], "yes" if w["alive"] else "NO", w["actors"], f"{w['cpu_percent']:.1f}",
           _mib(w["rss_bytes"]), w["restarts"], w.get("mailbox", 0), w.get("deepest_mailbox", 0),
-          f"{w.get('msgs_per_s', 0.0):,.0f}"] for w in workers],
+          f"{w.get('msgs_per_s', 0.0):,.0f}", _mib(w.get("queued_bytes", 0))] for w in workers],
     ))
     for w in workers:
         stuck = w.get("stuck")
@@ -378,7 +378,9 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
               "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata",
               "moved": "actors moved to balance the workers",
               "memory_restarts": "workers restarted past max_worker_memory",
-              "hang_restarts": "workers restarted stuck past hang_timeout"}
+              "hang_restarts": "workers restarted stuck past hang_timeout",
+              "lost_in_deaths": "tells lost in workers' deaths (among the dead letters)",
+              "queue_refusals": "messages refused past max_queued"}
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))

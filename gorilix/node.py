@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from gorilix.control import HANDLERS, REPORTS
+from gorilix.ledger import Account
 from gorilix.node_core import NodeCore
 from gorilix.node_events import (
     ControlRequest,
@@ -64,6 +65,7 @@ from gorilix.transport.errors import (
     ClusterError,
     DecodeError,
     GorilixError,
+    MailboxFull,
     NotRunning,
     error_to_wire,
 )
@@ -92,6 +94,7 @@ from gorilix.workers.health import Health
 from gorilix.workers.notice import EndNotice
 from gorilix.workers.pool import WorkerPool, WorkerProcess
 from gorilix.workers.protocol import Shutdown
+from gorilix.workers.tally import TallyReader
 
 if TYPE_CHECKING:  # the cluster's modules load once clustering is on (see enable_cluster): a faster start
     from gorilix.cluster.links import PeerLinks
@@ -146,6 +149,7 @@ class Node:
                              max_parked=max_parked, max_worker_memory=max_worker_memory,
                              hang_timeout=hang_timeout)
         self.table = self.core.table  # the hot path reads it directly
+        self.accounts = self.core.ledger.accounts  # (it too)
         self._sentinels: dict[int, int] = {}
         self._poller = zmq.Poller()
         self._started = threading.Event()
@@ -400,6 +404,19 @@ class Node:
         table = self.table
         endpoint = table.routes.get(dst)
         if endpoint is not None:
+            flags = route.flags
+            account = self.accounts.get(endpoint)
+            if account is not None:  # a worker: count what it is sent, and refuse past max_queued
+                nbytes = sum(map(len, frames)) - len(frames[0])
+                limit = self.core.max_queued
+                if (limit is not None and account.sent - account.read > limit and not flags & FLAG_REPLY
+                        and account.backlog() > limit):
+                    self._refuse(account, frames, limit)
+                    return
+                account.sent += nbytes
+                if not flags & (FLAG_ASK | FLAG_REPLY):  # tells (and stops): owed until the worker settles them
+                    owed = account.owed
+                    owed[dst] = owed.get(dst, 0) + (len(frames) - 2) // 2
             self.forwarded_count += 1
             frames[0] = endpoint
             try:
@@ -412,7 +429,6 @@ class Node:
                         return
                 self.core.undeliverable(frames, ActorNotFound(f"actor {self.name}/{dst:#x} is unreachable"))
                 return
-            flags = route.flags
             if flags & FLAG_ASK:
                 origin = source[2:].decode(errors="replace") if source[:2] == b"n:" else None
                 table.ask_forwarded(endpoint, route.src_id, route.corr, origin)
@@ -432,6 +448,15 @@ class Node:
                 f"{table.max_parked_per_actor} messages waiting"))
             return
         self.core.undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"))
+
+    def _refuse(self, account: Account, frames: Frames, limit: int) -> None:
+        """Too much waits for this worker: its asks fail with MailboxFull, its tells are dead letters."""
+        account.refused += 1
+        self.core.queue_refusals += 1
+        self.core.undeliverable(frames, MailboxFull(
+            f"worker {account.slot} of node {self.name} has {account.sent - account.read:,} bytes sent to it "
+            f"and not yet read, past max_queued={limit:,} (it is stuck or swamped); try again later, "
+            "or raise max_queued"))
 
     def _forward_remote(self, source: bytes, route: Route, frames: Frames) -> None:
         if self.links is None:
@@ -474,6 +499,9 @@ class Node:
         if endpoint is None:
             return
         frames[0] = endpoint
+        account = self.accounts.get(endpoint)
+        if account is not None:  # (a reply is never refused: there is one per ask the worker made)
+            account.sent += sum(map(len, frames)) - len(endpoint)
         try:
             self._send_to(endpoint, frames)
         except zmq.ZMQError:
@@ -484,10 +512,12 @@ class Node:
         self._forward(b"", Route(self.name, dst_id, 0, CONTROL_ID, 0), frames)
 
     def _send_control(self, identity: bytes, op: list[Any]) -> None:
+        frames = message_frames(self.name, CONTROL_ID, TELL, self.name, CONTROL_ID, codec.encode(op))
+        account = self.accounts.get(identity)
+        if account is not None:  # (never refused: the node's own ops)
+            account.sent += sum(map(len, frames))
         try:
-            self.router.send_multipart([
-                identity, *message_frames(self.name, CONTROL_ID, TELL, self.name, CONTROL_ID, codec.encode(op)),
-            ])
+            self.router.send_multipart([identity, *frames])
         except zmq.ZMQError:
             log.debug("control %s to %r: peer gone", op[0], identity)
 
@@ -537,6 +567,9 @@ class Node:
 
     def forwarded(self) -> int:
         return self.forwarded_count
+
+    def worker_tally(self, slot: int) -> TallyReader | None:
+        return self.pool.tally(slot)
 
     def cluster_service(self) -> ClusterService | None:
         return self.cluster

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gorilix.cluster.wire import node_meta_problem
+from gorilix.ledger import Account, Ledger
 from gorilix.lifecycle import Lifecycle
 from gorilix.node_events import (
     ControlRequest,
@@ -117,6 +118,10 @@ MAX_GONE_NODES = 1024
 ERROR_LOG_EVERY = 60.0
 #: Dead letters kept for ``dead_letters()`` and ``gorilix status``.
 RECENT_DEAD_LETTERS = 100
+#: Seconds between two looks at what the workers settled (gorilix.ledger).
+SETTLE_EVERY = 0.05
+#: Bytes the node lets wait for one worker (sent, not yet read) before it refuses more for it.
+DEFAULT_MAX_QUEUED = 64 * 2**20
 
 #: A control handler: (core, request, *args) -> the answer, or DEFER; for a worker's report,
 #: (core, request, report) with the report parsed (gorilix.workers.protocol).
@@ -162,8 +167,13 @@ class NodeCore:
         reports: dict[type[Any], Handler],
         clock: Callable[[], float], rng: random.Random | None = None, max_parked: int = 10_000,
         max_worker_memory: int | None = None, hang_timeout: float | None = None,
+        max_queued: int | None = DEFAULT_MAX_QUEUED,
     ) -> None:
         """``max_worker_memory``: a worker past this many bytes of RSS is restarted (None: no limit).
+
+        ``max_queued``: past this many bytes sent to a worker and not yet read
+        by it, the node refuses new tells (dead letters) and asks (MailboxFull)
+        for that worker (None: no limit).
 
         ``hang_timeout``: a worker stuck in one message (or silent) longer than
         this many seconds is restarted (None: never; it is shown as stuck).
@@ -213,6 +223,12 @@ class NodeCore:
         self.refused = 0  # control requests refused: they named an id, slot or node the sender does not own
         self.bad_meta = 0  # membership events whose metadata the node could not use (the engine should have)
         self.dead_letter_count = 0
+        self.lost_in_deaths = 0  # tells lost in workers' deaths (part of dead_letter_count)
+        self.queue_refusals = 0  # tells and asks refused because too much waited for their worker
+        #: What each worker was sent and has not taken (gorilix.ledger); the router feeds it on its hot path.
+        self.ledger = Ledger()
+        self.max_queued = max_queued
+        self._settling = False  # the look at the tallies is scheduled (while any worker has one)
         self.recent_dead_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_DEAD_LETTERS)
         #: Actors and clients of this node told every membership change (a ClusterEvent).
         self.cluster_subscribers: set[int] = set()
@@ -418,6 +434,12 @@ class NodeCore:
         worker.identity, worker.pid, worker.id_prefix = event.identity, event.pid, event.id_prefix
         worker.alive, worker.ready, worker.killed = True, False, False
         self._identity_slot[event.identity] = event.slot
+        tally = self.host.worker_tally(event.slot)
+        if tally is not None:
+            self.ledger.open(event.identity, event.slot, tally)
+            if not self._settling:
+                self._settling = True
+                self.schedule(SETTLE_EVERY, self._settle)
 
     def worker_attached(self, slot: int) -> None:
         """The worker of ``slot`` is ready: it takes actors, first those that waited for any worker."""
@@ -443,8 +465,11 @@ class NodeCore:
         worker.alive = worker.ready = False
         worker.restarts += 1
         self._identity_slot.pop(worker.identity, None)
+        account = self.ledger.close(worker.identity)
         if self.stopping:
             return
+        if account is not None:
+            self._count_lost(account, f"worker {slot} died ({how})")
         _, asks = self.table.endpoint_lost(worker.identity)
         self.table.unbind(worker.id_prefix << ID_SHIFT)
         died = WorkerDied(f"worker {slot} (pid {worker.pid}) of node {self.name} died ({how}) "
@@ -767,6 +792,31 @@ class NodeCore:
         }
         self.recent_dead_letters.append(letter)
         log.debug("dead letter to %s from %s: %s", letter["to"], letter["from"], letter["reason"])
+
+    def _settle(self) -> None:
+        """Take what each worker settled off what it owes (often enough that its tally's ring never turns over)."""
+        self.ledger.settle_all()
+        self._settling = bool(self.ledger.accounts)
+        if self._settling:
+            self.schedule(SETTLE_EVERY, self._settle)
+
+    def _count_lost(self, account: Account, reason: str) -> None:
+        """The tells a dead worker never settled: dead letters, one entry per actor, marked lost in a death."""
+        lost = account.lost()
+        total = sum(lost.values())
+        if not total:
+            return
+        self.lost_in_deaths += total
+        self.dead_letter_count += total
+        bound = "" if account.exact else "at most "  # (the tally's ring turned over: not known to the letter)
+        now = time.time()  # (wall time, to show; no decision reads it)
+        for actor_id, count in sorted(lost.items(), key=lambda item: -item[1])[:RECENT_DEAD_LETTERS]:
+            self.recent_dead_letters.append({
+                "to": f"{self.name}/{actor_id:#x}", "from": None, "count": count, "lost_in_death": True,
+                "reason": f"{bound}{count} tell{'s' if count != 1 else ''} lost: {reason}", "at": now,
+            })
+        log.warning("node %s: %s%d tells to %d actors were lost: %s (see dead_letters())",
+                    self.name, bound, total, len(lost), reason)
 
     def remote_failed(self, node: str, frames: Frames) -> None:
         """Frames for ``node`` could not be sent: fail them with the error that says why."""

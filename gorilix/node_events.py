@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gorilix.ledger import TallySource
 from gorilix.transport import codec
 from gorilix.workers.health import Health
 from gorilix.workers.protocol import WorkerOp
@@ -205,6 +206,9 @@ class NodeHost(Protocol):
 
     def forwarded(self) -> int:
         """Messages the router forwarded (counted on its hot path, not by the core)."""
+
+    def worker_tally(self, slot: int) -> TallySource | None:
+        """The tally of the worker just started in ``slot`` (gorilix.workers.tally), or None if it has none."""
 
     # The cluster: its sockets and its gossip thread are the driver's.
 

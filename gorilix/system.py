@@ -108,6 +108,8 @@ class WorkerInfo:
     #: None, or how long it has been stuck in one message and in what: {"seconds", "actor", "class",
     #: "message", "silent"} ("silent": its watchdog is silent too, a call that holds the GIL).
     stuck: dict[str, Any] | None = None
+    #: Bytes the node sent it that it has not read yet; past ``max_queued`` the node refuses more for it.
+    queued_bytes: int = 0
 
 
 _WORKER_FIELDS = frozenset(WorkerInfo.__dataclass_fields__)
@@ -115,8 +117,16 @@ _WORKER_FIELDS = frozenset(WorkerInfo.__dataclass_fields__)
 
 @dataclass(frozen=True, slots=True)
 class DeadLetters:
+    """What could not be delivered: ``count`` all told, the ``recent`` ones, and how many of them were lost in deaths.
+
+    A tell lost in a worker's death counts in ``lost_in_deaths`` and in
+    ``count``; its entry in ``recent`` has ``"lost_in_death": True`` and a
+    ``"count"`` of that actor's tells lost in that death.
+    """
+
     count: int
     recent: list[dict[str, Any]]
+    lost_in_deaths: int = 0
 
 
 def _iterate(op: str, items: Iterable[Any]) -> Iterator[Any]:
@@ -872,7 +882,7 @@ class ActorSystem:
 
     def dead_letters(self) -> DeadLetters:
         found = self._control("dead_letters")
-        return DeadLetters(found["count"], found["recent"])
+        return DeadLetters(found["count"], found["recent"], found.get("lost_in_deaths", 0))
 
     def stats(self) -> dict[str, Any]:
         return dict(self._control("stats"))

@@ -15,6 +15,7 @@ gets Restarted, a StopActor gets a final Exited. A started worker attaches at on
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
 from dataclasses import dataclass, field
@@ -76,6 +77,22 @@ class VirtualClock:
 
 
 @dataclass
+class FakeTally:
+    """A worker's tally as a test writes it: the tells it settled, by actor, and the bytes it read."""
+
+    settled: collections.Counter[int] = field(default_factory=collections.Counter)
+    bytes_read: int = 0
+    overrun: int = 0
+
+    def read(self) -> int:
+        return self.bytes_read
+
+    def take(self) -> collections.Counter[int]:
+        taken, self.settled = self.settled, collections.Counter()
+        return taken
+
+
+@dataclass
 class FakeHost:
     """What the driver would answer about sockets and processes (see NodeHost)."""
 
@@ -87,6 +104,11 @@ class FakeHost:
     external: set[bytes] = field(default_factory=set)
     rss: dict[int, int] = field(default_factory=dict)  # what worker_usage says of each slot's memory
     health: dict[int, Health] = field(default_factory=dict)  # what each slot's board says (worker_health)
+    tallies: dict[int, FakeTally] = field(default_factory=dict)  # each slot's tally, made when its worker starts
+
+    def worker_tally(self, slot: int) -> FakeTally:
+        tally = self.tallies[slot] = FakeTally()
+        return tally
 
     def linked(self, node: str) -> bool:
         return node in self.links

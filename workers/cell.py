@@ -20,6 +20,11 @@ from gorilix.workers.spec import ActorSpec
 #: (kind, src_node, src_id, corr, value)
 Message = tuple[int, str, int, int, Any]
 
+#: The ``corr`` of a tell (or stop) the node forwarded and counts: the worker settles it in its
+#: tally (gorilix.workers.tally) once it is handed to ``receive`` or refused. A tell has no
+#: correlation of its own, and one sent by a neighbour in the same worker keeps 0: the node never saw it.
+COUNTED = -1
+
 #: The payload of the mailbox entry (a STOP) that marks where an actor moving to another worker is
 #: given up: everything before it is handled first. Nothing decoded from the wire is this object.
 HANDOFF = object()

@@ -35,7 +35,7 @@ from gorilix.transport.frames import ASK, BATCH, FAIL, PART, REPLY, STOP, TELL
 from gorilix.workers.actor import Actor
 from gorilix.workers.asks import PendingAsks
 from gorilix.workers.batch import encode_answer, encode_part
-from gorilix.workers.cell import HANDOFF, ActorCell, Message, current
+from gorilix.workers.cell import COUNTED, HANDOFF, ActorCell, Message, current
 from gorilix.workers.inbox import Inbox
 from gorilix.workers.messages import Exit, is_abnormal
 from gorilix.workers.outbox import Outbox
@@ -53,6 +53,7 @@ from gorilix.workers.protocol import (
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.scheduler import ACTOR_FAILURES, Scheduler, is_coroutine
 from gorilix.workers.spec import ActorSpec, decode_args, make_spec, resolve_class
+from gorilix.workers.tally import NoTally, Tally
 
 log = logging.getLogger("gorilix.worker")
 
@@ -67,13 +68,14 @@ class CellKeeper:
     def __init__(
         self, node: str, slot: int, self_id: int, loop: asyncio.AbstractEventLoop,
         asks: PendingAsks, outbox: Outbox, on_shutdown: Callable[[], None],
+        tally: Tally | NoTally | None = None,
     ) -> None:
         self.node = node
         self.slot = slot
         self.cells: dict[int, ActorCell] = {}
         self.loop = loop
         self.outbox = outbox
-        self.scheduler = Scheduler(self, loop)
+        self.scheduler = Scheduler(self, loop, tally)
         self.inbox = Inbox(node, slot, self_id, self.cells, self.scheduler, asks, outbox, self)
         self._on_shutdown = on_shutdown
         self._ids = itertools.count(self_id + 1)
@@ -243,6 +245,9 @@ class CellKeeper:
             kind, _, src_id, corr, value = cell.mailbox.popleft()
             if value is HANDOFF:
                 continue
+            if corr == COUNTED:  # (the node's, were one after the mark: settled here, counted again on the way)
+                self.scheduler.tally.settle(cell.id)
+                corr = 0
             try:
                 self.outbox.send(self.node, cell.id, kind, src_id, corr, codec.encode(value))
             except Exception as exc:  # (a value it took in: it travels again)
@@ -265,6 +270,8 @@ class CellKeeper:
         gone = ActorNotFound(f"actor {cell.ref} stopped ({reason})")
         while cell.mailbox:
             message = cell.mailbox.popleft()
+            if message[3] == COUNTED:
+                self.scheduler.tally.settle(cell.id)
             if message[4] is not HANDOFF:
                 self.inbox.undeliverable(cell.id, message, gone)
         if cell.instance is not None:

@@ -25,6 +25,8 @@ from gorilix.transport.frames import (
     BATCH,
     CONTROL_ID,
     FAIL,
+    FLAG_ASK,
+    FLAG_REPLY,
     PART,
     REPLY,
     STOP,
@@ -35,7 +37,7 @@ from gorilix.transport.frames import (
 )
 from gorilix.workers.asks import PendingAsks
 from gorilix.workers.batch import decode_request, encode_answer
-from gorilix.workers.cell import ActorCell, Message
+from gorilix.workers.cell import COUNTED, ActorCell, Message
 from gorilix.workers.outbox import Outbox
 from gorilix.workers.protocol import (
     DeadLetter,
@@ -52,6 +54,7 @@ from gorilix.workers.protocol import (
 from gorilix.workers.ref import ActorRef
 from gorilix.workers.scheduler import Scheduler
 from gorilix.workers.spec import ActorSpec
+from gorilix.workers.tally import NoTally, Tally
 
 
 class CellControl(Protocol):
@@ -86,32 +89,53 @@ class Inbox:
         self.malformed = 0
         self.dead_letters = 0
 
+    @property
+    def tally(self) -> Tally | NoTally:
+        """Where the tells the node counted are settled (the scheduler's: it settles those it runs)."""
+        return self.scheduler.tally
+
     # -- from the socket ------------------------------------------------------
 
     def dispatch(self, frames: list[bytes]) -> None:
         """One multipart from the node: a batch of messages to one actor, or a control op."""
         try:
-            dst_id = unpack_route(frames[0]).dst_id
+            route = unpack_route(frames[0])
+        except (DecodeError, IndexError):
+            self.malformed += 1
+            return
+        dst_id = route.dst_id
+        # The node counts each message of a multipart that is neither an ask nor a reply (tells,
+        # stops): each is settled in the tally exactly once, when handed to the actor or refused.
+        counted = dst_id != CONTROL_ID and not route.flags & (FLAG_ASK | FLAG_REPLY)
+        try:
             # The common case, one message, skips the general pairing (same checks: 3 frames pass them).
             pairs = ((frames[1], frames[2]),) if len(frames) == 3 else split_messages(frames)
         except (DecodeError, IndexError):
             self.malformed += 1
+            if counted:
+                self.tally.settle_many(dst_id, (len(frames) - 1) // 2)
             return
         for env_frame, payload in pairs:
             try:
                 kind, src_node, src_id, corr = unpack_env(env_frame)
             except DecodeError:
                 self.malformed += 1
+                if counted:
+                    self.tally.settle(dst_id)
                 continue
             try:
                 value = codec.decode(payload) if kind != BATCH else decode_request(payload)
             except DecodeError as exc:
                 self.undecodable(dst_id, kind, src_node, src_id, corr, exc)
+                if counted:
+                    self.tally.settle(dst_id)
                 continue
             if dst_id == CONTROL_ID:
                 self._control(value)
-            else:
+            elif not counted:
                 self.deliver(dst_id, (kind, src_node, src_id, corr, value))
+            elif not self.deliver(dst_id, (kind, src_node, src_id, COUNTED, value)):
+                self.tally.settle(dst_id)  # refused (or a stop carried out at once): settled here
 
     def _control(self, value: Any) -> None:
         """An op from the node (gorilix.workers.protocol), parsed whole first: a bad one is counted, not run."""
@@ -164,26 +188,28 @@ class Inbox:
 
     # -- delivery -------------------------------------------------------------
 
-    def deliver(self, dst_id: int, message: Message) -> None:
+    def deliver(self, dst_id: int, message: Message) -> bool:
+        """Hand ``message`` to its actor's mailbox; False when it was not queued (answered, refused, or run now)."""
         kind = message[0]
         if kind == REPLY or kind == FAIL:
             self.settle(message[3], kind, message[4])
-            return
+            return False
         if kind == PART:  # (only a client asks a batch of items: an actor is sent none of their parts)
             self.malformed += 1
-            return
+            return False
         cell = self.cells.get(dst_id)
         if cell is None or not cell.alive:
             self.undeliverable(dst_id, message, ActorNotFound(f"no actor {self.node}/{dst_id:#x}"))
-            return
+            return False
         if kind == STOP and cell.down:
             self.control.stop_cell(cell, "shutdown")  # nothing runs there until a restart: stop now
-            return
+            return False
         limit = cell.spec.mailbox_size
         if limit is not None and len(cell.mailbox) >= limit and kind != STOP:
             self.undeliverable(dst_id, message, MailboxFull(f"mailbox of {cell.ref} is full ({limit} messages)"))
-            return
+            return False
         self.scheduler.enqueue(cell, message)
+        return True
 
     def settle(self, corr: int, kind: int, value: Any) -> None:
         """An answer to one of this worker's asks."""

@@ -188,6 +188,7 @@ class WorkerLoop:
         """Read and dispatch what is queued (the poll said something is), in one batch."""
         sock = self.sock
         dispatch = self.inbox.dispatch
+        took = self.inbox.tally.took  # (what the node sent that no longer waits in the pipe)
         self.outbox.batching = True
         try:
             for _ in range(RECV_BURST):
@@ -195,6 +196,7 @@ class WorkerLoop:
                     frames = recv_frames(sock)
                 except zmq.Again:  # (the poll said there was a message: never, but not worth a traceback)
                     break
+                took(sum(map(len, frames)))
                 dispatch(frames)
                 if not has_input(sock):
                     break

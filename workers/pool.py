@@ -24,6 +24,7 @@ from gorilix.workers.boot import worker_main
 from gorilix.workers.config import WorkerConfig
 from gorilix.workers.health import Health, create_board, read_board, remove_board
 from gorilix.workers.lineage import end_group
+from gorilix.workers.tally import TallyReader, create_tally, remove_tally, tally_path
 
 if TYPE_CHECKING:  # psutil loads on the first stats call: the node starts its workers sooner
     import psutil
@@ -106,6 +107,7 @@ class WorkerPool:
         incarnation = next(self._incarnations)
         board = board_path(self.endpoint, slot)
         create_board(board)
+        create_tally(tally_path(board))
         config = WorkerConfig(
             node_name=self.node_name, slot=slot, incarnation=incarnation,
             id_prefix=incarnation, endpoint=self.endpoint, log_level=self.log_level,
@@ -139,7 +141,8 @@ class WorkerPool:
         worker = self.workers[slot]
         if worker.pid is not None:
             end_group(worker.pid)  # what its actors started (it is dead, not reaped: its pid is still its own)
-        remove_board(worker.config.health_path)
+        remove_board(worker.config.health_path)  # (unlinked: the node's map of its tally reads on)
+        remove_tally(tally_path(worker.config.health_path))
         worker.process.join(timeout=1.0)
         code = worker.process.exitcode
         if code is not None:
@@ -185,6 +188,7 @@ class WorkerPool:
                 worker.process.close()
         for worker in running:
             remove_board(worker.config.health_path)
+            remove_tally(tally_path(worker.config.health_path))
         if killed:
             log.warning("killed workers that did not stop in %.1f s: %s", timeout, killed)
         return killed
@@ -195,6 +199,16 @@ class WorkerPool:
         if worker is None or not worker.alive or not worker.config.health_path:
             return None
         return read_board(worker.config.health_path)
+
+    def tally(self, slot: int) -> TallyReader | None:
+        """A reader of the tally of the worker just started in ``slot`` (gorilix.workers.tally), if it has one."""
+        worker = self.workers.get(slot)
+        if worker is None or not worker.config.health_path:
+            return None
+        try:
+            return TallyReader(tally_path(worker.config.health_path))
+        except (OSError, ValueError):  # (gone already, or not the size written: count nothing for it)
+            return None
 
     def stats(self, slot: int) -> tuple[float, int]:
         """(cpu percent since the last call, rss bytes) of a live worker."""

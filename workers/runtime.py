@@ -30,6 +30,7 @@ from gorilix.workers.outbox import Outbox
 from gorilix.workers.port import WorkerPort
 from gorilix.workers.protocol import AttachWorker, Load
 from gorilix.workers.ref import install_resolver
+from gorilix.workers.tally import Tally, tally_path
 
 log = logging.getLogger("gorilix.worker")
 
@@ -64,7 +65,9 @@ class WorkerRuntime:
         outbox = Outbox(self.node, self.self_id)
         outbox.sock = sock
         asks = PendingAsks(loop)
-        keeper = CellKeeper(self.node, self.slot, self.self_id, loop, asks, outbox, on_shutdown=self._stop)
+        board = self.config.health_path
+        keeper = CellKeeper(self.node, self.slot, self.self_id, loop, asks, outbox, on_shutdown=self._stop,
+                            tally=Tally(tally_path(board)) if board else None)
         outbox.local = keeper.inbox
         parent = multiprocessing.parent_process()
         worker_loop = self._loop = WorkerLoop(loop, sock, keeper.inbox, parent.sentinel if parent else None)

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 from gorilix.transport.frames import BATCH, STOP
 from gorilix.workers.batch import PART_EVERY, Batch
-from gorilix.workers.cell import HANDOFF, ActorCell, Message, current
+from gorilix.workers.cell import COUNTED, HANDOFF, ActorCell, Message, current
 from gorilix.workers.health import describe
+from gorilix.workers.tally import NoTally, Tally
 
 #: Seconds of a chunk's items a cell runs in one turn (at least one item).
 BATCH_SLICE = 0.002
@@ -65,9 +66,12 @@ class Scheduler:
 
     BATCH = 64
 
-    def __init__(self, outcomes: Outcomes, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, outcomes: Outcomes, loop: asyncio.AbstractEventLoop,
+                 tally: Tally | NoTally | None = None) -> None:
         self.outcomes = outcomes
         self.loop = loop
+        #: Where a tell the node counted is settled once it is handed to ``receive``.
+        self.tally: Tally | NoTally = tally or NoTally()
         self.ready: deque[ActorCell] = deque()
         self.handled = 0  # messages handed to actors (for the node's message rates)
         #: (cell, message) whose handler runs now, or None: what the worker's watchdog reports (health.py).
@@ -89,6 +93,7 @@ class Scheduler:
         """One round over the cells ready now; cells with more to do stay in ``ready``."""
         ready = self.ready
         outcomes = self.outcomes
+        settle = self.tally.settle
         for _ in range(len(ready)):
             cell = ready.popleft()
             cell.queued = False
@@ -98,6 +103,8 @@ class Scheduler:
                     break
                 budget -= 1
                 message = cell.mailbox.popleft()
+                if message[3] == COUNTED:
+                    settle(cell.id)
                 if message[0] == BATCH:
                     self.handled += self.run_batch(cell, message) - 1
                     break  # a slice of a chunk is the cell's turn

@@ -63,9 +63,16 @@ def _h_workers(core: NodeCore, req: Request) -> list[dict[str, Any]]:
             "actors": core.registry.count(slot), "cpu_percent": cpu, "rss_bytes": rss,
             "restarts": worker.restarts,
             "stuck": core.stuck(slot),  # (None, or how long and in what: a blocked actor freezes its worker)
+            "queued_bytes": _queued(core, worker.identity) if worker.alive else 0,
             **_load_of(core, slot, worker.pid),
         })
     return rows
+
+
+def _queued(core: NodeCore, identity: bytes) -> int:
+    """Bytes sent to a worker and not yet read by it (gorilix.ledger); the node refuses more past max_queued."""
+    account = core.ledger.accounts.get(identity)
+    return 0 if account is None else max(0, account.backlog())
 
 
 def _load_of(core: NodeCore, slot: int, pid: int | None) -> dict[str, Any]:
@@ -130,13 +137,16 @@ def _h_kill_worker(core: NodeCore, req: Request, slot: int, sig: int) -> Any:
 
 
 def _h_dead_letters(core: NodeCore, req: Request) -> dict[str, Any]:
-    return {"count": core.dead_letter_count, "recent": list(core.recent_dead_letters)}
+    return {"count": core.dead_letter_count, "recent": list(core.recent_dead_letters),
+            "lost_in_deaths": core.lost_in_deaths}
 
 
 def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
     return {
         "node": core.name, "actors": len(core.registry.actors), "names": len(core.registry.names),
         "malformed": core.malformed, "refused": core.refused, "dead_letters": core.dead_letter_count,
+        "lost_in_deaths": core.lost_in_deaths,  # tells lost in workers' deaths (counted in dead_letters too)
+        "queue_refusals": core.queue_refusals,  # tells and asks refused: past max_queued for their worker
         "bad_meta": core.bad_meta + core.host.gossip_bad_meta(),  # members dropped for metadata a node cannot use
         "forwarded": core.host.forwarded(),
         "parked": sum(len(q) for q in core.table.parked.values()),
