@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import statistics
 import time
@@ -15,8 +16,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from gorilix.baseline import run_baseline
 from gorilix.bench_actors import (
+    Blocks,
     CpuWorker,
     Crashy,
     Driver,
@@ -262,6 +266,45 @@ def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
     }
 
 
+def _stuck_receiver(system: ActorSystem, count: int, how: str) -> dict[str, float]:
+    """``count`` tells of 1 KB to an actor whose worker reads nothing: how much the node and the worker grow.
+
+    ``how``: "blocked" (the actor sleeps in ``receive``; the worker's ZeroMQ
+    thread still reads into its memory) or "stopped" (SIGSTOP: nothing of it
+    runs). The node refuses past ``max_queued`` (docs/actors.md, Bounded memory).
+    """
+    victim = system.workers()[-1].id
+    actor = system.spawn(Blocks, worker=victim)
+    actor.ask("warm", timeout=30.0)
+    pid = system.workers()[victim].pid
+    assert pid is not None
+    node, worker = psutil.Process(system._node.pid), psutil.Process(pid)
+    node_before, worker_before = node.memory_info().rss, worker.memory_info().rss
+    refused_before = system.stats()["queue_refusals"]
+    if how == "stopped":
+        os.kill(pid, signal.SIGSTOP)
+    else:
+        actor.tell(("block", 600.0))
+    payload = b"x" * 1024
+    try:
+        for _ in range(count):
+            actor.tell(payload)
+        deadline = time.monotonic() + 30.0
+        while system.stats()["queue_refusals"] == refused_before and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the node reads at most 1,000 ahead from us: the last ones come late)
+        time.sleep(0.5)
+        figures = {"node_grew_mib": (node.memory_info().rss - node_before) / 2**20,
+                   "worker_grew_mib": (worker.memory_info().rss - worker_before) / 2**20,
+                   "queued_mib": system.workers()[victim].queued_bytes / 2**20,
+                   "refused": system.stats()["queue_refusals"] - refused_before, "sent_mib": count / 1024}
+    finally:
+        if how == "stopped":
+            os.kill(pid, signal.SIGCONT)
+        system.kill_worker(victim)  # (the blocked actor would sleep on)
+    _wait_all_alive(system)
+    return figures
+
+
 def _startup(runs: int) -> dict[str, float]:
     """From ``ActorSystem(workers=2)`` to the first answered ask, and the stop after it."""
     starts, stops = [], []
@@ -291,7 +334,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
     out: Say = say or (print if progress else _quiet)
     scale = 10 if quick else 1
     workers = max(2, default_worker_count())
-    steps = 11
+    steps = 12
     report: dict[str, Any] = {"workers": workers, "quick": quick}
 
     def step(n: int, text: str) -> None:
@@ -344,6 +387,9 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         report["failover"] = _failover(system, rounds)
         step(11, "restart latency: a supervised actor crashes, time until it answers again")
         report["restart"] = _restart_in_worker(system, 100 // scale)
+        tells = 200_000 // scale
+        step(12, f"a stuck receiver: {tells:,} tells of 1 KB to an actor whose worker reads nothing")
+        report["stuck"] = {how: _stuck_receiver(system, tells, how) for how in ("blocked", "stopped")}
     def paired(ours: str, raw: str) -> float:
         # The median of per-round ratios: a round's raw run and ours ran back to
         # back, so a slow minute on a shared machine cancels out of each ratio.
@@ -391,6 +437,9 @@ def format_report(r: dict[str, Any]) -> str:
          f"{r['isolation']['during_median_us']:.0f} us median",
          f"{ratios['isolation_median_vs_idle']:.2f}x the idle median over {r['isolation']['held_s']:.1f} s, "
          f"idle max {r['isolation']['idle_max_ms']:.1f} ms (target: max <= 10 ms, median <= 1.1x)"),
+        *((f"a stuck receiver ({how}): {s['sent_mib']:.0f} MiB of tells", f"node +{s['node_grew_mib']:.0f} MiB, "
+           f"worker +{s['worker_grew_mib']:.0f} MiB", f"{s['queued_mib']:.0f} MiB queued, {s['refused']:,} refused "
+           "(max_queued 64 MiB)") for how, s in r["stuck"].items()),
         ("start-up: ActorSystem(workers=2) -> first answer", f"{r['startup']['start_s'] * 1e3:.0f} ms",
          f"stop {r['startup']['stop_s'] * 1e3:.0f} ms"),
     ]

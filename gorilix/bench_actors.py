@@ -60,6 +60,15 @@ class Crashy(Actor):
         return message
 
 
+class Blocks(Actor):
+    """("block", seconds) sleeps in receive: its worker reads nothing meanwhile. Anything else: echoed."""
+
+    def receive(self, message: Any) -> Any:
+        if type(message) is tuple and message and message[0] == "block":
+            time.sleep(message[1])
+        return message
+
+
 class Idle(Actor):
     def receive(self, message: Any) -> Any:
         return None

@@ -225,6 +225,10 @@ def main() -> None:
 @click.option("--max-worker-memory", metavar="SIZE", default=None, envvar="GORILIX_MAX_WORKER_MEMORY",
               show_envvar=True, help="Restart a worker whose memory (RSS) goes past SIZE (bytes, or e.g. 2GiB, "
                                      "500MB); its actors are re-created.  [default: no limit]")
+@click.option("--max-queued", metavar="SIZE", default="64MiB", envvar="GORILIX_MAX_QUEUED", show_envvar=True,
+              help="Bytes the node lets wait for one worker, sent and not yet read; past it, the worker's new "
+                   "tells are dead letters and its asks fail with MailboxFull ('none': no limit).  "
+                   "[default: 64MiB]")
 @click.option("--hang-timeout", type=click.FloatRange(min=1.0), default=None, metavar="SECONDS",
               envvar="GORILIX_HANG_TIMEOUT", show_envvar=True,
               help="Restart a worker stuck in one message longer than this; its actors are re-created.  "
@@ -257,7 +261,8 @@ def main() -> None:
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
 def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], retry_join: bool,
-         workers: int | None, max_worker_memory: str | None, hang_timeout: float | None, app: str | None,
+         workers: int | None, max_worker_memory: str | None, max_queued: str, hang_timeout: float | None,
+         app: str | None,
          secret_file: str | None,
          insecure: bool, log_level: str,
          probe_interval: float | None, probe_timeout: float | None, push_interval: float | None,
@@ -293,6 +298,10 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         memory_limit = parse_memory("--max-worker-memory", max_worker_memory)
     except InvalidArgument as exc:
         raise click.BadParameter(str(exc).split("=", 1)[-1], param_hint="--max-worker-memory") from None
+    try:
+        queue_limit = None if max_queued.strip().lower() == "none" else parse_memory("--max-queued", max_queued)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc).split("=", 1)[-1], param_hint="--max-queued") from None
     if secret_file is not None and not secret_file_is_private(secret_file):
         click.echo(f"warning: every user can read {secret_file}; chmod o-rwx it", err=True)
     options = NodeOptions(
@@ -300,7 +309,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
         push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
         leave_timeout=leave_timeout, join_timeout=join_timeout, reconnect_interval=reconnect_interval,
-        max_worker_memory=memory_limit, hang_timeout=hang_timeout,
+        max_worker_memory=memory_limit, hang_timeout=hang_timeout, max_queued=queue_limit,
     )
     try:
         code = run_node(options, say=click.echo, watch_stdin=watch_stdin)

@@ -45,6 +45,7 @@ from gorilix.cluster.config import (
     resolve,
 )
 from gorilix.cluster.swim import JOIN_RETRY
+from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.system import ActorSystem, default_worker_count
 from gorilix.transport.errors import ClusterError, GorilixError
 
@@ -82,6 +83,7 @@ class NodeOptions:
     workers: int | None = None  # None: one per core
     max_worker_memory: int | None = None  # bytes; None: no limit
     hang_timeout: float | None = None  # seconds; None: never restart a stuck worker
+    max_queued: int | None = DEFAULT_MAX_QUEUED  # bytes waiting for one worker; None: no limit
     app: str | None = None  # "module:function"
     secret: bytes | None = None
     insecure: bool = False
@@ -282,7 +284,8 @@ def start_node(opts: NodeOptions, on_event: Callable[[ClusterEvent], None] | Non
     try:
         system = ActorSystem(config.node_name, workers=workers,
                              log_level=level if isinstance(level, int) else logging.WARNING,
-                             max_worker_memory=opts.max_worker_memory, hang_timeout=opts.hang_timeout)
+                             max_worker_memory=opts.max_worker_memory, hang_timeout=opts.hang_timeout,
+                             max_queued=opts.max_queued)
     except GorilixError as exc:
         raise LaunchError(f"cannot start node {config.node_name}: {exc}") from None
     try:

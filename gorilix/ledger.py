@@ -22,6 +22,9 @@ import collections
 from dataclasses import dataclass, field
 from typing import Protocol
 
+#: Bytes the node lets wait for one worker (sent, not yet read) before it refuses more for it.
+DEFAULT_MAX_QUEUED = 64 * 2**20
+
 
 class TallySource(Protocol):
     """A worker's tally as the node reads it (gorilix.workers.tally.TallyReader, or a test's)."""

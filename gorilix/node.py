@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from gorilix.control import HANDLERS, REPORTS
-from gorilix.ledger import Account
+from gorilix.ledger import DEFAULT_MAX_QUEUED, Account
 from gorilix.node_core import NodeCore
 from gorilix.node_events import (
     ControlRequest,
@@ -104,6 +104,9 @@ log = logging.getLogger("gorilix.node")
 
 #: Multiparts taken from the router before looking at sentinels again.
 RECV_BURST = 1000
+#: Multiparts the router holds from one client or worker before it stops reading from it (the
+#: sender's own socket holds the rest). Its sends stay unbounded: gorilix.ledger bounds them by bytes.
+INBOUND_HWM = 1000
 #: How often links to peers are checked for a refused handshake (LINK_WAIT_CHECK while one is pending).
 LINK_REPAIR_EVERY = 0.2
 LINK_WAIT_CHECK = 0.01
@@ -131,6 +134,7 @@ class Node:
         self, name: str, workers: int, *, log_level: int = logging.WARNING,
         max_parked: int = 10_000, start_method: str = "spawn", program: dict[str, Any] | None = None,
         pool: WorkerPool | None = None, max_worker_memory: int | None = None, hang_timeout: float | None = None,
+        max_queued: int | None = DEFAULT_MAX_QUEUED,
     ) -> None:
         """``pool``: workers already started towards ``pool.endpoint`` (they boot while the node loads)."""
         self.name = name
@@ -141,13 +145,16 @@ class Node:
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.router: zmq.Socket[bytes] = self.zctx.socket(zmq.ROUTER)
         configure_internal(self.router)
+        # What a sender faster than the node has sent waits in the sender's own process, not here:
+        # past this many multiparts from one client or worker, the node reads no more from it for now.
+        self.router.setsockopt(zmq.RCVHWM, INBOUND_HWM)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.bind(self.endpoint)
         self.pool = pool or WorkerPool(name, self.endpoint, workers, log_level=log_level,
                                        start_method=start_method, program=program)
         self.core = NodeCore(name, workers, host=self, handlers=HANDLERS, reports=REPORTS, clock=time.monotonic,
                              max_parked=max_parked, max_worker_memory=max_worker_memory,
-                             hang_timeout=hang_timeout)
+                             hang_timeout=hang_timeout, max_queued=max_queued)
         self.table = self.core.table  # the hot path reads it directly
         self.accounts = self.core.ledger.accounts  # (it too)
         self._sentinels: dict[int, int] = {}
@@ -411,7 +418,7 @@ class Node:
                 limit = self.core.max_queued
                 if (limit is not None and account.sent - account.read > limit and not flags & FLAG_REPLY
                         and account.backlog() > limit):
-                    self._refuse(account, frames, limit)
+                    self._refuse(account, route, frames, limit)
                     return
                 account.sent += nbytes
                 if not flags & (FLAG_ASK | FLAG_REPLY):  # tells (and stops): owed until the worker settles them
@@ -449,14 +456,26 @@ class Node:
             return
         self.core.undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"))
 
-    def _refuse(self, account: Account, frames: Frames, limit: int) -> None:
-        """Too much waits for this worker: its asks fail with MailboxFull, its tells are dead letters."""
-        account.refused += 1
-        self.core.queue_refusals += 1
-        self.core.undeliverable(frames, MailboxFull(
+    def _refuse(self, account: Account, route: Route, frames: Frames, limit: int) -> None:
+        """Too much waits for this worker: an ask fails with MailboxFull, a batch of tells is one dead letter.
+
+        Cheap on purpose: a stuck worker's senders go on at full speed, and
+        the node must refuse as fast as they send or queue their messages in
+        its own socket instead.
+        """
+        count = (len(frames) - 2) // 2
+        account.refused += count
+        self.core.queue_refusals += count
+        error = MailboxFull(
             f"worker {account.slot} of node {self.name} has {account.sent - account.read:,} bytes sent to it "
             f"and not yet read, past max_queued={limit:,} (it is stuck or swamped); try again later, "
-            "or raise max_queued"))
+            "or raise max_queued")
+        if route.flags & FLAG_ASK:
+            self.core.undeliverable(frames, error)
+        else:  # (tells, or a stop, from one sender: no need to read each envelope)
+            source = frames[0]
+            origin = source[2:].decode(errors="replace") if source[:2] == b"n:" else self.name
+            self.core.dead_letter(route.dst_id, origin, route.src_id, error, count=count)
 
     def _forward_remote(self, source: bytes, route: Route, frames: Frames) -> None:
         if self.links is None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gorilix.cluster.wire import node_meta_problem
-from gorilix.ledger import Account, Ledger
+from gorilix.ledger import DEFAULT_MAX_QUEUED, Account, Ledger
 from gorilix.lifecycle import Lifecycle
 from gorilix.node_events import (
     ControlRequest,
@@ -120,8 +120,6 @@ ERROR_LOG_EVERY = 60.0
 RECENT_DEAD_LETTERS = 100
 #: Seconds between two looks at what the workers settled (gorilix.ledger).
 SETTLE_EVERY = 0.05
-#: Bytes the node lets wait for one worker (sent, not yet read) before it refuses more for it.
-DEFAULT_MAX_QUEUED = 64 * 2**20
 
 #: A control handler: (core, request, *args) -> the answer, or DEFER; for a worker's report,
 #: (core, request, report) with the report parsed (gorilix.workers.protocol).
@@ -784,12 +782,15 @@ class NodeCore:
                 self.dead_letter(route.dst_id, env.src_node, env.src_id, error, dst_node=route.dst_node)
 
     def dead_letter(self, dst_id: int, src_node: str, src_id: int, error: BaseException | str,
-                    dst_node: str | None = None) -> None:
-        self.dead_letter_count += 1
+                    dst_node: str | None = None, count: int = 1) -> None:
+        """``count`` messages to ``dst_id`` that were not delivered: counted, and kept as one recent entry."""
+        self.dead_letter_count += count
         letter = {
             "to": f"{dst_node or self.name}/{dst_id:#x}", "from": f"{src_node}/{src_id:#x}" if src_id else None,
             "reason": str(error), "at": time.time(),  # (wall time, to show; no decision reads it)
         }
+        if count != 1:
+            letter["count"] = count
         self.recent_dead_letters.append(letter)
         log.debug("dead letter to %s from %s: %s", letter["to"], letter["from"], letter["reason"])
 

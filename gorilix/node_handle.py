@@ -30,6 +30,7 @@ import zmq
 
 from gorilix.cluster.config import parse_hostport
 from gorilix.cluster.security import CLIENT_NAME, SERVER_NAME, ClusterKeys, configure_client
+from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.transport import codec
 from gorilix.transport.describe import describe_exit
 from gorilix.transport.errors import AskTimeout, DecodeError, NodeUnreachable, NotRunning
@@ -158,7 +159,8 @@ class NodeHandle:
     """One node process started by this process, and what its clients need: endpoint, context, end notice."""
 
     def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float,
-                 max_worker_memory: int | None = None, hang_timeout: float | None = None) -> None:
+                 max_worker_memory: int | None = None, hang_timeout: float | None = None,
+                 max_queued: int | None = DEFAULT_MAX_QUEUED) -> None:
         self.name = name
         self.configure: Callable[[zmq.Socket[bytes]], None] | None = None  # (ipc: nothing to set up)
         self.clustered = False
@@ -182,7 +184,7 @@ class NodeHandle:
         try:
             self._conn.send_bytes(codec.encode({
                 "name": name, "workers": workers, "log_level": log_level, "max_parked": max_parked,
-                "max_worker_memory": max_worker_memory, "hang_timeout": hang_timeout,
+                "max_worker_memory": max_worker_memory, "hang_timeout": hang_timeout, "max_queued": max_queued,
                 "start_timeout": start_timeout, "parent": os.getpid(), "program": program_to_wire(describe_program()),
             }))
             ready = self._wait_ready(start_timeout + 5.0)  # (the node applies start_timeout to its workers)

@@ -32,6 +32,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.transport import codec
 from gorilix.transport.errors import DecodeError, NotRunning
 from gorilix.transport.sockets import ipc_endpoint, remove_stale_ipc_files
@@ -82,9 +83,11 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
         from gorilix.node import Node  # (after the workers started: see above)
 
         limit, hang = start.get("max_worker_memory"), start.get("hang_timeout")
+        queued = start.get("max_queued", DEFAULT_MAX_QUEUED)
         node = Node(name, pool.size, log_level=int(start["log_level"]), max_parked=int(start["max_parked"]),
                     max_worker_memory=int(limit) if limit is not None else None,
-                    hang_timeout=float(hang) if hang is not None else None, pool=pool)
+                    hang_timeout=float(hang) if hang is not None else None, pool=pool,
+                    max_queued=int(queued) if queued is not None else None)
     except Exception as exc:  # (a bind the OS refuses, say): said to the parent, which raises it
         log.exception("node %s failed to start", name)
         pool.stop_all(timeout=0.5)

@@ -526,13 +526,20 @@ class ActorSystem:
         self, name: str = "gorilix", workers: int | None = None, *,
         log_level: int | str = logging.WARNING, start_timeout: float = 60.0,
         max_parked: int = 10_000, max_worker_memory: int | str | None = None, hang_timeout: float | None = None,
+        max_queued: int | str | None = "64MiB",
     ) -> None:
         """``max_worker_memory`` (bytes, or a size such as "2GiB" or "500MB"): a worker whose
         memory (RSS) goes past it is restarted, its actors re-created as after a crash (None: no limit).
 
         ``hang_timeout`` (seconds): a worker stuck in one message longer than
         this (an actor that blocks) is restarted, its actors re-created (None:
-        never; ``gorilix status`` shows it stuck all the same)."""
+        never; ``gorilix status`` shows it stuck all the same).
+
+        ``max_queued`` (bytes, or a size such as "64MiB"): what the node lets
+        wait for one worker, sent and not yet read. A worker that stops
+        reading (stuck, stopped, swamped) would make the node queue without
+        bound; past the limit its new tells become dead letters and its new
+        asks fail with MailboxFull (None: no limit)."""
         if type(name) is not str or not 0 < len(name) <= NODE_NAME_MAX:
             raise InvalidArgument(
                 f"an ActorSystem name must be a non-empty str of at most {NODE_NAME_MAX} characters, "
@@ -550,6 +557,7 @@ class ActorSystem:
             )
         log_level = _check_log_level(log_level)
         memory_limit = parse_memory("max_worker_memory", max_worker_memory)
+        queue_limit = parse_memory("max_queued", max_queued)
         if hang_timeout is not None:
             hang_timeout = check_timeout(hang_timeout, "hang_timeout")
             if hang_timeout < 1.0 or hang_timeout == float("inf"):
@@ -562,7 +570,7 @@ class ActorSystem:
         self._claim_name(name)
         try:
             node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked, start_timeout=start_limit,
-                              max_worker_memory=memory_limit, hang_timeout=hang_timeout)
+                              max_worker_memory=memory_limit, hang_timeout=hang_timeout, max_queued=queue_limit)
         except BaseException:
             self._release_name(name)
             raise

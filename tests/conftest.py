@@ -16,6 +16,7 @@ import pytest
 
 import gorilix.system
 from gorilix import ActorSystem
+from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.node import Node
 from gorilix.workers.boot import describe_program
 
@@ -128,9 +129,10 @@ class ThreadNodeHandle:
     """
 
     def __init__(self, name: str, workers: int, *, log_level: int, max_parked: int, start_timeout: float,
-                 max_worker_memory: int | None = None, hang_timeout: float | None = None) -> None:
+                 max_worker_memory: int | None = None, hang_timeout: float | None = None,
+                 max_queued: int | None = DEFAULT_MAX_QUEUED) -> None:
         self.node = Node(name, workers, log_level=log_level, max_parked=max_parked, program=describe_program(),
-                         max_worker_memory=max_worker_memory, hang_timeout=hang_timeout)
+                         max_worker_memory=max_worker_memory, hang_timeout=hang_timeout, max_queued=max_queued)
         try:
             self.node.start(start_timeout)
         except BaseException:

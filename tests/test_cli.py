@@ -163,6 +163,8 @@ def test_node_warns_about_a_readable_secret_file(
     (["--workers", "0"], "--workers"),
     (["--max-worker-memory", "lots"], "--max-worker-memory"),
     (["--max-worker-memory", "0"], "'0' must be a positive number of bytes"),
+    (["--max-queued", "lots"], "--max-queued"),
+    (["--max-queued", "0"], "--max-queued"),
     (["--log-level", "LOUD"], "--log-level"),
     (["--app", "no_colon_here"], "expected MODULE:FUNCTION"),
     (["--app", "no_such_module_xyz:setup"], "cannot import app module 'no_such_module_xyz'"),
