@@ -76,6 +76,7 @@ from gorilix.transport.frames import (
     REPLY,
     STOP,
     TELL,
+    TELL_ACK,
     Envelope,
     split_messages,
     unpack_env,
@@ -728,10 +729,10 @@ class NodeCore:
                 if sup_id != lifecycle.root.id:
                     lifecycle.stop_supervisor(sup_id, "shutdown")
                 continue
-            if env.kind not in (TELL, ASK):  # (a reply or part addressed to a supervisor: none is ever due)
+            if env.kind not in (TELL, ASK, TELL_ACK):  # (a reply or part addressed to a supervisor: none is ever due)
                 self.malformed += 1
                 continue
-            request = Request(frames[0], env.src_node, env.src_id, env.corr, env.kind == ASK)
+            request = Request(frames[0], env.src_node, env.src_id, env.corr, env.kind != TELL)
             if sup_id not in lifecycle.supervisors:  # stopped by a STOP earlier in the same batch
                 if request.ask:
                     self.fail(request, ActorNotFound(f"supervisor {self.name}/{sup_id:#x} stopped"))
@@ -745,7 +746,7 @@ class NodeCore:
                     self.dead_letter(sup_id, env.src_node, env.src_id, exc)
                 continue
             if request.ask:
-                self.reply(request, result)
+                self.reply(request, None if env.kind == TELL_ACK else result)
 
     def exit_signal(self, actor_id: int, source: ActorRef, reason: str) -> None:
         record = self.registry.actors.get(actor_id)

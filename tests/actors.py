@@ -586,3 +586,14 @@ class TallySink(Actor):
             pass
         self.words[0] += 1
         return None
+
+
+class AckedTellInside(Actor):
+    """Tries ``ref.tell(x, ack=True)`` inside receive, which must refuse (it would block the worker)."""
+
+    def receive(self, msg: Any) -> Any:
+        try:
+            msg.tell("hi", ack=True)
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            return f"{type(exc).__name__}: {exc}"
+        return None

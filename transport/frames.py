@@ -46,9 +46,13 @@ BATCH = 5
 #: (not a reply: the ask stays open), so a death loses little of a long batch.
 PART = 6
 
-KINDS = frozenset({TELL, ASK, REPLY, FAIL, STOP, BATCH, PART})
+#: A tell whose sender waits to hear that it was taken: the actor receives it as a tell, and
+#: once ``receive`` has returned (or raised) its worker answers None (``ref.tell(m, ack=True)``).
+TELL_ACK = 7
+
+KINDS = frozenset({TELL, ASK, REPLY, FAIL, STOP, BATCH, PART, TELL_ACK})
 #: The kinds a sender waits an answer to.
-ASKS = frozenset({ASK, BATCH})
+ASKS = frozenset({ASK, BATCH, TELL_ACK})
 
 #: Upper bound on frames in one multipart; more is a malformed message.
 MAX_FRAMES = 4097

@@ -31,7 +31,7 @@ from gorilix.transport.errors import (
     error_to_wire,
     qualified_name,
 )
-from gorilix.transport.frames import ASK, BATCH, FAIL, PART, REPLY, STOP, TELL
+from gorilix.transport.frames import ASK, BATCH, FAIL, PART, REPLY, STOP, TELL, TELL_ACK
 from gorilix.workers.actor import Actor
 from gorilix.workers.asks import PendingAsks
 from gorilix.workers.batch import encode_answer, encode_part
@@ -56,6 +56,9 @@ from gorilix.workers.spec import ActorSpec, decode_args, make_spec, resolve_clas
 from gorilix.workers.tally import NoTally, Tally
 
 log = logging.getLogger("gorilix.worker")
+
+#: The answer to an acknowledged tell (TELL_ACK): None, encoded once.
+_TAKEN = codec.encode(None)
 
 
 class CellKeeper:
@@ -284,6 +287,8 @@ class CellKeeper:
     def on_result(self, cell: ActorCell, message: Message, result: Any) -> None:
         kind, src_node, src_id, corr, _ = message
         if kind != ASK:
+            if kind == TELL_ACK:  # taken: its sender may stop waiting
+                self.outbox.send(src_node, src_id, REPLY, cell.id, corr, _TAKEN)
             return
         try:
             payload = codec.encode(result)
@@ -324,6 +329,8 @@ class CellKeeper:
         if message is not None and message[0] == ASK:
             error = ActorError(qualified_name(type(exc)), str(exc), text, label)
             self.outbox.send(message[1], message[2], FAIL, cell.id, message[3], codec.encode(error_to_wire(error)))
+        elif message is not None and message[0] == TELL_ACK:  # taken, even if badly: the crash is its supervisor's
+            self.outbox.send(message[1], message[2], REPLY, cell.id, message[3], _TAKEN)
         elif message is not None and message[0] == BATCH:  # the items before it answered, those after it not run
             error = ActorError(qualified_name(type(exc)), str(exc), text, label)
             self.outbox.send(message[1], message[2], REPLY, cell.id, message[3],

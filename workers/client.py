@@ -114,10 +114,11 @@ class ClientPort:
     def stop_actor(self, ref: ActorRef) -> None:
         self._send(ref.node, ref.id, STOP, 0, codec.encode(None))
 
-    def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+    def ask(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any:
+        """``kind``: ASK, or TELL_ACK for a tell that is answered once taken (``ref.tell(m, ack=True)``)."""
         payload = codec.encode(message)
         corr = next(self._corr)
-        self._send(ref.node, ref.id, ASK, corr, payload)
+        self._send(ref.node, ref.id, kind, corr, payload)
         deadline = time.monotonic() + timeout
         while True:
             answer = self._receive(deadline, (corr,))

@@ -31,6 +31,7 @@ from gorilix.transport.frames import (
     REPLY,
     STOP,
     TELL,
+    TELL_ACK,
     split_messages,
     unpack_env,
     unpack_route,
@@ -221,7 +222,7 @@ class Inbox:
     def undeliverable(self, dst_id: int, message: Message, error: GorilixError) -> None:
         """An ask fails back to its sender (a chunk with the answers of its items run so far); else a dead letter."""
         kind, src_node, src_id, corr, value = message
-        if kind == ASK:
+        if kind == ASK or kind == TELL_ACK:
             self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
         elif kind == BATCH:
             self.outbox.send(src_node, src_id, REPLY, self.self_id, corr, encode_answer(value.take_part(), error))
@@ -246,7 +247,7 @@ class Inbox:
         elif unknown:
             where = f"actor {self.node}/{dst_id:#x} on worker {self.slot}"
             error = UnknownMessageType(f"{error}; it was sent to {where}")
-            if kind == ASK or kind == BATCH:
+            if kind == ASK or kind == BATCH or kind == TELL_ACK:
                 self.outbox.send(src_node, src_id, FAIL, self.self_id, corr, codec.encode(error_to_wire(error)))
             elif kind == TELL:
                 self.dead_letters += 1

@@ -46,21 +46,22 @@ class WorkerPort:
             return
         self.outbox.send(ref.node, ref.id, STOP, self._current_src(), 0, codec.encode(None))
 
-    def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+    def ask(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any:
         if threading.get_ident() == self._thread_id:
+            what = "ask()" if kind == ASK else "tell(ack=True)"
             raise GorilixError(
-                f"ask() would block the worker's event loop (asking {ref} from inside an actor); "
+                f"{what} would block the worker's event loop (waiting on {ref} from inside an actor); "
                 "make receive `async def` and use `await ref.ask_async(...)`"
             )
-        future = asyncio.run_coroutine_threadsafe(self._ask_from_thread(ref, message, timeout), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self._ask_from_thread(ref, message, timeout, kind), self.loop)
         return future.result()
 
-    def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> asyncio.Future[Any]:
+    def ask_async(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> asyncio.Future[Any]:
         """Send now; the future settles with the answer, an error, or AskTimeout."""
         payload = codec.encode(message)
         corr, future = self.asks.open(ref, timeout)
-        self.outbox.send(ref.node, ref.id, ASK, self._current_src(), corr, payload)
+        self.outbox.send(ref.node, ref.id, kind, self._current_src(), corr, payload)
         return future
 
-    async def _ask_from_thread(self, ref: ActorRef, message: Any, timeout: float) -> Any:
-        return await self.ask_async(ref, message, timeout)
+    async def _ask_from_thread(self, ref: ActorRef, message: Any, timeout: float, kind: int) -> Any:
+        return await self.ask_async(ref, message, timeout, kind)

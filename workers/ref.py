@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gorilix.transport import codec
 from gorilix.transport.describe import shown
-from gorilix.transport.errors import InvalidArgument, NotRunning
-from gorilix.transport.frames import ID_MAX, NODE_NAME_MAX
+from gorilix.transport.errors import InvalidArgument, MailboxFull, NotRunning, WorkerDied
+from gorilix.transport.frames import ASK, ID_MAX, NODE_NAME_MAX, TELL_ACK
 
 EXT_ACTOR_REF = codec.EXT_USER_BASE
 
@@ -67,12 +68,16 @@ class Port(Protocol):
     """
 
     def tell(self, ref: ActorRef, message: Any) -> None: ...
-    def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any: ...
+    def ask(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any: ...
     def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Awaitable[Any]: ...
     def stop_actor(self, ref: ActorRef) -> None: ...
 
 
 _resolver: Callable[[ActorRef], Port] | None = None
+
+#: Seconds before an acknowledged tell is sent again after a loss (doubling, up to the second).
+ACK_RETRY_FIRST = 0.01
+ACK_RETRY_MAX = 0.5
 
 
 def install_resolver(resolver: Callable[[ActorRef], Port] | None) -> None:
@@ -134,9 +139,35 @@ class ActorRef:
         self.id = id
         self.name = name
 
-    def tell(self, message: Any) -> None:
-        """Send without waiting (at most once, in order per sender)."""
-        port_for(self).tell(self, message)
+    def tell(self, message: Any, *, ack: bool = False, timeout: float | None = 5.0) -> None:
+        """Send without waiting (at most once, in order per sender).
+
+        ``ack=True``: wait until the actor's ``receive`` has taken the message
+        (returned or raised), sending it again if it was lost with its worker
+        or refused by a full mailbox, until ``timeout`` (seconds; None: no
+        limit). That is at-least-once delivery: a worker that dies after
+        ``receive`` took it, before the answer left, gets it twice. Raises the
+        last error (``WorkerDied``, ``MailboxFull``, ``AskTimeout``, ...) once
+        ``timeout`` has passed, or at once an error that sending again cannot
+        mend (``ActorNotFound``, ``NodeDown``). Blocks like ``ask``: not from
+        inside an actor.
+        """
+        if not ack:
+            port_for(self).tell(self, message)
+            return
+        limit = check_timeout(timeout)
+        deadline = time.monotonic() + limit
+        pause = ACK_RETRY_FIRST
+        while True:
+            try:
+                port_for(self).ask(self, message, max(0.0, deadline - time.monotonic()), TELL_ACK)
+                return
+            except (WorkerDied, MailboxFull):  # lost with its worker, or refused: it did not reach receive
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(pause, left))  # (the actor is being re-created, or its worker catches up)
+                pause = min(pause * 2, ACK_RETRY_MAX)
 
     def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
         """Send and block for the answer (not from inside an actor: use ask_async).
