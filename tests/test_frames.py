@@ -25,6 +25,7 @@ from gorilix.transport.frames import (
     REPLY,
     STOP,
     TELL,
+    TELL_ACK,
     Envelope,
     Route,
     message_frames,
@@ -44,9 +45,9 @@ node_names = st.text(max_size=40)
 
 
 def test_kinds_and_flags_are_distinct() -> None:
-    assert KINDS == {TELL, ASK, REPLY, FAIL, STOP, BATCH, PART}
-    assert len(KINDS) == 7
-    assert ASKS == {ASK, BATCH}
+    assert KINDS == {TELL, ASK, REPLY, FAIL, STOP, BATCH, PART, TELL_ACK}
+    assert len(KINDS) == 8
+    assert ASKS == {ASK, BATCH, TELL_ACK}
     assert FLAG_ASK & FLAG_REPLY == 0
 
 
@@ -251,7 +252,7 @@ def test_envelope_is_accepted_exactly_within_the_limits(kind: int, src_node: str
     assert env == (kind, src_node, src_id, corr)
 
 
-@pytest.mark.parametrize("kind", [-1, 7, 99, 2**63])
+@pytest.mark.parametrize("kind", [-1, 8, 99, 2**63])
 def test_envelope_with_unknown_kind_is_rejected(kind: int) -> None:
     with pytest.raises(DecodeError):
         unpack_env(pack_env(kind, "a", 1, 0))

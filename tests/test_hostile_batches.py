@@ -592,7 +592,7 @@ def test_junk_answers_sent_to_a_client_are_dropped_and_counted(system: ActorSyst
         ([route, pack_env(REPLY, system.name, peer.id, stranger), depth(codec.MAX_DEPTH + 5)], 1),
         ([route, pack_env(FAIL, system.name, peer.id, stranger), codec.encode("no error record")], 0),
         ([route, pack_env(BATCH, system.name, peer.id, stranger), encode_request([1])], 0),  # an ask: skipped
-        ([route, msgpack.packb([7, system.name, peer.id, stranger]), codec.encode([1])], 1),  # unknown kind
+        ([route, msgpack.packb([99, system.name, peer.id, stranger]), codec.encode([1])], 1),  # unknown kind
         ([route, pack_env(PART, system.name, peer.id, stranger), codec.encode([1]), pack_env(PART, system.name,
                                                                                              peer.id, stranger)], 1),
     ]
