@@ -5,13 +5,22 @@ threads keep asking them while the main thread SIGKILLs a worker every 0.3 s.
 An ask in flight on a killed worker fails at once with WorkerDied; asks sent
 while an actor is being re-created wait at the node and are answered by the
 new instance. No ask may hang until its timeout. At the end every child
-answers through its original ref. Run it with:
+answers through its original ref.
+
+A third thread floods a sink with tells. Tells are delivered at most once:
+those in the sink's mailbox when its worker is killed are lost, and the
+node counts them (``dead_letters().lost_in_deaths``). The sink counts what
+it takes in a file that outlives its worker, so the drill checks that every
+tell sent was either taken or counted lost. Run it with:
 
     python examples/chaos_drill.py
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import tempfile
 import threading
 import time
 from collections import Counter as Tally
@@ -31,6 +40,28 @@ class Counter(Actor):
         if message == "inc":
             self.count += 1
         return self.count
+
+
+class Sink(Actor):
+    """Counts the tells it takes in a file, so the count outlives the deaths of its worker."""
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self.taken = memoryview(mmap.mmap(fd, 8)).cast("Q")
+        finally:
+            os.close(fd)
+
+    def receive(self, message: str) -> None:
+        self.taken[0] += 1
+
+
+def flood(sink: ActorRef, stop: threading.Event, sent: list[int]) -> None:
+    while not stop.is_set():
+        for _ in range(100):
+            sink.tell("t")
+        sent[0] += 100
+        time.sleep(0.001)
 
 
 def traffic(refs: list[ActorRef], stop: threading.Event, tally: Tally[str], lock: threading.Lock) -> None:
@@ -63,11 +94,17 @@ def main() -> None:
         sup = system.spawn_supervisor("chaos", Strategy(supervisor.ONE_FOR_ONE, max_restarts=None))
         children = [sup.add_child(ChildSpec(id=f"c{i}", actor_class=Counter, worker=i % 2))
                     for i in range(8)]
+        fd, path = tempfile.mkstemp(prefix="gorilix-drill-")
+        os.write(fd, bytes(8))
+        os.close(fd)
+        sink = sup.add_child(ChildSpec(id="sink", actor_class=Sink, args=(path,), worker=1))
         stop = threading.Event()
         lock = threading.Lock()
         tally: Tally[str] = Tally()
+        sent = [0]
         threads = [threading.Thread(target=traffic, args=(children[k::2], stop, tally, lock))
                    for k in range(2)]
+        threads.append(threading.Thread(target=flood, args=(sink, stop, sent)))
         for t in threads:
             t.start()
         started = time.monotonic()
@@ -90,6 +127,16 @@ def main() -> None:
         assert answered > 100, "too little traffic got through"
 
         wait_all_alive(system)
+        sink.tell("last", ack=True, timeout=10.0)  # (taken: every tell sent before it was taken or lost)
+        with open(path, "rb") as file:
+            taken = int.from_bytes(file.read(8), "little") - 1
+        os.unlink(path)
+        lost = system.dead_letters().lost_in_deaths
+        unaccounted = sent[0] - taken - lost
+        print(f"tells: {sent[0]} sent, {taken} taken, {lost} lost in deaths and counted, "
+              f"{unaccounted} unaccounted")
+        # A tell that receive had taken as its worker was killed counts as delivered, not lost.
+        assert 0 <= unaccounted <= KILLS, "tells went missing without being counted"
         counts = [ref.ask("get", timeout=10.0) for ref in children]
         workers = [(w.id, w.restarts) for w in system.workers()]
         print(f"workers (id, restarts): {workers}")

@@ -413,17 +413,12 @@ class Node:
         if endpoint is not None:
             flags = route.flags
             account = self.accounts.get(endpoint)
-            if account is not None:  # a worker: count what it is sent, and refuse past max_queued
-                nbytes = sum(map(len, frames)) - len(frames[0])
+            if account is not None:  # a worker: refuse past max_queued, and count what it is sent (below)
                 limit = self.core.max_queued
                 if (limit is not None and account.sent - account.read > limit and not flags & FLAG_REPLY
                         and account.backlog() > limit):
                     self._refuse(account, route, frames, limit)
                     return
-                account.sent += nbytes
-                if not flags & (FLAG_ASK | FLAG_REPLY):  # tells (and stops): owed until the worker settles them
-                    owed = account.owed
-                    owed[dst] = owed.get(dst, 0) + (len(frames) - 2) // 2
             self.forwarded_count += 1
             frames[0] = endpoint
             try:
@@ -432,10 +427,15 @@ class Node:
                 frames[0] = source
                 if self.core.slot_of(endpoint) is not None:
                     table.hold(dst)
-                    if table.park(dst, frames).parked:
+                    if table.park(dst, frames).parked:  # (counted when it is sent again, not now)
                         return
                 self.core.undeliverable(frames, ActorNotFound(f"actor {self.name}/{dst:#x} is unreachable"))
                 return
+            if account is not None:
+                account.sent += sum(map(len, frames)) - len(endpoint)
+                if not flags & (FLAG_ASK | FLAG_REPLY):  # tells (and stops): owed until the worker settles them
+                    owed = account.owed
+                    owed[dst] = owed.get(dst, 0) + (len(frames) - 2) // 2
             if flags & FLAG_ASK:
                 origin = source[2:].decode(errors="replace") if source[:2] == b"n:" else None
                 table.ask_forwarded(endpoint, route.src_id, route.corr, origin)
