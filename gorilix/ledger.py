@@ -13,6 +13,12 @@ Two facts come out of it:
   node queue without bound; past ``max_queued`` bytes the node refuses new
   tells and asks for it instead (gorilix.node).
 
+The same bound holds for each peer node: the node counts the bytes it sends
+a peer, and the peer says every so often how many more it has read
+(``peer_read``); past ``max_queued`` bytes not yet read, tells and asks for
+that peer are refused too. A peer reports *how many more*, not a total, so
+a restart on either side needs no agreement on where counting began.
+
 Pure bookkeeping: the driver and the core feed it, it decides nothing alone.
 """
 
@@ -72,11 +78,43 @@ class Account:
         return self.tally.overrun == 0
 
 
+@dataclass(slots=True)
+class PeerAccount:
+    """One peer node's: bytes sent it over our link, and how many it has said it read."""
+
+    sent: int = 0
+    read: int = 0
+    refused: int = 0
+    link: object = None  # the link these counts are about: a new one starts them afresh
+
+    def backlog(self) -> int:
+        return self.sent - self.read
+
+    def sent_on(self, link: object, nbytes: int) -> None:
+        if link is not self.link:  # (re-opened: what the old connection carried is no longer waiting)
+            self.link, self.sent, self.read = link, 0, 0
+        self.sent += nbytes
+
+    def has_read(self, more: int) -> None:
+        """The peer read ``more`` bytes of ours (never past what we sent: a peer's word is not trusted further)."""
+        self.read = min(self.sent, self.read + more)
+
+
 class Ledger:
     """Every live worker's :class:`Account`, by the identity of its socket (what the router sends to)."""
 
     def __init__(self) -> None:
         self.accounts: dict[bytes, Account] = {}
+        #: What this node sent each peer node, by name; a new link starts a fresh account.
+        self.peers: dict[str, PeerAccount] = {}
+        #: Bytes read from each peer node (by its link's identity, ``n:<name>``) since we last told it.
+        self.unreported: dict[bytes, int] = {}
+
+    def peer(self, node: str) -> PeerAccount:
+        account = self.peers.get(node)
+        if account is None:
+            account = self.peers[node] = PeerAccount()
+        return account
 
     def open(self, identity: bytes, slot: int, tally: TallySource) -> Account:
         account = self.accounts[identity] = Account(slot, tally)

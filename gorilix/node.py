@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from gorilix.control import HANDLERS, REPORTS
-from gorilix.ledger import DEFAULT_MAX_QUEUED, Account
+from gorilix.ledger import DEFAULT_MAX_QUEUED, Account, PeerAccount
 from gorilix.node_core import NodeCore
 from gorilix.node_events import (
     ControlRequest,
@@ -378,6 +378,9 @@ class Node:
             frames = recv_frames(sock)
             if external and self.links is not None:
                 self.links.identities.add(frames[0])
+                if frames[0][:2] == b"n:":  # a peer node's link: it hears how much we read (Ledger.unreported)
+                    unreported = self.core.ledger.unreported
+                    unreported[frames[0]] = unreported.get(frames[0], 0) + sum(map(len, frames)) - len(frames[0])
             if len(frames) < 4:
                 self.core.malformed += 1
                 continue
@@ -456,6 +459,19 @@ class Node:
             return
         self.core.undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"))
 
+    def _refuse_for_peer(self, peer: PeerAccount, route: Route, frames: Frames, limit: int) -> None:
+        """Too much waits for a peer node (it reads nothing: stopped, or swamped): refuse as for a worker."""
+        count = (len(frames) - 2) // 2
+        peer.refused += count
+        self.core.queue_refusals += count
+        error = MailboxFull(
+            f"node {route.dst_node} has {peer.backlog():,} bytes sent to it by node {self.name} and not yet "
+            f"read, past max_queued={limit:,} (it is stuck or swamped); try again later, or raise max_queued")
+        if route.flags & FLAG_ASK:
+            self.core.undeliverable(frames, error)
+        else:
+            self.core.dead_letter(route.dst_id, self.name, route.src_id, error, dst_node=route.dst_node, count=count)
+
     def _refuse(self, account: Account, route: Route, frames: Frames, limit: int) -> None:
         """Too much waits for this worker: an ask fails with MailboxFull, a batch of tells is one dead letter.
 
@@ -481,6 +497,12 @@ class Node:
         if self.links is None:
             self.core.undeliverable(frames, ClusterError("clustering not enabled"))
             return
+        limit = self.core.max_queued
+        if limit is not None and not route.flags & FLAG_REPLY:
+            peer = self.core.ledger.peers.get(route.dst_node)
+            if peer is not None and peer.backlog() > limit:
+                self._refuse_for_peer(peer, route, frames, limit)
+                return
         if not self._send_remote(route.dst_node, frames[1:]):
             self.core.remote_failed(route.dst_node, frames)
             return
@@ -493,7 +515,10 @@ class Node:
         if links is None:
             return False
         if node in links.peers:  # the common case, first
-            return links.send(node, frames)
+            if not links.send(node, frames):
+                return False
+            self.core.ledger.peer(node).sent_on(links.peers.get(node), sum(map(len, frames)))
+            return True
         gone = self.core.gone_nodes
         if node in gone and b"n:" + node.encode() not in links.identities:
             return False  # declared gone, and not heard from since: fail fast with NodeDown
@@ -677,6 +702,7 @@ class Node:
         from gorilix.cluster.links import HOLD_FOR  # (loaded already: clustering is on)
 
         self.links.repair()
+        self._report_reads()
         for name, held in self.links.expire_held(time.monotonic()):
             log.debug("node %s: still unknown after %g s; %d message(s) for it dropped",
                       name, HOLD_FOR, len(held))
@@ -685,6 +711,15 @@ class Node:
                 f"within {HOLD_FOR:g} s)"))
         # Briefly faster while a new link waits for its handshake: what it keeps should not wait long.
         self.core.schedule(LINK_WAIT_CHECK if self.links.waiting() else LINK_REPAIR_EVERY, self._repair_links)
+
+    def _report_reads(self) -> None:
+        """Tell each peer node how many more of its bytes we read, so it knows what still waits (PeerAccount)."""
+        unreported = self.core.ledger.unreported
+        if not unreported:
+            return
+        for identity, more in list(unreported.items()):
+            self.send_node_control(identity[2:].decode(errors="replace"), ["peer_read", more])
+        unreported.clear()
 
     def _drain_events(self) -> None:
         """Membership changes from the gossip thread; one that cannot be used is counted and dropped."""

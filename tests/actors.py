@@ -597,3 +597,14 @@ class AckedTellInside(Actor):
         except Exception as exc:  # noqa: BLE001 - reported to the test
             return f"{type(exc).__name__}: {exc}"
         return None
+
+
+class Flooder(Actor):
+    """(target, count, size): tells ``target`` count messages of size bytes, from this actor's worker."""
+
+    def receive(self, msg: Any) -> Any:
+        target, count, size = msg
+        payload = b"x" * size
+        for _ in range(count):
+            target.tell(payload)
+        return count

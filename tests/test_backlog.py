@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
-from actors import Echo
+from actors import Echo, Flooder, Relay
 from conftest import wait_for
 
-from gorilix import ActorSystem, InvalidArgument, MailboxFull
+from gorilix import ActorError, ActorRef, ActorSystem, GorilixError, InvalidArgument, MailboxFull
+from gorilix.cluster import bridge
+from gorilix.launcher import free_port
+from gorilix.system import ClusterConfig
 
 KIB = b"x" * 1024
 
@@ -66,3 +70,56 @@ def test_without_a_limit_nothing_is_refused(make_system: Callable[..., ActorSyst
 def test_a_bad_max_queued_is_refused_naming_it(value: object) -> None:
     with pytest.raises(InvalidArgument, match="max_queued"):
         ActorSystem("bad", workers=1, max_queued=value)  # type: ignore[arg-type]
+
+
+# -- a peer node that reads nothing ------------------------------------------------------------
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[ActorSystem, ActorSystem]]:
+    """Two clustered systems on loopback; the first refuses past 4 MiB unread by a peer."""
+    systems: list[ActorSystem] = []
+    try:
+        for limit in ("4MiB", None):
+            name = f"peer-{uuid.uuid4().hex[:6]}"
+            system = ActorSystem(name, workers=1, max_queued=limit, log_level="CRITICAL")
+            systems.append(system)
+            system.set_cluster_provider(bridge.ClusterProvider())
+            seeds = [f"127.0.0.1:{systems[0].get_cluster().local_member().port}"] if len(systems) == 2 else []
+            system.enable_clustering(ClusterConfig(node_name=name, bind_addr="127.0.0.1", bind_port=free_port(),
+                                                   seeds=seeds))
+        yield systems[0], systems[1]
+    finally:
+        for system in systems:
+            try:
+                os.kill(system._node.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            system.stop()
+
+
+def test_a_stopped_peer_node_costs_the_sender_at_most_max_queued(pair: tuple[ActorSystem, ActorSystem]) -> None:
+    sender, stuck = pair
+    far = stuck.spawn(Echo)
+    wait_for(lambda: _answers(far), 20, "the peer reachable")
+    flooder = sender.spawn(Flooder)  # (its tells go through the sender's node: this program's would go direct)
+    before = _node_rss(sender)
+    os.kill(stuck._node.pid, signal.SIGSTOP)
+    assert flooder.ask((far, 30_000, 1024), timeout=30.0) == 30_000  # 30 MB, far past the 4 MiB limit
+    wait_for(lambda: sender.stats()["queue_refusals"] > 0, 20, "the sending node refusing")
+    relay = sender.spawn(Relay)
+    with pytest.raises(ActorError, match=f"MailboxFull .*: node {stuck.name} has .* past max_queued"):
+        relay.ask((far, "hello"), timeout=10.0)  # (the relay's ask failed with MailboxFull, and it crashed)
+    grown = _node_rss(sender) - before
+    os.kill(stuck._node.pid, signal.SIGCONT)
+    assert grown < 40 * 2**20, f"the sending node grew by {grown / 2**20:.0f} MiB"
+    assert sender.dead_letters().count > 0
+    # Once the peer reads again and says so, the sender sends to it again.
+    wait_for(lambda: _answers(far), 30, "the peer answering again")
+
+
+def _answers(ref: ActorRef) -> bool:
+    try:
+        return bool(ref.ask("ping", timeout=2.0) == "ping")
+    except GorilixError:
+        return False

@@ -169,6 +169,17 @@ def _h_publish_local(core: NodeCore, req: Request, topic: str, payload: bytes) -
     return publish_here(core, topic, payload)
 
 
+def _h_peer_read(core: NodeCore, req: Request, more: Any) -> None:
+    """A peer node read ``more`` bytes of what we sent it: they no longer count against max_queued for it."""
+    if not core.host.from_peer_link(req.source) or not req.source.startswith(b"n:"):
+        raise core.refuse("peer_read", f"only a peer node says what it read, not {req.source!r}")
+    if type(more) is not int or not 0 <= more <= ID_MAX:
+        raise core.invalid(f"peer_read: {shown(more)} is not a count of bytes")
+    peer = core.ledger.peers.get(req.source[2:].decode(errors="replace"))
+    if peer is not None:
+        peer.has_read(more)
+
+
 HANDLERS: dict[str, Any] = {
     "enable_cluster": _h_enable_cluster,
     "cluster_join": _h_cluster_join,
@@ -181,4 +192,5 @@ HANDLERS: dict[str, Any] = {
     "runlink": _h_runlink,
     "rexit": _h_rexit,
     "publish_local": _h_publish_local,
+    "peer_read": _h_peer_read,
 }
