@@ -592,6 +592,8 @@ class Node:
         return self.links is not None and source in self.links.identities
 
     def forget_peer(self, node: str) -> tuple[bool, list[Frames]]:
+        self.core.ledger.peers.pop(node, None)  # (a link opened to it again starts afresh)
+        self.core.ledger.unreported.pop(b"n:" + node.encode(), None)
         if self.links is None:
             return False, []
         linked = node in self.links.peers
