@@ -177,6 +177,40 @@ def test_a_handoff_for_an_actor_stopped_meanwhile_is_ignored() -> None:
     sim.check_invariants()
 
 
+# -- tells lost in a worker's death ------------------------------------------------------
+
+
+def test_the_tells_a_dead_worker_never_settled_are_dead_letters_per_actor() -> None:
+    sim = NodeSim(2)
+    a, b, c = (sim.spawn(ECHO, worker=1) for _ in range(3))
+    account = sim.core.ledger.accounts[sim.workers[1].identity]
+    for actor, count in ((a, 50), (b, 7), (c, 3)):  # what the router forwarded (it counts on its hot path)
+        account.owed[actor] = count
+    tally = sim.host.tallies[1]
+    tally.settled.update({a: 20, c: 3})  # what the worker handed to receive
+    sim.advance(1.0)
+    assert account.owed == {a: 30, b: 7}  # settled ones are taken off as the node looks
+    tally.settled.update({a: 10})  # (settled after the last look, before the death: not lost)
+    sim.kill(1)
+    letters = [letter for letter in sim.core.recent_dead_letters if letter.get("lost_in_death")]
+    assert {(letter["to"], letter["count"]) for letter in letters} == {
+        (f"{NODE}/{a:#x}", 20), (f"{NODE}/{b:#x}", 7)}
+    assert sim.core.lost_in_deaths == sim.core.dead_letter_count == 27
+    assert "worker 1 died (killed by SIGKILL)" in letters[0]["reason"]
+    assert sim.workers[1].identity in sim.core.ledger.accounts  # the respawned worker's own, fresh
+    assert sim.core.ledger.accounts[sim.workers[1].identity].owed == {}
+    sim.check_invariants()
+
+
+def test_a_count_from_a_tally_that_turned_over_says_it_is_a_bound() -> None:
+    sim = NodeSim(1)
+    a = sim.spawn(ECHO)
+    sim.core.ledger.accounts[sim.workers[0].identity].owed[a] = 5
+    sim.host.tallies[0].overrun = 3  # (the node fell behind the worker's ring)
+    sim.kill(0)
+    assert "at most 5 tells lost" in sim.core.recent_dead_letters[-1]["reason"]
+
+
 # -- a memory limit per worker -------------------------------------------------------------
 
 
