@@ -90,6 +90,7 @@ from gorilix.transport.sockets import (
     remove_stale_ipc_files,
     send_frames,
 )
+from gorilix.workers.boot import EXIT_NO_MAIN_GUARD, NO_MAIN_GUARD
 from gorilix.workers.health import Health
 from gorilix.workers.notice import EndNotice
 from gorilix.workers.pool import WorkerPool, WorkerProcess
@@ -348,6 +349,8 @@ class Node:
 
     def _worker_exited(self, slot: int) -> None:
         code = self.pool.reap(slot)
+        if code == EXIT_NO_MAIN_GUARD:  # no worker of this program can start: say why, once
+            raise NotRunning(NO_MAIN_GUARD)
         self.core.stopping = self._stop_requested.is_set()
         self._run_effects(self.core.handle(WorkerExited(slot, describe_exit(code))))
 

@@ -563,6 +563,7 @@ class ActorSystem:
             if hang_timeout < 1.0 or hang_timeout == float("inf"):
                 raise InvalidArgument(f"hang_timeout={shown(hang_timeout)}: need at least 1 second, or None")
         if boot.IN_WORKER:
+            boot.SYSTEM_ON_IMPORT = True  # (if this ends the import of the program, the worker says so)
             raise GorilixError(
                 "an ActorSystem cannot start inside a worker process: workers import your program to find "
                 "its actor classes, so create the system under `if __name__ == \"__main__\":`"
@@ -596,6 +597,7 @@ class ActorSystem:
             raise InvalidArgument(f"secret={shown(secret)} must be bytes (or use secret_file=)")
         limit = check_timeout(timeout)
         if boot.IN_WORKER:
+            boot.SYSTEM_ON_IMPORT = True
             raise GorilixError("connect from inside an actor: use the actor's own refs, it already has a node")
         node = AttachedNode(address, secret, limit)
         system = cls.__new__(cls)

@@ -23,6 +23,16 @@ PROGRAM_KEYS = ("sys_path", "sys_argv", "dir", "orig_dir", "init_main_from_name"
 
 #: True in a worker process, from its first step: it hosts actors and never starts a node of its own.
 IN_WORKER = False
+#: Set when the user's program tried to start (or attach) an ActorSystem while a worker imported it:
+#: it has no ``if __name__ == "__main__":`` guard, and no worker of it can ever start.
+SYSTEM_ON_IMPORT = False
+#: A worker's exit code that says so to its node (EX_CONFIG), which then fails at once with
+#: :data:`NO_MAIN_GUARD` instead of starting the worker again and again.
+EXIT_NO_MAIN_GUARD = 78
+NO_MAIN_GUARD = (
+    "your program starts its ActorSystem when it is imported, and every worker imports it to find your "
+    "actor classes: put the code that creates the system under `if __name__ == \"__main__\":`"
+)
 
 
 def describe_program() -> dict[str, Any]:
@@ -89,7 +99,12 @@ def worker_main(config: WorkerConfig) -> None:
         guard_own_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
     if config.program:  # before any actor class is looked up: __main__ is the user's script, as in it
-        multiprocessing.spawn.prepare(config.program)
+        try:
+            multiprocessing.spawn.prepare(config.program)
+        except BaseException:
+            if SYSTEM_ON_IMPORT:  # (the node says why, in one line: no traceback from each worker)
+                os._exit(EXIT_NO_MAIN_GUARD)
+            raise
     logging.basicConfig(level=config.log_level, force=True,  # (forked: the node's handler is not ours)
                         format=f"%(asctime)s worker {config.slot} %(levelname)s %(name)s: %(message)s")
     # Here, not at the top: see the module's docstring.
