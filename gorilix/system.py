@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from dataclasses import dataclass
 from typing import Any
 
+from gorilix import logs
 from gorilix.cluster.bridge import Cluster
 from gorilix.cluster.config import ClusterConfig, read_secret_file
 from gorilix.node_handle import AttachedNode, NodeHandle
@@ -568,6 +569,7 @@ class ActorSystem:
                 "an ActorSystem cannot start inside a worker process: workers import your program to find "
                 "its actor classes, so create the system under `if __name__ == \"__main__\":`"
             )
+        logs.install(log_level)
         self._claim_name(name)
         try:
             node = NodeHandle(name, count, log_level=log_level, max_parked=max_parked, start_timeout=start_limit,
