@@ -306,6 +306,7 @@ class PoolRef:
         return self._next_ref().ask(message, timeout)
 
     def broadcast(self, message: Any) -> None:
+        """Tell ``message`` to every member of the pool."""
         for ref in self.refs:
             ref.tell(message)
 
@@ -451,6 +452,7 @@ class PoolRef:
         return submissions.submit(item)
 
     def stop(self) -> None:
+        """Stop every member of the pool for good (each after the messages sent to it before)."""
         for ref in self.refs:
             ref.stop()
 
@@ -723,6 +725,7 @@ class ActorSystem:
 
     @property
     def running(self) -> bool:
+        """True until ``stop()`` (or ``close()``), or until the node process ended by itself."""
         return not self._stopped and self._node.ended.reason is None
 
     @property
@@ -800,6 +803,12 @@ class ActorSystem:
         return None if found is None else ActorRef(*found)
 
     def register_name(self, name: str, ref: ActorRef) -> None:
+        """Give the actor ``ref`` the name ``name`` on its node (``whereis(name)`` finds it).
+
+        The name follows the actor through restarts and re-creation, and is
+        dropped when the actor stops for good. Raises GorilixError if another
+        live actor holds the name.
+        """
         _check_name("register_name", name)
         if not isinstance(ref, ActorRef):
             raise InvalidArgument(f"register_name needs an ActorRef, got {shown(ref)}")
@@ -808,6 +817,7 @@ class ActorSystem:
         self._control("register_name", name, ref.id)
 
     def unregister_name(self, name: str) -> bool:
+        """Drop the name ``name``; False if no actor had it. The actor itself goes on."""
         _check_name("unregister_name", name)
         return bool(self._control("unregister_name", name))
 
@@ -840,6 +850,7 @@ class ActorSystem:
         self._control("subscribe", check_topic("subscribe", topic), self._local_id(ref))
 
     def unsubscribe(self, topic: str, ref: ActorRef) -> bool:
+        """Stop sending ``topic``'s messages to ``ref``; False if it was not subscribed."""
         return bool(self._control("unsubscribe", check_topic("unsubscribe", topic), self._local_id(ref)))
 
     def publish(self, topic: str, message: Any) -> int:
@@ -870,6 +881,7 @@ class ActorSystem:
     # -- workers and health -------------------------------------------------
 
     def workers(self) -> list[WorkerInfo]:
+        """This node's worker processes now: pid, alive, actors, CPU, memory, restarts, mailboxes, stuck, unread."""
         # (fields a newer node adds are left out: a program may attach to any version)
         return [WorkerInfo(**{k: v for k, v in row.items() if k in _WORKER_FIELDS}) for row in self._control("workers")]
 
@@ -893,10 +905,12 @@ class ActorSystem:
         return int(self._control("kill_worker", worker_id, int(sig)))
 
     def dead_letters(self) -> DeadLetters:
+        """Messages this node knows were not delivered: how many, the latest 100, and those lost in deaths."""
         found = self._control("dead_letters")
         return DeadLetters(found["count"], found["recent"], found.get("lost_in_deaths", 0))
 
     def stats(self) -> dict[str, Any]:
+        """The node's counters, as ``gorilix status --json`` shows them under ``stats`` (see docs/cli.md)."""
         return dict(self._control("stats"))
 
     def _check_node(self, node: str | None) -> None:
@@ -916,6 +930,7 @@ class ActorSystem:
     # -- clustering (the Go guide's API) ------------------------------------
 
     def set_cluster_provider(self, provider: Any) -> None:
+        """What ``enable_clustering`` builds the cluster with (``gorilix.cluster.bridge.ClusterProvider()``)."""
         self._provider = provider
 
     def enable_clustering(self, config: ClusterConfig) -> Cluster:
@@ -937,6 +952,7 @@ class ActorSystem:
         return self._cluster
 
     def get_cluster(self) -> Cluster:
+        """The cluster this node is in: its members, events and leave (ClusterError when not clustered)."""
         if self._cluster is None and self._attached and self._node.clustered:
             # An attached program sees the cluster its node is in (a leave from here makes the node leave).
             rows = {row["name"]: row for row in self._control("members")}

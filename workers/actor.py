@@ -57,6 +57,12 @@ class Actor:
     trap_exits: bool = False
 
     def receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ask. May be ``async def``.
+
+        Messages come one at a time, in order per sender. An exception
+        crashes this incarnation: its supervisor decides what follows, and an
+        asker gets ActorError.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not define receive(message)")
 
     def on_start(self) -> Any:
@@ -113,6 +119,7 @@ class Actor:
         self._gx_cell.report(Monitor(self._gx_cell.id, ref.node, ref.id))
 
     def demonitor(self, ref: ActorRef) -> None:
+        """Stop watching ``ref``: no ``Down`` comes for it from now on."""
         _check_ref("demonitor", ref)
         self._gx_cell.report(Demonitor(self._gx_cell.id, ref.node, ref.id))
 
@@ -122,6 +129,7 @@ class Actor:
         self._gx_cell.report(Link(self._gx_cell.id, ref.node, ref.id))
 
     def unlink(self, ref: ActorRef) -> None:
+        """Undo ``link(ref)``, both ways: neither exit reaches the other any more."""
         _check_ref("unlink", ref)
         self._gx_cell.report(Unlink(self._gx_cell.id, ref.node, ref.id))
 
@@ -130,6 +138,7 @@ class Actor:
         self._gx_cell.notify("subscribe", check_topic("subscribe", topic), self._gx_cell.id)
 
     def unsubscribe(self, topic: str) -> None:
+        """Stop getting ``topic``'s published messages."""
         self._gx_cell.notify("unsubscribe", check_topic("unsubscribe", topic), self._gx_cell.id)
 
     def publish(self, topic: str, message: Any) -> None:

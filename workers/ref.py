@@ -195,6 +195,7 @@ class ActorRef:
         return self.ask(Call(request), timeout)
 
     async def call_async(self, request: Any, timeout: float | None = 5.0) -> Any:
+        """GenServer: ``handle_call(request)``, awaited (from asyncio code, or inside an actor)."""
         return await self.ask_async(Call(request), timeout)
 
     def cast(self, request: Any) -> None:
