@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -209,6 +210,82 @@ def _one_failover(system: ActorSystem, victim: int, neighbours: int) -> float:
                 raise
 
 
+def _mass_failover(count: int, pause: float = 0.001, timeout: float = 600.0) -> dict[str, Any]:
+    """SIGKILL a worker that hosts ``count`` actors while the program asks an actor on the other one.
+
+    A node of two workers; ``count`` idle actors are spawned on worker 0 (by
+    an actor there, in chunks) and an echo actor runs on worker 1. A thread
+    of this program asks the echo actor in a loop (``pause`` s between two
+    asks) before, during and after ``kill_worker(0)``. Reports how long
+    ``kill_worker`` took to return, the time until the node had every actor
+    of the dead worker running again (``stats()["recovering"]`` back to 0),
+    the asks that overlapped that recovery (p50, p99, max), and the actors
+    per worker afterwards.
+    """
+    with ActorSystem(f"bench-failover-{uuid.uuid4().hex[:6]}", workers=2, log_level=logging.CRITICAL) as system:
+        echo = system.spawn(Echo, worker=1)
+        driver = system.spawn(Driver, worker=0)
+        made = 0
+        while made < count:
+            chunk = min(50_000, count - made)
+            driver.ask(("spawn_loop", chunk), timeout=timeout)
+            made += chunk
+        _wait_for(lambda: system.workers()[0].actors >= count + 1, timeout, f"{count} actors on worker 0")
+        hosted = system.workers()[0].actors
+        samples: list[tuple[float, float]] = []  # (start, seconds) of each ask
+        failed: list[str] = []
+        stop = threading.Event()
+
+        def probe() -> None:
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    echo.ask("probe", timeout=30.0)
+                except GorilixError as exc:
+                    failed.append(f"{type(exc).__name__}: {exc}")
+                samples.append((start, time.perf_counter() - start))
+                time.sleep(pause)
+
+        thread = threading.Thread(target=probe, name="gorilix-bench-probe", daemon=True)
+        thread.start()
+        try:
+            time.sleep(1.0)  # the asks before the kill: the reference
+            began = time.perf_counter()
+            system.kill_worker(0, signal.SIGKILL)
+            returned = time.perf_counter()
+            _wait_for(lambda: system.stats()["recovering"] == 0, timeout, "the dead worker's actors running again")
+            recovered = time.perf_counter()
+            _wait_all_alive(system)
+            per_worker = {w.id: w.actors for w in system.workers()}
+        finally:
+            stop.set()
+            thread.join(60.0)
+    before = [s for t, s in samples if t + s < began]
+    during = [s for t, s in samples if t < recovered and t + s >= began]  # each ask that overlapped the recovery
+    return {
+        "actors": hosted, "kill_return_ms": (returned - began) * 1e3, "recovery_s": recovered - began,
+        "per_worker": per_worker, "asks_during": len(during), "failed_asks": len(failed),
+        "before_p50_ms": _quantile(before, 50) * 1e3, "before_p99_ms": _quantile(before, 99) * 1e3,
+        "during_p50_ms": _quantile(during, 50) * 1e3, "during_p99_ms": _quantile(during, 99) * 1e3,
+        "during_max_ms": max(during, default=0.0) * 1e3,
+    }
+
+
+def _quantile(values: list[float], percent: int) -> float:
+    """The ``percent``-th percentile (0 for no values, the value itself for one)."""
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise GorilixError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.01)
+
+
 def _restart_in_worker(system: ActorSystem, rounds: int) -> dict[str, float]:
     """Crash a supervised actor; time from the crash to its next answer."""
     sup = system.spawn_supervisor(f"bench-{uuid.uuid4().hex[:6]}", Strategy(ONE_FOR_ONE, max_restarts=None))
@@ -322,19 +399,27 @@ def _startup(runs: int) -> dict[str, float]:
 
 
 def _wait_all_alive(system: ActorSystem, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(w.alive for w in system.workers()):
-        if time.monotonic() > deadline:
-            raise GorilixError(f"workers not all back within {timeout:g} s")
-        time.sleep(0.02)
+    _wait_for(lambda: all(w.alive for w in system.workers()), timeout, "every worker back")
 
 
-def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None) -> dict[str, Any]:
-    """Run every measurement once; returns the figures and their ratios."""
+#: Actors on the killed worker in the mass failover step, unless told (``--failover-actors``).
+FAILOVER_ACTORS = 20_000
+
+
+def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None,
+              failover_actors: int | None = None) -> dict[str, Any]:
+    """Run every measurement once; returns the figures and their ratios.
+
+    ``failover_actors``: actors on the worker killed in the mass failover
+    step (default :data:`FAILOVER_ACTORS`, a tenth of it with ``quick``; 0
+    leaves the step out).
+    """
     out: Say = say or (print if progress else _quiet)
     scale = 10 if quick else 1
     workers = max(2, default_worker_count())
-    steps = 12
+    if failover_actors is None:
+        failover_actors = FAILOVER_ACTORS // scale
+    steps = 13 if failover_actors else 12
     report: dict[str, Any] = {"workers": workers, "quick": quick}
 
     def step(n: int, text: str) -> None:
@@ -390,6 +475,9 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         tells = 200_000 // scale
         step(12, f"a stuck receiver: {tells:,} tells of 1 KB to an actor whose worker reads nothing")
         report["stuck"] = {how: _stuck_receiver(system, tells, how) for how in ("blocked", "stopped")}
+    if failover_actors:
+        step(13, f"mass failover: SIGKILL a worker of {failover_actors:,} actors, asks to the other meanwhile")
+        report["mass_failover"] = _mass_failover(failover_actors)
     def paired(ours: str, raw: str) -> float:
         # The median of per-round ratios: a round's raw run and ours ran back to
         # back, so a slow minute on a shared machine cancels out of each ratio.
@@ -443,6 +531,16 @@ def format_report(r: dict[str, Any]) -> str:
         ("start-up: ActorSystem(workers=2) -> first answer", f"{r['startup']['start_s'] * 1e3:.0f} ms",
          f"stop {r['startup']['stop_s'] * 1e3:.0f} ms"),
     ]
+    mass = r.get("mass_failover")
+    if mass:
+        spread = ", ".join(f"{count:,}" for _, count in sorted(mass["per_worker"].items()))
+        rows += [
+            (f"mass failover: asks to the healthy worker, {mass['actors']:,} actors re-created",
+             f"{mass['during_p99_ms']:.1f} ms p99, {mass['during_max_ms']:.1f} max, "
+             f"{mass['during_p50_ms']:.2f} median", f"{mass['asks_during']:,} asks (target: p99 < 50 ms)"),
+            ("mass failover: kill_worker returns / all re-created",
+             f"{mass['kill_return_ms']:.0f} ms / {mass['recovery_s']:.2f} s", f"actors per worker after: {spread}"),
+        ]
     width = max(len(a) for a, _, _ in rows)
     value_width = max(len(b) for _, b, _ in rows)
     return "\n".join(f"  {a:<{width}}  {b:>{value_width}}  {c}" for a, b, c in rows)

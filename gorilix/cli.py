@@ -599,7 +599,10 @@ def demo(workers: int | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_BENCH_JSON", help="Print the figures as JSON (progress goes to stderr).")
 @click.option("--quick", is_flag=True, help="Fewer rounds (a smoke run, not a measurement).")
-def bench(as_json: bool, quick: bool) -> None:
+@click.option("--failover-actors", type=click.IntRange(min=0), default=None,
+              help="Actors on the worker killed in the mass failover step (0: leave the step out).  "
+                   "[default: 20,000; 2,000 with --quick]")
+def bench(as_json: bool, quick: bool, failover_actors: int | None) -> None:
     """Measure latency, throughput, speedup, spawn rate and failover on this machine."""
     from gorilix.bench import format_report, run_bench
 
@@ -617,7 +620,7 @@ def bench(as_json: bool, quick: bool) -> None:
             bar.update(n - 1 - done[0], text[:50])
             done[0] = n - 1
 
-        report = run_bench(quick=quick, progress=False, say=say)
+        report = run_bench(quick=quick, progress=False, say=say, failover_actors=failover_actors)
         bar.update((bar.length or 0) - done[0], "done")
     if as_json:
         click.echo(_dump(report))

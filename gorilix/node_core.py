@@ -215,6 +215,8 @@ class NodeCore:
         self.reloads: dict[str, Job] = {}  # module -> its job
         self.recoveries: list[Job] = []  # kill-and-wait requests
         self._homeless: list[int] = []  # actors waiting for any live worker
+        #: Actors whose worker died and that do not run again yet (gone for good: no longer counted).
+        self.recovering: set[int] = set()
         self._to_place: collections.deque[int] = collections.deque()  # re-created actors placed in batches
         self._placing = False
         self.worker_load: dict[int, dict[str, Any]] = {}  # slot -> last load report
@@ -478,6 +480,7 @@ class NodeCore:
         records = self.registry.on_slot(slot)
         log.warning("worker %d (pid %s) died (%s); its %d actors go to their supervisors",
                     slot, worker.pid, how, len(records))
+        self.recovering.update(record.id for record in records)
         for record in records:
             self.moving.pop(record.id, None)  # (a move from here ends as a re-creation)
             self.registry.move(record.id, None)
@@ -668,6 +671,7 @@ class NodeCore:
             self.to_worker(slot, StopActor(actor_id, "shutdown" if record is None else "moved"))
             return
         self.registry.move(actor_id, slot, placed=True)
+        self.recovering.discard(actor_id)
         for parked in self.table.bind(actor_id, self.slots[slot].identity):
             self._effects.append(Forward(parked))
         request = self.pending_spawns.pop(actor_id, None)
@@ -710,6 +714,7 @@ class NodeCore:
     def forget(self, record: ActorRecord, reason: str) -> None:
         """The actor is gone for good: no route, no name, no restart."""
         self.moving.pop(record.id, None)
+        self.recovering.discard(record.id)
         self.registry.remove(record.id)
         self.lifecycle.forget(record.id)
         for parked in self.table.unbind(record.id):

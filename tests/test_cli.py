@@ -491,8 +491,10 @@ def test_bench_progress_and_json(runner: CliRunner, monkeypatch: pytest.MonkeyPa
 
     seen: dict[str, Any] = {}
 
-    def fake_bench(quick: bool = False, progress: bool = True, say: Any = None) -> dict[str, Any]:
+    def fake_bench(quick: bool = False, progress: bool = True, say: Any = None,
+                   failover_actors: int | None = None) -> dict[str, Any]:
         seen["quick"] = quick
+        seen["failover_actors"] = failover_actors
         for n in range(1, 10):
             say(f"[{n}/9] step {n}")
         return {"workers": 2, "quick": quick}
@@ -505,6 +507,10 @@ def test_bench_progress_and_json(runner: CliRunner, monkeypatch: pytest.MonkeyPa
     assert "bench" in result.stderr  # the progress bar's label (stderr, so --json stays clean)
     result = runner.invoke(main, ["bench", "--json"])
     assert json.loads(result.stdout) == {"workers": 2, "quick": False}
+    assert seen["failover_actors"] is None  # (the bench's default)
+    result = runner.invoke(main, ["bench", "--failover-actors", "500000"])
+    assert result.exit_code == 0, result.output
+    assert seen["failover_actors"] == 500_000
 
 
 def test_other_options_read_gorilix_command_option_variables(runner: CliRunner, fake: type[FakeRemote]) -> None:

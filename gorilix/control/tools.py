@@ -151,6 +151,7 @@ def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
         "forwarded": core.host.forwarded(),
         "parked": sum(len(q) for q in core.table.parked.values()),
         "moved": core.moved,  # movable actors moved to balance the workers
+        "recovering": len(core.recovering),  # actors of dead workers not running again yet
         "memory_restarts": core.memory_restarts,  # workers restarted past max_worker_memory
         "hang_restarts": core.hang_restarts,  # workers restarted stuck past hang_timeout
         # Datagrams sent, received, malformed, dropped (a bad seal, a replay): the gossip's own counters.
