@@ -151,7 +151,7 @@ class SupervisorState:
         self._clock = clock
         self._rng = rng or random.Random()
         self._incidents: deque[float] = deque()
-        self._attempts: dict[int, deque[float]] = {}
+        self._attempts: dict[int, float | list[float]] = {}  # child id -> its restart attempts (see _attempt)
         self.breaker = (
             CircuitBreaker(strategy.circuit_breaker, clock) if strategy.circuit_breaker else None
         )
@@ -200,52 +200,52 @@ class SupervisorState:
         """Children ``(id, reason, abnormal)`` exited in one incident; decide.
 
         Several children lost together (their worker died) count as one
-        incident against the restart intensity.
+        incident against the restart intensity. The same as feeding them to
+        one :meth:`incident` at once.
         """
-        now = self._clock()
-        decisions: list[Decision] = []
-        failed: list[Child] = []
-        reasons: dict[int, str] = {}
-        for child_id, reason, abnormal in exits:
-            child = self.get(child_id)
-            if child is None:
-                continue
-            if child.restart == TEMPORARY or (child.restart == TRANSIENT and not abnormal):
-                self.remove(child_id)
-                decisions.append(Remove(child_id, reason))
-            else:
-                failed.append(child)
-                reasons[child_id] = reason
-        if not failed:
-            return decisions
+        incident = self.incident()
+        return incident.add(exits) + incident.finish()
+
+    def incident(self) -> ExitIncident:
+        """One incident whose exits come in parts (a dead worker's many actors): see :class:`ExitIncident`."""
+        return ExitIncident(self)
+
+    def _count_incident(self, now: float, reason: str) -> Escalate | None:
+        """Count one incident at ``now``: the Escalate if that puts it past the restart intensity."""
         window = self.strategy.within_seconds
         self._incidents.append(now)
         while self._incidents and self._incidents[0] < now - window:
             self._incidents.popleft()
         limit = self.strategy.max_restarts
-        reason = reasons[failed[0].id]
         if limit is not None and len(self._incidents) > limit:
-            return [*decisions, Escalate(
+            return Escalate(
                 f"supervisor {self.name!r}: {len(self._incidents)} restarts within {window:g} s "
                 f"(limit {limit}); last: {reason}"
-            )]
+            )
         if self.breaker is not None:
             self.breaker.record_failure()  # one incident, one failure
+        return None
+
+    def _restart_each(self, failed: list[Child], now: float, reason: str) -> list[Decision]:
+        """one_for_one: each child waits by its own recent attempts (a neighbour restarted often,
+        lost in the same worker death, must not delay the others); one Restart per delay."""
+        window = self.strategy.within_seconds
+        by_delay: dict[float, list[int]] = {}
+        for child in failed:
+            delay = self._delay(self._attempt(child.id, now, window), now)
+            by_delay.setdefault(delay, []).append(child.id)
+        return [Restart(tuple(ids), delay, reason) for delay, ids in sorted(by_delay.items())]
+
+    def _restart_together(self, failed: list[Child], now: float, reason: str) -> list[Decision]:
+        """one_for_all, rest_for_one: the failed children and their affected siblings, in one Restart."""
         failed_ids = {c.id for c in failed}
-        if self.strategy.kind == ONE_FOR_ONE:
-            # Each child waits by its own recent attempts: an often-restarted
-            # neighbour lost in the same worker death must not delay the others.
-            by_delay: dict[float, list[int]] = {}
-            for child in failed:
-                delay = self._delay(self._attempt(child.id, now, window), now)
-                by_delay.setdefault(delay, []).append(child.id)
-            return decisions + [Restart(tuple(ids), delay, reason) for delay, ids in sorted(by_delay.items())]
         if self.strategy.kind == ONE_FOR_ALL:
             affected = list(self.children)
         else:
             order = self.children
             first = min(order.index(c) for c in failed)
             affected = order[first:]
+        decisions: list[Decision] = []
         restart_ids = []
         for child in affected:
             if child.id not in failed_ids and child.restart == TEMPORARY:
@@ -253,12 +253,14 @@ class SupervisorState:
                 decisions.append(Remove(child.id, f"shutdown: sibling restart after {reason}"))
             else:
                 restart_ids.append(child.id)
-        attempt = max(self._attempt(c.id, now, window) for c in failed)
+        attempt = max(self._attempt(c.id, now, self.strategy.within_seconds) for c in failed)
         decisions.append(Restart(tuple(restart_ids), self._delay(attempt, now), reason))
         return decisions
 
     def _delay(self, attempt: int, now: float) -> float:
-        delay = self.strategy.backoff.delay(attempt, self._rng)
+        backoff = self.strategy.backoff
+        # (a free attempt waits for nothing: skip the checks of Backoff.delay, once per child of a dead worker)
+        delay = 0.0 if attempt <= backoff.free or backoff.kind == "none" else backoff.delay(attempt, self._rng)
         if self.breaker is not None:
             if not self.breaker.allow():
                 retry_at = self.breaker.retry_at()
@@ -267,13 +269,95 @@ class SupervisorState:
         return delay
 
     def _attempt(self, child_id: int, now: float, window: float) -> int:
-        times = self._attempts.setdefault(child_id, deque())
+        """Count a restart attempt of the child at ``now``; returns its attempts within ``window``.
+
+        One attempt in the window is kept as a float, more as a list: a dead
+        worker's 500,000 children would otherwise each leave a container the
+        garbage collector walks through (a deque was 600 bytes each).
+        """
+        times = self._attempts.get(child_id)
+        if times is None or (isinstance(times, float) and times < now - window):
+            self._attempts[child_id] = now
+            return 1
+        if isinstance(times, float):
+            times = [times]
+            self._attempts[child_id] = times
         times.append(now)
-        while times and times[0] < now - window:
-            times.popleft()
+        stale = 0
+        while times[stale] < now - window:  # (stops at the last: now)
+            stale += 1
+        del times[:stale]
         return len(times)
 
     def restarted(self, child_id: int) -> None:
         """A restart took: the child runs again (a success for the breaker)."""
         if self.breaker is not None and self.get(child_id) is not None:
             self.breaker.record_success()
+
+
+class ExitIncident:
+    """One incident of a supervisor whose exits come in parts: :meth:`SupervisorState.on_exits` in steps.
+
+    A worker that hosted 500,000 actors cannot have them all decided in one
+    step of the node's loop; fed a slice at a time, they still make one
+    incident with the decisions ``on_exits`` would return for all of them at
+    once. :meth:`add` decides what it can at once: a child not to be
+    restarted is removed, the incident is counted (once, at its first failed
+    child) and under one_for_one each failed child's Restart comes with its
+    own delay. :meth:`finish`, once every exit was added, gives what needs
+    them all: the Escalate of an incident past the restart intensity (after
+    every Remove, as from ``on_exits``), or the one Restart of one_for_all and
+    rest_for_one.
+    """
+
+    def __init__(self, supervisor: SupervisorState) -> None:
+        self.supervisor = supervisor
+        self._now: float | None = None  # when it was counted (at its first failed child)
+        self._reason = ""  # the first failed child's
+        self._escalate: Escalate | None = None
+        self._failed: list[int] = []  # one_for_all, rest_for_one: decided at finish
+        self._finished = False
+
+    def add(self, exits: list[tuple[int, str, bool]]) -> list[Decision]:
+        """Children ``(id, reason, abnormal)`` of this incident exited: the decisions that need no other exit."""
+        if self._finished:
+            raise RuntimeError("exits added to an incident already decided")
+        sup = self.supervisor
+        decisions: list[Decision] = []
+        failed: list[Child] = []
+        for child_id, reason, abnormal in exits:
+            child = sup.get(child_id)
+            if child is None:
+                continue
+            if child.restart == TEMPORARY or (child.restart == TRANSIENT and not abnormal):
+                sup.remove(child_id)
+                decisions.append(Remove(child_id, reason))
+            else:
+                failed.append(child)
+        if not failed:
+            return decisions
+        if self._now is None:
+            self._now = sup._clock()
+            self._reason = next(r for i, r, _ in exits if i == failed[0].id)
+            self._escalate = sup._count_incident(self._now, self._reason)
+        if self._escalate is not None:
+            return decisions  # (its children are shut when it escalates)
+        if sup.strategy.kind == ONE_FOR_ONE:
+            return decisions + sup._restart_each(failed, self._now, self._reason)
+        self._failed += [c.id for c in failed]
+        return decisions
+
+    def finish(self) -> list[Decision]:
+        """Every exit was added: the decisions that needed them all (call once)."""
+        if self._finished:
+            raise RuntimeError("an incident is decided once")
+        self._finished = True
+        if self._escalate is not None:
+            return [self._escalate]
+        if not self._failed or self._now is None:
+            return []
+        sup = self.supervisor
+        failed = [child for child_id in self._failed if (child := sup.get(child_id)) is not None]
+        if not failed:  # removed meanwhile (remove_child between two parts)
+            return []
+        return sup._restart_together(failed, self._now, self._reason)

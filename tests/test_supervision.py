@@ -255,3 +255,44 @@ def test_many_children_stay_cheap() -> None:
     assert sup.find("k19999").id == 20_999 and sup.get(1000).key == "k0"
     assert sup.remove(1000) is not None and sup.find("k0") is None
     assert [c.id for c in sup.children[:2]] == [1001, 1002]
+
+
+def _as_sets(decisions: list[object]) -> list[object]:
+    """Decisions with the ids of one_for_one's Restarts merged per delay (parts may split them)."""
+    merged: dict[float, list[int]] = {}
+    others: list[object] = []
+    for decision in decisions:
+        if isinstance(decision, Restart) and len(decision.ids) and decision.reason == "worker died":
+            merged.setdefault(decision.delay, []).extend(decision.ids)
+        else:
+            others.append(decision)
+    return others + sorted((delay, sorted(ids)) for delay, ids in merged.items())
+
+
+@pytest.mark.parametrize("kind", [ONE_FOR_ONE, ONE_FOR_ALL, REST_FOR_ONE])
+@pytest.mark.parametrize("max_restarts", [None, 0, 1])
+def test_an_incident_fed_in_parts_decides_as_on_exits_at_once(kind: str, max_restarts: int | None) -> None:
+    # A dead worker's actors reach their supervisors a slice at a time (gorilix.lifecycle): the
+    # decisions must be those of the whole death at once, one incident against the intensity.
+    restarts = [PERMANENT, TEMPORARY, TRANSIENT, PERMANENT, TEMPORARY, PERMANENT, PERMANENT, TRANSIENT]
+    strategy = Strategy(kind, max_restarts=max_restarts, within_seconds=10.0,
+                        backoff=Backoff.exponential(base=0.1, max=1.0, free=1))
+    exits = [(child, "worker died", True) for child in (11, 12, 13, 15, 16)]
+    whole, clock = make(strategy, *restarts)
+    parts, part_clock = make(strategy, *restarts)
+    for sup, at in ((whole, clock), (parts, part_clock)):  # the same history: one earlier crash of 13
+        at.now += 1.0
+        sup.on_exits(crash(13))
+    clock.now += 1.0
+    part_clock.now += 1.0
+    expected = whole.on_exits(exits)
+    incident = parts.incident()
+    got = [*incident.add(exits[:2]), *incident.add(exits[2:3]), *incident.add([]), *incident.add(exits[3:])]
+    if kind != ONE_FOR_ONE or max_restarts == 0:  # nothing to restart yet: it needs every exit
+        assert not any(isinstance(d, Restart | Escalate) for d in got)
+    got += incident.finish()
+    assert _as_sets(got) == _as_sets(expected)
+    assert [c.id for c in parts.children] == [c.id for c in whole.children]
+    assert whole.on_exits(crash(10)) == parts.on_exits(crash(10))  # and the same count of incidents after
+    with pytest.raises(RuntimeError):
+        incident.finish()
