@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gorilix.registry import ActorRecord, Registry
@@ -18,6 +20,7 @@ from gorilix.supervision import (
     ROOT_STRATEGY,
     Child,
     Escalate,
+    ExitIncident,
     Remove,
     Restart,
     Strategy,
@@ -32,6 +35,20 @@ from gorilix.workers.spec import PERMANENT
 log = logging.getLogger("gorilix.supervisor")
 
 Exit = tuple[ActorRecord, str, bool]  # record, reason, abnormal
+
+#: A dead worker's actors go to their supervisors this many at a time ...
+EXIT_SLICE = 250
+#: ... with this many seconds between two slices, for the node's other traffic.
+EXIT_PAUSE = 0.001
+
+
+@dataclass(slots=True)
+class LostWorker:
+    """A dead worker's actors on their way to their supervisors, a slice at a time (:meth:`Lifecycle.worker_lost`)."""
+
+    reason: str
+    ids: deque[int]  # not handed over yet, in start order
+    incidents: dict[int, ExitIncident] = field(default_factory=dict)  # supervisor id -> this death's incident
 
 
 class LifecycleOwner(Protocol):
@@ -64,6 +81,7 @@ class Lifecycle:
         self.remote_watchers: dict[int, set[tuple[str, int]]] = {}  # local actor -> (node, watcher)
         self._down: set[int] = set()  # actors whose incarnation ended, waiting for a decision
         self.remote_links: dict[int, set[tuple[str, int]]] = {}  # local actor -> (node, actor)
+        self.lost: deque[LostWorker] = deque()  # dead workers whose actors are being handed over
         self.root = self.new_supervisor("root", ROOT_STRATEGY, None)
 
     # -- the tree -----------------------------------------------------------
@@ -129,19 +147,79 @@ class Lifecycle:
                     sup.remove(record.id)
                 self.core.forget(record, reason)
             return
-        by_supervisor: dict[int, list[tuple[int, str, bool]]] = {}
-        for record, reason, abnormal in exits:
-            by_supervisor.setdefault(record.supervisor, []).append((record.id, reason, abnormal))
-        for sup_id, items in by_supervisor.items():
+        for sup_id, items in self._by_supervisor(exits).items():
             sup = self.supervisors.get(sup_id)
             if sup is None:  # its supervisor is gone: nothing will restart it
-                for actor_id, reason, _ in items:
-                    orphan = self.core.registry.actors.get(actor_id)
-                    if orphan is not None:
-                        self.core.forget(orphan, reason)
+                self._orphans(items)
                 continue
             for decision in sup.on_exits(items):
                 self._execute(sup, decision)
+
+    def worker_lost(self, ids: list[int], reason: str) -> None:
+        """A worker died with actors ``ids`` (in start order, each on no worker now): hand them to their supervisors.
+
+        Not in one step: a worker that hosted 500,000 actors stalled the node
+        for seconds when every monitor, link and supervisor decision came at
+        once. :data:`EXIT_SLICE` exits at a time, with the node's other
+        traffic in between; each supervisor still sees the death as one
+        incident (:class:`gorilix.supervision.ExitIncident`), with the
+        decisions it would make for all its lost children at once.
+        """
+        if not ids:
+            return
+        self.lost.append(LostWorker(reason, deque(ids)))
+        if len(self.lost) == 1:
+            self.core.schedule(0.0, self._hand_over)
+
+    def handing_over(self) -> int:
+        """How many actors of dead workers wait for their supervisors' decisions."""
+        return sum(len(job.ids) for job in self.lost)
+
+    def _hand_over(self) -> None:
+        """One slice of :meth:`worker_lost`; the death's incidents are decided once its last actor is handed over."""
+        job = self.lost[0]
+        actors = self.core.registry.actors
+        exits: list[Exit] = []
+        for _ in range(min(EXIT_SLICE, len(job.ids))):
+            record = actors.get(job.ids.popleft())
+            if record is None or record.slot is not None:  # stopped meanwhile, or already brought back
+                continue
+            self._signal(record, job.reason, True)
+            self._down.add(record.id)
+            exits.append((record, job.reason, True))
+        for sup_id, items in self._by_supervisor(exits).items():
+            sup = self.supervisors.get(sup_id)
+            if sup is None:
+                self._orphans(items)
+                continue
+            incident = job.incidents.get(sup_id)
+            if incident is None or incident.supervisor is not sup:
+                incident = job.incidents[sup_id] = sup.incident()
+            for decision in incident.add(items):
+                self._execute(sup, decision)
+        if not job.ids:
+            self.lost.popleft()
+            for sup_id, incident in job.incidents.items():
+                sup = self.supervisors.get(sup_id)
+                if sup is incident.supervisor:  # (else stopped meanwhile: its children went with it)
+                    for decision in incident.finish():
+                        self._execute(sup, decision)
+        if self.lost:
+            self.core.schedule(EXIT_PAUSE, self._hand_over)
+
+    @staticmethod
+    def _by_supervisor(exits: list[Exit]) -> dict[int, list[tuple[int, str, bool]]]:
+        by_supervisor: dict[int, list[tuple[int, str, bool]]] = {}
+        for record, reason, abnormal in exits:
+            by_supervisor.setdefault(record.supervisor, []).append((record.id, reason, abnormal))
+        return by_supervisor
+
+    def _orphans(self, items: list[tuple[int, str, bool]]) -> None:
+        """Exits whose supervisor is gone: nothing will restart them."""
+        for actor_id, reason, _ in items:
+            orphan = self.core.registry.actors.get(actor_id)
+            if orphan is not None:
+                self.core.forget(orphan, reason)
 
     def restarted(self, actor_id: int) -> None:
         record = self.core.registry.actors.get(actor_id)
@@ -241,16 +319,20 @@ class Lifecycle:
 
     def _signal_exit(self, actor_id: int, name: str | None, reason: str) -> None:
         """Tell monitors and links that an actor (or a supervisor) ``actor_id`` ended."""
-        ref = ActorRef(self.core.name, actor_id, name)
         watchers, linked = self.watches.exited(actor_id)
+        remote_watchers = self.remote_watchers.pop(actor_id, ())
+        remote_links = self.remote_links.pop(actor_id, ())
+        if not (watchers or linked or remote_watchers or remote_links):  # (most actors: a worker's death is many)
+            return
+        ref = ActorRef(self.core.name, actor_id, name)
         for watcher in watchers:
             self.core.tell(watcher, Down(ref, reason))
         for other in linked:
             # Normal exits too: the worker hands them to actors that trap exits.
             self.core.exit_signal(other, ref, reason)
-        for node, watcher in self.remote_watchers.pop(actor_id, ()):
+        for node, watcher in remote_watchers:
             self.core.send_node(node, ["rdown", actor_id, name, reason, watcher])
-        for node, other in self.remote_links.pop(actor_id, ()):
+        for node, other in remote_links:
             self.core.send_node(node, ["rexit", other, actor_id, name, reason])
 
     def monitor(self, watcher: int, node: str, watched: int) -> None:

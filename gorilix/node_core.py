@@ -101,9 +101,12 @@ from gorilix.workers.ref import ActorRef
 #: Seconds between two looks at the workers' memory, when it is limited.
 MEMORY_CHECK_EVERY = 1.0
 #: Actors re-created after a worker death are placed this many at a time ...
-PLACE_BATCH = 1000
-#: ... with this many seconds between batches, for the node's other traffic.
+PLACE_BATCH = 250
+#: ... with this many seconds between batches, for the node's other traffic ...
 PLACE_PAUSE = 0.001
+#: ... and at most this many being created on one worker at a time: the next wait for its answers, so
+#: that a worker busy re-creating actors still answers other messages within milliseconds.
+PLACE_WINDOW = 64
 #: A worker is shown as stuck once one message has run (or its watchdog has been silent) this long.
 STUCK_AFTER = 1.0
 #: Seconds between two looks for workers stuck past hang_timeout (at most; half the timeout if shorter).
@@ -218,7 +221,9 @@ class NodeCore:
         #: Actors whose worker died and that do not run again yet (gone for good: no longer counted).
         self.recovering: set[int] = set()
         self._to_place: collections.deque[int] = collections.deque()  # re-created actors placed in batches
-        self._placing = False
+        self._placing = False  # a batch is scheduled
+        self._creating: dict[int, int] = {}  # actor id -> slot: placed by a batch, not running yet
+        self._creating_on: collections.Counter[int] = collections.Counter()  # slot -> how many of those
         self.worker_load: dict[int, dict[str, Any]] = {}  # slot -> last load report
         self.malformed = 0
         self.refused = 0  # control requests refused: they named an id, slot or node the sender does not own
@@ -453,6 +458,7 @@ class NodeCore:
             record = self.registry.actors.get(actor_id)
             if record is not None:
                 self.place(record)
+        self._place_some()  # (re-created actors that waited for any worker: the next batch follows)
         if not self.running and len(self.live_slots()) == self.size:
             self.running = True
             self._effects.append(Ready())
@@ -477,21 +483,24 @@ class NodeCore:
                           "while the ask was in flight")
         for src_id, corr, origin in asks:
             self._fail_ask(origin, src_id, corr, died)
-        records = self.registry.on_slot(slot)
+        # What must hold at once: its actors are on no worker, and what comes for them parks (their
+        # routes were held above with the worker's; the others were held when placed or moved).
+        lost = self.registry.evacuate(slot)
         log.warning("worker %d (pid %s) died (%s); its %d actors go to their supervisors",
-                    slot, worker.pid, how, len(records))
-        self.recovering.update(record.id for record in records)
-        for record in records:
-            self.moving.pop(record.id, None)  # (a move from here ends as a re-creation)
-            self.registry.move(record.id, None)
-            self.table.hold(record.id)
-        reason = f"worker {slot} died ({how})"
-        self.lifecycle.exited([(record, reason, True) for record in records], final=False)
+                    slot, worker.pid, how, len(lost))
+        self.recovering.update(lost)
+        for actor_id in [a for a, s in self._creating.items() if s == slot]:
+            del self._creating[actor_id]  # (they are among the lost: placed again in their turn)
+        self._creating_on.pop(slot, None)
+        for actor_id in [a for a in self.moving if a in self.recovering]:
+            del self.moving[actor_id]  # (a move from here ends as a re-creation)
+        for request, pid in self.pending_kills.pop(slot, []):
+            self.reply(request, pid)  # the kill is done; the recovery is not (see kill_worker)
+        # What takes a step per actor (monitors, links, supervisors' decisions, re-creation) comes in slices.
+        self.lifecycle.worker_lost(lost, f"worker {slot} died ({how})")
         for module, job in list(self.reloads.items()):
             job.data["waiting"].discard(slot)
             self.finish_reload(module)
-        for request, pid in self.pending_kills.pop(slot, []):
-            self.reply(request, pid)
         for job in self.recoveries:
             if job.data["slot"] == slot:
                 job.data["died"] = True
@@ -628,30 +637,53 @@ class NodeCore:
         self.place(record, target)  # (the least loaded, if that worker went meanwhile)
 
     def place_soon(self, record: ActorRecord) -> None:
-        """Place ``record`` (re-created after its worker died) in the next batch; its messages park meanwhile.
+        """Place ``record`` (re-created after its worker died) in a batch soon; its messages park meanwhile.
 
         Batches of :data:`PLACE_BATCH` with the node's other traffic in
         between: the re-creation of a worker's 500,000 actors stalled every
         other ask for about 24 s when it was one step. Each actor goes to the
         least loaded live worker when its batch comes, so a respawned worker
-        that is back by then takes its share.
+        that is back by then takes its share; and that worker takes the next
+        only while fewer than :data:`PLACE_WINDOW` are being created there (a
+        worker fed faster than it creates queues them ahead of every other
+        message it gets).
         """
         self.table.hold(record.id)
         self._to_place.append(record.id)
-        if not self._placing:
+        self._place_later(0.0)
+
+    def _place_later(self, delay: float) -> None:
+        if self._to_place and not self._placing:
             self._placing = True
-            self.schedule(0.0, self._place_batch)
+            self.schedule(delay, self._place_batch)
 
     def _place_batch(self) -> None:
+        self._placing = False
+        self._place_some()
+        self._place_later(PLACE_PAUSE)
+
+    def _place_some(self) -> None:
+        """Up to a batch of the actors waiting in :meth:`place_soon`, each to the least loaded live worker."""
         queue = self._to_place
-        for _ in range(min(PLACE_BATCH, len(queue))):
-            record = self.registry.actors.get(queue.popleft())
-            if record is not None and record.slot is None:  # (else: gone, or placed by another path meanwhile)
-                self.place(record)
-        if queue:
-            self.schedule(PLACE_PAUSE, self._place_batch)
-        else:
-            self._placing = False
+        actors = self.registry.actors
+        for _ in range(PLACE_BATCH):
+            if not queue:
+                return
+            slot = self.registry.least_loaded(self.live_slots())
+            if slot is None or self._creating_on[slot] >= PLACE_WINDOW:
+                return  # no worker (one comes back), or the least loaded is busy creating: later
+            record = actors.get(queue.popleft())
+            if record is None or record.slot is not None:  # gone, or placed by another path meanwhile
+                continue
+            self.place(record, slot)
+            self._creating[record.id] = slot
+            self._creating_on[slot] += 1
+
+    def _created(self, slot: int, actor_id: int) -> None:
+        """An actor placed by a batch runs on ``slot`` now, or will not: room for the next there."""
+        if self._creating.get(actor_id) == slot:
+            del self._creating[actor_id]
+            self._creating_on[slot] -= 1
 
     def worker_of(self, record: ActorRecord) -> int | None:
         """The slot of the live worker where ``record`` runs, if it does."""
@@ -664,6 +696,7 @@ class NodeCore:
 
     def actor_started(self, slot: int, actor_id: int) -> None:
         """The worker of ``slot`` runs ``actor_id`` now: route to it, send on what parked, answer the spawn."""
+        self._created(slot, actor_id)
         record = self.registry.actors.get(actor_id)
         if record is None or record.slot != slot:
             # Stopped while it was being created, or placed elsewhere since: this worker runs an
@@ -671,7 +704,7 @@ class NodeCore:
             self.to_worker(slot, StopActor(actor_id, "shutdown" if record is None else "moved"))
             return
         self.registry.move(actor_id, slot, placed=True)
-        self.recovering.discard(actor_id)
+        self._back(actor_id)
         for parked in self.table.bind(actor_id, self.slots[slot].identity):
             self._effects.append(Forward(parked))
         request = self.pending_spawns.pop(actor_id, None)
@@ -682,6 +715,7 @@ class NodeCore:
         self.check_recoveries()
 
     def actor_failed_to_start(self, slot: int, actor_id: int, error: GorilixError) -> None:
+        self._created(slot, actor_id)
         record = self.registry.actors.get(actor_id)
         if record is None or record.slot != slot:
             return
@@ -714,7 +748,7 @@ class NodeCore:
     def forget(self, record: ActorRecord, reason: str) -> None:
         """The actor is gone for good: no route, no name, no restart."""
         self.moving.pop(record.id, None)
-        self.recovering.discard(record.id)
+        self._back(record.id)
         self.registry.remove(record.id)
         self.lifecycle.forget(record.id)
         for parked in self.table.unbind(record.id):
@@ -725,6 +759,8 @@ class NodeCore:
         request = self.pending_spawns.pop(record.id, None)
         if request is not None:
             self.fail(request, SpawnError(f"actor stopped before it started: {reason}"))
+        if self.recoveries:  # (it may have been the last one a kill-and-wait waited for)
+            self.check_recoveries()
 
     def to_supervisor(self, sup_id: int, frames: Frames) -> None:
         """Messages to a supervisor's own ref: requests it answers, or a stop of its subtree."""
@@ -905,14 +941,18 @@ class NodeCore:
             self.reply(job.request, {"module": module, "workers": job.data["workers"],
                                      "moved": job.data["moved"], "errors": []})
 
+    def _back(self, actor_id: int) -> None:
+        """The actor runs again, or is gone for good: it recovers no more."""
+        self.recovering.discard(actor_id)
+        for job in self.recoveries:  # (one step per actor: a worker of 500,000 made a scan per actor quadratic)
+            if job.data.get("died"):
+                job.data["lost"].discard(actor_id)
+
     def check_recoveries(self) -> None:
-        """Answer every kill-and-wait whose worker died and whose actors all run again."""
+        """Answer every kill-and-wait whose worker died and whose actors all run again (or are gone)."""
         for job in list(self.recoveries):
             data = job.data
-            if not data.get("died"):
-                continue
-            data["lost"] = {i for i in data["lost"] if (r := self.registry.actors.get(i)) is not None and not r.placed}
-            if data["lost"]:
+            if not data.get("died") or data["lost"]:
                 continue
             self.recoveries.remove(job)
             self.reply(job.request, {"worker": data["slot"], "pid": data["pid"], "actors": data["count"],

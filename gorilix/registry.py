@@ -39,6 +39,17 @@ class Registry:
         record.started = record.started or placed
         self._by_slot.setdefault(slot, set()).add(actor_id)
 
+    def evacuate(self, slot: int) -> list[int]:
+        """Every actor of ``slot`` is on no worker now (its worker died); returns their ids in start order."""
+        ids = self._by_slot.pop(slot, set())
+        actors = self.actors
+        for actor_id in ids:
+            record = actors[actor_id]
+            record.slot = None
+            record.placed = False
+        self._by_slot.setdefault(None, set()).update(ids)
+        return sorted(ids)
+
     def remove(self, actor_id: int) -> ActorRecord | None:
         record = self.actors.pop(actor_id, None)
         if record is None:

@@ -9,7 +9,8 @@ import pytest
 from node_sim import CLIENT, NODE, NodeSim
 
 from gorilix.backoff import Backoff
-from gorilix.node_core import MAX_EARLY_DEATHS, PLACE_BATCH
+from gorilix.lifecycle import EXIT_SLICE
+from gorilix.node_core import MAX_EARLY_DEATHS, PLACE_BATCH, PLACE_WINDOW
 from gorilix.node_events import LinkPeer, Ready, Reply, StartWorker, Tell, ToWorker
 from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, Strategy
 from gorilix.transport.errors import (
@@ -252,10 +253,12 @@ def test_the_actors_of_a_dead_worker_are_recreated_in_batches_with_other_work_be
     mark = len(sim.effects)
     sim.kill(0)
     placed = [e.op.actor_id for e in sim.of_type(ToWorker, mark) if type(e.op) is Spawn]
-    assert len(placed) == PLACE_BATCH  # the first batch; the rest waits for later turns
+    # The first batch, as many as the one live worker may be creating at once; the rest waits for
+    # later turns (and for its answers).
+    assert len(placed) == min(PLACE_BATCH, PLACE_WINDOW)
     assert sim.core.next_deadline() > sim.clock.now  # (so the driver serves its sockets in between)
     waiting = [a for a in actors if a not in set(placed)]
-    assert len(waiting) == PLACE_BATCH + 500 and all(sim.core.table.is_held(a) for a in waiting)  # (they park)
+    assert len(waiting) == len(actors) - len(placed) and all(sim.core.table.is_held(a) for a in waiting)  # (park)
     corr = sim.ask("workers")  # other requests are answered between the batches
     assert sim.answer(corr) is not None
     sim.attach(0)  # the respawned worker is back before the last batches: it takes them
@@ -263,6 +266,65 @@ def test_the_actors_of_a_dead_worker_are_recreated_in_batches_with_other_work_be
     where = [sim.core.registry.actors[a].slot for a in actors]
     assert where.count(0) > 0 and where.count(1) >= PLACE_BATCH
     assert all(sim.core.registry.actors[a].placed for a in actors)
+    sim.check_invariants()
+
+
+def test_a_kill_is_answered_before_the_dead_workers_actors_are_decided_which_come_in_slices() -> None:
+    # Killing a worker of 500,000 actors stalled the node for about 24 s and kill_worker timed out:
+    # every monitor, link and supervisor decision for them came in one step, and the kill was
+    # answered only after it. Now the answer comes with the death, and the rest in slices.
+    sim = NodeSim(2)
+    watcher = sim.spawn(ECHO, worker=1)
+    other = sim.spawn(ECHO, worker=1)
+    lost = [sim.spawn(ECHO, worker=0) for _ in range(3 * EXIT_SLICE + 10)]
+    for actor in lost:
+        sim.report(1, Monitor(watcher, NODE, actor))
+    corr = sim.ask("kill_worker", 0, int(signal.SIGKILL))
+    mark = len(sim.effects)
+    sim.kill(0)
+
+    reply = sim.answer(corr)
+    assert reply is not None and reply.ok
+    assert sim.effects.index(reply) < mark + 10  # (with the death's own effects, before any decision)
+    assert len(sim.told(watcher, mark)) == EXIT_SLICE  # one slice handed over: the rest waits its turn
+    assert sim.core.lifecycle.handing_over() == len(lost) - EXIT_SLICE
+    assert sim.core.next_deadline() > sim.clock.now  # (so the driver serves its sockets in between)
+    waiting = [a for a in lost if not sim.core.registry.actors[a].placed]
+    # (at most a window on each of the two workers, the respawned one back at once here)
+    assert len(waiting) >= len(lost) - 2 * PLACE_WINDOW and all(sim.core.table.is_held(a) for a in waiting)
+    assert sim.route(sim.message(other, "between slices", ask=True, corr=77)) == "sent"
+    assert sim.answer(sim.ask("workers")) is not None  # control requests are answered in between too
+
+    sim.advance(0.1)
+    downs = sim.told(watcher, mark)
+    assert sorted(d.ref.id for d in downs) == lost and {d.reason for d in downs} == {"worker 0 died (killed by SIGKILL)"}
+    assert sim.core.lifecycle.handing_over() == 0 and sim.core.recovering == set()
+    assert all(sim.core.registry.actors[a].placed for a in lost)
+    sim.check_invariants()
+
+
+def test_a_death_handed_over_in_slices_is_still_one_incident_per_supervisor() -> None:
+    # The same decisions as when a worker's actors were decided in one step: one incident per
+    # supervisor, and a one_for_all sibling on a live worker restarted once, after every exit is in.
+    sim = NodeSim(2)
+    one = _supervisor(sim, Strategy(ONE_FOR_ONE, max_restarts=1, within_seconds=10.0, backoff=Backoff.none()))
+    alls = _supervisor(sim, Strategy(ONE_FOR_ALL, max_restarts=1, within_seconds=10.0, backoff=Backoff.none()),
+                       name="alls")
+    first = sim.spawn(ECHO, sup=one, key="first", worker=0)
+    sibling = sim.spawn(ECHO, sup=alls, key="sibling", worker=1)
+    early = sim.spawn(ECHO, sup=alls, key="early", worker=0)
+    fillers = [sim.spawn(ECHO, worker=0) for _ in range(2 * EXIT_SLICE)]
+    late = sim.spawn(ECHO, sup=alls, key="late", worker=0)
+    last = sim.spawn(ECHO, sup=one, key="last", worker=0)  # (slices after its sibling "first")
+    mark = len(sim.workers[1].ops)
+    sim.kill(0)
+    assert Suspend(sibling, "shutdown") not in sim.workers[1].ops[mark:]  # one_for_all decides once all are in
+    sim.advance(0.1)
+    assert one in sim.core.lifecycle.supervisors and alls in sim.core.lifecycle.supervisors  # within max_restarts=1
+    ops = sim.workers[1].ops[mark:]
+    assert ops.count(Suspend(sibling, "shutdown")) == 1
+    assert [op.actor_id for op in ops if type(op) is Restart] == [sibling]  # (restarted in place, once)
+    assert all(sim.core.registry.actors[a].placed for a in [first, last, early, late, sibling, *fillers])
     sim.check_invariants()
 
 

@@ -159,6 +159,11 @@ def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
     }
 
 
+def _h_recovering(core: NodeCore, req: Request) -> int:
+    """How many actors of dead workers do not run again yet (cheap, unlike stats: for polling in a drill)."""
+    return len(core.recovering)
+
+
 def _h_hello(core: NodeCore, req: Request) -> dict[str, Any]:
     return {"node": core.name, "workers": core.size, "clustered": core.host.clustered, "pid": os.getpid()}
 
@@ -219,6 +224,7 @@ HANDLERS: dict[str, Any] = {
     "kill_worker": _h_kill_worker,
     "dead_letters": _h_dead_letters,
     "stats": _h_stats,
+    "recovering": _h_recovering,
     "hello": _h_hello,
     "members": _h_members,
     "status": _h_status,
