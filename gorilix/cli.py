@@ -386,6 +386,7 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
               "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped",
               "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata",
               "moved": "actors moved to balance the workers",
+              "recovering": "actors of dead workers not running again yet",
               "memory_restarts": "workers restarted past max_worker_memory",
               "hang_restarts": "workers restarted stuck past hang_timeout",
               "lost_in_deaths": "tells lost in workers' deaths (among the dead letters)",

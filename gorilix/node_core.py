@@ -106,7 +106,7 @@ PLACE_BATCH = 250
 PLACE_PAUSE = 0.001
 #: ... and at most this many being created on one worker at a time: the next wait for its answers, so
 #: that a worker busy re-creating actors still answers other messages within milliseconds.
-PLACE_WINDOW = 64
+PLACE_WINDOW = 32
 #: A worker is shown as stuck once one message has run (or its watchdog has been silent) this long.
 STUCK_AFTER = 1.0
 #: Seconds between two looks for workers stuck past hang_timeout (at most; half the timeout if shorter).

@@ -888,8 +888,12 @@ class ActorSystem:
     def kill_worker(self, worker_id: int, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to a worker process (a failover drill); returns its pid.
 
-        For SIGKILL and SIGTERM it returns once the node has seen the death
-        and put the worker's actors on their way to a live worker.
+        For SIGKILL and SIGTERM it returns once the kill is done: the node has
+        seen the death, failed the asks in flight to that worker, and parks
+        what comes for its actors. It does not wait for the recovery (the
+        actors' re-creation on live workers, which for a worker of 500,000
+        actors takes tens of seconds); ``stats()["recovering"]`` counts the
+        actors not running again yet.
         """
         workers = self._node.size
         if type(worker_id) is not int or not 0 <= worker_id < workers:

@@ -262,7 +262,7 @@ def test_the_actors_of_a_dead_worker_are_recreated_in_batches_with_other_work_be
     corr = sim.ask("workers")  # other requests are answered between the batches
     assert sim.answer(corr) is not None
     sim.attach(0)  # the respawned worker is back before the last batches: it takes them
-    sim.advance(0.01)
+    sim.advance(0.1)
     where = [sim.core.registry.actors[a].slot for a in actors]
     assert where.count(0) > 0 and where.count(1) >= PLACE_BATCH
     assert all(sim.core.registry.actors[a].placed for a in actors)
