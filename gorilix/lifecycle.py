@@ -176,7 +176,15 @@ class Lifecycle:
         return sum(len(job.ids) for job in self.lost)
 
     def _hand_over(self) -> None:
-        """One slice of :meth:`worker_lost`; the death's incidents are decided once its last actor is handed over."""
+        """One slice of :meth:`worker_lost`, then the next in turn (whatever this one raised: never stuck)."""
+        try:
+            self._hand_over_slice()
+        finally:
+            if self.lost:
+                self.core.schedule(EXIT_PAUSE, self._hand_over)
+
+    def _hand_over_slice(self) -> None:
+        """The death's incidents are decided once its last actor is handed over."""
         job = self.lost[0]
         actors = self.core.registry.actors
         exits: list[Exit] = []
@@ -204,8 +212,6 @@ class Lifecycle:
                 if sup is incident.supervisor:  # (else stopped meanwhile: its children went with it)
                     for decision in incident.finish():
                         self._execute(sup, decision)
-        if self.lost:
-            self.core.schedule(EXIT_PAUSE, self._hand_over)
 
     @staticmethod
     def _by_supervisor(exits: list[Exit]) -> dict[int, list[tuple[int, str, bool]]]:

@@ -458,7 +458,8 @@ class NodeCore:
             record = self.registry.actors.get(actor_id)
             if record is not None:
                 self.place(record)
-        self._place_some()  # (re-created actors that waited for any worker: the next batch follows)
+        self._place_some()  # (re-created actors that waited for any worker: the next batches follow)
+        self._place_later(PLACE_PAUSE)
         if not self.running and len(self.live_slots()) == self.size:
             self.running = True
             self._effects.append(Ready())
@@ -660,7 +661,8 @@ class NodeCore:
     def _place_batch(self) -> None:
         self._placing = False
         self._place_some()
-        self._place_later(PLACE_PAUSE)
+        if self.live_slots():  # (else the next batch comes when a worker attaches)
+            self._place_later(PLACE_PAUSE)
 
     def _place_some(self) -> None:
         """Up to a batch of the actors waiting in :meth:`place_soon`, each to the least loaded live worker."""
