@@ -210,7 +210,7 @@ def _one_failover(system: ActorSystem, victim: int, neighbours: int) -> float:
                 raise
 
 
-def _mass_failover(count: int, pause: float = 0.001, timeout: float = 600.0) -> dict[str, Any]:
+def mass_failover(count: int, pause: float = 0.001, timeout: float = 600.0) -> dict[str, Any]:
     """SIGKILL a worker that hosts ``count`` actors while the program asks an actor on the other one.
 
     A node of two workers; ``count`` idle actors are spawned on worker 0 (by
@@ -480,7 +480,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         report["stuck"] = {how: _stuck_receiver(system, tells, how) for how in ("blocked", "stopped")}
     if failover_actors:
         step(13, f"mass failover: SIGKILL a worker of {failover_actors:,} actors, asks to the other meanwhile")
-        report["mass_failover"] = _mass_failover(failover_actors)
+        report["mass_failover"] = mass_failover(failover_actors)
     def paired(ours: str, raw: str) -> float:
         # The median of per-round ratios: a round's raw run and ours ran back to
         # back, so a slow minute on a shared machine cancels out of each ratio.
