@@ -487,6 +487,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         pairs = zip(samples[ours], samples[raw], strict=True)
         return median([o / r for o, r in pairs])
 
+    report["machine"] = machine()
     report["ratios"] = {
         "ask_actor_vs_raw_rtt": paired("actor", "ask_rtt_us"),
         "ask_main_vs_raw_rtt": paired("main", "ask_rtt_us"),
@@ -502,8 +503,72 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
     return report
 
 
+def machine() -> dict[str, Any]:
+    """What the figures came from: the processor, cores, memory, load, and the versions that matter."""
+    import datetime
+    import platform
+
+    import msgpack
+    import zmq
+
+    import gorilix
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {
+        "cpu": model, "cores": psutil.cpu_count(logical=True), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load": [round(x, 2) for x in os.getloadavg()], "os": platform.platform(),
+        "python": platform.python_version(), "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+        "msgpack": ".".join(map(str, msgpack.version)), "gorilix": gorilix.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+#: Each target a figure of the report should meet: (name, what it says, the check).
+TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool | None]]] = [
+    ("ask_main", "ask main -> actor <= 1.1x the raw hop", lambda r: r["ratios"]["ask_main_vs_raw_rtt"] <= 1.1),
+    ("ask_actor", "ask actor -> actor <= 1.2x the raw hop", lambda r: r["ratios"]["ask_actor_vs_raw_rtt"] <= 1.2),
+    ("tell_cross", "tell across workers >= 1.0x the raw hop", lambda r: r["ratios"]["tell_cross_vs_raw_rate"] >= 1.0),
+    ("spawn", "spawn inside an actor >= 20,000 actors/s", lambda r: r["spawn"]["in_actor_per_s"] >= 20_000),
+    ("failover", "failover median < 100 ms", lambda r: r["failover"]["median_ms"] < 100),
+    ("pool_speedup", "pool speedup >= 95% of multiprocessing.Pool's", lambda r: r["ratios"]["pool_speedup_vs_mp"] >= 0.95),
+    ("pool_tiny", "tiny items >= 0.5x multiprocessing.Pool", lambda r: r["ratios"]["pool_tiny_vs_mp"] >= 0.5),
+    ("pool_cpu", "~10 ms items >= 0.98x multiprocessing.Pool", lambda r: r["ratios"]["pool_cpu_vs_mp"] >= 0.98),
+    ("isolation", "GIL held in the program: max <= 10 ms, median <= 1.1x idle",
+     lambda r: r["isolation"]["during_max_ms"] <= 10 and r["ratios"]["isolation_median_vs_idle"] <= 1.1),
+    ("mass_failover", "mass failover: asks to the healthy worker p99 < 50 ms",
+     lambda r: r["mass_failover"]["during_p99_ms"] < 50 if r.get("mass_failover") else None),
+]
+
+
+def _meets(check: Callable[[dict[str, Any]], bool | None], r: dict[str, Any]) -> bool | None:
+    """True, False, or None for a figure not in the report (a step left out, or an older report)."""
+    try:
+        return check(r)
+    except KeyError:
+        return None
+
+
+def missed(r: dict[str, Any]) -> list[str]:
+    """The names of the targets ``r`` misses (a figure not measured misses nothing)."""
+    return [name for name, _, check in TARGETS if _meets(check, r) is False]
+
+
+def format_header(r: dict[str, Any]) -> str:
+    m = r.get("machine") or {}
+    return (f"  machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, load {m.get('load')}, "
+            f"{m.get('os')}\n  versions: Python {m.get('python')}, pyzmq {m.get('pyzmq')} (libzmq {m.get('libzmq')}), "
+            f"msgpack {m.get('msgpack')}, gorilix {m.get('gorilix')}; {m.get('date')}"
+            f"{', quick run (not a measurement)' if r.get('quick') else ''}")
+
+
 def format_report(r: dict[str, Any]) -> str:
     ratios = r["ratios"]
+    misses = set(missed(r))
     rows = [
         ("raw hop ask round trip", f"{r['baseline']['ask_rtt_us']:.0f} us", "1.00x (baseline)"),
         ("raw hop one-way, unbatched", f"{r['baseline']['tell_msgs_per_s']:,.0f} msg/s", "1.00x (baseline)"),
@@ -544,6 +609,18 @@ def format_report(r: dict[str, Any]) -> str:
             ("mass failover: kill_worker returns / all re-created",
              f"{mass['kill_return_ms']:.0f} ms / {mass['recovery_s']:.2f} s", f"actors per worker after: {spread}"),
         ]
+    marks = {"ask main -> actor": "ask_main", "ask actor -> actor, 2 workers": "ask_actor",
+             "tell across workers": "tell_cross", "spawn inside an actor": "spawn",
+             "failover (SIGKILL -> answer)": "failover", "pool map speedup": "pool_speedup",
+             "pool map, tiny items (n * n)": "pool_tiny", "pool map, ~10 ms items": "pool_cpu",
+             "ask between workers, main thread holding the GIL": "isolation"}
+    rows = [(a, b, f"{c}  << MISSED" if (marks.get(a) in misses or (a.startswith("mass failover: asks")
+                                                                    and "mass_failover" in misses)) else c)
+            for a, b, c in rows]
     width = max(len(a) for a, _, _ in rows)
     value_width = max(len(b) for _, b, _ in rows)
-    return "\n".join(f"  {a:<{width}}  {b:>{value_width}}  {c}" for a, b, c in rows)
+    lines = [format_header(r), *(f"  {a:<{width}}  {b:>{value_width}}  {c}" for a, b, c in rows)]
+    met = sum(1 for _, _, check in TARGETS if _meets(check, r) is True)
+    lines.append(f"  targets: {met} met" + (
+        f", MISSED: {', '.join(text for name, text, _ in TARGETS if name in misses)}" if misses else ", none missed"))
+    return "\n".join(lines)

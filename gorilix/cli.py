@@ -600,12 +600,17 @@ def demo(workers: int | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_BENCH_JSON", help="Print the figures as JSON (progress goes to stderr).")
 @click.option("--quick", is_flag=True, help="Fewer rounds (a smoke run, not a measurement).")
+@click.option("--check", is_flag=True, help="Exit 1 when a figure misses its target (each is marked MISSED).")
 @click.option("--failover-actors", type=click.IntRange(min=0), default=None,
               help="Actors on the worker killed in the mass failover step (0: leave the step out).  "
                    "[default: 20,000; 2,000 with --quick]")
-def bench(as_json: bool, quick: bool, failover_actors: int | None) -> None:
-    """Measure latency, throughput, speedup, spawn rate and failover on this machine."""
-    from gorilix.bench import format_report, run_bench
+def bench(as_json: bool, quick: bool, check: bool, failover_actors: int | None) -> None:
+    """Measure latency, throughput, speedup, spawn rate and failover on this machine.
+
+    The report starts with the machine and the versions it ran on, and marks
+    each figure that misses its target; --check exits 1 if one does.
+    """
+    from gorilix.bench import format_report, missed, run_bench
 
     step = re.compile(r"\[(\d+)/(\d+)\]\s*(.*)")
     with click.progressbar(length=9, label="bench", file=sys.stderr, show_pos=True,
@@ -623,10 +628,14 @@ def bench(as_json: bool, quick: bool, failover_actors: int | None) -> None:
 
         report = run_bench(quick=quick, progress=False, say=say, failover_actors=failover_actors)
         bar.update((bar.length or 0) - done[0], "done")
+    report["missed"] = missed(report)
     if as_json:
         click.echo(_dump(report))
     else:
         click.echo(format_report(report))
+    if check and report["missed"]:
+        click.echo(f"missed: {', '.join(report['missed'])}", err=True)
+        sys.exit(1)
 
 
 # Every option shows its environment variable in --help (explicit or GORILIX_<COMMAND>_<OPTION>).

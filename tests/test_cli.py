@@ -506,8 +506,12 @@ def test_bench_progress_and_json(runner: CliRunner, monkeypatch: pytest.MonkeyPa
     assert seen["quick"] is True and result.stdout.strip() == "REPORT"
     assert "bench" in result.stderr  # the progress bar's label (stderr, so --json stays clean)
     result = runner.invoke(main, ["bench", "--json"])
-    assert json.loads(result.stdout) == {"workers": 2, "quick": False}
+    assert json.loads(result.stdout) == {"workers": 2, "quick": False, "missed": []}
     assert seen["failover_actors"] is None  # (the bench's default)
+    monkeypatch.setattr(gorilix.bench, "missed", lambda r: ["pool_tiny"])
+    result = runner.invoke(main, ["bench", "--check"])
+    assert result.exit_code == 1 and "missed: pool_tiny" in result.stderr
+    assert runner.invoke(main, ["bench"]).exit_code == 0  # (without --check a miss is only marked)
     result = runner.invoke(main, ["bench", "--failover-actors", "500000"])
     assert result.exit_code == 0, result.output
     assert seen["failover_actors"] == 500_000
