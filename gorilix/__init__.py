@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "TEMPORARY": "gorilix.workers.spec",
     "TRANSIENT": "gorilix.workers.spec",
     "Actor": "gorilix.workers.actor",
+    "AccessDenied": "gorilix.errors",
     "ActorError": "gorilix.errors",
     "ActorNotFound": "gorilix.errors",
     "ActorRef": "gorilix.workers.ref",
@@ -39,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "Exit": "gorilix.workers.messages",
     "GenServer": "gorilix.genserver",
     "GorilixError": "gorilix.errors",
+    "InsecureWarning": "gorilix.errors",
     "InvalidArgument": "gorilix.errors",
     "UnknownMessageType": "gorilix.errors",
     "MailboxFull": "gorilix.errors",
@@ -57,6 +59,7 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = frozenset({"supervisor"})
 
 __all__ = [
+    "AccessDenied",
     "PERMANENT",
     "TEMPORARY",
     "TRANSIENT",
@@ -73,6 +76,7 @@ __all__ = [
     "Exit",
     "GenServer",
     "GorilixError",
+    "InsecureWarning",
     "InvalidArgument",
     "UnknownMessageType",
     "MailboxFull",
@@ -111,12 +115,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from gorilix import supervisor
     from gorilix.errors import (
+        AccessDenied,
         ActorError,
         ActorNotFound,
         AskTimeout,
         ClusterError,
         DecodeError,
         GorilixError,
+        InsecureWarning,
         InvalidArgument,
         MailboxFull,
         NodeDown,

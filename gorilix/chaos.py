@@ -82,9 +82,9 @@ class ChaosReport:
 class _Probe(threading.Thread):
     """Asks an Echo actor on the node in a loop; its own socket, its own thread."""
 
-    def __init__(self, address: str, secret: bytes | None, timeout: float, pace: float) -> None:
+    def __init__(self, address: str, access: dict[str, Any], timeout: float, pace: float) -> None:
         super().__init__(name="gorilix-chaos-probe", daemon=True)
-        self.remote = RemoteNode(address, secret)  # connected here, so errors reach the caller
+        self.remote = RemoteNode(address, **access)  # connected here, so errors reach the caller
         try:
             self.ref = self.remote.spawn(PROBE_ACTOR)
         except BaseException:
@@ -128,7 +128,7 @@ class _Probe(threading.Thread):
 
 def run_chaos(
     address: str, every: float, duration: float, *, secret: bytes | None = None,
-    sig: int = signal.SIGKILL, probe_timeout: float = 1.0, probe_pace: float = 0.02,
+    secret_file: str | None = None, insecure: bool = False, sig: int = signal.SIGKILL, probe_timeout: float = 1.0, probe_pace: float = 0.02,
     recovery_timeout: float = 30.0, connect_timeout: float = 5.0,
     on_progress: Callable[[float], None] | None = None,
     on_kill: Callable[[dict[str, Any]], None] | None = None,
@@ -137,15 +137,17 @@ def run_chaos(
 
     ``on_progress(elapsed_seconds)`` is called about ten times a second and
     ``on_kill(result)`` after each kill (the dict ``RemoteNode.kill_worker``
-    returns, or ``{"error": message}``). Raises NodeUnreachable if the node
+    returns, or ``{"error": message}``). The secret is found as
+    :class:`RemoteNode` finds it. Raises NodeUnreachable if the node
     does not answer at the start; if it stops answering later, the report
     says so in ``aborted``.
     """
     if every <= 0 or duration <= 0:
         raise GorilixError(f"every={every!r} and duration={duration!r} must be positive seconds")
-    with RemoteNode(address, secret, timeout=connect_timeout) as remote:
+    access: dict[str, Any] = {"secret": secret, "secret_file": secret_file, "insecure": insecure}
+    with RemoteNode(address, timeout=connect_timeout, **access) as remote:
         report = ChaosReport(node=remote.name, every_s=every)
-        probe = _Probe(address, secret, probe_timeout, probe_pace)
+        probe = _Probe(address, access, probe_timeout, probe_pace)
         started = time.monotonic()
         probe.start()
         try:

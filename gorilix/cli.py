@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -108,10 +109,12 @@ def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=5.0, hidden=True,
                       envvar="GORILIX_CONNECT_TIMEOUT", show_envvar=True,
                       help="Seconds to wait for the node's first answer.")(fn)
+    fn = click.option("--insecure", is_flag=True, envvar="GORILIX_INSECURE", show_envvar=True,
+                      help="Connect without any secret, to a node started with --insecure.")(fn)
     fn = click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
                       envvar="GORILIX_SECRET_FILE", show_envvar=True,
-                      help="File holding the cluster secret (at least 16 bytes); needed when the "
-                           "node has one.")(fn)
+                      help="File holding the node's secret (its --secret-file).  [default: the per-user "
+                           "secret that nodes started without one use]")(fn)
     fn = click.option("--node", "node_address", metavar="HOST:PORT", default=DEFAULT_NODE,
                       envvar="GORILIX_NODE", show_envvar=True, show_default=True,
                       help="The node to talk to (its --bind or --advertise address).")(fn)
@@ -119,13 +122,18 @@ def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def reach(address: str, secret_file: str | None, timeout: float) -> Iterator[Any]:
-    """A RemoteNode for a command; every expected failure becomes a one-line CliError."""
+def reach(address: str, secret_file: str | None, insecure: bool, timeout: float) -> Iterator[Any]:
+    """A RemoteNode for a command; every expected failure becomes a one-line CliError.
+
+    The secret is ``--secret-file``'s, else the per-user secret; ``--insecure`` connects with none.
+    """
     from gorilix.cluster.config import parse_hostport, resolve
-    from gorilix.remote import NodeUnreachable, RemoteNode
+    from gorilix.remote import AccessDenied, NodeUnreachable, RemoteNode
     from gorilix.transport.errors import AskTimeout, ClusterError, GorilixError
 
-    secret = _secret(secret_file)
+    if insecure and secret_file is not None:
+        raise click.UsageError("give --secret-file or --insecure, not both (--insecure connects without a secret)")
+    _secret(secret_file)  # (a bad file is one line, before anything is sent)
     try:
         host, _ = parse_hostport(address, 7946, "--node")
         resolve(host)
@@ -133,8 +141,12 @@ def reach(address: str, secret_file: str | None, timeout: float) -> Iterator[Any
         message = str(exc)
         _fail(message if message.startswith("bad") else f"bad --node {address!r}: {message}")
     try:
-        remote = RemoteNode(address, secret, timeout=timeout)
+        remote = RemoteNode(address, timeout=timeout, secret_file=secret_file, insecure=insecure)
+    except AccessDenied as exc:
+        _fail(exc.advice(cli=True))
     except NodeUnreachable as exc:
+        _fail(str(exc))
+    except ClusterError as exc:  # (the per-user secret or its directory refused: the message says why)
         _fail(str(exc))
     try:
         yield remote
@@ -237,9 +249,11 @@ def main() -> None:
               help="Called with the ActorSystem once the node has joined; spawn your actors there.")
 @click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
               envvar="GORILIX_SECRET_FILE", show_envvar=True,
-              help="File holding the cluster secret (>= 16 bytes): sealed gossip and CURVE links.")
+              help="File holding the cluster secret (>= 16 bytes; `gorilix secret new PATH` makes one): sealed "
+                   "gossip and CURVE links.  [default: the per-user secret, made on first use; loopback only]")
 @click.option("--insecure", is_flag=True, envvar="GORILIX_INSECURE", show_envvar=True,
-              help="Allow a non-loopback --bind without a secret (trusted networks only).")
+              help="Run with no secret at all: any process that reaches the port controls the node, and a "
+                   "non-loopback --bind is allowed (trusted networks only).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="WARNING", envvar="GORILIX_LOG_LEVEL", show_envvar=True, help="Log level (stderr).")
 @click.option("--probe-interval", type=click.FloatRange(min=0.01), default=None, hidden=True,
@@ -290,6 +304,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         secret_file_is_private,
     )
     from gorilix.system import parse_memory
+    from gorilix.transport.errors import InsecureWarning
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -304,6 +319,8 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         raise click.BadParameter(str(exc).split("=", 1)[-1], param_hint="--max-queued") from None
     if secret_file is not None and not secret_file_is_private(secret_file):
         click.echo(f"warning: every user can read {secret_file}; chmod o-rwx it", err=True)
+    if insecure and secret is None:  # (run_node says so in the CLI's words, once the node is up)
+        warnings.filterwarnings("ignore", category=InsecureWarning)
     options = NodeOptions(
         name=name, bind=bind, advertise=advertise, seeds=seeds, retry_join=retry_join, workers=workers,
         app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
@@ -312,7 +329,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         max_worker_memory=memory_limit, hang_timeout=hang_timeout, max_queued=queue_limit,
     )
     try:
-        code = run_node(options, say=click.echo, watch_stdin=watch_stdin)
+        code = run_node(options, say=click.echo, watch_stdin=watch_stdin, warn=lambda line: click.echo(line, err=True))
     except LaunchError as exc:
         _fail(str(exc))
     except NodeFailed as exc:
@@ -326,12 +343,12 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
 @main.command()
 @node_options
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_MEMBERS_JSON", help="Print a JSON array (name, address, port, status, meta, ...).")
-def members(node_address: str, secret_file: str | None, connect_timeout: float, as_json: bool) -> None:
+def members(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, as_json: bool) -> None:
     """The cluster's members as one node sees them.
 
     Dead and left members stay listed with that status for at least 30 s.
     """
-    with reach(node_address, secret_file, connect_timeout) as remote:
+    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
         rows = remote.members()
         me = remote.name
     if as_json:
@@ -353,9 +370,9 @@ def members(node_address: str, secret_file: str | None, connect_timeout: float, 
 @main.command()
 @node_options
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_STATUS_JSON", help="Print a JSON object with node, workers and stats.")
-def status(node_address: str, secret_file: str | None, connect_timeout: float, as_json: bool) -> None:
+def status(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, as_json: bool) -> None:
     """A node's workers (pid, actors, CPU, memory, restarts) and counters."""
-    with reach(node_address, secret_file, connect_timeout) as remote:
+    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
         info = remote.status()
     if as_json:
         click.echo(_dump(info))
@@ -417,7 +434,7 @@ def status(node_address: str, secret_file: str | None, connect_timeout: float, a
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0,
               help="Seconds to wait for the worker's actors to answer again.")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_KILL_WORKER_JSON", help="Print the result as JSON.")
-def kill_worker(node_address: str, secret_file: str | None, connect_timeout: float, worker_id: int | None,
+def kill_worker(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, worker_id: int | None,
                 pick_random: bool, sig: int, timeout: float, as_json: bool) -> None:
     """Kill one worker of a node (a failover drill) and time the recovery.
 
@@ -426,7 +443,7 @@ def kill_worker(node_address: str, secret_file: str | None, connect_timeout: flo
     """
     if (worker_id is None) == (not pick_random):
         raise click.UsageError("give either a WORKER_ID or --random")
-    with reach(node_address, secret_file, connect_timeout) as remote:
+    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
         if worker_id is not None and worker_id >= remote.workers:
             raise click.BadParameter(f"node {remote.name} has workers 0..{remote.workers - 1}, not {worker_id}",
                                      param_hint="WORKER_ID")
@@ -465,7 +482,7 @@ def kill_worker(node_address: str, secret_file: str | None, connect_timeout: flo
 @click.option("--probe-timeout", type=click.FloatRange(min=0.01), default=1.0,
               help="Seconds the probe waits for each answer before counting a failure.")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_CHAOS_JSON", help="Print the report as JSON.")
-def chaos(node_address: str, secret_file: str | None, connect_timeout: float, every: float, duration: float,
+def chaos(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, every: float, duration: float,
           sig: int, probe_timeout: float, as_json: bool) -> None:
     """Kill a random worker again and again while a probe actor is asked in a loop.
 
@@ -477,11 +494,10 @@ def chaos(node_address: str, secret_file: str | None, connect_timeout: float, ev
     from gorilix.remote import NodeUnreachable
     from gorilix.transport.errors import GorilixError
 
-    secret = _secret(secret_file)
     last: list[str] = []
     steps = max(1, int(duration * 10))
     bar: Any
-    with reach(node_address, secret_file, connect_timeout) as remote:
+    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
         target = remote.name  # checks the address, the secret and the node before the drill
     with click.progressbar(length=steps, label=f"chaos on {target}", file=sys.stderr,
                            item_show_func=lambda _: last[-1] if last else None) as bar:
@@ -500,7 +516,7 @@ def chaos(node_address: str, secret_file: str | None, connect_timeout: float, ev
                 last.append(f"worker {result['worker']} back in {result['recovered_ms']:.0f} ms")
 
         try:
-            report = run_chaos(node_address, every, duration, secret=secret, sig=sig,
+            report = run_chaos(node_address, every, duration, secret_file=secret_file, insecure=insecure, sig=sig,
                                probe_timeout=probe_timeout, connect_timeout=connect_timeout,
                                on_progress=progress, on_kill=killed)
         except NodeUnreachable as exc:
@@ -523,7 +539,7 @@ def chaos(node_address: str, secret_file: str | None, connect_timeout: float, ev
 @node_options
 @click.argument("name")
 @click.argument("message", metavar="JSON")
-def send(node_address: str, secret_file: str | None, connect_timeout: float, name: str, message: str) -> None:
+def send(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, name: str, message: str) -> None:
     """Send JSON to the actor registered as NAME (fire and forget).
 
     \b
@@ -531,7 +547,7 @@ def send(node_address: str, secret_file: str | None, connect_timeout: float, nam
       gorilix send greeter '{"op": "reset", "keep": [1, 2]}'
     """
     value = _parse_json(message)
-    with reach(node_address, secret_file, connect_timeout) as remote:
+    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
         ref = _named(remote, name)
         remote.tell_ref(ref, value)  # RemoteNode.tell would look the name up a second time
         click.echo(f"sent to {name} on node {remote.name}")
@@ -542,7 +558,7 @@ def send(node_address: str, secret_file: str | None, connect_timeout: float, nam
 @click.argument("name")
 @click.argument("message", metavar="JSON")
 @click.option("--timeout", type=click.FloatRange(min=0.01), default=5.0, help="Seconds to wait for the reply.")
-def ask(node_address: str, secret_file: str | None, connect_timeout: float, name: str, message: str,
+def ask(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, name: str, message: str,
         timeout: float) -> None:
     """Ask the actor registered as NAME with JSON; print its reply as JSON.
 
@@ -550,7 +566,7 @@ def ask(node_address: str, secret_file: str | None, connect_timeout: float, name
       gorilix ask --node 127.0.0.1:7946 greeter '"World"'
     """
     value = _parse_json(message)
-    with reach(node_address, secret_file, connect_timeout) as remote:
+    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
         ref = _named(remote, name)
         reply = remote.ask_ref(ref, value, timeout=timeout)
     click.echo(_dump(reply))
@@ -561,12 +577,12 @@ def ask(node_address: str, secret_file: str | None, connect_timeout: float, name
 @click.argument("module")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, help="Seconds the reload may take.")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_RELOAD_JSON", help="Print the result as JSON.")
-def reload(node_address: str, secret_file: str | None, connect_timeout: float, module: str, timeout: float,
+def reload(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, module: str, timeout: float,
            as_json: bool) -> None:
     """Hot-reload MODULE in every worker of the node; live actors move to the new code."""
     if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
         raise click.BadParameter(f"{module!r} is not a module path like myapp.actors", param_hint="MODULE")
-    with reach(node_address, secret_file, connect_timeout) as remote:
+    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
         result = remote.reload(module, timeout=timeout)
         node_name = remote.name
     if as_json:

@@ -1,12 +1,14 @@
 """The errors Gorilix raises; all derive from :class:`GorilixError`."""
 
 from gorilix.transport.errors import (
+    AccessDenied,
     ActorError,
     ActorNotFound,
     AskTimeout,
     ClusterError,
     DecodeError,
     GorilixError,
+    InsecureWarning,
     InvalidArgument,
     MailboxFull,
     NodeDown,
@@ -19,12 +21,14 @@ from gorilix.transport.errors import (
 )
 
 __all__ = [
+    "AccessDenied",
     "ActorError",
     "ActorNotFound",
     "AskTimeout",
     "ClusterError",
     "DecodeError",
     "GorilixError",
+    "InsecureWarning",
     "InvalidArgument",
     "MailboxFull",
     "NodeDown",

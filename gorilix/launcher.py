@@ -44,6 +44,7 @@ from gorilix.cluster.config import (
     read_secret_file,
     resolve,
 )
+from gorilix.cluster.keyfile import default_secret_path
 from gorilix.cluster.swim import JOIN_RETRY
 from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.system import ActorSystem, default_worker_count
@@ -175,7 +176,11 @@ def build_config(opts: NodeOptions) -> ClusterConfig:
         if port != 0:
             config.advertised(port)
     except ClusterError as exc:
-        raise LaunchError(str(exc)) from None
+        message = str(exc)
+        if message.startswith("refusing to bind"):  # (said in flags, not in ClusterConfig's fields)
+            message = (f"refusing to bind {host} without a secret: anyone on the network could join and run "
+                       "code here; give --secret-file, or --insecure on a trusted network")
+        raise LaunchError(message) from None
     return config
 
 
@@ -259,7 +264,12 @@ class RunningNode:
         pids = ", ".join(str(w.pid) for w in workers)
         count = f"{len(workers)} worker{'' if len(workers) == 1 else 's'}"
         seeds = ", ".join(self.config.seeds) or "none"
-        secure = "CURVE + sealed gossip" if self.config.secret_key is not None else "no secret"
+        if self.config.uses_default_secret:
+            secure = f"CURVE + sealed gossip (the per-user secret {default_secret_path()})"
+        elif self.config.secret_key is not None:
+            secure = "CURVE + sealed gossip"
+        else:
+            secure = "NO SECRET (--insecure)"
         bound = f"{self.config.bind_addr}:{self.cluster.local_member().port}"
         return (f"ready: node {self.system.name} at {self.address} (bound {bound}, tcp+udp), "
                 f"{count} (pid{'' if len(workers) == 1 else 's'} {pids}), seeds: {seeds}, {secure}")
@@ -349,7 +359,17 @@ def describe_event(event: ClusterEvent) -> str:
             f"({event.address}:{event.port}, {event.status}{extra})")
 
 
-def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False) -> int:
+#: What a node with no secret at all says once it is up (``--insecure``, without --secret-file).
+INSECURE_WARNING = ("warning: --insecure: this node has no secret; any process that can reach its port can stop it, "
+                    "kill its workers and run code in them (drop --insecure to use the per-user secret, or give "
+                    "--secret-file)")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False, warn: Say = _stderr) -> int:
     """Run a node until SIGINT or SIGTERM (or stdin EOF with ``watch_stdin``, or a stop request); returns 0.
 
     Raises :class:`NodeFailed` when the node loop fails meanwhile, once the
@@ -373,6 +393,8 @@ def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False) -> 
         node = start_node(opts, on_event=events.put)
         try:
             say(node.ready_line())
+            if node.config.secret_key is None and not node.config.uses_default_secret:
+                warn(INSECURE_WARNING)
             if node.joined is None:
                 say(f"no seed answered yet ({', '.join(node.config.seeds)}); "
                     f"retrying every {JOIN_RETRY:g} s in the background")

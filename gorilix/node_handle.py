@@ -27,13 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from gorilix.cluster.config import parse_hostport
 from gorilix.cluster.security import CLIENT_NAME, SERVER_NAME, ClusterKeys, configure_client
 from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.transport import codec
 from gorilix.transport.describe import describe_exit
-from gorilix.transport.errors import AskTimeout, DecodeError, NodeUnreachable, NotRunning
+from gorilix.transport.errors import (
+    AccessDenied,
+    AskTimeout,
+    DecodeError,
+    NodeUnreachable,
+    NotRunning,
+)
 from gorilix.transport.routing import client_ids
 from gorilix.workers.boot import describe_program, program_to_wire
 from gorilix.workers.client import ClientPort
@@ -260,10 +267,44 @@ class NodeHandle:
 
 
 
+#: What the first hello watches for: how the handshake with the node ended.
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
 #: An attached program asks its node "hello" this often, and sooner after its connection drops.
 HEARTBEAT_EVERY = 1.0
 #: Heartbeats in a row without an answer before the node counts as gone.
 HEARTBEAT_MISSES = 2
+
+
+#: The start of a ZeroMQ (ZMTP 3.0) greeting that offers CURVE: signature, version, mechanism.
+_CURVE_GREETING = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"CURVE".ljust(20, b"\0") + bytes(32)
+
+
+def node_speaks_curve(address: str, timeout: float) -> bool | None:
+    """Whether the ZeroMQ socket at ``address`` serves CURVE (it has a secret); None if it cannot be told.
+
+    A ZeroMQ peer sends its full greeting, which names its security
+    mechanism, only to a peer that offers the same one; one that does not
+    gets the signature (or nothing) and a closed connection.
+    """
+    host, port = parse_hostport(address, 7946, "node address")
+    data = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.sendall(_CURVE_GREETING)
+            while len(data) < 32:
+                chunk = conn.recv(64 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+    except TimeoutError:
+        return None
+    except OSError:
+        pass  # (a peer that refuses our mechanism may reset the connection rather than close it)
+    # (called after a ZeroMQ handshake failed there: a peer that closes at once, before even its
+    # signature, refused our mechanism too)
+    return len(data) >= 32 and data[12:32].rstrip(b"\0") == b"CURVE"
 
 
 class AttachedNode:
@@ -277,7 +318,10 @@ class AttachedNode:
     Closing detaches; the node goes on running.
     """
 
-    def __init__(self, address: str, secret: bytes | None, timeout: float) -> None:
+    def __init__(self, address: str, secret: bytes | None, timeout: float, *, secret_from: str | None = None,
+                 default_path: str | None = None) -> None:
+        """``secret_from`` says where ``secret`` came from and ``default_path`` where the per-user secret
+        is, for the message of an :class:`AccessDenied`."""
         host, port = parse_hostport(address, 7946, "node address")
         self.address = f"{host}:{port}"
         self.endpoint = f"tcp://{host}:{port}"
@@ -288,7 +332,7 @@ class AttachedNode:
         self.zctx: zmq.Context[Any] = zmq.Context()
         self._ids = client_ids()
         try:
-            hello = self._hello(self._port(), timeout, close=True)
+            hello = self._first_hello(timeout, secret_from, default_path)
         except BaseException:
             self.zctx.destroy(linger=0)
             raise
@@ -302,6 +346,60 @@ class AttachedNode:
         self._wake_read, self._wake_write = os.pipe()  # close() wakes the heartbeat at once
         self._watcher = threading.Thread(target=self._watch, name=f"gorilix-heartbeat-{self.name}", daemon=True)
         self._watcher.start()
+
+    def _first_hello(self, timeout: float, secret_from: str | None, default_path: str | None) -> dict[str, Any]:
+        """The node's first ``hello``, once the handshake succeeded; AccessDenied at once if it failed.
+
+        A handshake that fails (another secret, or a secret on one side only)
+        is told apart from silence by the socket's monitor, so a client with the
+        wrong secret learns so at once instead of waiting out ``timeout``.
+        """
+        monitors: list[zmq.Socket[bytes]] = []
+
+        def configure(sock: zmq.Socket[bytes]) -> None:
+            if self.configure is not None:
+                self.configure(sock)
+            monitors.append(sock.get_monitor_socket(_HANDSHAKE_EVENTS))  # (before connect: no event missed)
+
+        port = ClientPort(self.zctx, self.endpoint, "", next(self._ids), configure)
+        monitor = monitors[0]
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not monitor.poll(max(1, int(left * 1000))):
+                    raise NodeUnreachable(
+                        f"no answer from a node at {self.address} within {timeout:g} s: is it running, "
+                        "and is the port right?"
+                    )
+                event = recv_monitor_message(monitor)
+                kind, value = event["event"], int(event["value"])
+                if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    break
+                mismatch = (kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+                if not mismatch and kind not in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_AUTH):
+                    continue  # (not a peer of ours, say: wait for an answer that will not come)
+                # Another secret, or a secret on one side only? The event does not always say (a node
+                # without one may close first, which reads as "no detail"); the node's greeting does.
+                curve = self.configure is not None
+                node_curve = node_speaks_curve(self.address, max(0.1, deadline - time.monotonic()))
+                if node_curve is None:
+                    node_curve = curve if not mismatch else not curve
+                if curve and node_curve:
+                    cause = "refused"
+                elif curve:
+                    cause = "node_has_none"
+                elif node_curve:
+                    cause = "node_has_secret"
+                else:
+                    continue
+                raise AccessDenied(self.address, cause, secret_from, default_path)
+            return self._hello(port, max(0.1, deadline - time.monotonic()))
+        finally:
+            port.sock.disable_monitor()
+            monitor.close(linger=0)
+            port.close()
 
     def _port(self) -> ClientPort:
         return ClientPort(self.zctx, self.endpoint, "", next(self._ids), self.configure)

@@ -34,7 +34,7 @@ from typing import Any
 
 from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.transport import codec
-from gorilix.transport.errors import DecodeError, NotRunning
+from gorilix.transport.errors import DecodeError, GorilixError, NotRunning
 from gorilix.transport.sockets import ipc_endpoint, remove_stale_ipc_files
 from gorilix.workers.boot import program_from_wire
 from gorilix.workers.lineage import become_subreaper, end_adopted, reap_adopted
@@ -73,8 +73,13 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the program decides
     become_subreaper()  # what actors start and leave behind comes back to the node (gorilix.workers.lineage)
     # The workers boot while the node's own modules load; ZeroMQ connects them once the router binds.
-    remove_stale_ipc_files()
-    pool = WorkerPool(name, ipc_endpoint(name), int(start["workers"]), log_level=int(start["log_level"]),
+    try:  # (the socket goes in the user's private runtime directory, which may be refused: say why)
+        remove_stale_ipc_files()
+        endpoint = ipc_endpoint(name)
+    except GorilixError as exc:
+        _send(conn, {"failed": f"node {name} failed to start: {exc}"})
+        return 1
+    pool = WorkerPool(name, endpoint, int(start["workers"]), log_level=int(start["log_level"]),
                       program=program_from_wire(start["program"]))
     try:
         # Forked: this process has one thread and no ZeroMQ context yet, and a fork spares each worker

@@ -2,24 +2,29 @@
 
 It is a thin layer over :meth:`ActorSystem.connect`, the client code every
 program uses: it reaches the node's router over TCP (CURVE with keys derived
-from the secret when the cluster has one), asks the node's control endpoint,
+from the secret: the one given, or the per-user secret), asks the node's control endpoint,
 and reaches named actors through the same sockets.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
 from gorilix.system import ActorSystem
-from gorilix.transport.errors import AskTimeout, GorilixError, NodeUnreachable
+from gorilix.transport.errors import AccessDenied, AskTimeout, GorilixError, NodeUnreachable
 from gorilix.workers.ref import ActorRef
 
 
 class RemoteNode:
-    def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0, *,
+                 secret_file: str | os.PathLike[str] | None = None, insecure: bool = False) -> None:
+        """The secret as :meth:`ActorSystem.connect` takes it: ``secret_file`` or ``secret``, else the
+        per-user secret of this machine; ``insecure`` for a node that runs without one."""
         self.timeout = timeout
-        self.system = ActorSystem.connect(address, secret=secret, timeout=timeout)
+        self.system = ActorSystem.connect(address, secret=secret, secret_file=secret_file, insecure=insecure,
+                                          timeout=timeout)
         self.address = self.system.address
         self.name: str = self.system.name
         self.workers: int = self.system._node.size
@@ -88,4 +93,4 @@ class RemoteNode:
         return dict(self.control("reload", module, timeout=timeout))
 
 
-__all__ = ["NodeUnreachable", "RemoteNode"]
+__all__ = ["AccessDenied", "NodeUnreachable", "RemoteNode"]

@@ -22,6 +22,7 @@ from typing import Any
 from gorilix import logs
 from gorilix.cluster.bridge import Cluster
 from gorilix.cluster.config import ClusterConfig, read_secret_file
+from gorilix.cluster.keyfile import default_secret, default_secret_location, default_secret_path
 from gorilix.node_handle import AttachedNode, NodeHandle
 from gorilix.submit import PoolFuture, Submissions
 from gorilix.supervision import Strategy
@@ -29,6 +30,7 @@ from gorilix.supervisor import SupervisorRef
 from gorilix.transport import codec
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import (
+    AccessDenied,
     ActorError,
     ClusterError,
     GorilixError,
@@ -583,27 +585,47 @@ class ActorSystem:
 
     @classmethod
     def connect(cls, address: str, *, secret_file: str | os.PathLike[str] | None = None,
-                secret: bytes | None = None, timeout: float = 5.0) -> ActorSystem:
+                secret: bytes | None = None, insecure: bool = False, timeout: float = 5.0) -> ActorSystem:
         """The same API against a node that runs already (``gorilix node``), at ``"HOST:PORT"``.
 
-        ``secret_file`` (or ``secret``) is the cluster's secret, when the node
-        has one. Closing the system, or leaving its ``with`` block, detaches
-        this program; the node goes on running. Raises NodeUnreachable when
-        nothing answers within ``timeout`` (a wrong secret looks the same).
+        The node's secret comes from ``secret_file`` (or ``secret``); without
+        either, from the per-user secret of this machine, which every node the
+        user started without a secret uses. ``insecure=True`` connects without
+        any secret, to a node started with ``--insecure``. Closing the system,
+        or leaving its ``with`` block, detaches this program; the node goes on
+        running. Raises AccessDenied at once when the node refuses the secret
+        (or there is none), NodeUnreachable when nothing answers within ``timeout``.
         """
         if type(address) is not str or not address:
             raise InvalidArgument(f"connect needs a node address such as '127.0.0.1:7946', got {shown(address)}")
         if secret_file is not None and secret is not None:
             raise InvalidArgument("connect takes secret_file= or secret=, not both")
+        if type(insecure) is not bool:
+            raise InvalidArgument(f"insecure={shown(insecure)} must be a bool")
+        if insecure and (secret_file is not None or secret is not None):
+            raise InvalidArgument("insecure=True connects without a secret: pass no secret_file= or secret=")
+        secret_from: str | None = None
+        default_path: str | None = None
         if secret_file is not None:
             secret = read_secret_file(secret_file)
+            secret_from = f"the one in secret file {os.fspath(secret_file)}"
+        elif secret is not None:
+            secret_from = "the secret= given"
         if secret is not None and type(secret) is not bytes:
             raise InvalidArgument(f"secret={shown(secret)} must be bytes (or use secret_file=)")
         limit = check_timeout(timeout)
         if boot.IN_WORKER:
             boot.SYSTEM_ON_IMPORT = True
             raise GorilixError("connect from inside an actor: use the actor's own refs, it already has a node")
-        node = AttachedNode(address, secret, limit)
+        if insecure:
+            default_path = str(default_secret_location())  # (for the message, should the node have a secret)
+        elif secret is None:
+            default_path = str(default_secret_path())
+            secret = default_secret(create=False)
+            if secret is None:
+                raise AccessDenied(address, "missing", None, default_path)
+            secret_from = f"the per-user secret {default_path}"
+        node = AttachedNode(address, secret, limit, secret_from=secret_from, default_path=default_path)
         system = cls.__new__(cls)
         try:
             system._attached = True

@@ -16,6 +16,8 @@ import pytest
 
 import gorilix.system
 from gorilix import ActorSystem
+from gorilix.launcher import NodeProcess as LaunchedNode
+from gorilix.launcher import free_port
 from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.node import Node
 from gorilix.workers.boot import describe_program
@@ -96,6 +98,43 @@ class NodeProcess:
 
     def output(self) -> str:
         return self.out.read_text() + self.err.read_text()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite's own runtime directory (ipc sockets, the per-user secret): never the real user's.
+
+    Set in the environment, so every node and CLI process a test starts uses it
+    too. The per-user secret is made at once, so no test depends on whether a
+    node made it before.
+    """
+    from gorilix.cluster.keyfile import default_secret
+    from gorilix.transport.runtime import RUNTIME_ENV
+
+    folder = tmp_path_factory.mktemp("rt", numbered=True)
+    folder.chmod(0o700)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(RUNTIME_ENV, str(folder))
+        default_secret(create=True)
+        yield folder
+
+
+@pytest.fixture
+def gorilix_node() -> Iterator[Callable[..., LaunchedNode]]:
+    """`gorilix node` processes on free ports (``args`` appended to the command); all reaped at the end."""
+    started: list[LaunchedNode] = []
+
+    def start(*args: str, workers: int = 2) -> LaunchedNode:
+        node = LaunchedNode(f"n-{uuid.uuid4().hex[:6]}", free_port(), workers=workers, args=args)
+        started.append(node)
+        node.wait_ready(30.0)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            node.reap()
 
 
 @pytest.fixture

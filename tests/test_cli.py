@@ -82,7 +82,7 @@ def test_client_help_shows_defaults_and_env_vars(runner: CliRunner) -> None:
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[NodeOptions, bool]]:
     calls: list[tuple[NodeOptions, bool]] = []
 
-    def fake_run_node(opts: NodeOptions, say: Any = print, watch_stdin: bool = False) -> int:
+    def fake_run_node(opts: NodeOptions, say: Any = print, watch_stdin: bool = False, warn: Any = None) -> int:
         calls.append((opts, watch_stdin))
         return 0
 
@@ -157,7 +157,8 @@ def test_node_warns_about_a_readable_secret_file(
     (["--bind", "127.0.0.1:http"], "port 'http' is not a number"),
     (["--bind", "no-such-host.invalid:7946"], "bad --bind 'no-such-host.invalid:7946': cannot resolve"),
     (["--bind", "[::1:7946"], "missing ']'"),
-    (["--bind", "0.0.0.0:7946"], "refusing to bind 0.0.0.0 without a secret_key"),
+    (["--bind", "0.0.0.0:7946"], "refusing to bind 0.0.0.0 without a secret: anyone on the network could join "
+                                 "and run code here; give --secret-file, or --insecure"),
     (["--seed", "127.0.0.1:x"], "bad --seed"),
     (["--advertise", "127.0.0.1:70000"], "bad --advertise"),
     (["--workers", "0"], "--workers"),
@@ -254,8 +255,10 @@ class FakeRemote:
 
     instances: list[FakeRemote] = []
 
-    def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0, *,
+                 secret_file: str | None = None, insecure: bool = False) -> None:
         self.address, self.secret, self.timeout = address, secret, timeout
+        self.secret_file, self.insecure = secret_file, insecure
         self.name = "n1"
         self.workers = 2
         self.calls: list[tuple[Any, ...]] = []
@@ -340,7 +343,7 @@ def test_node_address_and_secret_from_the_environment(
         assert result.exit_code == 0, (command, result.output)
         remote = fake.instances[-1]
         assert remote.address == "10.1.2.3:7000"
-        assert remote.secret == b"0123456789abcdef0123456789abcdef"
+        assert remote.secret_file == str(secret_file) and not remote.insecure
     result = runner.invoke(main, ["members", "--node", "10.9.9.9:1"], env=env)
     assert fake.instances[-1].address == "10.9.9.9:1"
 
@@ -429,7 +432,8 @@ def test_client_secret_file_errors(runner: CliRunner, fake: type[FakeRemote], tm
 
 def test_unreachable_node_is_one_line_and_exit_2(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     class Unreachable:
-        def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0) -> None:
+        def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0,
+                     **access: Any) -> None:
             raise NodeUnreachable(f"no answer from a node at {address} within {timeout:g} s: is it running, "
                                   "is the port right, and does the secret match?")
 

@@ -36,7 +36,7 @@ DEAD_WITHIN = 6 * 3 * 0.2 + 3 * 0.2 + 5.0
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GORILIX_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GORILIX_") or k == "GORILIX_RUNTIME_DIR"}
     # This checkout's code (whatever is installed) and the tests' app module.
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
@@ -263,8 +263,11 @@ def test_secret_file_guards_the_node(start_node: Callable[..., Node], tmp_path: 
     wait_for(lambda: {r["name"] for r in gx_json("members", "--node", node.address, "--secret-file", str(secret))}
              == {node.name, joiner.name}, 20, "joined with the secret")
     assert rows
-    line = assert_one_line_error(gx("members", "--node", node.address, "--connect-timeout", "1"))
-    assert f"no answer from a node at {node.address}" in line and "secret" in line
+    # Without --secret-file the per-user secret is tried, and refused at once (a timeout would say "no answer").
+    line = assert_one_line_error(gx("members", "--node", node.address, "--connect-timeout", "60"))
+    assert f"the node at {node.address} refused the handshake" in line and "pass --secret-file" in line
+    line = assert_one_line_error(gx("members", "--node", node.address, "--insecure", "--connect-timeout", "60"))
+    assert "has a secret, and --insecure connects without one" in line
 
 
 def test_node_bad_input_is_one_line_and_leaves_nothing_running(start_node: Callable[..., Node]) -> None:

@@ -36,6 +36,8 @@ from conftest import NodeProcess, process_running, reap_nodes, wait_for
 from gorilix import ActorSystem, GorilixError, NotRunning
 from gorilix.cluster import bridge, wire
 from gorilix.cluster.config import ClusterConfig
+from gorilix.cluster.keyfile import default_secret
+from gorilix.cluster.security import ClusterKeys
 from gorilix.control import HANDLERS
 from gorilix.launcher import EXIT_NODE_FAILED, free_port
 from gorilix.remote import RemoteNode
@@ -74,7 +76,7 @@ def crash_hook(tmp_path: Path) -> CrashHook:
 
 
 def _env(hook: CrashHook | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GORILIX_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GORILIX_") or k == "GORILIX_RUNTIME_DIR"}
     paths = [str(TESTS.parent), str(TESTS), env.get("PYTHONPATH", "")]
     if hook is not None:
         paths.insert(0, str(hook.path))
@@ -155,8 +157,11 @@ def test_one_bad_datagram_is_dropped_and_counted_and_the_node_keeps_routing(
     node = start_node()
     datagram = bad_alive("evil", 9, {"router": "tcp://a b:1"})
     assert len(datagram) == 41
+    # Sealed with the per-user secret the node runs with: a member, not an outsider, sends the bad metadata.
+    keys = ClusterKeys(default_secret(create=False) or b"")
+    keys.gossip_as("evil", [("127.0.0.1", 9)])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.sendto(datagram, ("127.0.0.1", node.port))
+        udp.sendto(keys.seal(datagram, ("127.0.0.1", node.port)), ("127.0.0.1", node.port))
     wait_for(lambda: (node.poll_control("stats") or {}).get("bad_meta", 0) >= 1, 10, "the bad metadata counted")
     with RemoteNode(node.address) as remote:
         assert remote.ask("echo", "still routing")["echo"] == "still routing"

@@ -14,9 +14,9 @@ from gorilix.cluster import bridge
 
 def test_gorilix_exports() -> None:
     assert sorted(gorilix.__all__) == sorted([
-        "PERMANENT", "TEMPORARY", "TRANSIENT", "Actor", "ActorError", "ActorNotFound", "ActorRef",
+        "PERMANENT", "TEMPORARY", "TRANSIENT", "AccessDenied", "Actor", "ActorError", "ActorNotFound", "ActorRef",
         "ActorSystem", "AskTimeout", "ClusterError", "DeadLetters", "DecodeError", "Down", "Exit",
-        "GenServer", "GorilixError", "InvalidArgument", "MailboxFull", "NodeDown", "NodeUnreachable", "NotRunning",
+        "GenServer", "GorilixError", "InsecureWarning", "InvalidArgument", "MailboxFull", "NodeDown", "NodeUnreachable", "NotRunning",
         "PoolFuture",
         "PoolRef",
         "SerializationError", "SpawnError", "UnknownMessageType", "WorkerDied", "WorkerInfo", "message",
@@ -28,9 +28,11 @@ def test_gorilix_exports() -> None:
 
 def test_every_error_is_a_gorilix_error() -> None:
     exported = [getattr(gorilix, n) for n in gorilix.__all__]
-    errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 15
+    errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)
+              and not issubclass(e, Warning)]
+    assert len(errors) == 16
     assert all(issubclass(e, gorilix.GorilixError) for e in errors)
+    assert issubclass(gorilix.InsecureWarning, UserWarning)  # (a warning, shown once, not an error)
 
 
 def test_supervisor_module_names() -> None:

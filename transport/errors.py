@@ -66,6 +66,48 @@ class NodeUnreachable(GorilixError):
     """No node answered at that address (not running, a wrong port, or a secret that does not match)."""
 
 
+class AccessDenied(NodeUnreachable):
+    """A node is there, but this client lacks its secret: none found, the wrong one, or one too many.
+
+    ``address`` is the node's; ``secret_from`` says where the client's secret
+    came from (a file, or None for none); ``cause`` is one of
+    ``"missing"`` (no secret given and no per-user secret on this machine),
+    ``"refused"`` (the node refused the handshake: another secret),
+    ``"node_has_secret"`` (the client connected without one) or
+    ``"node_has_none"`` (the node runs without a secret, and the client used one).
+    ``str()`` says what to do in library terms; :meth:`advice` in the CLI's.
+    """
+
+    def __init__(self, address: str, cause: str, secret_from: str | None, default_path: str | None) -> None:
+        self.address, self.cause, self.secret_from, self.default_path = address, cause, secret_from, default_path
+        super().__init__(self.advice(cli=False))
+
+    def advice(self, cli: bool) -> str:
+        """What went wrong and what to do, naming the options of the library or (``cli``) of the CLI."""
+        secret_file, insecure = ("--secret-file", "--insecure") if cli else ("secret_file=", "insecure=True")
+        default = self.default_path or "the per-user secret"
+        if self.cause == "missing":
+            return (f"no secret to reach the node at {self.address}: none given, and no per-user secret at "
+                    f"{default} (a node started without a secret writes it there); pass {secret_file} with the "
+                    f"node's secret file, or {insecure} if the node runs without a secret")
+        if self.cause == "refused":
+            return (f"the node at {self.address} refused the handshake: its secret is not {self.secret_from}; pass {secret_file} with the node's secret file (its --secret-file, "
+                    "or the per-user secret of the user who started it)")
+        if self.cause == "node_has_secret":
+            where = f" ({self.default_path})" if self.default_path else ""
+            return (f"the node at {self.address} has a secret, and {insecure} connects without one; drop "
+                    f"{insecure} to use the per-user secret{where}, or pass {secret_file}")
+        return (f"the node at {self.address} runs without a secret (it was started with --insecure or "
+                f"insecure=True), and this client used {self.secret_from}; connect with {insecure}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.address, self.cause, self.secret_from, self.default_path))
+
+
+class InsecureWarning(UserWarning):
+    """A node runs with no secret (``insecure=True``, ``--insecure``): whoever reaches its ports controls it."""
+
+
 class InvalidArgument(GorilixError, ValueError):
     """A caller passed a bad argument (wrong type or value); nothing was sent."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from typing import Any
 
@@ -11,9 +10,14 @@ import zmq
 from zmq.backend import Socket as _CSocket
 from zmq.backend import zmq_poll
 
+from gorilix.transport.errors import GorilixError
 from gorilix.transport.routing import (
     ID_SHIFT as ID_SHIFT,  # (with the other id ranges; re-exported)
 )
+from gorilix.transport.runtime import RUNTIME_ENV, runtime_dir
+
+#: The longest unix socket path the kernel takes (sun_path is 108 bytes, with its NUL).
+IPC_PATH_MAX = 107
 
 
 def configure_internal(sock: zmq.Socket[Any]) -> None:
@@ -24,16 +28,23 @@ def configure_internal(sock: zmq.Socket[Any]) -> None:
 
 
 def ipc_endpoint(node_name: str) -> str:
-    """A fresh ipc:// address for one node's router (unix socket path < 100 bytes)."""
+    """A fresh ipc:// address for one node's router, in the user's private runtime directory.
+
+    The directory is this user's alone (mode 0700, see :mod:`gorilix.transport.runtime`):
+    no other user of the machine can connect to the socket, whatever the umask.
+    """
     safe = "".join(c if c.isalnum() else "-" for c in node_name)[:24]
-    path = os.path.join(tempfile.gettempdir(), f"gorilix-{safe}-{os.getpid()}-{uuid.uuid4().hex[:8]}.sock")
+    path = os.path.join(runtime_dir(), f"gorilix-{safe}-{os.getpid()}-{uuid.uuid4().hex[:8]}.sock")
+    if len(path.encode()) > IPC_PATH_MAX - len(".w999.health"):  # (the workers' boards sit beside it)
+        raise GorilixError(f"the node's socket path {path} is too long for a unix socket; set {RUNTIME_ENV} "
+                           "to a shorter directory of yours")
     return f"ipc://{path}"
 
 
 def remove_stale_ipc_files() -> int:
-    """Delete socket files left by nodes that were killed (their pid is gone)."""
+    """Delete socket files (and boards) in the runtime directory left by nodes that were killed (their pid is gone)."""
     removed = 0
-    folder = tempfile.gettempdir()
+    folder = runtime_dir()
     for entry in os.listdir(folder):
         if not (entry.startswith("gorilix-") and entry.endswith((".sock", ".health"))):
             continue

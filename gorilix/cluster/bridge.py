@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gorilix.cluster.config import ClusterConfig
 from gorilix.cluster.swim import Member, MemberStatus
 from gorilix.transport.describe import shown
-from gorilix.transport.errors import ClusterError, GorilixError, InvalidArgument, NotRunning
+from gorilix.transport.errors import (
+    ClusterError,
+    GorilixError,
+    InsecureWarning,
+    InvalidArgument,
+    NotRunning,
+)
 from gorilix.workers.messages import ClusterEvent
 from gorilix.workers.ref import ActorRef
 
@@ -219,6 +226,12 @@ class ClusterProvider:
                 f"ClusterConfig.node_name {config.node_name!r} must match the ActorSystem's name "
                 f"{system.name!r}: refs carry the system's name as their node"
             )
+        if config.secret_key is None and config.insecure:
+            warnings.warn(InsecureWarning(
+                f"node {config.node_name} runs with no secret (insecure=True): any process that can reach "
+                f"{config.bind_addr}:{config.bind_port} can stop it, kill its workers and run code in them; "
+                "drop insecure=True to use the per-user secret, or give it a secret_key"), stacklevel=3)
+        config = config.with_secret()  # (no secret given: the per-user one, made on first use)
         local = system._control("enable_cluster", config.to_wire(), timeout=10.0)
         return Cluster(system, config, local)
 

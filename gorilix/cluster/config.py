@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import socket
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from gorilix.cluster.keyfile import MIN_SECRET_BYTES, default_secret
+from gorilix.cluster.keyfile import (
+    read_secret_file as read_secret_file,  # (re-exported: one reader)
+)
 from gorilix.cluster.wire import NAME_MAX
 from gorilix.transport.describe import shown
 from gorilix.transport.errors import ClusterError
@@ -48,23 +50,6 @@ def _port(text: str, whole: str, what: str) -> int:
 
 #: The shortest interval or timeout a ClusterConfig accepts, in seconds.
 MIN_SECONDS = 0.01
-#: The shortest secret a cluster accepts, in bytes.
-MIN_SECRET_BYTES = 16
-
-
-def read_secret_file(path: str | os.PathLike[str]) -> bytes:
-    """The cluster secret stored in ``path`` (trailing newline stripped); ClusterError if unusable."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ClusterError(f"cannot read secret file {os.fspath(path)}: {exc.strerror}") from None
-    secret = data.rstrip(b"\r\n")
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ClusterError(
-            f"secret file {os.fspath(path)} holds {len(secret)} bytes; a secret needs at least "
-            f"{MIN_SECRET_BYTES} (make one with: head -c 32 /dev/urandom | base64 > {os.fspath(path)})"
-        )
-    return secret
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +84,10 @@ class ClusterConfig:
     ``gossip_port``, which defaults to the same number. Seeds name gossip
     addresses. ``push_interval`` is how often gossip goes to ``gossip_nodes``
     random members; ``pull_interval`` how often a full state exchange runs.
+
+    Without ``secret_key`` a node uses the per-user secret of this machine
+    (see :meth:`with_secret`); ``insecure=True`` runs it with no secret at
+    all (which is also what lets a node without a secret bind beyond loopback).
     """
 
     node_name: str
@@ -155,13 +144,32 @@ class ClusterConfig:
                 f"probe_timeout ({self.probe_timeout:g} s) must be shorter than probe_interval "
                 f"({self.probe_interval:g} s)"
             )
-        if self.secret_key is not None and (not isinstance(self.secret_key, bytes) or len(self.secret_key) < 16):
+        if self.secret_key is not None and (not isinstance(self.secret_key, bytes)
+                                            or len(self.secret_key) < MIN_SECRET_BYTES):
             raise ClusterError("secret_key must be bytes, at least 16 of them (32 random bytes is good)")
         if self.secret_key is None and not self.insecure and not is_loopback(self.bind_addr):
             raise ClusterError(
                 f"refusing to bind {self.bind_addr} without a secret_key: anyone on the network could "
                 "join and run code here; set secret_key (or insecure=True on a trusted network)"
             )
+
+    @property
+    def uses_default_secret(self) -> bool:
+        """Whether this node runs with the per-user secret: no secret given, and not ``insecure``."""
+        return self.secret_key is None and not self.insecure
+
+    def with_secret(self) -> ClusterConfig:
+        """The config a node runs with: the per-user secret filled in when no secret was given.
+
+        A node is never open to every process of the machine by default: without
+        ``secret_key`` (and without ``insecure=True``) it uses the per-user secret
+        (:mod:`gorilix.cluster.keyfile`), made on first use, so the user's own
+        nodes and tools get in and no one else does. ``insecure=True`` without a
+        secret runs with none at all.
+        """
+        if not self.uses_default_secret:
+            return self
+        return replace(self, secret_key=default_secret(create=True))
 
     def to_wire(self) -> dict[str, Any]:
         """Every field as plain data, for the node process that runs the gossip."""
