@@ -16,8 +16,6 @@ server accepts only keys it can derive for known members or for tools
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 import time
@@ -25,7 +23,9 @@ from collections.abc import Callable, Iterable
 
 import zmq
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from zmq.utils import z85
 
 from gorilix.transport.errors import ClusterError
@@ -64,17 +64,13 @@ def _address_label(address: tuple[str, int]) -> bytes:
     return f"{address[0]}:{address[1]}".encode()
 
 
+#: HKDF's salt: the same since the first version, so every key derived from a secret stays the same.
+_SALT = b"gorilix-cluster-v1"
+
+
 def _derive(secret: bytes, label: str, length: int = 32) -> bytes:
-    """HKDF-SHA256 (RFC 5869), extract and one expand step."""
-    prk = hmac.new(b"gorilix-cluster-v1", secret, hashlib.sha256).digest()
-    out = b""
-    block = b""
-    counter = 1
-    while len(out) < length:
-        block = hmac.new(prk, block + label.encode() + bytes([counter]), hashlib.sha256).digest()
-        out += block
-        counter += 1
-    return out[:length]
+    """HKDF-SHA256 (RFC 5869) of ``secret``, for ``label``: cryptography's, with our fixed salt."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=_SALT, info=label.encode()).derive(secret)
 
 
 class ClusterKeys:
