@@ -596,6 +596,35 @@ def reload(node_address: str, secret_file: str | None, insecure: bool, connect_t
         sys.exit(1)
 
 
+# -- secrets ---------------------------------------------------------------------------
+
+
+@main.group()
+def secret() -> None:
+    """Cluster secrets: one file format for `--secret-file` and `ClusterConfig(secret_file=...)`."""
+
+
+@secret.command("new")
+@click.argument("path", type=click.Path(dir_okay=False))
+def secret_new(path: str) -> None:
+    """Write a new secret to PATH (32 random bytes in base64), mode 0600; never over an existing file.
+
+    \b
+      gorilix secret new /etc/gorilix/secret
+      gorilix node --secret-file /etc/gorilix/secret ...
+    """
+    from gorilix.cluster.keyfile import write_secret_file
+
+    try:
+        write_secret_file(path)
+    except FileExistsError:
+        _fail(f"{path} exists already; remove it first, or pick another PATH")
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror}")
+    click.echo(f"wrote a new secret to {path} (mode 0600); give the same file to every node and client: "
+               f"--secret-file {path}, or ClusterConfig(secret_file=...) and ActorSystem.connect(..., secret_file=...)")
+
+
 # -- on this machine -------------------------------------------------------------------
 
 

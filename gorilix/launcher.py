@@ -179,7 +179,8 @@ def build_config(opts: NodeOptions) -> ClusterConfig:
         message = str(exc)
         if message.startswith("refusing to bind"):  # (said in flags, not in ClusterConfig's fields)
             message = (f"refusing to bind {host} without a secret: anyone on the network could join and run "
-                       "code here; give --secret-file, or --insecure on a trusted network")
+                       "code here; give --secret-file (make one with `gorilix secret new PATH`), or --insecure "
+                       "on a trusted network")
         raise LaunchError(message) from None
     return config
 

@@ -20,7 +20,7 @@ from gorilix.launcher import LaunchError, NodeOptions, free_port, load_app, read
 from gorilix.remote import NodeUnreachable
 from gorilix.workers.ref import ActorRef
 
-COMMANDS = ["node", "members", "status", "kill-worker", "chaos", "send", "ask", "reload", "demo", "bench"]
+COMMANDS = ["node", "members", "status", "kill-worker", "chaos", "send", "ask", "reload", "secret", "demo", "bench"]
 
 
 @pytest.fixture
@@ -158,7 +158,8 @@ def test_node_warns_about_a_readable_secret_file(
     (["--bind", "no-such-host.invalid:7946"], "bad --bind 'no-such-host.invalid:7946': cannot resolve"),
     (["--bind", "[::1:7946"], "missing ']'"),
     (["--bind", "0.0.0.0:7946"], "refusing to bind 0.0.0.0 without a secret: anyone on the network could join "
-                                 "and run code here; give --secret-file, or --insecure"),
+                                 "and run code here; give --secret-file (make one with `gorilix secret new PATH`), "
+                                 "or --insecure"),
     (["--seed", "127.0.0.1:x"], "bad --seed"),
     (["--advertise", "127.0.0.1:70000"], "bad --advertise"),
     (["--workers", "0"], "--workers"),
@@ -547,3 +548,22 @@ def test_node_prints_membership_changes_not_load_wobbles() -> None:
     # The time printed is when the change was seen, even if the line is printed later.
     seen = ClusterEvent("leave", "n2", "127.0.0.1", 7947, "left", {}, at=time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1)))
     assert describe_event(seen).startswith("03:04:05 member n2 left")
+
+
+def test_secret_new_writes_a_private_secret_in_the_one_format(runner: CliRunner, tmp_path: Path) -> None:
+    import stat
+
+    from gorilix.cluster.config import ClusterConfig, read_secret_file
+
+    path = tmp_path / "secret"
+    result = runner.invoke(main, ["secret", "new", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote a new secret to {path} (mode 0600)" in result.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = read_secret_file(path)  # what --secret-file reads...
+    assert len(secret) == 44 and path.read_bytes() == secret + b"\n"
+    assert read_secret(path) == secret
+    assert ClusterConfig(node_name="n", secret_file=path).secret_key == secret  # ...and secret_file= too
+    assert "exists already" in one_line_error(runner.invoke(main, ["secret", "new", str(path)]))
+    assert read_secret_file(path) == secret  # (not overwritten)
+    assert "cannot write" in one_line_error(runner.invoke(main, ["secret", "new", str(tmp_path / "no" / "dir")]))

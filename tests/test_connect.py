@@ -103,6 +103,40 @@ def test_a_node_with_a_secret_needs_it(gorilix_node: Callable[..., NodeProcess],
         ActorSystem.connect(node.address, insecure=True, timeout=60.0)
 
 
+def test_a_program_and_the_cli_share_one_secret_file(make_system: Callable[..., ActorSystem], tmp_path: Path) -> None:
+    """`gorilix secret new PATH` once; then ClusterConfig(secret_file=PATH), --secret-file PATH and connect agree."""
+    from gorilix.cli import main
+
+    path = tmp_path / "secret"
+    assert main(["secret", "new", str(path)], standalone_mode=False) == 0
+    owner = make_system(1)
+    owner.set_cluster_provider(bridge.ClusterProvider())
+    config = ClusterConfig(node_name=owner.name, bind_port=free_port(), secret_file=path)
+    assert config.secret_key == path.read_bytes().rstrip(b"\n") and "secret_file" not in config.to_wire()
+    owner.enable_clustering(config)
+    address = f"127.0.0.1:{config.bind_port}"
+    with RemoteNode(address, secret_file=str(path)) as remote:  # the CLI's client, as `--secret-file PATH`
+        assert remote.status()["node"] == owner.name
+    with pytest.raises(AccessDenied, match="refused the handshake"):
+        ActorSystem.connect(address, timeout=60.0)  # (the per-user secret is another one)
+
+
+def test_a_cluster_config_takes_a_secret_file_or_a_key(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    path = tmp_path / "secret"
+    path.write_bytes(b"k" * 32 + b"\n")
+    config = ClusterConfig(node_name="n", secret_file=str(path))
+    assert config.secret_key == b"k" * 32 and config.secret_file == str(path)
+    assert replace(config, seeds=["127.0.0.1:1"]).secret_key == b"k" * 32  # (replace passes both: they agree)
+    with pytest.raises(ClusterError, match="not both"):
+        ClusterConfig(node_name="n", secret_file=path, secret_key=b"x" * 32)
+    with pytest.raises(ClusterError, match="cannot read secret file"):
+        ClusterConfig(node_name="n", secret_file=tmp_path / "missing")
+    with pytest.raises(ClusterError, match="a dict of ClusterConfig fields"):
+        ClusterConfig.from_wire({"node_name": "n", "secret_file": str(path)})  # (a node is sent no path)
+
+
 def test_bad_arguments_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
     for address in ("", None, 7946):
         with pytest.raises(InvalidArgument, match="node address"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import socket
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -106,6 +107,8 @@ class ClusterConfig:
     retransmit_mult: int = 4
     secret_key: bytes | None = None
     insecure: bool = False
+    #: A file holding the secret, read now (into ``secret_key``) as ``gorilix node --secret-file`` reads it.
+    secret_file: str | os.PathLike[str] | None = None
     join_timeout: float = 5.0
     leave_timeout: float = 3.0
     #: Every this many seconds, one state exchange with a member declared dead (or a seed not
@@ -144,6 +147,14 @@ class ClusterConfig:
                 f"probe_timeout ({self.probe_timeout:g} s) must be shorter than probe_interval "
                 f"({self.probe_interval:g} s)"
             )
+        if self.secret_file is not None:
+            if not isinstance(self.secret_file, str | os.PathLike):
+                raise ClusterError(f"ClusterConfig.secret_file={shown(self.secret_file)}: need a path")
+            secret = read_secret_file(self.secret_file)
+            if self.secret_key is not None and self.secret_key != secret:  # (dataclasses.replace passes both)
+                raise ClusterError("ClusterConfig takes secret_key= or secret_file=, not both")
+            object.__setattr__(self, "secret_key", secret)
+            object.__setattr__(self, "secret_file", os.fspath(self.secret_file))
         if self.secret_key is not None and (not isinstance(self.secret_key, bytes)
                                             or len(self.secret_key) < MIN_SECRET_BYTES):
             raise ClusterError("secret_key must be bytes, at least 16 of them (32 random bytes is good)")
@@ -172,13 +183,13 @@ class ClusterConfig:
         return replace(self, secret_key=default_secret(create=True))
 
     def to_wire(self) -> dict[str, Any]:
-        """Every field as plain data, for the node process that runs the gossip."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every field as plain data, for the node process that runs the gossip (the secret read, not its path)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "secret_file"}
 
     @classmethod
     def from_wire(cls, data: object) -> ClusterConfig:
         """The config a client sent; checked like one built in Python (ClusterError otherwise)."""
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"secret_file"}  # (the node is sent the secret, never a path)
         if type(data) is not dict or not all(type(key) is str and key in names for key in data):
             raise ClusterError(f"a cluster config must be a dict of ClusterConfig fields, got {shown(data)}")
         for key in ("bind_addr", "advertise_addr"):
