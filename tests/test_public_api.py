@@ -114,3 +114,12 @@ def test_every_public_class_and_method_says_what_it_does() -> None:
             if callable(function) and not function.__doc__:
                 missing.append(f"{name}.{attr}")
     assert missing == []
+
+
+def test_the_api_reference_covers_every_public_name() -> None:
+    from pathlib import Path
+
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
+    covered = {line.split()[1].rsplit(".", 1)[-1] for line in reference.splitlines() if line.startswith(":::")}
+    named = {name for name in gorilix.__all__ if name not in ("PERMANENT", "TEMPORARY", "TRANSIENT", "supervisor")}
+    assert named - covered == set()
