@@ -37,9 +37,11 @@ deterministic = settings(derandomize=True, database=None, deadline=None, max_exa
 ALL_ERRORS = [
     cls
     for _, cls in inspect.getmembers(errors, inspect.isclass)
-    if issubclass(cls, BaseException) and cls.__module__ == errors.__name__
+    if issubclass(cls, BaseException) and not issubclass(cls, Warning) and cls.__module__ == errors.__name__
 ]
-SIMPLE_ERRORS = [cls for cls in ALL_ERRORS if cls is not ActorError]
+#: Raised only where it happens, never sent: a client that lacks a node's secret (its fields say which case).
+LOCAL_ERRORS = {errors.AccessDenied}
+SIMPLE_ERRORS = [cls for cls in ALL_ERRORS if cls is not ActorError and cls not in LOCAL_ERRORS]
 
 
 class Custom(Exception):
@@ -60,8 +62,9 @@ def test_the_module_defines_the_expected_classes() -> None:
     assert set(ALL_ERRORS) == {
         GorilixError, SerializationError, DecodeError, SpawnError, ActorNotFound,
         AskTimeout, MailboxFull, WorkerDied, NotRunning, ClusterError, NodeDown, ActorError,
-        InvalidArgument, errors.UnknownMessageType, errors.NodeUnreachable,
+        InvalidArgument, errors.UnknownMessageType, errors.NodeUnreachable, errors.AccessDenied,
     }
+    assert issubclass(errors.InsecureWarning, UserWarning)  # (a warning, not an error: warnings.warn takes it)
 
 
 @pytest.mark.parametrize("cls", ALL_ERRORS, ids=lambda c: c.__name__)
@@ -94,7 +97,7 @@ def test_record_layout_for_known_errors(cls: type[GorilixError]) -> None:
 
 
 def test_wire_codes_are_distinct_and_stable() -> None:
-    codes = {cls: error_to_wire(cls("m"))[0] for cls in ALL_ERRORS if cls is not ActorError}
+    codes = {cls: error_to_wire(cls("m"))[0] for cls in SIMPLE_ERRORS}
     codes[ActorError] = error_to_wire(ActorError("T", "m"))[0]
     assert codes == {
         GorilixError: 0, ActorError: 1, ActorNotFound: 2, AskTimeout: 3, MailboxFull: 4,
