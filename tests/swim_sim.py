@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import msgpack
+
 if importlib.util.find_spec("gorilix") is None:  # run as a script from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gorilix.cluster.swim import (  # noqa: E402
+    PROTOCOL_VERSION,
     EventKind,
     Member,
     MemberEvent,
@@ -59,6 +62,11 @@ def address_of(i: int) -> tuple[str, int]:
 
 def name_of(i: int) -> str:
     return f"node-{i:04d}"
+
+
+def packet(messages: list[list[Any]]) -> bytes:
+    """A datagram in the engine's wire format (as an outsider would make it, unsealed)."""
+    return msgpack.packb([PROTOCOL_VERSION, *messages], use_bin_type=True)
 
 
 class Simulation:
@@ -127,6 +135,11 @@ class Simulation:
         if flush:
             self.flush(i)
         return i
+
+    def inject(self, i: int, data: bytes, source: tuple[str, int], at: float) -> None:
+        """Deliver ``data`` to member ``i`` at time ``at``, from ``source`` (not a member: an outsider)."""
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, _DELIVER, i, data, source))
 
     def crash(self, i: int) -> None:
         """Stop member ``i`` dead: no more ticks, nothing delivered to or from it."""
@@ -308,6 +321,33 @@ def measure_traffic(sim: Simulation, periods: float) -> tuple[float, float]:
     members = len(sim.engines) - len(sim.crashed)
     per = members * periods
     return (sim.sent - sent) / per, (sim.sent_bytes - sent_bytes) / per
+
+
+@dataclass
+class Flood:
+    fakes: int  # made-up members sent
+    datagrams: int
+
+
+def flood(sim: Simulation, victim: int, seconds: float, *, per_second: int = 100, per_datagram: int = 20,
+          start: float | None = None) -> Flood:
+    """Schedule datagrams from an outsider to ``victim``, each announcing made-up members alive.
+
+    As the flood of issue 11 did: fresh names every time, at addresses where nobody answers
+    (one in four at the outsider's own address, so it seems to speak for itself), and no seal.
+    """
+    begin = sim.now if start is None else start
+    outsider = ("10.254.254.254", GOSSIP_PORT)
+    count = int(seconds * per_second)
+    fakes = 0
+    for k in range(count):
+        messages = []
+        for _ in range(per_datagram):
+            address = outsider if fakes % 4 == 0 else (f"10.253.{fakes % 250}.{fakes // 250 % 250}", GOSSIP_PORT)
+            messages.append([5, f"fake-{fakes}", 0, address[0], address[1], {}])  # ALIVE
+            fakes += 1
+        sim.inject(victim, packet(messages), outsider, begin + k / per_second)
+    return Flood(fakes, count)
 
 
 def false_positives(sim: Simulation) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 from gorilix.cluster.wire import MIN_UPDATE
 
@@ -102,6 +103,11 @@ class BroadcastQueue:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    def fresh(self, below: int) -> bool:
+        """Whether some update has been sent fewer than ``below`` times."""
+        buckets = self._buckets
+        return any(buckets[i] for i in range(min(below, len(buckets))))
+
     def queue(self, name: str, data: bytes) -> None:
         old = self._by_name.get(name)
         if old is not None:
@@ -174,6 +180,21 @@ class Suspicion:
         frac = math.log(self.confirmations + 1) / math.log(self.k + 1)
         self.deadline = self.start + max(self.low, self.high - frac * (self.high - self.low))
         return True
+
+
+class Candidate:
+    """A member heard of but not met: what the news said, and our pings to it so far."""
+
+    __slots__ = ("name", "incarnation", "address", "port", "meta", "seq", "attempts")
+
+    def __init__(self, name: str, incarnation: int, address: str, port: int, meta: dict[str, Any]) -> None:
+        self.name = name
+        self.incarnation = incarnation
+        self.address = address
+        self.port = port
+        self.meta = meta
+        self.seq: int | None = None  # of our ping in flight
+        self.attempts = 0
 
 
 class Probe:
