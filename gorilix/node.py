@@ -627,7 +627,9 @@ class Node:
         return None if self.cluster is None else list(self.cluster.member_rows())
 
     def gossip_stats(self) -> dict[str, Any] | None:
-        return None if self.cluster is None else self.cluster.stats()
+        if self.cluster is None:
+            return None
+        return {**self.cluster.stats(), "links_refused": 0 if self.links is None else self.links.refused}
 
     def gossip_bad_meta(self) -> int:
         return 0 if self.cluster is None else self.cluster.bad_meta

@@ -37,6 +37,7 @@ from gorilix.cluster.swim import (  # noqa: E402
     Member,
     MemberEvent,
     MemberStatus,
+    SharedMembers,
     SwimConfig,
     SwimEngine,
 )
@@ -110,11 +111,13 @@ class Simulation:
         for _ in range(n):
             self.add(flush=False)
         if bootstrap:
-            everyone = [
+            # One table shared by every engine, copied member by member only where an engine's
+            # view changes: n full tables would be n^2 members (25 million at n = 5,000).
+            everyone = SharedMembers(
                 Member(name_of(i), *address_of(i), 0, MemberStatus.ALIVE, {}, 0.0) for i in range(n)
-            ]
+            )
             for engine in self.engines:
-                engine.preload(everyone)
+                engine.preload_shared(everyone)
         for i in range(n):
             self.flush(i)
 

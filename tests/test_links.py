@@ -99,3 +99,36 @@ def test_a_peer_restarted_before_it_knows_us_is_linked_again() -> None:
             restarted.close()
         for ctx in contexts:
             ctx.destroy(linger=0)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_links_past_the_bound_are_refused_and_counted_and_fds_stay_bounded() -> None:
+    """A flood of members (issue 11 saw 986 peer sockets) cannot open links past max_links."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    links = PeerLinks("a", ctx, "tcp://127.0.0.1:0", None, max_links=8)
+    try:
+        before = _fds()
+        for i in range(500):  # made-up members at addresses where nothing listens
+            links.connect(f"fake-{i}", f"tcp://127.0.0.1:{1 + i}")
+        assert len(links.peers) == 8 and links.refused == 492
+        assert _fds() - before <= 8 * 4  # a socket, its connection, (with CURVE) a monitor pair
+        assert links.route("fake-600", [b"x"]) is False  # on demand too: no directory, nothing held
+        links.directory = lambda name: "tcp://127.0.0.1:9"
+        assert links.route("fake-601", [b"x"]) is False and links.refused == 493
+        links.forget("fake-0")  # a member gone frees its place
+        assert links.connect("real", "tcp://127.0.0.1:9") is not None
+    finally:
+        links.close()
+        ctx.destroy(linger=0)
+
+
+def test_the_default_bound_keeps_links_to_a_quarter_of_the_descriptors() -> None:
+    import resource
+
+    from gorilix.cluster.links import default_max_links
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert default_max_links() == max(64, (soft - 256) // 4)

@@ -9,6 +9,7 @@ only keys derived from the secret for known members or for tools.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,6 +54,24 @@ MAX_PENDING = 10_000
 HOLD_FOR = 10.0
 MAX_HELD = 1_000
 MAX_HELD_NODES = 64
+
+
+#: At most one warning this often about links refused past the bound.
+REFUSED_WARN_EVERY = 60.0
+
+
+def default_max_links() -> int:
+    """How many peer links a node opens at most: a quarter of its file descriptors, less a reserve.
+
+    Each link is a DEALER socket (its own descriptor, one more per TCP connection, and two more
+    for the handshake monitor with CURVE). Past the process's limit on descriptors the node could
+    open nothing at all (a worker's pipe, a client's socket), so a flood of members, or a cluster
+    too large for ``ulimit -n``, gets links refused and counted instead (192 with the usual 1,024).
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(64, (soft - 256) // 4)
 
 
 @dataclass
@@ -135,11 +154,16 @@ class _KeyCheck:
 
 
 class PeerLinks:
-    def __init__(self, node_name: str, zctx: zmq.Context[Any], endpoint: str, keys: ClusterKeys | None) -> None:
+    def __init__(self, node_name: str, zctx: zmq.Context[Any], endpoint: str, keys: ClusterKeys | None,
+                 max_links: int | None = None) -> None:
         self.node_name = node_name
         self.zctx = zctx
         self.keys = keys
         self.peers: dict[str, PeerLink] = {}
+        #: Links open at most (see default_max_links); past it a new one is refused and counted.
+        self.max_links = default_max_links() if max_links is None else max_links
+        self.refused = 0
+        self._refused_warned_at = -REFUSED_WARN_EVERY
         self._auth: ThreadAuthenticator | None = None
         self._check: _KeyCheck | None = None
         self.external: zmq.Socket[bytes] = zctx.socket(zmq.ROUTER)
@@ -186,12 +210,16 @@ class PeerLinks:
         if self._check is not None and self.keys is not None:
             self._check.allowed.add(self.keys.public_key(name))
 
-    def connect(self, name: str, endpoint: str) -> PeerLink:
+    def connect(self, name: str, endpoint: str) -> PeerLink | None:
+        """The link to ``name``, opened now if need be; None (counted in ``refused``) past ``max_links``."""
         link = self.peers.get(name)
         if link is not None and link.endpoint == endpoint:
             return link
         if link is not None:
             self.disconnect(name)
+        elif len(self.peers) >= self.max_links:
+            self._refuse(name)
+            return None
         link = self._open(name, endpoint)
         self.peers[name] = link
         log.info("%s: linked to %s at %s", self.node_name, name, endpoint)
@@ -201,6 +229,17 @@ class PeerLinks:
             if link.ready:
                 link.flush()
         return link
+
+    def _refuse(self, name: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now >= self._refused_warned_at + REFUSED_WARN_EVERY:
+            self._refused_warned_at = now
+            log.warning("%s: not linking to %s: %d links are open, the most this node opens (%d refused so far); "
+                        "raise the limit on open files (ulimit -n) for a cluster this large",
+                        self.node_name, name, self.max_links, self.refused)
+        else:
+            log.debug("%s: not linking to %s: %d links are open", self.node_name, name, self.max_links)
 
     def _open(self, name: str, endpoint: str) -> PeerLink:
         sock = self.zctx.socket(zmq.DEALER)
@@ -252,11 +291,11 @@ class PeerLinks:
         endpoint = self.directory(node) if self.directory is not None else None
         if endpoint is not None:
             try:
-                self.connect(node, endpoint)
+                linked = self.connect(node, endpoint)
             except zmq.ZMQError as exc:  # the engine's data came from a peer: never trust it
                 log.debug("%s: cannot link to %s at %r: %s", self.node_name, node, endpoint, exc)
             else:
-                return self.send(node, frames)
+                return linked is not None and self.send(node, frames)
         return self.hold(node, frames)
 
     def hold(self, node: str, frames: list[bytes]) -> bool:

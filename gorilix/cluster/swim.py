@@ -79,7 +79,14 @@ from typing import Any
 
 import msgpack
 
-from gorilix.cluster.swim_state import BroadcastQueue, Candidate, IndexedSet, Probe, Suspicion
+from gorilix.cluster.swim_state import (
+    BroadcastQueue,
+    Candidate,
+    IndexedSet,
+    Probe,
+    ProbeOrder,
+    Suspicion,
+)
 from gorilix.cluster.wire import (
     ACK,
     ALIVE,
@@ -128,6 +135,7 @@ __all__ = [
     "MemberStatus",
     "SwimConfig",
     "SwimEngine",
+    "SharedMembers",
     "SwimStats",
     "pull_interval_for",
     "retransmit_limit",
@@ -172,6 +180,43 @@ class Member:
             self.name, self.address, self.port, self.incarnation, self.status,
             dict(self.meta), self.status_since,
         )
+
+
+class _SharedMember(Member):
+    """A member record shared by many engines (:class:`SharedMembers`): it cannot change."""
+
+    __slots__ = ("record",)
+    record: bytes  # its state record, encoded once for every engine
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a shared member record cannot change ({name}); the engine copies it first")
+
+
+def _shared_member(m: Member) -> _SharedMember:
+    if not (is_name(m.name) and is_name(m.address) and is_port(m.port) and is_inc(m.incarnation)
+            and isinstance(m.meta, dict)):
+        raise ClusterError(f"cannot preload {shown(m, 200)}: bad name, address, port, incarnation or meta")
+    shared = object.__new__(_SharedMember)
+    values = (m.name, m.address, m.port, m.incarnation, _ALIVE, dict(m.meta), m.status_since)
+    for field, value in zip(("name", "address", "port", "incarnation", "status", "meta", "status_since"), values,
+                            strict=True):
+        object.__setattr__(shared, field, value)
+    object.__setattr__(shared, "record", msgpack.packb(
+        [m.name, m.address, m.port, m.incarnation, _STATUS_CODE[_ALIVE], shared.meta], use_bin_type=True))
+    return shared
+
+
+class SharedMembers:
+    """Members known out of band, as ALIVE, for many engines to :meth:`SwimEngine.preload_shared`."""
+
+    __slots__ = ("members", "live")
+
+    def __init__(self, members: Iterable[Member]) -> None:
+        self.members: dict[str, Member] = {}
+        for m in members:
+            self.members.setdefault(m.name, _shared_member(m))
+        self.live = IndexedSet()
+        self.live.extend(list(self.members))
 
 
 class EventKind(enum.Enum):
@@ -395,8 +440,7 @@ class SwimEngine:
         self._check_record_size(self._me)
         self._live = IndexedSet()  # other members, alive or suspect: probe, ping-req, push-pull
         self._gossip_set = IndexedSet()  # other members not left: dead ones may need to refute
-        self._probe_order: list[str] = []
-        self._probe_index = 0
+        self._probe_order = ProbeOrder([])
         self._probe: Probe | None = None
         self._suspicions: dict[str, Suspicion] = {}
         self._relays: dict[int, tuple[tuple[str, int], int, bool]] = {}
@@ -571,15 +615,35 @@ class SwimEngine:
             added.append(name)
         self._live.extend(added)
         self._gossip_set.extend(added)
+        return self._preloaded(len(added))
+
+    def _preloaded(self, added: int) -> int:
         if added:
-            self._probe_order = list(self._live.items)
-            self._rng.shuffle(self._probe_order)
-            self._probe_index = 0
+            self._probe_order = ProbeOrder(list(self._live.items))
             self._recompute_sizes()
             # The pull interval just grew with n; spread the first pulls over it.
             self._pull_gen += 1
             self._schedule(self._now + self._rng.random() * self._pull_every, _T_PULL, self._pull_gen)
-        return len(added)
+        return added
+
+    def preload_shared(self, shared: SharedMembers) -> int:
+        """:meth:`preload` from a table shared with other engines, in O(1) memory per engine.
+
+        For the simulator: 5,000 engines that each hold 5,000 members are 25 million members.
+        Here an engine refers to the shared records (which cannot change) and copies one only
+        when it changes what it knows of that member (copy on write). Only an engine that
+        knows nobody yet can take a shared table; others use :meth:`preload`.
+        """
+        self._now = self._clock()
+        if len(self._members) != 1:
+            raise ClusterError("preload_shared needs an engine that knows only itself; use preload")
+        members = dict(shared.members)
+        members[self.name] = self._me
+        self._members = members
+        self._live = shared.live.copy()
+        self._live.discard(self.name)
+        self._gossip_set = self._live.copy()
+        return self._preloaded(len(self._live))
 
     # ----------------------------------------------------------------- outputs
 
@@ -704,17 +768,14 @@ class SwimEngine:
 
     def _next_target(self) -> Member | None:
         members = self._members
-        for _ in range(len(self._probe_order) + 1):
-            if self._probe_index >= len(self._probe_order):
+        for _ in range(len(self._probe_order) + len(self._live) + 1):
+            if not self._probe_order:
                 # A fresh random order each round: every member is probed once
                 # per round (bounded detection time) without a pattern.
-                self._probe_order = list(self._live.items)
-                self._rng.shuffle(self._probe_order)
-                self._probe_index = 0
+                self._probe_order = ProbeOrder(list(self._live.items))
                 if not self._probe_order:
                     return None
-            name = self._probe_order[self._probe_index]
-            self._probe_index += 1
+            name = self._probe_order.draw(self._rng)
             m = members.get(name)
             if m is not None and (m.status is _ALIVE or m.status is _SUSPECT) and m is not self._me:
                 return m
@@ -818,6 +879,7 @@ class SwimEngine:
         if status is _DEAD or status is _LEFT:
             # A restart: a higher incarnation, or the same name at a new address.
             if inc > m.incarnation or address != m.address or port != m.port:
+                m = self._writable(m)
                 m.incarnation, m.address, m.port, m.meta = inc, address, port, meta
                 self._set_status(m, _ALIVE)
                 self._emit(EventKind.JOIN, m)
@@ -826,6 +888,7 @@ class SwimEngine:
         if inc <= m.incarnation:
             return  # old news, or a name conflict at the same incarnation: keep what we have
         changed = meta != m.meta or address != m.address or port != m.port
+        m = self._writable(m)
         m.incarnation, m.address, m.port, m.meta = inc, address, port, meta
         self._records.pop(name, None)
         if status is _SUSPECT:
@@ -957,6 +1020,7 @@ class SwimEngine:
         suspicion = self._suspicions.get(name)
         if suspicion is not None:
             if inc > m.incarnation:
+                m = self._writable(m)
                 m.incarnation = inc
                 self._records.pop(name, None)
             if suspicion.confirm(source):
@@ -964,6 +1028,7 @@ class SwimEngine:
                 # Pass the confirmation on: others' timers shrink too.
                 self._broadcast(name, self._pack([SUSPECT, name, m.incarnation, source]))
             return
+        m = self._writable(m)
         m.incarnation = inc
         self._set_status(m, _SUSPECT)
         self.stats.suspicions += 1
@@ -989,6 +1054,7 @@ class SwimEngine:
         m = self._members.get(name)
         if m is None or inc < m.incarnation or m.status is _DEAD or m.status is _LEFT:
             return
+        m = self._writable(m)
         m.incarnation = inc
         self._set_status(m, _DEAD)
         self._emit(EventKind.DEAD, m)
@@ -1007,6 +1073,7 @@ class SwimEngine:
         # goodbye, so it must not count as a failure.
         if inc < m.incarnation or m.status is _LEFT:
             return
+        m = self._writable(m)
         m.incarnation = inc
         self._set_status(m, _LEFT)
         self._emit(EventKind.LEAVE, m)
@@ -1029,7 +1096,15 @@ class SwimEngine:
         self._adjust_health(1)
         self._broadcast(me.name, self._alive_message(me))
 
+    def _writable(self, m: Member) -> Member:
+        """``m`` itself, or this engine's own copy of it if it is shared with other engines."""
+        if type(m) is not _SharedMember:
+            return m
+        own = self._members[m.name] = m.copy()
+        return own
+
     def _set_status(self, m: Member, status: MemberStatus) -> None:
+        m = self._writable(m)
         old = m.status
         m.status = status
         m.status_since = self._now
@@ -1072,12 +1147,8 @@ class SwimEngine:
         self._recompute_sizes()
 
     def _insert_probe(self, name: str) -> None:
-        # At a random place, so a newcomer is probed within a round without
-        # reshuffling the whole order.
-        order = self._probe_order
-        order.append(name)
-        i = self._rng.randrange(len(order))
-        order[i], order[-1] = order[-1], order[i]
+        # Probed within this round, at a random place, without reshuffling the whole order.
+        self._probe_order.add(name)
 
     def _recompute_sizes(self) -> None:
         n = len(self._members)
@@ -1235,6 +1306,8 @@ class SwimEngine:
         size = 0
         for m in self._members.values():
             record = records.get(m.name)
+            if record is None and type(m) is _SharedMember:
+                record = m.record
             if record is None:
                 record = pack([m.name, m.address, m.port, m.incarnation, _STATUS_CODE[m.status], m.meta])
                 records[m.name] = record

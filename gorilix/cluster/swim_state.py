@@ -21,11 +21,23 @@ class IndexedSet:
     second; in a 1,000-member cluster that must not cost a scan of the list.
     """
 
-    __slots__ = ("items", "_pos")
+    __slots__ = ("items", "_pos", "_owned")
 
     def __init__(self) -> None:
         self.items: list[str] = []
         self._pos: dict[str, int] = {}
+        self._owned = True  # False: items and _pos are shared with copies, copied before a change
+
+    def copy(self) -> IndexedSet:
+        """A copy that shares this set's storage until either of them changes (O(1))."""
+        twin = IndexedSet()
+        twin.items, twin._pos = self.items, self._pos
+        self._owned = twin._owned = False
+        return twin
+
+    def _own(self) -> None:
+        if not self._owned:
+            self.items, self._pos, self._owned = list(self.items), dict(self._pos), True
 
     def __len__(self) -> int:
         return len(self.items)
@@ -35,19 +47,22 @@ class IndexedSet:
 
     def add(self, name: str) -> None:
         if name not in self._pos:
+            self._own()
             self._pos[name] = len(self.items)
             self.items.append(name)
 
     def extend(self, names: list[str]) -> None:
         """Add names known to be absent, in bulk (the preload of a large member list)."""
+        self._own()
         start = len(self.items)
         self._pos.update(zip(names, range(start, start + len(names)), strict=True))
         self.items.extend(names)
 
     def discard(self, name: str) -> None:
-        index = self._pos.pop(name, None)
-        if index is None:
+        if name not in self._pos:
             return
+        self._own()
+        index = self._pos.pop(name)
         last = self.items.pop()
         if last != name:
             self.items[index] = last
@@ -73,6 +88,35 @@ class IndexedSet:
                 if len(picked) == k:
                     break
         return picked
+
+
+class ProbeOrder:
+    """A shuffled round of names to probe, drawn one at a time (a lazy Fisher-Yates shuffle).
+
+    Shuffling the whole list at each round's start cost O(n) at once: in the simulator that was
+    n^2 at bootstrap (25 million draws for 5,000 members). Drawing as we go gives the same
+    uniform order for O(1) a draw.
+    """
+
+    __slots__ = ("_names", "_next")
+
+    def __init__(self, names: list[str]) -> None:
+        self._names = names  # this round's names; the first _next of them are drawn
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._names) - self._next  # names left in this round
+
+    def add(self, name: str) -> None:
+        """A newcomer: it is drawn in this round, at a random place among those left."""
+        self._names.append(name)
+
+    def draw(self, rng: random.Random) -> str:
+        names, i = self._names, self._next
+        j = i + int(rng.random() * (len(names) - i))
+        names[i], names[j] = names[j], names[i]
+        self._next = i + 1
+        return names[i]
 
 
 class Broadcast:
