@@ -57,6 +57,20 @@ field of every message is type-checked before anything is applied; a
 datagram with anything wrong is dropped whole and counted in
 ``stats.malformed``.
 
+Members we have not met: news of an unknown member (gossip, or a state pushed
+to us) does not add it. It waits as a candidate, at most ``max_candidates`` of
+them; a token bucket (``join_rate``, ``join_burst``) lets one at a time be
+pinged at the address the news gave, and only an ack from that address
+admits it (a JOIN event, then it is probed and gossiped like any member).
+Without an answer after ``VERIFY_ATTEMPTS`` pings it is dropped. Only the
+answer to a push-pull of ours (it carries our random nonce) adds members at
+once, which is how a newcomer learns a whole cluster. The table holds at most
+``max_members``. Every member refused or dropped is counted in ``stats``
+(``refused_rate``, ``refused_full``, ``unverified``). A flood of made-up
+members (issue 11 planted 15,159 in a node without a secret) thus never
+reaches the member table, the probe order, the size that scales the
+timeouts, the health score, or anyone else.
+
 What the metadata means is the user's business, not the engine's: it
 carries any plain dict. A user that reads fields of it (the cluster provider
 reads a node's router endpoint) passes ``meta_check``; an ALIVE message or a
