@@ -500,6 +500,9 @@ class Node:
         if self.links is None:
             self.core.undeliverable(frames, ClusterError("clustering not enabled"))
             return
+        if not route.flags & FLAG_REPLY and self._gone_for_good(route.dst_node):
+            self.core.remote_failed(route.dst_node, frames)  # (NodeDown, at once)
+            return
         limit = self.core.max_queued
         if limit is not None and not route.flags & FLAG_REPLY:
             peer = self.core.ledger.peers.get(route.dst_node)
@@ -511,6 +514,19 @@ class Node:
             return
         if route.flags & FLAG_ASK:
             self.table.ask_forwarded(b"n:" + route.dst_node.encode(), route.src_id, route.corr)
+
+    def _gone_for_good(self, node: str) -> bool:
+        """``node`` left or was declared dead, and gossip has not seen it alive since.
+
+        A message for it fails at once with NodeDown. A late message from it
+        (a reply in flight when it left) must not make it look back, which
+        would hold what is sent to it for the whole hold and then fail it with
+        the wrong error. A reply is not judged this way: a node that asked
+        us is there, perhaps restarted under its old name before gossip said so.
+        """
+        links = self.links
+        return (links is not None and node in self.core.gone_nodes and node not in links.peers
+                and links.directory is not None and links.directory(node) is None)
 
     def _send_remote(self, node: str, frames: Frames) -> bool:
         """Frames (no identity slot) to another node: linked now, on demand, or held (PeerLinks.route)."""

@@ -906,12 +906,14 @@ class NodeCore:
         if not self.host.clustered:
             return
         linked, held = self.host.forget_peer(name)
-        if not linked and not held:
-            return
+        # Remembered even for a peer never linked to (a program may talk to each of its nodes
+        # directly): a message for it then fails at once with NodeDown, not after a hold.
         self.gone_nodes.pop(name, None)
         self.gone_nodes[name] = reason
         if len(self.gone_nodes) > MAX_GONE_NODES:  # many restarts under new names: forget the oldest
             del self.gone_nodes[next(iter(self.gone_nodes))]
+        if not linked and not held:
+            return
         level = logging.INFO if "left" in reason else logging.WARNING
         log.log(level, "node %s: %s", name, reason)
         _, asks = self.table.endpoint_lost(b"n:" + name.encode())

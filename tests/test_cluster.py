@@ -17,11 +17,11 @@ from typing import Any
 
 import psutil
 import pytest
-from actors import Echo, SlowOn, Spin, Stateful, Watcher
+from actors import Echo, Relay, SlowOn, Spin, Stateful, Watcher
 from cluster_node import FAST
 from conftest import process_running, wait_for
 
-from gorilix import ActorSystem, ClusterError, Down, GorilixError, NodeDown
+from gorilix import ActorError, ActorSystem, ClusterError, Down, GorilixError, NodeDown
 from gorilix.cluster import bridge
 from gorilix.launcher import free_port
 from gorilix.system import ClusterConfig
@@ -395,3 +395,26 @@ def test_a_cluster_pool_gives_a_faster_member_more_items(spawn_node, local) -> N
     on_slow = sum(node == slow.name for node, _ in answers)
     assert on_slow < 200 - on_slow, f"the slow member took {on_slow} of 200 items"
     assert on_slow > 0
+
+
+def test_an_ask_to_a_node_that_left_fails_at_once_with_node_down(local) -> None:  # type: ignore[no-untyped-def]
+    # It sometimes waited out a 10 s hold for a link instead (a late message from the leaving node
+    # made it look back), so an actor's 5 s ask timed out. Three leaves: the race came one in two.
+    for _ in range(3):
+        me = local()
+        other = local(seeds=[f"127.0.0.1:{me.get_cluster().local_member().port}"])
+        far = other.spawn(Echo)
+        relay = me.spawn(Relay)
+        wait_for(lambda: _relayed(relay, far), 20, "the other node reachable")  # noqa: B023
+        other.stop()
+        wait_for(lambda: statuses(me).get(other.name) == "left", 10, "the leave seen")  # noqa: B023
+        time.sleep(0.5)  # (what the leaving node still sent has arrived)
+        with pytest.raises(ActorError, match=f"NodeDown .*node {other.name} is down"):
+            relay.ask((far, "again"), timeout=10.0)
+
+
+def _relayed(relay: Any, far: Any) -> bool:
+    try:
+        return bool(relay.ask((far, "x"), timeout=2.0) == ("relayed", "x"))
+    except GorilixError:
+        return False

@@ -11,7 +11,7 @@ from node_sim import CLIENT, NODE, NodeSim
 from gorilix.backoff import Backoff
 from gorilix.lifecycle import EXIT_SLICE
 from gorilix.node_core import MAX_EARLY_DEATHS, PLACE_BATCH, PLACE_WINDOW
-from gorilix.node_events import LinkPeer, Ready, Reply, StartWorker, Tell, ToWorker
+from gorilix.node_events import LinkPeer, MemberChanged, Ready, Reply, StartWorker, Tell, ToWorker
 from gorilix.supervision import ONE_FOR_ALL, ONE_FOR_ONE, Strategy
 from gorilix.transport.errors import (
     ActorNotFound,
@@ -718,3 +718,16 @@ def test_an_ask_after_a_stop_in_the_same_batch_to_a_supervisor_is_failed_not_dro
     assert sup not in sim.core.lifecycle.supervisors
     [reply] = _replies(sim, 12)
     assert not reply.ok and type(reply.value) is ActorNotFound and "stopped" in str(reply.value)
+
+
+# -- peers that left --------------------------------------------------------------------
+
+
+def test_a_peer_that_left_is_remembered_as_gone_even_if_never_linked() -> None:
+    # A program can talk to each of its nodes directly, so a node may never have linked to a peer
+    # that then leaves. It was not remembered as gone, and a message for it waited out a 10 s hold
+    # for a link, then failed with "node not found" (an ask timed out first).
+    sim = NodeSim(1)
+    sim.host.clustered = True
+    sim.feed(MemberChanged("leave", "b", "left", {}, "127.0.0.1", 7947, 0.0))
+    assert sim.core.gone_nodes == {"b": "left the cluster"}
