@@ -40,6 +40,7 @@ from typing import Any
 from gorilix.cluster.bridge import Cluster, ClusterEvent, ClusterProvider, ClusterSystem
 from gorilix.cluster.config import (
     ClusterConfig,
+    is_unspecified,
     parse_hostport,
     read_secret_file,
     resolve,
@@ -149,9 +150,17 @@ def load_app(spec: str) -> Callable[[ActorSystem], Any]:
 
 def build_config(opts: NodeOptions) -> ClusterConfig:
     """A validated ClusterConfig; raises LaunchError naming the option that is wrong."""
+    if opts.name is not None and not opts.name.strip():
+        raise LaunchError(f"bad --name {opts.name!r}: a node needs a name (leave --name out to use the host name)")
     host, port = _hostport(opts.bind, "--bind")
     if opts.advertise:
-        _hostport(opts.advertise, "--advertise")
+        advertised_host, advertised_port = _hostport(opts.advertise, "--advertise")
+        if is_unspecified(advertised_host):
+            raise LaunchError(
+                f"bad --advertise {opts.advertise!r}: {advertised_host} means every interface, an address no other "
+                f"node can reach; give the address the others reach this machine at, e.g. --advertise "
+                f"10.0.0.5:{advertised_port}"
+            )
     seeds = []
     for seed in opts.seeds:
         seed_host, seed_port = _hostport(seed, "--seed")
@@ -201,7 +210,7 @@ def check_port_free(host: str, port: int) -> None:
     """Fail early, before workers start, when TCP or UDP ``port`` cannot be bound."""
     if port == 0:
         return
-    address = resolve(host) if host not in ("0.0.0.0", "", "*") else "0.0.0.0"
+    address = "0.0.0.0" if is_unspecified(host) else resolve(host)
     for kind, proto in ((socket.SOCK_STREAM, "tcp"), (socket.SOCK_DGRAM, "udp")):
         with socket.socket(socket.AF_INET, kind) as sock:
             if kind == socket.SOCK_STREAM:

@@ -162,6 +162,11 @@ def test_node_warns_about_a_readable_secret_file(
                                  "or --insecure"),
     (["--seed", "127.0.0.1:x"], "bad --seed"),
     (["--advertise", "127.0.0.1:70000"], "bad --advertise"),
+    (["--advertise", "0.0.0.0:7946"], "bad --advertise '0.0.0.0:7946': 0.0.0.0 means every interface, an address "
+                                      "no other node can reach; give the address the others reach"),
+    (["--advertise", "0.0.0.0"], "bad --advertise '0.0.0.0': 0.0.0.0 means every interface"),
+    (["--name", ""], "bad --name '': a node needs a name"),
+    (["--name", " "], "bad --name ' '"),
     (["--workers", "0"], "--workers"),
     (["--max-worker-memory", "lots"], "--max-worker-memory"),
     (["--max-worker-memory", "0"], "'0' must be a positive number of bytes"),

@@ -279,6 +279,8 @@ def test_node_bad_input_is_one_line_and_leaves_nothing_running(start_node: Calla
         (["--bind", "10.255.255.1:7946"], "cannot bind tcp 10.255.255.1:7946"),
         (["--app", "no_such_module:setup"], "cannot import app module 'no_such_module'"),
         (["--app", "cli_app:broken"], "RuntimeError: setup failed on purpose"),
+        (["--advertise", f"0.0.0.0:{free_port()}"], "bad --advertise"),
+        (["--name", ""], "bad --name ''"),
     ]
     for args, expected in cases:
         done = gx("node", "--name", "bad", "--bind", f"127.0.0.1:{free_port()}", "--workers", "1", *args,

@@ -124,6 +124,16 @@ def test_api_errors_before_clustering() -> None:
             ClusterConfig(node_name="x", bind_addr="0.0.0.0")
 
 
+@pytest.mark.parametrize("advertise", ["0.0.0.0", "0.0.0.0:7946", "::", "[::]:7946"])
+def test_an_unspecified_address_is_never_advertised(advertise: str) -> None:
+    with pytest.raises(ClusterError, match=r"^ClusterConfig\.advertise_addr=.* means every interface, an address no "
+                                           r"other node can reach"):
+        ClusterConfig(node_name="x", advertise_addr=advertise)
+    with pytest.raises(ClusterError, match=r"^ClusterConfig\.advertise_addr=7946: need a str"):
+        ClusterConfig(node_name="x", advertise_addr=7946)  # type: ignore[arg-type]
+    assert ClusterConfig(node_name="x", advertise_addr="10.0.0.5:7000").advertised(7946) == ("10.0.0.5", 7000)
+
+
 def test_five_nodes_converge_and_talk(spawn_node, local) -> None:  # type: ignore[no-untyped-def]
     me = local()
     seed = f"127.0.0.1:{me.get_cluster().local_member().port}"

@@ -62,6 +62,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_unspecified(host: str) -> bool:
+    """``0.0.0.0`` or ``::`` ("every interface", also written ``""`` or ``*``): bindable, never reachable."""
+    if host in ("", "*"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def resolve(host: str) -> str:
     """An IPv4 address for ``host`` (gossip and routing use addresses, not names)."""
     try:
@@ -147,6 +157,18 @@ class ClusterConfig:
                 f"probe_timeout ({self.probe_timeout:g} s) must be shorter than probe_interval "
                 f"({self.probe_interval:g} s)"
             )
+        if self.advertise_addr is not None:
+            if not isinstance(self.advertise_addr, str):
+                raise ClusterError(f"ClusterConfig.advertise_addr={shown(self.advertise_addr)}: need a str "
+                                   "('host' or 'host:port')")
+            if self.advertise_addr:
+                host, _ = parse_hostport(self.advertise_addr, self.bind_port, "ClusterConfig.advertise_addr")
+                if is_unspecified(host):
+                    raise ClusterError(
+                        f"ClusterConfig.advertise_addr={shown(self.advertise_addr)}: {host} means every interface, "
+                        "an address no other node can reach; advertise an address of this machine that the "
+                        "others reach, e.g. advertise_addr=\"10.0.0.5\""
+                    )
         if self.secret_file is not None:
             if not isinstance(self.secret_file, str | os.PathLike):
                 raise ClusterError(f"ClusterConfig.secret_file={shown(self.secret_file)}: need a path")
@@ -208,9 +230,9 @@ class ClusterConfig:
             host, port = parse_hostport(self.advertise_addr, bound_port, "advertise_addr")
             return resolve(host), port
         host = self.bind_addr
-        if host in ("0.0.0.0", "", "*"):
+        if is_unspecified(host):
             raise ClusterError(
-                "bind_addr 0.0.0.0 needs advertise_addr: the address other nodes can reach this one at"
+                f"bind_addr {host} needs advertise_addr: the address other nodes can reach this one at"
             )
         return resolve(host), bound_port
 
