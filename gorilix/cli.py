@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 DEFAULT_NODE = "127.0.0.1:7946"
 #: Signals that end a worker (workers ignore SIGINT: the node decides when they stop).
@@ -50,18 +52,67 @@ class NodeFailedExit(CliError):
     exit_code = 3
 
 
+def _from_environment(ctx: click.Context) -> dict[str, str]:
+    """Each flag of ``ctx``'s command whose value came from the environment -> the variable it came from."""
+    flags: dict[str, str] = {}
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or not param.name:
+            continue
+        if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+            continue
+        names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+        if not names and ctx.auto_envvar_prefix is not None:  # (where click looks when no envvar is given)
+            names = [f"{ctx.auto_envvar_prefix}_{param.name.upper()}"]
+        variable = next((name for name in names if os.environ.get(name)), None)  # (click skips empty ones too)
+        if variable is not None:
+            flags.update(dict.fromkeys(param.opts, variable))
+    return flags
+
+
+def error_line(exc: click.ClickException) -> str:
+    """The one line an error prints: a flag whose bad value came from the environment is named by its variable.
+
+    ``GORILIX_ASK_TIMEOUT=abc`` gives "Invalid value for GORILIX_ASK_TIMEOUT (--timeout): ...", for every
+    option of every command and whichever code raised the error (click's own checks, a command, the launcher).
+    """
+    if isinstance(exc, click.BadParameter) and exc.param_hint is None and isinstance(exc.param, click.Option):
+        # click's hint lists the option's variables wherever the value came from; name the one used, below.
+        exc.param_hint = " / ".join(f"'{opt}'" for opt in exc.param.opts)
+    message = exc.format_message()
+    ctx: click.Context | None = getattr(exc, "ctx", None)
+    if ctx is not None:
+        for flag, variable in _from_environment(ctx).items():
+            message = re.sub(rf"'?(?<![\w-]){re.escape(flag)}(?![\w-])'?", f"{variable} ({flag})", message, count=1)
+    message = " ".join(message.split())
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message += f" (see '{exc.ctx.command_path} --help')"
+    return message
+
+
+class GorilixCommand(click.Command):
+    """A command whose errors remember their context (for :func:`error_line`), as click's usage errors do."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if getattr(exc, "ctx", None) is None:
+                exc.ctx = ctx  # type: ignore[attr-defined]  # (a CliError raised by the command's code)
+            raise
+
+
 class GorilixGroup(click.Group):
     """A click group whose errors are always one line (usage errors included)."""
+
+    command_class = GorilixCommand
+    group_class = type  # (subgroups are GorilixGroups too, so their commands are GorilixCommands)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
-            message = " ".join(exc.format_message().split())
-            if isinstance(exc, click.UsageError) and exc.ctx is not None:
-                message += f" (see '{exc.ctx.command_path} --help')"
-            click.echo(f"Error: {message}", err=True)
+            click.echo(f"Error: {error_line(exc)}", err=True)
             code = exc.exit_code
         except click.Abort:
             click.echo("Aborted!", err=True)
@@ -175,6 +226,26 @@ def _named(remote: Any, name: str) -> Any:
     return ref
 
 
+class Size(click.ParamType):
+    """A number of bytes (``2GiB``, ``500MB``, ``1048576``), or ``none`` for no limit."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        from gorilix.errors import InvalidArgument
+        from gorilix.system import parse_memory
+
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            return parse_memory("size", str(value).strip())
+        except InvalidArgument:
+            self.fail(f"{value!r} must be a positive number of bytes or a size such as \"2GiB\" or \"500MB\" "
+                      "(or none for no limit)", param, ctx)
+
+
 class SignalName(click.ParamType):
     name = "SIGNAL"
 
@@ -234,10 +305,10 @@ def main() -> None:
                    "any order); without it the node exits 2.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, envvar="GORILIX_WORKERS",
               show_envvar=True, help="Worker processes.  [default: one per core]")
-@click.option("--max-worker-memory", metavar="SIZE", default=None, envvar="GORILIX_MAX_WORKER_MEMORY",
+@click.option("--max-worker-memory", type=Size(), default=None, envvar="GORILIX_MAX_WORKER_MEMORY",
               show_envvar=True, help="Restart a worker whose memory (RSS) goes past SIZE (bytes, or e.g. 2GiB, "
                                      "500MB); its actors are re-created.  [default: no limit]")
-@click.option("--max-queued", metavar="SIZE", default="64MiB", envvar="GORILIX_MAX_QUEUED", show_envvar=True,
+@click.option("--max-queued", type=Size(), default="64MiB", envvar="GORILIX_MAX_QUEUED", show_envvar=True,
               help="Bytes the node lets wait for one worker, sent and not yet read; past it, the worker's new "
                    "tells are dead letters and its asks fail with MailboxFull ('none': no limit).  "
                    "[default: 64MiB]")
@@ -275,7 +346,7 @@ def main() -> None:
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
 def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], retry_join: bool,
-         workers: int | None, max_worker_memory: str | None, max_queued: str, hang_timeout: float | None,
+         workers: int | None, max_worker_memory: int | None, max_queued: int | None, hang_timeout: float | None,
          app: str | None,
          secret_file: str | None,
          insecure: bool, log_level: str,
@@ -295,7 +366,6 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
     """
     import logging
 
-    from gorilix.errors import InvalidArgument
     from gorilix.launcher import (
         LaunchError,
         NodeFailed,
@@ -303,20 +373,11 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         run_node,
         secret_file_is_private,
     )
-    from gorilix.system import parse_memory
     from gorilix.transport.errors import InsecureWarning
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     secret = _secret(secret_file)
-    try:
-        memory_limit = parse_memory("--max-worker-memory", max_worker_memory)
-    except InvalidArgument as exc:
-        raise click.BadParameter(str(exc).split("=", 1)[-1], param_hint="--max-worker-memory") from None
-    try:
-        queue_limit = None if max_queued.strip().lower() == "none" else parse_memory("--max-queued", max_queued)
-    except InvalidArgument as exc:
-        raise click.BadParameter(str(exc).split("=", 1)[-1], param_hint="--max-queued") from None
     if secret_file is not None and not secret_file_is_private(secret_file):
         click.echo(f"warning: every user can read {secret_file}; chmod o-rwx it", err=True)
     if insecure and secret is None:  # (run_node says so in the CLI's words, once the node is up)
@@ -326,7 +387,7 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
         push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
         leave_timeout=leave_timeout, join_timeout=join_timeout, reconnect_interval=reconnect_interval,
-        max_worker_memory=memory_limit, hang_timeout=hang_timeout, max_queued=queue_limit,
+        max_worker_memory=max_worker_memory, hang_timeout=hang_timeout, max_queued=max_queued,
     )
     try:
         code = run_node(options, say=click.echo, watch_stdin=watch_stdin, warn=lambda line: click.echo(line, err=True))

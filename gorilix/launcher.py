@@ -190,6 +190,9 @@ def build_config(opts: NodeOptions) -> ClusterConfig:
             message = (f"refusing to bind {host} without a secret: anyone on the network could join and run "
                        "code here; give --secret-file (make one with `gorilix secret new PATH`), or --insecure "
                        "on a trusted network")
+        elif "needs advertise_addr" in message:
+            message = (f"--bind {opts.bind} needs --advertise HOST:PORT, the address other nodes and tools reach "
+                       f"this one at (e.g. --advertise 10.0.0.5:{port})")
         raise LaunchError(message) from None
     return config
 

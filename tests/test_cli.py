@@ -170,7 +170,12 @@ def test_node_warns_about_a_readable_secret_file(
     (["--workers", "0"], "--workers"),
     (["--max-worker-memory", "lots"], "--max-worker-memory"),
     (["--max-worker-memory", "0"], "'0' must be a positive number of bytes"),
-    (["--max-queued", "lots"], "--max-queued"),
+    (["--max-queued", "lots"], "Invalid value for '--max-queued': 'lots' must be a positive number of bytes or a "
+                               "size such as \"2GiB\" or \"500MB\" (or none for no limit)"),
+    (["--max-worker-memory", "lots"], "(or none for no limit)"),
+    (["--workers", "0"], "Invalid value for '--workers': 0 is not in the range"),  # (no variable: it was a flag)
+    (["--bind", "0.0.0.0:7946", "--insecure"], "--bind 0.0.0.0:7946 needs --advertise HOST:PORT, the address other "
+                                               "nodes and tools reach this one at"),
     (["--max-queued", "0"], "--max-queued"),
     (["--log-level", "LOUD"], "--log-level"),
     (["--app", "no_colon_here"], "expected MODULE:FUNCTION"),
@@ -182,6 +187,27 @@ def test_node_warns_about_a_readable_secret_file(
 def test_node_bad_input(runner: CliRunner, args: list[str], expected: str) -> None:
     line = one_line_error(runner.invoke(main, ["node", "--bind", f"127.0.0.1:{free_port()}", *args]))
     assert expected in line
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (["ask", "greeter", '"hi"'], {"GORILIX_ASK_TIMEOUT": "abc"},
+     "Invalid value for GORILIX_ASK_TIMEOUT (--timeout): 'abc' is not a valid float"),
+    (["members"], {"GORILIX_NODE": "abc:def"}, "bad GORILIX_NODE (--node) 'abc:def': port 'def' is not a number"),
+    (["members"], {"GORILIX_MEMBERS_JSON": "maybe"}, "Invalid value for GORILIX_MEMBERS_JSON (--json): 'maybe'"),
+    (["members", "--secret-file", "s"], {"GORILIX_INSECURE": "1"},
+     "give --secret-file or GORILIX_INSECURE (--insecure), not both"),
+    (["node"], {"GORILIX_WORKERS": "0"}, "Invalid value for GORILIX_WORKERS (--workers): 0 is not in the range"),
+    (["node"], {"GORILIX_MAX_QUEUED": "lots"}, "Invalid value for GORILIX_MAX_QUEUED (--max-queued): 'lots' must be"),
+    (["node"], {"GORILIX_SEEDS": "127.0.0.1:x"}, "bad GORILIX_SEEDS (--seed) '127.0.0.1:x'"),
+    (["node"], {"GORILIX_SEED": "127.0.0.1:x"}, "bad GORILIX_SEED (--seed) '127.0.0.1:x'"),
+    (["node"], {"GORILIX_ADVERTISE": "0.0.0.0:7946"}, "bad GORILIX_ADVERTISE (--advertise) '0.0.0.0:7946'"),
+])
+def test_a_bad_value_from_the_environment_is_named_by_its_variable(
+    runner: CliRunner, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    if args[0] == "node":
+        env = {"GORILIX_BIND": f"127.0.0.1:{free_port()}", **env}
+    assert expected in one_line_error(runner.invoke(main, args, env=env))
 
 
 def test_node_secret_file_errors(runner: CliRunner, tmp_path: Path) -> None:
