@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +25,8 @@ from typing import Any, NoReturn
 
 import click
 from click.core import ParameterSource
+
+from gorilix.cluster.config import MIN_SECONDS, OPTION_HELP, ClusterConfig
 
 DEFAULT_NODE = "127.0.0.1:7946"
 #: Signals that end a worker (workers ignore SIGINT: the node decides when they stop).
@@ -169,6 +172,19 @@ def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--node", "node_address", metavar="HOST:PORT", default=DEFAULT_NODE,
                       envvar="GORILIX_NODE", show_envvar=True, show_default=True,
                       help="The node to talk to (its --bind or --advertise address).")(fn)
+    return fn
+
+
+def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An option for each ClusterConfig field marked for ``gorilix node`` (``push_interval``: ``--push-interval``,
+    ``GORILIX_PUSH_INTERVAL``), with the field's help and default (``probe_timeout``'s None: half the interval)."""
+    for f in reversed([f for f in dataclasses.fields(ClusterConfig) if OPTION_HELP in f.metadata]):
+        integer = f.type in ("int", int)  # (annotations are strings here)
+        extra = "  [default: half of --probe-interval]" if f.default is None else ""  # (probe_timeout)
+        fn = click.option(f"--{f.name.replace('_', '-')}", f.name, default=f.default,
+                          type=click.IntRange(min=1) if integer else click.FloatRange(min=MIN_SECONDS),
+                          metavar="N" if integer else "SECONDS", envvar=f"GORILIX_{f.name.upper()}",
+                          show_envvar=True, help=f.metadata[OPTION_HELP] + extra)(fn)
     return fn
 
 
@@ -327,32 +343,14 @@ def main() -> None:
                    "non-loopback --bind is allowed (trusted networks only).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="WARNING", envvar="GORILIX_LOG_LEVEL", show_envvar=True, help="Log level (stderr).")
-@click.option("--probe-interval", type=click.FloatRange(min=0.01), default=None, hidden=True,
-              envvar="GORILIX_PROBE_INTERVAL", help="Gossip: seconds between failure-detection probes.")
-@click.option("--probe-timeout", type=click.FloatRange(min=0.005), default=None, hidden=True,
-              envvar="GORILIX_PROBE_TIMEOUT", help="Gossip: seconds to wait for a probe's ack.")
-@click.option("--push-interval", type=click.FloatRange(min=0.01), default=None, hidden=True,
-              envvar="GORILIX_PUSH_INTERVAL", help="Gossip: seconds between gossip rounds.")
-@click.option("--pull-interval", type=click.FloatRange(min=0.1), default=None, hidden=True,
-              envvar="GORILIX_PULL_INTERVAL", help="Gossip: seconds between full state exchanges.")
-@click.option("--suspicion-mult", type=click.IntRange(min=1), default=None, hidden=True,
-              envvar="GORILIX_SUSPICION_MULT", help="Gossip: suspicion timeout multiplier.")
-@click.option("--leave-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True,
-              envvar="GORILIX_LEAVE_TIMEOUT", help="Seconds a graceful leave may take.")
-@click.option("--join-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True,
-              envvar="GORILIX_JOIN_TIMEOUT", help="Seconds to wait for a seed to answer.")
-@click.option("--reconnect-interval", type=click.FloatRange(min=0.1), default=None, hidden=True,
-              envvar="GORILIX_RECONNECT_INTERVAL", help="Seconds between attempts to reach members declared dead.")
+@cluster_options
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
 def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, ...], retry_join: bool,
          workers: int | None, max_worker_memory: int | None, max_queued: int | None, hang_timeout: float | None,
          app: str | None,
          secret_file: str | None,
-         insecure: bool, log_level: str,
-         probe_interval: float | None, probe_timeout: float | None, push_interval: float | None,
-         pull_interval: float | None, suspicion_mult: int | None, leave_timeout: float | None,
-         join_timeout: float | None, reconnect_interval: float | None, watch_stdin: bool) -> None:
+         insecure: bool, log_level: str, watch_stdin: bool, **cluster: Any) -> None:
     """Start a node and run it until SIGINT or SIGTERM.
 
     It prints one "ready" line when it is up, then one line per membership
@@ -384,9 +382,8 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         warnings.filterwarnings("ignore", category=InsecureWarning)
     options = NodeOptions(
         name=name, bind=bind, advertise=advertise, seeds=seeds, retry_join=retry_join, workers=workers,
-        app=app, secret=secret, insecure=insecure, log_level=log_level, probe_interval=probe_interval, probe_timeout=probe_timeout,
-        push_interval=push_interval, pull_interval=pull_interval, suspicion_mult=suspicion_mult,
-        leave_timeout=leave_timeout, join_timeout=join_timeout, reconnect_interval=reconnect_interval,
+        app=app, secret=secret, insecure=insecure, log_level=log_level,
+        cluster={key: value for key, value in cluster.items() if value is not None},
         max_worker_memory=max_worker_memory, hang_timeout=hang_timeout, max_queued=max_queued,
     )
     try:

@@ -182,7 +182,7 @@ def run_demo(workers: int | None = None, echo: Echoer = print) -> int:
     try:
         demo.step(1, "starting three nodes and waiting for membership to converge")
         local = start_node(
-            NodeOptions(name=names["a"], bind=f"127.0.0.1:{free_port()}", workers=count, **FAST_GOSSIP),
+            NodeOptions(name=names["a"], bind=f"127.0.0.1:{free_port()}", workers=count, cluster=FAST_GOSSIP),
             on_event=demo.events.put,
         )
         system = local.system

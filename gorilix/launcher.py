@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import stat
@@ -91,16 +92,9 @@ class NodeOptions:
     insecure: bool = False
     retry_join: bool = False  # keep running when no seed answers yet; gossip retries every second
     log_level: str = "WARNING"
-    # Gossip timings (ClusterConfig fields); None keeps the library default.
-    probe_interval: float | None = None
-    probe_timeout: float | None = None
-    push_interval: float | None = None
-    pull_interval: float | None = None
-    suspicion_mult: int | None = None
-    leave_timeout: float | None = None
-    join_timeout: float | None = None
-    reconnect_interval: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: More ClusterConfig fields (gossip timings and the like, e.g. {"probe_interval": 0.2}); the others keep
+    #: ClusterConfig's defaults.
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     @property
     def node_name(self) -> str:
@@ -165,21 +159,11 @@ def build_config(opts: NodeOptions) -> ClusterConfig:
     for seed in opts.seeds:
         seed_host, seed_port = _hostport(seed, "--seed")
         seeds.append(f"{seed_host}:{seed_port}")
-    timings: dict[str, Any] = {
-        key: value for key, value in (
-            ("probe_interval", opts.probe_interval), ("probe_timeout", opts.probe_timeout),
-            ("push_interval", opts.push_interval), ("pull_interval", opts.pull_interval),
-            ("suspicion_mult", opts.suspicion_mult), ("leave_timeout", opts.leave_timeout),
-            ("join_timeout", opts.join_timeout), ("reconnect_interval", opts.reconnect_interval),
-        ) if value is not None
-    }
-    if "probe_interval" in timings and "probe_timeout" not in timings:
-        timings["probe_timeout"] = timings["probe_interval"] / 2
     try:
         config = ClusterConfig(
             node_name=opts.node_name, bind_addr=host, bind_port=port, seeds=seeds,
             advertise_addr=opts.advertise, secret_key=opts.secret, insecure=opts.insecure,
-            **timings, **opts.extra,
+            **opts.cluster,
         )
         config.seed_addresses()  # resolves every seed now, not after the workers started
         if port != 0:
@@ -190,7 +174,10 @@ def build_config(opts: NodeOptions) -> ClusterConfig:
             message = (f"refusing to bind {host} without a secret: anyone on the network could join and run "
                        "code here; give --secret-file (make one with `gorilix secret new PATH`), or --insecure "
                        "on a trusted network")
-        elif "needs advertise_addr" in message:
+        else:  # a ClusterConfig field gorilix node offers as an option: its flag
+            for name in opts.cluster:
+                message = re.sub(rf"\b(ClusterConfig\.)?{name}\b", f"--{name.replace('_', '-')}", message)
+        if "needs advertise_addr" in message:
             message = (f"--bind {opts.bind} needs --advertise HOST:PORT, the address other nodes and tools reach "
                        f"this one at (e.g. --advertise 10.0.0.5:{port})")
         raise LaunchError(message) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import socket
@@ -16,10 +17,19 @@ from click.testing import CliRunner, Result
 import gorilix.launcher
 import gorilix.remote
 from gorilix.cli import main
-from gorilix.launcher import LaunchError, NodeOptions, free_port, load_app, read_secret
+from gorilix.cluster.config import OPTION_HELP, ClusterConfig
+from gorilix.launcher import (
+    LaunchError,
+    NodeOptions,
+    build_config,
+    free_port,
+    load_app,
+    read_secret,
+)
 from gorilix.remote import NodeUnreachable
 from gorilix.workers.ref import ActorRef
 
+CLUSTER_OPTIONS = [f for f in dataclasses.fields(ClusterConfig) if OPTION_HELP in f.metadata]
 COMMANDS = ["node", "members", "status", "kill-worker", "chaos", "send", "ask", "reload", "secret", "demo", "bench"]
 
 
@@ -72,7 +82,30 @@ def test_client_help_shows_defaults_and_env_vars(runner: CliRunner) -> None:
     for var in ("GORILIX_NAME", "GORILIX_BIND", "GORILIX_ADVERTISE", "GORILIX_SEEDS", "GORILIX_WORKERS",
                 "GORILIX_APP", "GORILIX_SECRET_FILE", "GORILIX_INSECURE", "GORILIX_LOG_LEVEL", "GORILIX_RETRY_JOIN"):
         assert var in out, var
-    assert "--probe-interval" not in out  # advanced gossip timings stay hidden
+    for f in CLUSTER_OPTIONS:  # ClusterConfig's fields, with their defaults
+        assert f"--{f.name.replace('_', '-')}" in out and f"GORILIX_{f.name.upper()}" in out, f.name
+        assert f"default: {f.default}" in out or f.default is None, f.name
+    assert "default: half of --probe-interval" in " ".join(out.split())
+
+
+def test_node_cluster_options_are_cluster_config_fields(
+    runner: CliRunner, captured: list[tuple[NodeOptions, bool]]
+) -> None:
+    # The names stay stable (scripts and docs use them); each is a ClusterConfig field, its default the field's.
+    assert [f.name for f in CLUSTER_OPTIONS] == [
+        "gossip_nodes", "push_interval", "pull_interval", "probe_interval", "probe_timeout", "indirect_checks",
+        "suspicion_mult", "retransmit_mult", "join_timeout", "leave_timeout", "reconnect_interval"]
+    docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    for f in CLUSTER_OPTIONS:
+        assert f"`--{f.name.replace('_', '-')}`" in docs and f"`GORILIX_{f.name.upper()}`" in docs, f.name
+    result = runner.invoke(main, ["node", "--probe-interval", "0.4"], env={
+        "GORILIX_GOSSIP_NODES": "5", "GORILIX_RETRANSMIT_MULT": "6", "GORILIX_INDIRECT_CHECKS": "2"})
+    assert result.exit_code == 0, result.output
+    opts, _ = captured[0]
+    config = build_config(opts)
+    assert (config.gossip_nodes, config.retransmit_mult, config.indirect_checks) == (5, 6, 2)
+    assert (config.probe_interval, config.probe_timeout) == (0.4, 0.2)  # as ClusterConfig(probe_interval=0.4)
+    assert config.push_interval == ClusterConfig.push_interval == 0.2  # the rest: ClusterConfig's defaults
 
 
 # -- gorilix node: options and env vars (run_node replaced) -----------------------------
@@ -114,7 +147,8 @@ def test_node_options(runner: CliRunner, captured: list[tuple[NodeOptions, bool]
     assert opts.workers == 3 and opts.app == "myapp:setup"
     assert opts.secret == b"0123456789abcdef0123456789abcdef"  # trailing newline stripped
     assert opts.log_level.upper() == "INFO"
-    assert (opts.probe_interval, opts.suspicion_mult, opts.push_interval) == (0.2, 3, 0.05)
+    assert (opts.cluster["probe_interval"], opts.cluster["suspicion_mult"], opts.cluster["push_interval"]) == (
+        0.2, 3, 0.05)
 
 
 def test_node_reads_every_option_from_the_environment(
@@ -173,7 +207,10 @@ def test_node_warns_about_a_readable_secret_file(
     (["--max-queued", "lots"], "Invalid value for '--max-queued': 'lots' must be a positive number of bytes or a "
                                "size such as \"2GiB\" or \"500MB\" (or none for no limit)"),
     (["--max-worker-memory", "lots"], "(or none for no limit)"),
-    (["--workers", "0"], "Invalid value for '--workers': 0 is not in the range"),  # (no variable: it was a flag)
+    (["--workers", "0"], "Invalid value for '--workers': 0 is not in the range"),
+    (["--probe-interval", "0.4", "--probe-timeout", "0.5"], "--probe-timeout (0.5 s) must be shorter than "
+                                                           "--probe-interval (0.4 s)"),
+    (["--gossip-nodes", "0"], "Invalid value for '--gossip-nodes': 0 is not in the range x>=1"),  # (no variable: it was a flag)
     (["--bind", "0.0.0.0:7946", "--insecure"], "--bind 0.0.0.0:7946 needs --advertise HOST:PORT, the address other "
                                                "nodes and tools reach this one at"),
     (["--max-queued", "0"], "--max-queued"),
@@ -256,7 +293,7 @@ def test_node_retry_join_keeps_running_when_no_seed_answers() -> None:
     from gorilix.launcher import NodeOptions, start_node
 
     opts = NodeOptions(name="patient", bind=f"127.0.0.1:{free_port()}", workers=1, retry_join=True,
-                       seeds=(f"127.0.0.1:{free_port()}",), join_timeout=0.3)
+                       seeds=(f"127.0.0.1:{free_port()}",), cluster={"join_timeout": 0.3})
     node = start_node(opts)
     try:
         assert node.joined is None

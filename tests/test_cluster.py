@@ -124,6 +124,16 @@ def test_api_errors_before_clustering() -> None:
             ClusterConfig(node_name="x", bind_addr="0.0.0.0")
 
 
+def test_probe_timeout_defaults_to_half_the_probe_interval() -> None:
+    assert ClusterConfig(node_name="x", probe_interval=0.4).probe_timeout == 0.2  # (once refused: 0.5 >= 0.4)
+    assert ClusterConfig(node_name="x").probe_timeout == 0.5
+    assert ClusterConfig(node_name="x", probe_interval=0.4, probe_timeout=0.3).probe_timeout == 0.3
+    with pytest.raises(ClusterError, match=r"probe_timeout \(0.5 s\) must be shorter than probe_interval \(0.4 s\)"):
+        ClusterConfig(node_name="x", probe_interval=0.4, probe_timeout=0.5)
+    config = ClusterConfig(node_name="x", probe_interval=0.4)
+    assert ClusterConfig.from_wire(config.to_wire()) == config
+
+
 @pytest.mark.parametrize("advertise", ["0.0.0.0", "0.0.0.0:7946", "::", "[::]:7946"])
 def test_an_unspecified_address_is_never_advertised(advertise: str) -> None:
     with pytest.raises(ClusterError, match=r"^ClusterConfig\.advertise_addr=.* means every interface, an address no "

@@ -52,6 +52,15 @@ def _port(text: str, whole: str, what: str) -> int:
 #: The shortest interval or timeout a ClusterConfig accepts, in seconds.
 MIN_SECONDS = 0.01
 
+#: Field metadata: the help of a field that ``gorilix node`` offers as an option (``push_interval``:
+#: ``--push-interval`` and ``GORILIX_PUSH_INTERVAL``); the CLI builds those options from the fields.
+OPTION_HELP = "gorilix.option_help"
+
+
+def _option(default: Any, help: str) -> Any:
+    """A field with this default that ``gorilix node`` offers as an option, with this help."""
+    return field(default=default, metadata={OPTION_HELP: help})
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -91,6 +100,11 @@ def _float(value: int | float) -> float:
 class ClusterConfig:
     """How this node joins a cluster.
 
+    ``probe_timeout`` defaults to half of ``probe_interval`` (so
+    ``probe_interval=0.4`` alone is fine); given, it must be shorter.
+    The fields ``gorilix node`` offers as options (``--push-interval``,
+    ``GORILIX_PUSH_INTERVAL``, ...) carry their help in :data:`OPTION_HELP`.
+
     ``bind_port`` is the router's TCP port; SWIM gossips over UDP on
     ``gossip_port``, which defaults to the same number. Seeds name gossip
     addresses. ``push_interval`` is how often gossip goes to ``gossip_nodes``
@@ -105,25 +119,30 @@ class ClusterConfig:
     bind_addr: str = "127.0.0.1"
     bind_port: int = 7946
     seeds: list[str] = field(default_factory=list)
-    gossip_nodes: int = 3
+    gossip_nodes: int = _option(3, "Gossip: how many random members each gossip round sends to.")
     gossip_port: int | None = None
-    push_interval: float = 0.2
-    pull_interval: float = 30.0
+    push_interval: float = _option(0.2, "Gossip: seconds between gossip rounds.")
+    pull_interval: float = _option(30.0, "Gossip: seconds between full state exchanges with one random member "
+                                         "(longer past 32 members).")
     advertise_addr: str | None = None
-    probe_interval: float = 1.0
-    probe_timeout: float = 0.5
-    indirect_checks: int = 3
-    suspicion_mult: int = 4
-    retransmit_mult: int = 4
+    probe_interval: float = _option(1.0, "Gossip: seconds between failure-detection probes.")
+    #: None: half of ``probe_interval`` (filled in when the config is built).
+    probe_timeout: float | None = _option(None, "Gossip: seconds a probe waits for its ack before asking helpers; "
+                                                "shorter than the probe interval.")
+    indirect_checks: int = _option(3, "Gossip: how many members are asked to probe one that did not answer.")
+    suspicion_mult: int = _option(4, "Gossip: suspicion timeout multiplier (of the probe interval, times "
+                                     "log10 of the members).")
+    retransmit_mult: int = _option(4, "Gossip: each update is sent this many times log10 of the members.")
     secret_key: bytes | None = None
     insecure: bool = False
     #: A file holding the secret, read now (into ``secret_key``) as ``gorilix node --secret-file`` reads it.
     secret_file: str | os.PathLike[str] | None = None
-    join_timeout: float = 5.0
-    leave_timeout: float = 3.0
+    join_timeout: float = _option(5.0, "Seconds to wait for a seed to answer.")
+    leave_timeout: float = _option(3.0, "Seconds each step of a graceful leave may take.")
     #: Every this many seconds, one state exchange with a member declared dead (or a seed not
     #: seen): what merges the two halves of a network partition once it heals.
-    reconnect_interval: float = 10.0
+    reconnect_interval: float = _option(10.0, "Seconds between state exchanges with members declared dead "
+                                              "(what merges a healed partition).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_name, str) or not 0 < len(self.node_name) <= NAME_MAX:
@@ -145,6 +164,8 @@ class ClusterConfig:
         for name in ("push_interval", "pull_interval", "probe_interval", "probe_timeout",
                      "join_timeout", "leave_timeout", "reconnect_interval"):
             value = getattr(self, name)
+            if name == "probe_timeout" and value is None:
+                continue  # half of probe_interval, below
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if not number or not MIN_SECONDS <= _float(value) < math.inf:  # (nan is refused too)
                 # A gossip thread told to run every 1e-300 s would spin and starve its node.
@@ -152,7 +173,9 @@ class ClusterConfig:
                     f"ClusterConfig.{name}={shown(value)}: need a finite number of seconds > 0, "
                     f"at least {MIN_SECONDS:g}"
                 )
-        if self.probe_timeout >= self.probe_interval:
+        if self.probe_timeout is None:
+            object.__setattr__(self, "probe_timeout", self.probe_interval / 2)
+        elif self.probe_timeout >= self.probe_interval:
             raise ClusterError(
                 f"probe_timeout ({self.probe_timeout:g} s) must be shorter than probe_interval "
                 f"({self.probe_interval:g} s)"
@@ -185,6 +208,11 @@ class ClusterConfig:
                 f"refusing to bind {self.bind_addr} without a secret_key: anyone on the network could "
                 "join and run code here; set secret_key (or insecure=True on a trusted network)"
             )
+
+    @property
+    def probe_wait(self) -> float:
+        """``probe_timeout`` in seconds: as given, else half of ``probe_interval``."""
+        return self.probe_interval / 2 if self.probe_timeout is None else self.probe_timeout
 
     @property
     def uses_default_secret(self) -> bool:

@@ -85,7 +85,7 @@ class ClusterService:
         if problem is not None:  # every member would drop us
             raise ClusterError(f"cannot announce node {config.node_name}: {problem}; check advertise_addr")
         swim = SwimConfig(
-            probe_interval=config.probe_interval, probe_timeout=config.probe_timeout,
+            probe_interval=config.probe_interval, probe_timeout=config.probe_wait,
             indirect_checks=config.indirect_checks, suspicion_mult=config.suspicion_mult,
             retransmit_mult=config.retransmit_mult, gossip_nodes=config.gossip_nodes,
             gossip_interval=config.push_interval, pull_interval=config.pull_interval,
