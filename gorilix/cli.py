@@ -307,7 +307,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--name", envvar="GORILIX_NAME", show_envvar=True, default=None,
-              help="Node name, unique in the cluster.  [default: this machine's host name]")
+              help="Node name, unique in the cluster.  [default: this machine's host name and the bind port, e.g. myhost-7946]")
 @click.option("--bind", metavar="HOST:PORT", default="127.0.0.1:7946", envvar="GORILIX_BIND",
               show_envvar=True, help="Address to listen on: TCP (router) and UDP (gossip), same port.")
 @click.option("--advertise", metavar="HOST:PORT", default=None, envvar="GORILIX_ADVERTISE",

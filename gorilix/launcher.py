@@ -79,7 +79,7 @@ class NodeFailed(GorilixError):
 class NodeOptions:
     """Everything ``gorilix node`` takes, already parsed from the command line."""
 
-    name: str | None = None  # None: this machine's host name
+    name: str | None = None  # None: this machine's host name and the bind port (node_name)
     bind: str = DEFAULT_BIND
     advertise: str | None = None
     seeds: Sequence[str] = ()
@@ -98,7 +98,14 @@ class NodeOptions:
 
     @property
     def node_name(self) -> str:
-        return self.name or socket.gethostname()
+        """``--name``, or the host name and the bind port: two nodes on one host never share a name."""
+        if self.name:
+            return self.name
+        try:
+            port = parse_hostport(self.bind, DEFAULT_PORT, "--bind")[1]
+        except ClusterError:
+            port = 0  # (build_config reports the bad --bind)
+        return f"{socket.gethostname()}-{port or os.getpid()}"
 
 
 def read_secret(path: str | os.PathLike[str]) -> bytes:
@@ -327,8 +334,8 @@ def _join(cluster: Cluster, config: ClusterConfig, retry: bool) -> int | None:
         return 0
     try:
         return cluster.join(list(config.seeds))
-    except ClusterError:
-        if retry:
+    except ClusterError as exc:
+        if retry and "no seed answered" in str(exc):  # (a name already taken is no reason to wait)
             return None
         raise
 

@@ -127,7 +127,7 @@ def test_node_defaults(runner: CliRunner, captured: list[tuple[NodeOptions, bool
     result = runner.invoke(main, ["node"])
     assert result.exit_code == 0, result.output
     opts, watch = captured[0]
-    assert opts.name is None and opts.node_name == socket.gethostname()
+    assert opts.name is None and opts.node_name == f"{socket.gethostname()}-7946"  # unique on this host
     assert opts.bind == "127.0.0.1:7946"
     assert opts.workers is None and opts.seeds == () and opts.secret is None
     assert opts.insecure is False and opts.log_level == "WARNING" and watch is False

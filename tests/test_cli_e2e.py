@@ -82,7 +82,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
               port: int | None = None) -> Node:
         name = name or f"cli-{uuid.uuid4().hex[:6]}"
         port = port or free_port()
-        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        out, err = tmp_path / f"{name}-{port}.out", tmp_path / f"{name}-{port}.err"
         cmd = [sys.executable, "-m", "gorilix", "node", "--name", name, "--bind", f"127.0.0.1:{port}",
                "--workers", str(workers), *FAST, *args]
         for seed in seeds:
@@ -250,6 +250,27 @@ def test_retry_join_lets_nodes_boot_in_any_order(start_node: Callable[..., Node]
     seed = start_node(port=seed_port, args=())
     wait_for(lambda: early.members() == {early.name: "alive", seed.name: "alive"}, 20, "the early node joined")
     wait_for(lambda: seed.members().get(early.name) == "alive", 20, "the seed sees the early node")
+
+
+def test_a_second_node_under_a_taken_name_is_refused(start_node: Callable[..., Node]) -> None:
+    seed = start_node(args=())
+    first = start_node(seeds=(seed.address,), args=())
+    wait_for(lambda: seed.members().get(first.name) == "alive", 20, "the first node joined")
+    for name in (first.name, seed.name):  # a member's name, and the seed's own (two nodes named after one host)
+        again = start_node(name=name, seeds=(seed.address,), args=(), wait=False)
+        assert again.proc.wait(30) == 2, again.output()
+        lines = again.err.read_text().strip().splitlines()
+        assert lines[-1].startswith("Error: failed to join cluster: the name"), lines
+        holder = first if name == first.name else seed
+        assert f"'{name}' is taken" in lines[-1] and f"at {holder.address}" in lines[-1], lines[-1]
+        assert "no seed answered" not in lines[-1]
+    rows = {r["name"]: r for r in gx_json("members", "--node", seed.address)}
+    assert (rows[first.name]["port"], rows[first.name]["status"]) == (first.port, "alive")  # it kept its name
+    assert set(rows) == {seed.name, first.name}
+    warnings = [line for line in seed.err.read_text().splitlines() if "refused member" in line]
+    assert warnings and f"'{first.name}'" in warnings[0] and first.address in warnings[0], warnings
+    gossip = gx_json("status", "--node", seed.address)["stats"]["gossip"]
+    assert gossip["name_conflicts"] >= 2
 
 
 def test_secret_file_guards_the_node(start_node: Callable[..., Node], tmp_path: Path) -> None:

@@ -448,6 +448,88 @@ def test_restart_at_a_new_address_rejoins_at_once() -> None:
     assert net.view(a, "b").port == 7012 and net.view(a, "b").status is MemberStatus.ALIVE
 
 
+def test_restart_at_the_same_address_before_it_was_found_dead_rejoins_at_once() -> None:
+    net = Net()
+    a, b = cluster(net, "a", "b")
+    b2 = net.add("b", 7002)  # killed and restarted at once: a still lists the old life alive
+    b2.join([addr(7001)])
+    net.pump()
+    assert b2.name_conflict is None and b2.joined_count() == 1
+    assert {m.name for m in b2.members()} == {"a", "b"}
+    net.run(10.0)
+    assert net.view(a, "b").status is MemberStatus.ALIVE and net.view(a, "b").port == 7002
+    assert a.stats.name_conflicts == 0
+
+
+# ------------------------------------------------------------ name conflicts
+
+
+def test_a_join_under_a_name_a_live_member_holds_elsewhere_is_refused() -> None:
+    net = Net()
+    a, b = cluster(net, "a", "b")
+    b2 = net.add("b", 7012)  # a second node that took the same name
+    b2.join([addr(7001)])
+    ports = set()
+    for _ in range(30):  # the entry used to flip between the two, each refuting the other
+        net.run(1.0)
+        ports.add(net.view(a, "b").port)
+    assert ports == {7002}
+    assert net.view(a, "b").status is MemberStatus.ALIVE
+    assert b2.name_conflict is not None
+    assert (b2.name_conflict.held_at, b2.name_conflict.seed) == (addr(7002), addr(7001))
+    assert "'b' is taken" in b2.name_conflict.message(addr(7012))
+    assert b2.joined_count() == 0 and {m.name for m in b2.members()} == {"b"}  # nothing of the answer applied
+    assert len(net.sent(addr(7012), addr(7001), swim.PUSH_PULL)) == 1  # and the join stopped
+    assert a.stats.name_conflicts >= 1 and b.stats.refutations == 0
+    assert net.seen("a", EventKind.UPDATE, "b") == []
+
+
+def test_a_join_under_the_seeds_own_name_is_refused_not_ignored() -> None:
+    net = Net()
+    a = net.add("host", 7001)
+    a2 = net.add("host", 7002)  # two nodes on one host, both named after it
+    a2.join([addr(7001)])
+    net.pump()
+    assert a2.name_conflict is not None and a2.name_conflict.held_at == addr(7001)
+    assert [m.name for m in a.members()] == ["host"] and net.view(a, "host").port == 7001
+    assert a.stats.name_conflicts >= 1
+    net.run(5.0)
+    assert len(net.sent(addr(7002), addr(7001), swim.PUSH_PULL)) == 1
+
+
+def test_gossip_of_a_live_members_name_at_another_address_is_refused() -> None:
+    net = Net()
+    a, b = cluster(net, "a", "b")
+    inc = net.view(a, "b").incarnation
+    a.receive(packet([swim.ALIVE, "b", inc + 5, HOST, 7099, {}]), addr(7099))
+    m = net.view(a, "b")
+    assert (m.port, m.incarnation) == (7002, inc)
+    assert a.stats.name_conflicts == 1
+    # Once it is dead, the name may move: a restart elsewhere.
+    net.down.add(addr(7002))
+    net.run(30.0, until=lambda: bool(net.seen("a", EventKind.DEAD, "b")))
+    a.receive(packet([swim.ALIVE, "b", inc + 5, HOST, 7099, {}]), addr(7099))
+    assert net.view(a, "b").port == 7099 and net.view(a, "b").status is MemberStatus.ALIVE
+
+
+def test_a_name_conflict_is_one_warning_naming_both_addresses(caplog: pytest.LogCaptureFixture) -> None:
+    net = Net()
+    a, b = cluster(net, "a", "b")
+    with caplog.at_level("WARNING", logger="gorilix.cluster.swim"):
+        for port in range(7100, 7110):
+            a.receive(packet([swim.ALIVE, "b", 9, HOST, port, {}]), addr(port))
+        a.receive(packet([swim.ALIVE, "a", 9, HOST, 7200, {}]), addr(7200))  # our own name, elsewhere
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "'b'" in warnings[0] and f"{HOST}:7100" in warnings[0] and f"{HOST}:7002" in warnings[0]
+    assert a.stats.name_conflicts == 11
+    net.now += swim.CONFLICT_WARN_EVERY
+    with caplog.at_level("WARNING", logger="gorilix.cluster.swim"):
+        a.receive(packet([swim.PUSH_PULL, 77, True, "a"]), addr(7300))  # another "a" joins through us
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "our own name" in warnings[1] and f"{HOST}:7300" in warnings[1]
+
+
 # -------------------------------------------------------------------- meta
 
 

@@ -107,6 +107,13 @@ class SwimDriver:
         with self._lock:
             return self.engine.joined_count()
 
+    def name_conflict(self) -> str | None:
+        """Why the last join was refused for our name (a seed lists it at another address), or None."""
+        with self._lock:
+            conflict = self.engine.name_conflict
+            me = self.engine.local_member()
+        return None if conflict is None else conflict.message((me.address, me.port))
+
     def leave(self, linger: float) -> None:
         """Announce a graceful leave, gossip ``linger`` seconds more so it spreads, then end the thread.
 

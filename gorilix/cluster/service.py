@@ -229,6 +229,9 @@ class JoinJob:
         if not self.started:
             return None if now < self.deadline else self._none_answered()
         driver = self.service.driver
+        conflict = driver.name_conflict()
+        if conflict is not None:
+            raise ClusterError(f"failed to join cluster: {conflict}")
         # A seed that answered our push, or that reached us first (it joined through us while we
         # were still retrying): either way it is up and we are in its cluster.
         known = sum(1 for m in driver.members()

@@ -147,6 +147,7 @@ __all__ = [
     "Member",
     "MemberEvent",
     "MemberStatus",
+    "NameConflict",
     "SwimConfig",
     "SwimEngine",
     "SharedMembers",
@@ -249,6 +250,22 @@ class MemberEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class NameConflict:
+    """Our join was refused: a seed lists a live member under our name at another address."""
+
+    name: str
+    held_at: tuple[str, int]  # the gossip address of the member that holds the name
+    seed: tuple[str, int]  # the seed whose answer said so
+
+    def message(self, mine: tuple[str, int]) -> str:
+        """What went wrong and what to do, for an error a user reads."""
+        return (f"the name {self.name!r} is taken: seed {self.seed[0]}:{self.seed[1]} lists a live member "
+                f"{self.name!r} at {self.held_at[0]}:{self.held_at[1]}, and this node is at {mine[0]}:{mine[1]}; "
+                "node names must be unique in a cluster: pick another name, or, if that node is gone, "
+                "wait until the cluster finds it dead (a few probe periods) and join again")
+
+
+@dataclass(frozen=True, slots=True)
 class SwimConfig:
     probe_interval: float = 1.0
     probe_timeout: float = 0.5
@@ -292,6 +309,7 @@ class SwimStats:
     refused_full: int = 0  # new members refused because the member table held max_members
     refused_rate: int = 0  # news of unknown members dropped: max_candidates waited already (join_rate)
     unverified: int = 0  # members heard of that never answered our pings: dropped
+    name_conflicts: int = 0  # announcements of a live member's name at another address: refused
 
 
 # -- formulas (pure, so tests can check the engine against them) -------------
@@ -414,6 +432,8 @@ VERIFY_ATTEMPTS = 3
 ASKED_FOR = 10.0
 #: At most one warning this often about refused members (each one is counted).
 REFUSED_WARN_EVERY = 60.0
+#: At most one warning this often about a name announced at two addresses (each one is counted).
+CONFLICT_WARN_EVERY = 60.0
 
 
 class SwimEngine:
@@ -487,6 +507,9 @@ class SwimEngine:
         self._admit_armed = False
         self._asked: dict[int, float] = {}  # nonce of our push-pulls -> until when its answer is trusted
         self._refused_warned_at = -math.inf
+        self._conflict_warned_at = -math.inf
+        #: Set when a seed's answer to our join lists our name at another address (the join stops).
+        self.name_conflict: NameConflict | None = None
         self.stats = SwimStats()
         self._recompute_sizes()
         # Random phases: members started together must not probe, gossip and
@@ -513,6 +536,7 @@ class SwimEngine:
             if (address, port) != (self._me.address, self._me.port):
                 checked.append((address, port))
         self._join_seeds = list(dict.fromkeys(checked))
+        self.name_conflict = None
         self._join_answered = set()
         self._join_nonces = {}
         self._join_parts = {}
@@ -753,9 +777,13 @@ class SwimEngine:
             if probe is not None and probe.seq == m[1] and not probe.acked:
                 probe.nacks += 1
         elif kind == PUSH_PULL:
-            if m[3] != self.name:  # a seed list naming ourselves must not count as an answer
-                self.stats.pushpulls += 1
-                self._send_state(source, m[1], is_reply=True)
+            if m[3] == self.name:
+                if m[1] in self._asked:
+                    return  # our own, to a seed list naming us: it must not count as an answer
+                # Another node under our name: answer, so it finds our record and knows it is refused.
+                self._conflict(self.name, (self._me.address, self._me.port), source)
+            self.stats.pushpulls += 1
+            self._send_state(source, m[1], is_reply=True)
         elif kind == STATE:
             self._on_state(m, source)
 
@@ -876,6 +904,8 @@ class SwimEngine:
         admitted at the join rate once it answered our ping."""
         if name == self.name:
             me = self._me
+            if (address, port) != (me.address, me.port) and not self._leaving:
+                self._conflict(name, (me.address, me.port), (address, port))
             if self._leaving or inc < me.incarnation:
                 return
             if inc == me.incarnation and address == me.address and port == me.port and meta == me.meta:
@@ -899,9 +929,16 @@ class SwimEngine:
                 self._emit(EventKind.JOIN, m)
                 self._broadcast(name, self._alive_message(m))
             return
+        if address != m.address or port != m.port:
+            # A live member's name announced at another address, at any incarnation: a second node
+            # under the same name (or a restart elsewhere before the old one was found dead). The
+            # member we have keeps its name; letting the newer incarnation win made the entry flip
+            # between the two, each refuting the other (memberlist refuses it the same way).
+            self._conflict(name, (m.address, m.port), (address, port))
+            return
         if inc <= m.incarnation:
-            return  # old news, or a name conflict at the same incarnation: keep what we have
-        changed = meta != m.meta or address != m.address or port != m.port
+            return  # old news: keep what we have
+        changed = meta != m.meta
         m = self._writable(m)
         m.incarnation, m.address, m.port, m.meta = inc, address, port, meta
         self._records.pop(name, None)
@@ -1340,6 +1377,8 @@ class SwimEngine:
 
     def _on_state(self, m: list[Any], source: tuple[str, int]) -> None:
         sender = m[3]
+        if m[2] and m[1] in self._join_nonces and self._join_refused(m, source):
+            return
         if sender == self.name:
             return
         if m[2]:
@@ -1373,6 +1412,39 @@ class SwimEngine:
                 self._apply_suspect(name, inc, sender)
             else:
                 self._apply_left(name, inc)
+
+    def _join_refused(self, m: list[Any], source: tuple[str, int]) -> bool:
+        """A seed's answer to our join lists a live member under our name at another address: the
+        name is taken. The join stops and says so (:attr:`name_conflict`); nothing of that answer is
+        applied, and the seed keeps its member."""
+        me = self._me
+        for name, address, port, _, code, _ in m[6]:
+            if name == self.name and code <= 1 and (address, port) != (me.address, me.port):
+                break
+        else:
+            return False
+        self.name_conflict = NameConflict(self.name, (address, port), self._join_nonces[m[1]][0])
+        self.stats.name_conflicts += 1
+        for nonce in self._join_nonces:  # answers still on their way from other seeds admit nobody
+            self._asked.pop(nonce, None)
+        self._join_seeds = []
+        self._join_nonces = {}
+        self._join_parts = {}
+        self._join_gen += 1
+        log.error("%s: %s", self.name, self.name_conflict.message((me.address, me.port)))
+        return True
+
+    def _conflict(self, name: str, held: tuple[str, int], other: tuple[str, int]) -> None:
+        """A live member's name announced from another address: refused, counted, warned of now and then."""
+        self.stats.name_conflicts += 1
+        whose = "our own name" if name == self.name else "the name of a live member"
+        args = (self.name, name, other[0], other[1], whose, held[0], held[1])
+        if self._now >= self._conflict_warned_at + CONFLICT_WARN_EVERY:
+            self._conflict_warned_at = self._now
+            log.warning("%s: refused member %r at %s:%d: it is %s, at %s:%d; node names must be unique in a "
+                        "cluster (%d refused so far; more at debug level)", *args, self.stats.name_conflicts)
+        else:
+            log.debug("%s: refused member %r at %s:%d: it is %s, at %s:%d", *args)
 
     # ----------------------------------------------------------------- helpers
 
