@@ -473,6 +473,10 @@ def status(node_address: str, secret_file: str | None, insecure: bool, connect_t
         click.echo(f"gossip: {gossip['sent']} datagrams sent, {gossip['received']} received, "
                    f"{gossip['malformed']} malformed and {gossip['dropped']} refused (bad seal, stale or replayed), "
                    f"{gossip['suspicions']} suspicions raised")
+    for kind, seen in ((gossip or {}).get("refusals") or {}).items():  # per source: a bad seal, a refused handshake
+        if seen["total"]:
+            by = [f"{source} {n}" for source, n in seen["by_source"].items()] + [f"others {seen['others']}"] * bool(seen["others"])
+            click.echo(f"refused {kind}: {seen['total']} ({', '.join(by)})")
     for link in info.get("links") or []:
         state = "ready" if link["ready"] else f"NOT READY ({link['refusals']} refused handshakes, {link['pending']} kept)"
         click.echo(f"link to {link['node']} at {link['endpoint']}: {state}")

@@ -645,7 +645,11 @@ class Node:
     def gossip_stats(self) -> dict[str, Any] | None:
         if self.cluster is None:
             return None
-        return {**self.cluster.stats(), "links_refused": 0 if self.links is None else self.links.refused}
+        refusals = {"gossip": self.cluster.refusals()}
+        if self.links is not None:
+            refusals["handshake"] = self.links.handshake_refusals.snapshot()
+        return {**self.cluster.stats(), "links_refused": 0 if self.links is None else self.links.refused,
+                "refusals": refusals}  # per source address: a bad seal, a refused CURVE handshake
 
     def gossip_bad_meta(self) -> int:
         return 0 if self.cluster is None else self.cluster.bad_meta

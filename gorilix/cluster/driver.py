@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from gorilix.cluster.refusals import RefusalCounts
 from gorilix.cluster.security import REPLAY_WINDOW, ClusterKeys
 from gorilix.cluster.swim import Member, MemberEvent, SwimConfig, SwimEngine
 from gorilix.transport.errors import ClusterError
@@ -67,6 +68,7 @@ class SwimDriver:
             keys.gossip_as(name, [(host, port or self.bound[1]), self.bound,
                                   *_interface_addresses(self.bound)])
         self.dropped = 0  # datagrams that failed authentication (or came too late, or twice)
+        self.refusals = RefusalCounts(name, "gossip", log)  # the same, per source address
         self._stale_seen = 0
         self._stale_warned_at = -STALE_WARN_EVERY
         self._meta = dict(meta)
@@ -182,7 +184,10 @@ class SwimDriver:
                 opened = self.keys.open(data, (source[0], source[1]))
                 if opened is None:
                     self.dropped += 1
-                    if self.keys.stale != self._stale_seen:
+                    stale = self.keys.stale != self._stale_seen
+                    # (a stale datagram has a warning of its own, which says to fix the clocks)
+                    self.refusals.count(f"{source[0]}:{source[1]}", self.keys.last_refusal, warn=not stale)
+                    if stale:
                         self._warn_stale(source)
                     continue
                 data = opened

@@ -20,6 +20,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
+from gorilix.cluster.refusals import RefusalCounts
 from gorilix.cluster.security import (
     CLIENT_NAME,
     SERVER_NAME,
@@ -133,10 +134,12 @@ class PeerLink:
 
 
 class _KeyCheck:
-    """ZAP callback: admit CURVE keys derived for members and tools."""
+    """ZAP callback: admit CURVE keys derived for members and tools; count the others per source."""
 
-    def __init__(self, keys: ClusterKeys) -> None:
+    def __init__(self, keys: ClusterKeys, refusals: RefusalCounts) -> None:
         self.keys = keys
+        self.refusals = refusals
+        self.address = ""  # of the handshake being checked (the ZAP request's), set by _Gatekeeper
         self.allowed = {keys.public_key(CLIENT_NAME)}
         #: Names the gossip engine knows right now: a peer that just joined may
         #: connect before its join event reaches the node thread. One may even
@@ -150,7 +153,23 @@ class _KeyCheck:
             return True
         if self.member_names is not None:
             self.allowed.update(self.keys.public_key(name) for name in self.member_names())
-        return key in self.allowed
+        if key in self.allowed:
+            return True
+        self.refusals.count(self.address or "?", "a CURVE key not derived from our secret for a member or a tool "
+                            "(another secret; or a member that joined a moment ago, which links again)")
+        return False
+
+
+class _Gatekeeper(ThreadAuthenticator):
+    """The ZAP thread, telling the key check where each handshake comes from (the callback is not told)."""
+
+    def __init__(self, zctx: zmq.Context[Any], check: _KeyCheck) -> None:
+        super().__init__(zctx, log=logging.getLogger("gorilix.cluster.auth"))
+        self._check = check
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self._check.address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
+        await super().handle_zap_message(msg)
 
 
 class PeerLinks:
@@ -164,6 +183,7 @@ class PeerLinks:
         self.max_links = default_max_links() if max_links is None else max_links
         self.refused = 0
         self._refused_warned_at = -REFUSED_WARN_EVERY
+        self.handshake_refusals = RefusalCounts(node_name, "a CURVE handshake", log)  # by the ZAP check
         self._auth: ThreadAuthenticator | None = None
         self._check: _KeyCheck | None = None
         self.external: zmq.Socket[bytes] = zctx.socket(zmq.ROUTER)
@@ -176,9 +196,9 @@ class PeerLinks:
         self.external.setsockopt(zmq.RCVHWM, EXTERNAL_HWM)
         self.external.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         if keys is not None:
-            self._check = _KeyCheck(keys)
+            self._check = _KeyCheck(keys, self.handshake_refusals)
             self.allow(node_name)
-            self._auth = ThreadAuthenticator(zctx, log=logging.getLogger("gorilix.cluster.auth"))
+            self._auth = _Gatekeeper(zctx, self._check)
             self._auth.start()
             self._auth.configure_curve_callback(domain="*", credentials_provider=self._check)
             configure_server(self.external, keys, SERVER_NAME)

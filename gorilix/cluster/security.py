@@ -90,6 +90,7 @@ class ClusterKeys:
         self.stale = 0  # sealed datagrams dropped for a stamp outside the window
         self.replayed = 0  # sealed datagrams dropped because they came before
         self.last_skew = 0.0  # the last stale datagram's stamp minus our clock, seconds
+        self.last_refusal = ""  # why open() refused the last datagram it refused
 
     # -- gossip (one thread: the gossip driver's) ----------------------------
 
@@ -131,8 +132,10 @@ class ClusterKeys:
         """
         if len(datagram) < _MIN_SEALED or not datagram.startswith(_VERSION):
             self.unopened += 1
+            self.last_refusal = "not sealed gossip of this version"
             if datagram[:1] == _VERSION[:1] and datagram[:2] != _VERSION:  # G1, G2...
                 self.other_version += 1
+                self.last_refusal = "sealed by another version of gorilix"
             return None
         header = datagram[:len(_VERSION) + 1]
         kind = header[len(_VERSION):]
@@ -153,6 +156,7 @@ class ClusterKeys:
                 continue
         if plain is None or len(plain) < _STAMP.size + _NAME_LEN.size:
             self.unopened += 1
+            self.last_refusal = "a bad seal: another secret, sealed for another member, or tampered with"
             return None
         (stamp,) = _STAMP.unpack_from(plain)
         (length,) = _NAME_LEN.unpack_from(plain, _STAMP.size)
@@ -163,11 +167,13 @@ class ClusterKeys:
             sender = ""
         if not sender:
             self.unopened += 1
+            self.last_refusal = "no sender inside the seal"
             return None
         now = self._clock()
         if not abs(stamp - now) <= REPLAY_WINDOW:  # NaN fails too
             self.stale += 1
             self.last_skew = stamp - now
+            self.last_refusal = "stale: its clock is off by more than the replay window"
             return None
         seen = self._seen
         while seen:  # forget nonces that could no longer pass the window check
@@ -177,6 +183,7 @@ class ClusterKeys:
             del seen[oldest]
         if nonce in seen:
             self.replayed += 1
+            self.last_refusal = "a replay of a datagram seen before"
             return None
         # A stamp can be up to a window ahead of its first arrival and is
         # accepted until a window after itself: remember it that long.

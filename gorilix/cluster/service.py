@@ -120,6 +120,10 @@ class ClusterService:
         counters = dataclasses.asdict(self.driver.engine.stats)
         return {**counters, "dropped": self.driver.dropped, "events_dropped": self.dropped_events}
 
+    def refusals(self) -> dict[str, Any]:
+        """Gossip that did not open (a bad seal, stale, a replay), per source address: top few and others."""
+        return self.driver.refusals.snapshot()
+
     @property
     def bad_meta(self) -> int:
         return self.driver.engine.stats.bad_meta
