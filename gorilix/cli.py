@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
@@ -159,20 +161,58 @@ def _secret(path: str | None) -> bytes | None:
 # -- options shared by the commands that reach a node ------------------------------
 
 
-def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=5.0, hidden=True,
-                      envvar="GORILIX_CONNECT_TIMEOUT", show_envvar=True,
-                      help="Seconds to wait for the node's first answer.")(fn)
-    fn = click.option("--insecure", is_flag=True, envvar="GORILIX_INSECURE", show_envvar=True,
-                      help="Connect without any secret, to a node started with --insecure.")(fn)
-    fn = click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
-                      envvar="GORILIX_SECRET_FILE", show_envvar=True,
-                      help="File holding the node's secret (its --secret-file).  [default: the per-user "
-                           "secret that nodes started without one use]")(fn)
-    fn = click.option("--node", "node_address", metavar="HOST:PORT", default=DEFAULT_NODE,
-                      envvar="GORILIX_NODE", show_envvar=True, show_default=True,
-                      help="The node to talk to (its --bind or --advertise address).")(fn)
-    return fn
+#: Seconds a client command waits for its node's first answer, unless --timeout (or --connect-timeout) says.
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """The node a client command talks to, and how: what :func:`node_options` parses."""
+
+    address: str
+    secret_file: str | None
+    insecure: bool
+    connect_timeout: float  # seconds to wait for the node's first answer
+    timeout: float  # seconds to wait for the request itself
+
+
+def node_options(*, waits: str, default: float = CONNECT_TIMEOUT) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--node, --secret-file, --insecure and --timeout, handed to the command as one :class:`Target`.
+
+    ``--timeout`` bounds connecting and the request; ``waits`` says what the
+    request waits for and ``default`` how long, by default (connecting waits
+    CONNECT_TIMEOUT then). The hidden ``--connect-timeout``, the old name,
+    still sets the connecting part alone.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def command(node_address: str, secret_file: str | None, insecure: bool, timeout: float | None,
+                    connect_timeout: float | None, **kwargs: Any) -> Any:
+            connect = next(t for t in (connect_timeout, timeout, CONNECT_TIMEOUT) if t is not None)
+            target = Target(node_address, secret_file, insecure, connect, default if timeout is None else timeout)
+            return fn(target, **kwargs)
+
+        shown = f"{default:g}" if default == CONNECT_TIMEOUT else f"{CONNECT_TIMEOUT:g} to connect, {default:g} after"
+        command = click.option("--connect-timeout", type=click.FloatRange(min=0.01), default=None, hidden=True,
+                               envvar="GORILIX_CONNECT_TIMEOUT", show_envvar=True,
+                               help="Seconds to wait for the node's first answer (--timeout sets it too).")(command)
+        command = click.option("--timeout", type=click.FloatRange(min=0.01), default=None, metavar="SECONDS",
+                               envvar=[f"GORILIX_{fn.__name__.upper()}_TIMEOUT", "GORILIX_TIMEOUT"],
+                               show_envvar=True, show_default=shown,
+                               help=f"Seconds to wait for the node to answer when connecting, and {waits}.")(command)
+        command = click.option("--insecure", is_flag=True, envvar="GORILIX_INSECURE", show_envvar=True,
+                               help="Connect without any secret, to a node started with --insecure.")(command)
+        command = click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
+                               envvar="GORILIX_SECRET_FILE", show_envvar=True,
+                               help="File holding the node's secret (its --secret-file).  [default: the per-user "
+                                    "secret that nodes started without one use]")(command)
+        command = click.option("--node", "node_address", metavar="HOST:PORT", default=DEFAULT_NODE,
+                               envvar="GORILIX_NODE", show_envvar=True, show_default=True,
+                               help="The node to talk to (its --bind or --advertise address).")(command)
+        return command
+
+    return decorate
 
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -189,15 +229,17 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def reach(address: str, secret_file: str | None, insecure: bool, timeout: float) -> Iterator[Any]:
+def reach(target: Target) -> Iterator[Any]:
     """A RemoteNode for a command; every expected failure becomes a one-line CliError.
 
     The secret is ``--secret-file``'s, else the per-user secret; ``--insecure`` connects with none.
+    A refused handshake (AccessDenied) says which secret to pass; silence says nothing answered.
     """
     from gorilix.cluster.config import parse_hostport, resolve
     from gorilix.remote import AccessDenied, NodeUnreachable, RemoteNode
     from gorilix.transport.errors import AskTimeout, ClusterError, GorilixError
 
+    address, secret_file, insecure = target.address, target.secret_file, target.insecure
     if insecure and secret_file is not None:
         raise click.UsageError("give --secret-file or --insecure, not both (--insecure connects without a secret)")
     _secret(secret_file)  # (a bad file is one line, before anything is sent)
@@ -208,7 +250,8 @@ def reach(address: str, secret_file: str | None, insecure: bool, timeout: float)
         message = str(exc)
         _fail(message if message.startswith("bad") else f"bad --node {address!r}: {message}")
     try:
-        remote = RemoteNode(address, timeout=timeout, secret_file=secret_file, insecure=insecure)
+        remote = RemoteNode(address, timeout=target.timeout, connect_timeout=target.connect_timeout,
+                            secret_file=secret_file, insecure=insecure)
     except AccessDenied as exc:
         _fail(exc.advice(cli=True))
     except NodeUnreachable as exc:
@@ -399,14 +442,14 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
 
 
 @main.command()
-@node_options
+@node_options(waits="for the member table")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_MEMBERS_JSON", help="Print a JSON array (name, address, port, status, meta, ...).")
-def members(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, as_json: bool) -> None:
+def members(target: Target, as_json: bool) -> None:
     """The cluster's members as one node sees them.
 
     Dead and left members stay listed with that status for at least 30 s.
     """
-    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
+    with reach(target) as remote:
         rows = remote.members()
         me = remote.name
     if as_json:
@@ -426,11 +469,11 @@ def members(node_address: str, secret_file: str | None, insecure: bool, connect_
 
 
 @main.command()
-@node_options
+@node_options(waits="for the status")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_STATUS_JSON", help="Print a JSON object with node, workers and stats.")
-def status(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, as_json: bool) -> None:
+def status(target: Target, as_json: bool) -> None:
     """A node's workers (pid, actors, CPU, memory, restarts) and counters."""
-    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
+    with reach(target) as remote:
         info = remote.status()
     if as_json:
         click.echo(_dump(info))
@@ -488,16 +531,13 @@ def status(node_address: str, secret_file: str | None, insecure: bool, connect_t
 
 
 @main.command("kill-worker")
-@node_options
+@node_options(waits="for the worker's actors to answer again", default=30.0)
 @click.argument("worker_id", type=click.IntRange(min=0), required=False)
 @click.option("--random", "pick_random", is_flag=True, envvar="GORILIX_KILL_WORKER_RANDOM", help="Kill a random live worker.")
 @click.option("--signal", "sig", envvar="GORILIX_KILL_WORKER_SIGNAL", type=SignalName(), default="KILL",
               help=f"Signal to send: {', '.join(KILL_SIGNALS)}.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0,
-              help="Seconds to wait for the worker's actors to answer again.")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_KILL_WORKER_JSON", help="Print the result as JSON.")
-def kill_worker(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, worker_id: int | None,
-                pick_random: bool, sig: int, timeout: float, as_json: bool) -> None:
+def kill_worker(target: Target, worker_id: int | None, pick_random: bool, sig: int, as_json: bool) -> None:
     """Kill one worker of a node (a failover drill) and time the recovery.
 
     Reports how long until every actor the worker hosted answered again (on
@@ -505,13 +545,13 @@ def kill_worker(node_address: str, secret_file: str | None, insecure: bool, conn
     """
     if (worker_id is None) == (not pick_random):
         raise click.UsageError("give either a WORKER_ID or --random")
-    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
+    with reach(target) as remote:
         if worker_id is not None and worker_id >= remote.workers:
             raise click.BadParameter(f"node {remote.name} has workers 0..{remote.workers - 1}, not {worker_id}",
                                      param_hint="WORKER_ID")
-        result = remote.kill_worker(worker_id, sig, timeout=timeout)
+        result = remote.kill_worker(worker_id, sig, timeout=target.timeout)
         slot = result["worker"]
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + target.timeout
         respawned = None
         while time.monotonic() < deadline:
             row = remote.status()["workers"][slot]
@@ -531,11 +571,11 @@ def kill_worker(node_address: str, secret_file: str | None, insecure: bool, conn
         if respawned:
             click.echo(f"worker {slot} respawned as pid {respawned['pid']} (restarts: {respawned['restarts']})")
     if respawned is None:
-        _fail(f"worker {slot} was not respawned within {timeout:g} s", 1)
+        _fail(f"worker {slot} was not respawned within {target.timeout:g} s", 1)
 
 
 @main.command()
-@node_options
+@node_options(waits="for each kill's actors to answer again", default=30.0)
 @click.option("--every", type=click.FloatRange(min=0.05), default=2.0, metavar="SECONDS",
               help="Seconds between kills.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=20.0, metavar="SECONDS",
@@ -544,8 +584,7 @@ def kill_worker(node_address: str, secret_file: str | None, insecure: bool, conn
 @click.option("--probe-timeout", type=click.FloatRange(min=0.01), default=1.0,
               help="Seconds the probe waits for each answer before counting a failure.")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_CHAOS_JSON", help="Print the report as JSON.")
-def chaos(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, every: float, duration: float,
-          sig: int, probe_timeout: float, as_json: bool) -> None:
+def chaos(target: Target, every: float, duration: float, sig: int, probe_timeout: float, as_json: bool) -> None:
     """Kill a random worker again and again while a probe actor is asked in a loop.
 
     Then print a report: kills, recoveries, slowest recovery, and how many of
@@ -559,9 +598,9 @@ def chaos(node_address: str, secret_file: str | None, insecure: bool, connect_ti
     last: list[str] = []
     steps = max(1, int(duration * 10))
     bar: Any
-    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
-        target = remote.name  # checks the address, the secret and the node before the drill
-    with click.progressbar(length=steps, label=f"chaos on {target}", file=sys.stderr,
+    with reach(target) as remote:
+        node_name = remote.name  # checks the address, the secret and the node before the drill
+    with click.progressbar(length=steps, label=f"chaos on {node_name}", file=sys.stderr,
                            item_show_func=lambda _: last[-1] if last else None) as bar:
         done = [0]
 
@@ -578,8 +617,9 @@ def chaos(node_address: str, secret_file: str | None, insecure: bool, connect_ti
                 last.append(f"worker {result['worker']} back in {result['recovered_ms']:.0f} ms")
 
         try:
-            report = run_chaos(node_address, every, duration, secret_file=secret_file, insecure=insecure, sig=sig,
-                               probe_timeout=probe_timeout, connect_timeout=connect_timeout,
+            report = run_chaos(target.address, every, duration, secret_file=target.secret_file, insecure=target.insecure,
+                               sig=sig, probe_timeout=probe_timeout, connect_timeout=target.connect_timeout,
+                               recovery_timeout=target.timeout,
                                on_progress=progress, on_kill=killed)
         except NodeUnreachable as exc:
             _fail(str(exc))
@@ -598,10 +638,10 @@ def chaos(node_address: str, secret_file: str | None, insecure: bool, connect_ti
 
 
 @main.command()
-@node_options
+@node_options(waits="for the node to look NAME up")
 @click.argument("name")
 @click.argument("message", metavar="JSON")
-def send(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, name: str, message: str) -> None:
+def send(target: Target, name: str, message: str) -> None:
     """Send JSON to the actor registered as NAME (fire and forget).
 
     \b
@@ -609,43 +649,39 @@ def send(node_address: str, secret_file: str | None, insecure: bool, connect_tim
       gorilix send greeter '{"op": "reset", "keep": [1, 2]}'
     """
     value = _parse_json(message)
-    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
+    with reach(target) as remote:
         ref = _named(remote, name)
         remote.tell_ref(ref, value)  # RemoteNode.tell would look the name up a second time
         click.echo(f"sent to {name} on node {remote.name}")
 
 
 @main.command()
-@node_options
+@node_options(waits="for the reply")
 @click.argument("name")
 @click.argument("message", metavar="JSON")
-@click.option("--timeout", type=click.FloatRange(min=0.01), default=5.0, help="Seconds to wait for the reply.")
-def ask(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, name: str, message: str,
-        timeout: float) -> None:
+def ask(target: Target, name: str, message: str) -> None:
     """Ask the actor registered as NAME with JSON; print its reply as JSON.
 
     \b
       gorilix ask --node 127.0.0.1:7946 greeter '"World"'
     """
     value = _parse_json(message)
-    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
+    with reach(target) as remote:
         ref = _named(remote, name)
-        reply = remote.ask_ref(ref, value, timeout=timeout)
+        reply = remote.ask_ref(ref, value, timeout=target.timeout)
     click.echo(_dump(reply))
 
 
 @main.command()
-@node_options
+@node_options(waits="for the reload to finish", default=30.0)
 @click.argument("module")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, help="Seconds the reload may take.")
 @click.option("--json", "as_json", is_flag=True, envvar="GORILIX_RELOAD_JSON", help="Print the result as JSON.")
-def reload(node_address: str, secret_file: str | None, insecure: bool, connect_timeout: float, module: str, timeout: float,
-           as_json: bool) -> None:
+def reload(target: Target, module: str, as_json: bool) -> None:
     """Hot-reload MODULE in every worker of the node; live actors move to the new code."""
     if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
         raise click.BadParameter(f"{module!r} is not a module path like myapp.actors", param_hint="MODULE")
-    with reach(node_address, secret_file, insecure, connect_timeout) as remote:
-        result = remote.reload(module, timeout=timeout)
+    with reach(target) as remote:
+        result = remote.reload(module, timeout=target.timeout)
         node_name = remote.name
     if as_json:
         click.echo(_dump(result))

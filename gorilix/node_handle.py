@@ -408,9 +408,9 @@ class AttachedNode:
         try:
             return dict(port.control("hello", timeout=timeout))
         except AskTimeout:
-            raise NodeUnreachable(
-                f"no answer from a node at {self.address} within {timeout:g} s: is it running, "
-                "is the port right, and does the secret match?"
+            raise NodeUnreachable(  # (the handshake succeeded: the secret is right, the node is slow or gone)
+                f"the node at {self.address} accepted the connection, then did not answer within {timeout:g} s: "
+                "it may be overloaded or stuck, or it stopped"
             ) from None
         finally:
             if close:

@@ -19,12 +19,18 @@ from gorilix.workers.ref import ActorRef
 
 class RemoteNode:
     def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0, *,
-                 secret_file: str | os.PathLike[str] | None = None, insecure: bool = False) -> None:
+                 secret_file: str | os.PathLike[str] | None = None, insecure: bool = False,
+                 connect_timeout: float | None = None) -> None:
         """The secret as :meth:`ActorSystem.connect` takes it: ``secret_file`` or ``secret``, else the
-        per-user secret of this machine; ``insecure`` for a node that runs without one."""
+        per-user secret of this machine; ``insecure`` for a node that runs without one.
+
+        ``timeout`` bounds each control request, and connecting too unless
+        ``connect_timeout`` is given. Raises AccessDenied at once when the node
+        refuses the handshake, NodeUnreachable when nothing answers in time.
+        """
         self.timeout = timeout
         self.system = ActorSystem.connect(address, secret=secret, secret_file=secret_file, insecure=insecure,
-                                          timeout=timeout)
+                                          timeout=timeout if connect_timeout is None else connect_timeout)
         self.address = self.system.address
         self.name: str = self.system.name
         self.workers: int = self.system._node.size
@@ -44,8 +50,8 @@ class RemoteNode:
             return self.system._control(op, *args, timeout=limit)
         except AskTimeout:
             raise NodeUnreachable(
-                f"no answer from a node at {self.address} within {limit:g} s: is it running, "
-                "is the port right, and does the secret match?"
+                f"node {self.name} at {self.address} accepted the connection, then did not answer {op!r} "
+                f"within {limit:g} s: it may be overloaded or stuck, or it stopped"
             ) from None
 
     # -- what the CLI shows and does ----------------------------------------

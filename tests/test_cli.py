@@ -325,8 +325,9 @@ class FakeRemote:
     instances: list[FakeRemote] = []
 
     def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0, *,
-                 secret_file: str | None = None, insecure: bool = False) -> None:
+                 secret_file: str | None = None, insecure: bool = False, connect_timeout: float | None = None) -> None:
         self.address, self.secret, self.timeout = address, secret, timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self.secret_file, self.insecure = secret_file, insecure
         self.name = "n1"
         self.workers = 2
@@ -503,14 +504,64 @@ def test_unreachable_node_is_one_line_and_exit_2(runner: CliRunner, monkeypatch:
     class Unreachable:
         def __init__(self, address: str, secret: bytes | None = None, timeout: float = 5.0,
                      **access: Any) -> None:
-            raise NodeUnreachable(f"no answer from a node at {address} within {timeout:g} s: is it running, "
-                                  "is the port right, and does the secret match?")
+            within = access.get("connect_timeout") or timeout
+            raise NodeUnreachable(f"no answer from a node at {address} within {within:g} s: is it running, "
+                                  "and is the port right?")
 
     monkeypatch.setattr(gorilix.remote, "RemoteNode", Unreachable)
     for command in (["members"], ["status"], ["kill-worker", "--random"], ["ask", "x", "1"], ["send", "x", "1"],
                     ["reload", "m"], ["chaos", "--duration", "1"]):
-        line = one_line_error(runner.invoke(main, [*command, "--connect-timeout", "0.5"]))
-        assert "no answer from a node at 127.0.0.1:7946 within 0.5 s" in line, command
+        for option in ("--connect-timeout", "--timeout"):
+            line = one_line_error(runner.invoke(main, [*command, option, "0.5"]))
+            assert "no answer from a node at 127.0.0.1:7946 within 0.5 s" in line, (command, option)
+
+
+CLIENT_COMMANDS = [["members"], ["status"], ["kill-worker", "0"], ["chaos", "--duration", "1"], ["send", "echo", "1"],
+                   ["ask", "echo", "1"], ["reload", "m"]]
+
+
+@pytest.mark.parametrize("command", CLIENT_COMMANDS, ids=lambda c: c[0])
+def test_every_client_command_takes_timeout(runner: CliRunner, fake: type[FakeRemote], command: list[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """--timeout (or GORILIX_<COMMAND>_TIMEOUT, or GORILIX_TIMEOUT) bounds connecting and the request."""
+    import gorilix.chaos
+    from gorilix.chaos import ChaosReport
+
+    chaos_calls: list[dict[str, Any]] = []
+
+    def fake_chaos(address: str, every: float, duration: float, **kwargs: Any) -> ChaosReport:
+        chaos_calls.append(kwargs)
+        return ChaosReport(node="n1", every_s=every, duration_s=duration)
+
+    monkeypatch.setattr(gorilix.chaos, "run_chaos", fake_chaos)
+
+    def timeouts() -> tuple[float, float]:
+        """(connecting, the request) as the command used them."""
+        remote = fake.instances[-1]
+        if command[0] == "chaos":
+            return chaos_calls[-1]["connect_timeout"], chaos_calls[-1]["recovery_timeout"]
+        if command[0] in ("kill-worker", "ask"):
+            return remote.connect_timeout, remote.calls[0][-1]
+        return remote.connect_timeout, remote.timeout  # (control requests: RemoteNode's timeout)
+
+    help_text = runner.invoke(main, [command[0], "--help"], terminal_width=200).output
+    assert "--timeout SECONDS" in help_text and "GORILIX_TIMEOUT" in help_text
+    variable = f"GORILIX_{command[0].upper().replace('-', '_')}_TIMEOUT"
+    assert variable in help_text
+    slow = command[0] in ("kill-worker", "chaos", "reload")  # (they wait for work: 30 s once connected)
+    for args, env, expected in [
+        ([], {}, (5.0, 30.0 if slow else 5.0)),
+        (["--timeout", "2.5"], {}, (2.5, 2.5)),
+        ([], {"GORILIX_TIMEOUT": "3"}, (3.0, 3.0)),
+        ([], {"GORILIX_TIMEOUT": "3", variable: "4"}, (4.0, 4.0)),  # (the command's own variable wins)
+        (["--timeout", "2"], {variable: "4"}, (2.0, 2.0)),
+        (["--connect-timeout", "0.5", "--timeout", "9"], {}, (0.5, 9.0)),  # (the old name: connecting alone)
+    ]:
+        result = runner.invoke(main, [*command, *args], env=env)
+        assert result.exit_code == 0, (args, env, result.output)
+        assert timeouts() == expected, (args, env)
+    assert "--timeout" in one_line_error(runner.invoke(main, [*command, "--timeout", "0"]))
+    assert "GORILIX_TIMEOUT" in one_line_error(runner.invoke(main, command, env={"GORILIX_TIMEOUT": "soon"}))
 
 
 def test_unreachable_for_real(runner: CliRunner) -> None:
