@@ -193,14 +193,15 @@ def node_options(*, waits: str, default: float = CONNECT_TIMEOUT) -> Callable[[C
             target = Target(node_address, secret_file, insecure, connect, default if timeout is None else timeout)
             return fn(target, **kwargs)
 
-        shown = f"{default:g}" if default == CONNECT_TIMEOUT else f"{CONNECT_TIMEOUT:g} to connect, {default:g} after"
+        shown = f"{default:g}" if default == CONNECT_TIMEOUT else f"{CONNECT_TIMEOUT:g} to connect, then {default:g}"
         command = click.option("--connect-timeout", type=click.FloatRange(min=0.01), default=None, hidden=True,
                                envvar="GORILIX_CONNECT_TIMEOUT", show_envvar=True,
                                help="Seconds to wait for the node's first answer (--timeout sets it too).")(command)
         command = click.option("--timeout", type=click.FloatRange(min=0.01), default=None, metavar="SECONDS",
                                envvar=[f"GORILIX_{fn.__name__.upper()}_TIMEOUT", "GORILIX_TIMEOUT"],
-                               show_envvar=True, show_default=shown,
-                               help=f"Seconds to wait for the node to answer when connecting, and {waits}.")(command)
+                               show_envvar=True,
+                               help=f"Seconds to wait for the node to answer when connecting, and {waits}.  "
+                                    f"[default: {shown}]")(command)
         command = click.option("--insecure", is_flag=True, envvar="GORILIX_INSECURE", show_envvar=True,
                                help="Connect without any secret, to a node started with --insecure.")(command)
         command = click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
@@ -270,12 +271,29 @@ def reach(target: Target) -> Iterator[Any]:
         remote.close()
 
 
-def _parse_json(text: str, what: str = "JSON") -> Any:
+def _parse_json(text: str, as_tuple: bool = False, what: str = "JSON") -> Any:
+    """The message a command sends: ``text`` as JSON; with ``as_tuple``, a top-level array as a tuple."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"{text!r} is not JSON ({exc.msg} at column {exc.colno}); "
                                  "quote strings twice, e.g. '\"hello\"'", param_hint=what) from None
+    if not as_tuple:
+        return value
+    if not isinstance(value, list):
+        raise click.BadParameter(f"--tuple takes a JSON array, e.g. '[\"read\", \"key\"]', not {text!r}",
+                                 param_hint=what)
+    return tuple(value)
+
+
+#: What ``send --help`` and ``ask --help`` say of NAME, JSON and its quoting.
+MESSAGE_HELP = """NAME is the name the actor was registered under (spawn(..., name=NAME)).
+JSON is one JSON value, which the actor receives as Python: give it in single
+quotes, so the shell passes it as it is, and quote a string again inside them,
+as JSON wants: '"World"' is the str "World" (World alone is not JSON). A
+number (42, 1.5), true, false and null need no quotes. An array arrives as a
+list; with --tuple a top-level array arrives as a tuple, for actors that match
+on tuples such as ("read", key) (arrays inside it stay lists)."""
 
 
 def _named(remote: Any, name: str) -> Any:
@@ -637,38 +655,59 @@ def chaos(target: Target, every: float, duration: float, sig: int, probe_timeout
 # -- messaging ------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(help=f"""Send JSON to the actor registered as NAME (fire and forget).
+
+{MESSAGE_HELP} With --cast, a GenServer gets it in handle_cast; without it, in
+handle_info (another actor: in receive).
+
+\b
+  gorilix send greeter '"hello"'
+  gorilix send --node 127.0.0.1:7946 counter 42
+  gorilix send greeter '{{"op": "reset", "keep": [1, 2]}}'
+  gorilix send --cast --tuple store '["write", "key", 7]'
+""")
 @node_options(waits="for the node to look NAME up")
 @click.argument("name")
 @click.argument("message", metavar="JSON")
-def send(target: Target, name: str, message: str) -> None:
-    """Send JSON to the actor registered as NAME (fire and forget).
-
-    \b
-      gorilix send --node 127.0.0.1:7946 greeter '"hello"'
-      gorilix send greeter '{"op": "reset", "keep": [1, 2]}'
-    """
-    value = _parse_json(message)
+@click.option("--cast", "as_cast", is_flag=True, envvar="GORILIX_SEND_CAST", help="Send it as a GenServer cast: handle_cast(message).")
+@click.option("--tuple", "as_tuple", is_flag=True, envvar="GORILIX_SEND_TUPLE", help="Send a top-level JSON array as a tuple.")
+def send(target: Target, name: str, message: str, as_cast: bool, as_tuple: bool) -> None:
+    value = _parse_json(message, as_tuple)
     with reach(target) as remote:
         ref = _named(remote, name)
-        remote.tell_ref(ref, value)  # RemoteNode.tell would look the name up a second time
-        click.echo(f"sent to {name} on node {remote.name}")
+        if as_cast:  # (the ref-taking calls: RemoteNode.tell would look the name up a second time)
+            remote.cast_ref(ref, value)
+        else:
+            remote.tell_ref(ref, value)
+        click.echo(f"sent to {name} on node {remote.name}{' (a cast)' if as_cast else ''}")
 
 
-@main.command()
+@main.command(help=f"""Ask the actor registered as NAME with JSON; print its reply as JSON.
+
+{MESSAGE_HELP} With --call, a GenServer gets it in handle_call and its return
+value is the reply; without it, in handle_info (another actor: in receive).
+In the reply, tuples become arrays, refs their text, bytes a string or
+{{"base64": ...}}.
+
+\b
+  gorilix ask greeter '"World"'
+  gorilix ask --node 127.0.0.1:7946 --timeout 10 counter '"count"'
+  gorilix ask store '{{"op": "get", "key": "k"}}'
+  gorilix ask --call --tuple store '["read", "key"]'
+""")
 @node_options(waits="for the reply")
 @click.argument("name")
 @click.argument("message", metavar="JSON")
-def ask(target: Target, name: str, message: str) -> None:
-    """Ask the actor registered as NAME with JSON; print its reply as JSON.
-
-    \b
-      gorilix ask --node 127.0.0.1:7946 greeter '"World"'
-    """
-    value = _parse_json(message)
+@click.option("--call", "as_call", is_flag=True, envvar="GORILIX_ASK_CALL", help="Ask it as a GenServer call: handle_call(message) replies.")
+@click.option("--tuple", "as_tuple", is_flag=True, envvar="GORILIX_ASK_TUPLE", help="Send a top-level JSON array as a tuple.")
+def ask(target: Target, name: str, message: str, as_call: bool, as_tuple: bool) -> None:
+    value = _parse_json(message, as_tuple)
     with reach(target) as remote:
         ref = _named(remote, name)
-        reply = remote.ask_ref(ref, value, timeout=target.timeout)
+        if as_call:
+            reply = remote.call_ref(ref, value, timeout=target.timeout)
+        else:
+            reply = remote.ask_ref(ref, value, timeout=target.timeout)
     click.echo(_dump(reply))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from gorilix.system import ActorSystem
 from gorilix.transport.errors import AccessDenied, AskTimeout, GorilixError, NodeUnreachable
+from gorilix.workers.messages import Call, Cast
 from gorilix.workers.ref import ActorRef
 
 
@@ -87,6 +88,14 @@ class RemoteNode:
 
     def tell_ref(self, ref: ActorRef, message: Any) -> None:
         self.system._client().tell(ref, message)
+
+    def call_ref(self, ref: ActorRef, request: Any, timeout: float = 5.0) -> Any:
+        """GenServer: ``handle_call(request)`` and its reply (what ``ref.call`` does in a program)."""
+        return self.system._client().ask(ref, Call(request), timeout)
+
+    def cast_ref(self, ref: ActorRef, request: Any) -> None:
+        """GenServer: ``handle_cast(request)`` (what ``ref.cast`` does in a program)."""
+        self.system._client().tell(ref, Cast(request))
 
     def stop_ref(self, ref: ActorRef) -> None:
         """Stop an actor for good (its supervisor does not restart it)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gorilix import Actor, ActorRef, ActorSystem
+from gorilix import Actor, ActorRef, ActorSystem, GenServer
 from gorilix.bench_actors import Sink  # counts what it is told; asked "count", answers the count
 
 
@@ -20,9 +20,33 @@ class NamedEcho(Actor):
         return {"echo": message, "node": self.ref.node, "pid": os.getpid()}
 
 
+class Store(GenServer):
+    """A key-value GenServer that matches on tuples, as many do; says which handler got what."""
+
+    def __init__(self) -> None:
+        self.data: dict[Any, Any] = {}
+
+    def handle_call(self, request: Any) -> Any:
+        match request:
+            case ("read", key) if type(request) is tuple:
+                return self.data.get(key)
+            case ("write", key, value) if type(request) is tuple:
+                self.data[key] = value
+                return "ok"
+        return {"call": request, "type": type(request).__name__}
+
+    def handle_cast(self, request: Any) -> None:
+        if type(request) is tuple and len(request) == 3 and request[0] == "write":
+            self.data[request[1]] = request[2]
+
+    def handle_info(self, message: Any) -> Any:
+        return {"info": message, "type": type(message).__name__}
+
+
 def setup(system: ActorSystem) -> None:
     system.spawn(NamedEcho, name="echo")
     system.spawn(Sink, name="counter")
+    system.spawn(Store, name="store")
 
 
 class LanProbe(Actor):

@@ -378,6 +378,13 @@ class FakeRemote:
         self.calls.append(("ask", ref.name, message, timeout))
         return {"echo": message, "raw": b"\xff", "pair": (1, 2)}
 
+    def call_ref(self, ref: ActorRef, request: Any, timeout: float = 5.0) -> Any:
+        self.calls.append(("call", ref.name, request, timeout))
+        return "called"
+
+    def cast_ref(self, ref: ActorRef, request: Any) -> None:
+        self.calls.append(("cast", ref.name, request))
+
     def reload(self, module: str, timeout: float = 30.0) -> dict[str, Any]:
         return {"module": module, "workers": 2, "moved": 4, "errors": []}
 
@@ -465,6 +472,41 @@ def test_ask_and_send(runner: CliRunner, fake: type[FakeRemote]) -> None:
     assert result.exit_code == 0, result.output
     assert fake.instances[-1].calls == [("tell", "echo", "hi")]
     assert "sent to echo on node n1" in result.output
+
+
+def test_ask_call_and_send_cast_reach_a_genservers_handlers(runner: CliRunner, fake: type[FakeRemote]) -> None:
+    result = runner.invoke(main, ["ask", "--call", "echo", '"state"', "--timeout", "2"])
+    assert result.exit_code == 0, result.output
+    assert fake.instances[-1].calls == [("call", "echo", "state", 2.0)] and json.loads(result.output) == "called"
+    result = runner.invoke(main, ["send", "--cast", "echo", '{"n": 1}'])
+    assert result.exit_code == 0, result.output
+    assert fake.instances[-1].calls == [("cast", "echo", {"n": 1})]
+    assert "sent to echo on node n1 (a cast)" in result.output
+    runner.invoke(main, ["ask", "echo", "1"], env={"GORILIX_ASK_CALL": "1"})
+    assert fake.instances[-1].calls[0][0] == "call"
+
+
+def test_tuple_sends_a_top_level_json_array_as_a_tuple(runner: CliRunner, fake: type[FakeRemote]) -> None:
+    assert runner.invoke(main, ["ask", "echo", '["read", "k"]']).exit_code == 0
+    assert fake.instances[-1].calls[0][2] == ["read", "k"]  # (without --tuple: a list, as JSON says)
+    for command, flags in (("ask", []), ("ask", ["--call"]), ("send", []), ("send", ["--cast"])):
+        result = runner.invoke(main, [command, *flags, "--tuple", "echo", '["write", "k", [1, 2], {"a": [3]}]'])
+        assert result.exit_code == 0, result.output
+        sent = fake.instances[-1].calls[0][2]
+        assert sent == ("write", "k", [1, 2], {"a": [3]}) and type(sent) is tuple, (command, flags)
+    count = len(fake.instances)
+    line = one_line_error(runner.invoke(main, ["ask", "--tuple", "echo", '{"read": "k"}']))
+    assert "--tuple takes a JSON array" in line and len(fake.instances) == count  # (before connecting)
+
+
+@pytest.mark.parametrize("command", ["ask", "send"])
+def test_help_says_how_to_quote_name_and_json(runner: CliRunner, command: str) -> None:
+    out = runner.invoke(main, [command, "--help"], terminal_width=200).output
+    assert "NAME is the name the actor was registered under" in out
+    assert "'\"World\"' is the str \"World\"" in out and "single quotes" in out
+    assert "42" in out and "null" in out and "--tuple" in out
+    assert ("--call" if command == "ask" else "--cast") in out
+    assert f"gorilix {command} greeter " in out  # examples
 
 
 @pytest.mark.parametrize("command", ["ask", "send"])

@@ -169,6 +169,25 @@ def test_ask_and_send_a_named_actor(trio: list[Node]) -> None:
     assert "is not JSON" in assert_one_line_error(gx("send", "--node", first.address, "echo", "{oops"))
 
 
+def test_ask_call_send_cast_and_tuples_reach_a_genserver(start_node: Callable[..., Node]) -> None:
+    node = start_node()
+
+    def ask(*args: str) -> Any:
+        done = gx("ask", "--node", node.address, "--timeout", "10", *args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert ask("store", '"hi"') == {"info": "hi", "type": "str"}  # a plain ask: handle_info
+    assert ask("store", '["read", "k"]') == {"info": ["read", "k"], "type": "list"}
+    assert ask("--call", "store", '["read", "k"]') == {"call": ["read", "k"], "type": "list"}  # JSON: a list
+    assert ask("--call", "--tuple", "store", '["write", "k", [1, 2]]') == "ok"
+    assert ask("--call", "--tuple", "store", '["read", "k"]') == [1, 2]
+    assert gx("send", "--node", node.address, "--cast", "--tuple", "store", '["write", "k", 7]').returncode == 0
+    wait_for(lambda: ask("--call", "--tuple", "store", '["read", "k"]') == 7, 10, "the cast stored 7")
+    assert "--tuple takes a JSON array" in assert_one_line_error(
+        gx("ask", "--node", node.address, "--tuple", "store", '"read"'))
+
+
 def test_kill_worker_and_respawn(trio: list[Node]) -> None:
     first = trio[0]
     before = gx_json("status", "--node", first.address)["workers"]
@@ -313,8 +332,9 @@ def test_node_bad_input_is_one_line_and_leaves_nothing_running(start_node: Calla
     assert after <= before
     assert "refusing to bind 0.0.0.0" in assert_one_line_error(gx("node", "--bind", "0.0.0.0:7946"))
     assert "is not JSON" in assert_one_line_error(gx("ask", "--node", taken.address, "echo", "nope"))
-    line = assert_one_line_error(gx("status", "--node", f"127.0.0.1:{free_port()}", "--connect-timeout", "0.5"))
-    assert "no answer from a node" in line
+    for option in ("--connect-timeout", "--timeout"):
+        line = assert_one_line_error(gx("status", "--node", f"127.0.0.1:{free_port()}", option, "0.5"))
+        assert "no answer from a node" in line and "within 0.5 s" in line
 
 
 def test_demo_exits_0() -> None:
