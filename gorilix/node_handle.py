@@ -267,9 +267,11 @@ class NodeHandle:
 
 
 
-#: What the first hello watches for: how the handshake with the node ended.
+#: What the first hello watches for: how the handshake with the node ended, and, should none end, whether
+#: the TCP connection was made (something listens) or refused (nothing does), to say which silence it was.
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED)
 
 #: An attached program asks its node "hello" this often, and sooner after its connection drops.
 HEARTBEAT_EVERY = 1.0
@@ -365,17 +367,24 @@ class AttachedNode:
         monitor = monitors[0]
         try:
             deadline = time.monotonic() + timeout
+            tcp = "never"  # then "refused" (nothing listens) or "made" (something listens)
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not monitor.poll(max(1, int(left * 1000))):
-                    raise NodeUnreachable(
-                        f"no answer from a node at {self.address} within {timeout:g} s: is it running, "
-                        "and is the port right?"
-                    )
+                    why = {"refused": "nothing listens on that port (connection refused); is the node running, "
+                                      "and is the port right?",
+                           "made": "something took the TCP connection but did not speak Gorilix's protocol; is "
+                                   "that the node's port (its --bind or --advertise)?",
+                           "never": "the TCP connection never completed (a host that is down, or a firewall "
+                                    "that drops packets?); is the address right?"}[tcp]
+                    raise NodeUnreachable(f"no answer from a node at {self.address} within {timeout:g} s: {why}")
                 event = recv_monitor_message(monitor)
                 kind, value = event["event"], int(event["value"])
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     break
+                if kind in (zmq.EVENT_CONNECTED, zmq.EVENT_CONNECT_RETRIED):
+                    tcp = "made" if kind == zmq.EVENT_CONNECTED or tcp == "made" else "refused"
+                    continue
                 mismatch = (kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                             and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
                 if not mismatch and kind not in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_AUTH):

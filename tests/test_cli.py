@@ -610,7 +610,18 @@ def test_unreachable_for_real(runner: CliRunner) -> None:
     """A real RemoteNode against a port nobody listens on (no fake)."""
     port = free_port()
     line = one_line_error(runner.invoke(main, ["members", "--node", f"127.0.0.1:{port}", "--connect-timeout", "0.3"]))
-    assert f"no answer from a node at 127.0.0.1:{port}" in line
+    assert f"no answer from a node at 127.0.0.1:{port} within 0.3 s: nothing listens on that port" in line
+
+
+def test_a_port_that_is_not_a_nodes_is_told_from_a_closed_one(runner: CliRunner) -> None:
+    """Something listens, and never speaks ZMTP: the silence says so (the socket monitor saw the TCP connection)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        line = one_line_error(runner.invoke(main, ["status", "--node", f"127.0.0.1:{port}", "--timeout", "0.5"]))
+    assert f"no answer from a node at 127.0.0.1:{port} within 0.5 s: something took the TCP connection" in line
+    assert "is that the node's port" in line
 
 
 def test_operation_failures_are_exit_1(runner: CliRunner, fake: type[FakeRemote], monkeypatch: pytest.MonkeyPatch) -> None:
