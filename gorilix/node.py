@@ -729,6 +729,7 @@ class Node:
         from gorilix.cluster.links import HOLD_FOR  # (loaded already: clustering is on)
 
         self.links.repair()
+        self.links.count_failed_handshakes()
         self._report_reads()
         for name, held in self.links.expire_held(time.monotonic()):
             log.debug("node %s: still unknown after %g s; %d message(s) for it dropped",

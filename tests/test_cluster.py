@@ -256,7 +256,7 @@ def test_refused_gossip_and_handshakes_are_counted_per_source_in_status(local, t
         wait_for(lambda: me.stats()["gossip"]["refusals"]["gossip"]["total"] >= 3, 10, "the datagrams refused")
     # A CURVE client that knows the node's public key but holds a key pair not derived from the secret: the
     # ZAP check refuses it. (One with another secret altogether fails in the crypto before ZAP, and libzmq
-    # does not say from where: those show only as the client's NodeUnreachable.)
+    # does not say from where: those are counted under an unknown source.)
     import zmq
 
     from gorilix.cluster.security import SERVER_NAME
@@ -275,6 +275,10 @@ def test_refused_gossip_and_handshakes_are_counted_per_source_in_status(local, t
         zctx.term()
     with pytest.raises(NodeUnreachable):
         RemoteNode(f"127.0.0.1:{port}", secret=os.urandom(32), timeout=1.0)
+    from gorilix.cluster.links import UNKNOWN_SOURCE
+
+    wait_for(lambda: me.stats()["gossip"]["refusals"]["handshake"]["by_source"].get(UNKNOWN_SOURCE, 0) >= 1, 10,
+             "the handshake of another secret counted")
     refusals = me.stats()["gossip"]["refusals"]
     assert refusals["gossip"] == {"total": 3, "by_source": {source: 3}, "others": 0}
     assert refusals["handshake"]["by_source"].get("127.0.0.1", 0) >= 1

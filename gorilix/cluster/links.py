@@ -42,6 +42,10 @@ MAX_MESSAGE = 64 * 1024 * 1024
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _HANDSHAKE_FAILED = _HANDSHAKE_EVENTS & ~zmq.EVENT_HANDSHAKE_SUCCEEDED
+#: What the external socket's monitor reports: handshakes that failed before any key was checked.
+_FAILED_BEFORE_KEY_CHECK = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+#: The source such a failure is counted under: ZeroMQ does not say where it came from.
+UNKNOWN_SOURCE = "unknown (ZeroMQ does not say)"
 #: Re-opening a refused link waits this long, doubling per refusal up to the maximum.
 REPAIR_FIRST, REPAIR_MAX = 0.1, 5.0
 
@@ -202,6 +206,10 @@ class PeerLinks:
             self._auth.start()
             self._auth.configure_curve_callback(domain="*", credentials_provider=self._check)
             configure_server(self.external, keys, SERVER_NAME)
+        #: Handshakes that fail before the ZAP check sees a key (a client of another secret cannot even
+        #: be decrypted): ZeroMQ reports them, but not from where (count_failed_handshakes).
+        self._handshake_monitor: zmq.Socket[bytes] | None = (
+            self.external.get_monitor_socket(_FAILED_BEFORE_KEY_CHECK) if keys is not None else None)
         try:
             self.external.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -390,9 +398,31 @@ class PeerLinks:
             return False
         return True
 
+    def count_failed_handshakes(self) -> None:
+        """Count the handshakes that failed before the key check (another secret, or not Gorilix at all).
+
+        libzmq's events for them carry no peer address, so they are counted
+        under one source, :data:`UNKNOWN_SOURCE`; those the ZAP check refused
+        are counted by address already.
+        """
+        monitor = self._handshake_monitor
+        while monitor is not None:
+            try:
+                recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:  # (closed meanwhile)
+                return
+            self.handshake_refusals.count(UNKNOWN_SOURCE, "a CURVE handshake that failed before the key check: "
+                                          "another secret, or a client that does not speak CURVE")
+
     def close(self) -> None:
         for name in list(self.peers):
             self.disconnect(name)
+        if self._handshake_monitor is not None:
+            self.external.disable_monitor()
+            self._handshake_monitor.close(linger=0)
+            self._handshake_monitor = None
         self.external.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
