@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import zmq
@@ -42,3 +44,19 @@ def test_receiving_from_an_empty_socket_raises_again(pair: tuple[zmq.Socket[byte
     _, receiver = pair
     with pytest.raises(zmq.Again):
         recv_frames(receiver)
+
+
+def test_what_a_killed_node_left_in_the_runtime_directory_is_removed(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # A node killed with SIGKILL cannot remove its socket file, nor its workers' boards and tallies
+    # (2 MiB each): the next node to start on the machine does, once their pid is gone.
+    from gorilix.transport import sockets
+
+    monkeypatch.setattr(sockets, "runtime_dir", lambda: str(tmp_path))
+    dead = 2**22 + 12345  # (above any pid_max: no such process)
+    left = [f"gorilix-n-{dead}-ab.sock", f"gorilix-n-{dead}-ab.w0.health", f"gorilix-n-{dead}-ab.w0.tally"]
+    alive = [f"gorilix-m-{os.getpid()}-cd.w0.tally", "secret", "gorilix-other.txt"]
+    for name in left + alive:
+        (tmp_path / name).write_bytes(b"")
+    assert sockets.remove_stale_ipc_files() == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(alive)

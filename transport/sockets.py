@@ -42,11 +42,12 @@ def ipc_endpoint(node_name: str) -> str:
 
 
 def remove_stale_ipc_files() -> int:
-    """Delete socket files (and boards) in the runtime directory left by nodes that were killed (their pid is gone)."""
+    """Delete socket files (and workers' boards and tallies) left in the runtime directory by nodes that were
+    killed (their pid is gone)."""
     removed = 0
     folder = runtime_dir()
     for entry in os.listdir(folder):
-        if not (entry.startswith("gorilix-") and entry.endswith((".sock", ".health"))):
+        if not (entry.startswith("gorilix-") and entry.endswith((".sock", ".health", ".tally"))):
             continue
         try:
             pid = int(entry.split(".")[0].split("-")[-2])  # (a worker's board: gorilix-NAME-PID-ID.wN.health)
