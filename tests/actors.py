@@ -608,3 +608,12 @@ class Flooder(Actor):
         for _ in range(count):
             target.tell(payload)
         return count
+
+
+class AckedRelay(Actor):
+    """(target, message): an acknowledged tell to target from inside an actor, awaited."""
+
+    async def receive(self, msg: Any) -> Any:
+        target, message = msg
+        await target.tell_async(message, timeout=10.0)
+        return "taken"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from actors import AckedTellInside, Echo, KeyValue, TallySink
+from actors import AckedRelay, AckedTellInside, Echo, KeyValue, TallySink
 from conftest import wait_for
 
 from gorilix import ActorNotFound, ActorRef, ActorSystem, GorilixError, InvalidArgument
@@ -127,7 +127,8 @@ def test_an_acknowledged_tell_fails_at_once_when_resending_cannot_help(
         echo.tell("x", ack=True, timeout=30.0)
     assert time.monotonic() - started < 10.0  # (not the whole timeout: a stopped actor does not come back)
     inside = system.spawn(AckedTellInside)
-    assert "tell(ack=True) would block" in inside.ask(echo, timeout=10.0)
+    said = inside.ask(echo, timeout=10.0)
+    assert "tell(ack=True) would block" in said and "await ref.tell_async(...)" in said
     with pytest.raises(InvalidArgument, match="timeout"):
         echo.tell("x", ack=True, timeout=-1)
 
@@ -138,3 +139,16 @@ def _gone(ref: ActorRef) -> bool:
     except ActorNotFound:
         return True
     return False
+
+
+def test_an_acknowledged_tell_is_awaited_from_an_actor_and_from_asyncio(
+        make_system: Callable[..., ActorSystem], tmp_path: Path) -> None:
+    import asyncio
+
+    system = make_system(2, log_level="CRITICAL")
+    path, taken = _counter_file(tmp_path)
+    sink = system.spawn(TallySink, path, 0.05, worker=1)
+    relay = system.spawn(AckedRelay, worker=0)
+    assert relay.ask((sink, "x"), timeout=10.0) == "taken" and taken[0] == 1  # (taken before the answer)
+    asyncio.run(sink.tell_async("y"))
+    assert taken[0] == 2

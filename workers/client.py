@@ -130,11 +130,11 @@ class ClientPort:
                     return value
                 raise value
 
-    async def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+    async def ask_async(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any:
         loop = asyncio.get_running_loop()
         if self._new_id is None:  # no ids to hand out: a blocking ask on an executor thread
-            return await loop.run_in_executor(None, ref.ask, message, timeout)
-        return await self.asker(loop).ask(ref, message, timeout)
+            return await loop.run_in_executor(None, self.ask, ref, message, timeout, kind)
+        return await self.asker(loop).ask(ref, message, timeout, kind)
 
     def asker(self, loop: asyncio.AbstractEventLoop) -> AsyncAsker:
         """This port's asker for ``loop`` (made on first use, from that loop's thread)."""
@@ -388,14 +388,14 @@ class AsyncAsker:
         # Queued at once (a future we need not await): internal sockets have no high-water mark.
         self.sock.send_multipart(client_frames(self.node, self.id, dst_node, dst_id, kind, corr, payload))
 
-    async def ask(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+    async def ask(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any:
         if self._ended is not None and self._ended.reason is not None:
             raise self._ended.error()
         payload = codec.encode(message)
         corr = next(self._corr)
         future: asyncio.Future[Any] = self.loop.create_future()
         self._waiting[corr] = future
-        self._send(ref.node, ref.id, ASK, corr, payload)
+        self._send(ref.node, ref.id, kind, corr, payload)
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:

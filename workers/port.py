@@ -48,10 +48,10 @@ class WorkerPort:
 
     def ask(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any:
         if threading.get_ident() == self._thread_id:
-            what = "ask()" if kind == ASK else "tell(ack=True)"
+            what, instead = ("ask()", "ask_async(...)") if kind == ASK else ("tell(ack=True)", "tell_async(...)")
             raise GorilixError(
                 f"{what} would block the worker's event loop (waiting on {ref} from inside an actor); "
-                "make receive `async def` and use `await ref.ask_async(...)`"
+                f"make receive `async def` and use `await ref.{instead}`"
             )
         future = asyncio.run_coroutine_threadsafe(self._ask_from_thread(ref, message, timeout, kind), self.loop)
         return future.result()

@@ -69,7 +69,7 @@ class Port(Protocol):
 
     def tell(self, ref: ActorRef, message: Any) -> None: ...
     def ask(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any: ...
-    def ask_async(self, ref: ActorRef, message: Any, timeout: float) -> Awaitable[Any]: ...
+    def ask_async(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Awaitable[Any]: ...
     def stop_actor(self, ref: ActorRef) -> None: ...
 
 
@@ -167,6 +167,27 @@ class ActorRef:
                 if left <= 0:
                     raise
                 time.sleep(min(pause, left))  # (the actor is being re-created, or its worker catches up)
+                pause = min(pause * 2, ACK_RETRY_MAX)
+
+    async def tell_async(self, message: Any, *, timeout: float | None = 5.0) -> None:
+        """``tell(message, ack=True)`` awaited: from asyncio code, or inside an actor (``async def receive``).
+
+        At least once: sent again after a loss, until ``timeout``; see :meth:`tell`.
+        """
+        import asyncio  # (here: the node process imports this module and must not load asyncio)
+
+        limit = check_timeout(timeout)
+        deadline = time.monotonic() + limit
+        pause = ACK_RETRY_FIRST
+        while True:
+            try:
+                await port_for(self).ask_async(self, message, max(0.0, deadline - time.monotonic()), TELL_ACK)
+                return
+            except (WorkerDied, MailboxFull):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, ACK_RETRY_MAX)
 
     def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
