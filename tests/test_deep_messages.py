@@ -145,7 +145,8 @@ def test_a_tell_with_a_class_the_worker_lacks_counts_a_dead_letter(system: Actor
     before = system.dead_letters().count
     echo.tell(OnlyHere(2))
     found = wait_for(lambda: (d := system.dead_letters()).count > before and d, what="a dead letter")
-    assert any("OnlyHere" in str(letter.get("reason")) for letter in found.recent)
+    reason = next(str(letter["reason"]) for letter in found.recent if "OnlyHere" in str(letter.get("reason")))
+    assert reason.count("worker 0") == 1, reason  # (it said "on worker 0 at worker 0")
     assert echo.ask("next") == "next"
 
 

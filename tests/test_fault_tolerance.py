@@ -245,7 +245,7 @@ def test_bounded_mailbox(system: ActorSystem, tmp_path: Path) -> None:
     wait_for(started.exists, what="the actor inside its long message")  # (else the first 0.0 might wait beside it)
     for _ in range(5):
         slow.tell(0.0)
-    with pytest.raises(MailboxFull, match="full"):
+    with pytest.raises(MailboxFull, match=r"is full \(1 message\)$"):  # (it said "1 messages")
         slow.ask("get", timeout=5.0)
     letters = wait_for(lambda: (d := system.dead_letters()).count >= before + 4 and d, what="dead letters")
     assert any("MailboxFull" in letter["reason"] for letter in letters.recent)

@@ -207,7 +207,8 @@ class Inbox:
             return False
         limit = cell.spec.mailbox_size
         if limit is not None and len(cell.mailbox) >= limit and kind != STOP:
-            self.undeliverable(dst_id, message, MailboxFull(f"mailbox of {cell.ref} is full ({limit} messages)"))
+            self.undeliverable(dst_id, message, MailboxFull(
+                f"mailbox of {cell.ref} is full ({limit} message{'s' if limit != 1 else ''})"))
             return False
         self.scheduler.enqueue(cell, message)
         return True

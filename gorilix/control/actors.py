@@ -234,7 +234,9 @@ def publish_here(core: NodeCore, topic: str, payload: bytes) -> int:
 
 def _r_dead_letter(core: NodeCore, req: Request, report: DeadLetter) -> None:
     slot = worker_slot(core, req, "dead_letter")
-    core.dead_letter(report.dst_id, core.name, 0, GorilixError(f"{report.reason} at worker {slot}"))
+    where = f"worker {slot}"
+    reason = report.reason if where in report.reason else f"{report.reason} at {where}"  # (said once)
+    core.dead_letter(report.dst_id, core.name, 0, GorilixError(reason))
 
 
 def _h_whereis(core: NodeCore, req: Request, name: str) -> Any:
