@@ -130,6 +130,9 @@ class ClientPort:
                     return value
                 raise value
 
+    async def pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
     async def ask_async(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any:
         loop = asyncio.get_running_loop()
         if self._new_id is None:  # no ids to hand out: a blocking ask on an executor thread

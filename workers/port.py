@@ -63,5 +63,8 @@ class WorkerPort:
         self.outbox.send(ref.node, ref.id, kind, self._current_src(), corr, payload)
         return future
 
+    async def pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
     async def _ask_from_thread(self, ref: ActorRef, message: Any, timeout: float, kind: int) -> Any:
         return await self.ask_async(ref, message, timeout, kind)

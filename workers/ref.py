@@ -70,6 +70,7 @@ class Port(Protocol):
     def tell(self, ref: ActorRef, message: Any) -> None: ...
     def ask(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Any: ...
     def ask_async(self, ref: ActorRef, message: Any, timeout: float, kind: int = ASK) -> Awaitable[Any]: ...
+    def pause(self, seconds: float) -> Awaitable[None]: ...
     def stop_actor(self, ref: ActorRef) -> None: ...
 
 
@@ -174,8 +175,6 @@ class ActorRef:
 
         At least once: sent again after a loss, until ``timeout``; see :meth:`tell`.
         """
-        import asyncio  # (here: the node process imports this module and must not load asyncio)
-
         limit = check_timeout(timeout)
         deadline = time.monotonic() + limit
         pause = ACK_RETRY_FIRST
@@ -187,7 +186,7 @@ class ActorRef:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
-                await asyncio.sleep(min(pause, left))
+                await port_for(self).pause(min(pause, left))  # (the node process never loads asyncio)
                 pause = min(pause * 2, ACK_RETRY_MAX)
 
     def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
