@@ -50,7 +50,6 @@ class Account:
     owed: dict[int, int] = field(default_factory=dict)
     sent: int = 0  # bytes the node sent this worker
     read: int = 0  # bytes the worker had read, when last looked at
-    refused: int = 0  # messages refused because too much waited
 
     def backlog(self) -> int:
         """Bytes sent and not yet read, looking afresh (the hot path compares the cached ``read`` first)."""
@@ -84,7 +83,6 @@ class PeerAccount:
 
     sent: int = 0
     read: int = 0
-    refused: int = 0
     link: object = None  # the link these counts are about: a new one starts them afresh
 
     def backlog(self) -> int:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from gorilix.control import HANDLERS, REPORTS
-from gorilix.ledger import DEFAULT_MAX_QUEUED, Account, PeerAccount
+from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.node_core import NodeCore
 from gorilix.node_events import (
     ControlRequest,
@@ -423,7 +423,8 @@ class Node:
                 limit = self.core.max_queued
                 if (limit is not None and account.sent - account.read > limit and not flags & FLAG_REPLY
                         and account.backlog() > limit):
-                    self._refuse(account, route, frames, limit)
+                    self._refuse(f"worker {account.slot} of node {self.name}", account.sent - account.read, route,
+                                 frames, limit)
                     return
             self.forwarded_count += 1
             frames[0] = endpoint
@@ -462,39 +463,25 @@ class Node:
             return
         self.core.undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"))
 
-    def _refuse_for_peer(self, peer: PeerAccount, route: Route, frames: Frames, limit: int) -> None:
-        """Too much waits for a peer node (it reads nothing: stopped, or swamped): refuse as for a worker."""
-        count = (len(frames) - 2) // 2
-        peer.refused += count
-        self.core.queue_refusals += count
-        error = MailboxFull(
-            f"node {route.dst_node} has {peer.backlog():,} bytes sent to it by node {self.name} and not yet "
-            f"read, past max_queued={limit:,} (it is stuck or swamped); try again later, or raise max_queued")
-        if route.flags & FLAG_ASK:
-            self.core.undeliverable(frames, error)
-        else:
-            self.core.dead_letter(route.dst_id, self.name, route.src_id, error, dst_node=route.dst_node, count=count)
+    def _refuse(self, who: str, backlog: int, route: Route, frames: Frames, limit: int, by: str = "") -> None:
+        """Too much waits for ``who`` (a worker, or a peer node): an ask fails with MailboxFull, a batch of
+        tells is one dead letter.
 
-    def _refuse(self, account: Account, route: Route, frames: Frames, limit: int) -> None:
-        """Too much waits for this worker: an ask fails with MailboxFull, a batch of tells is one dead letter.
-
-        Cheap on purpose: a stuck worker's senders go on at full speed, and
+        Cheap on purpose: a stuck receiver's senders go on at full speed, and
         the node must refuse as fast as they send or queue their messages in
         its own socket instead.
         """
         count = (len(frames) - 2) // 2
-        account.refused += count
         self.core.queue_refusals += count
         error = MailboxFull(
-            f"worker {account.slot} of node {self.name} has {account.sent - account.read:,} bytes sent to it "
-            f"and not yet read, past max_queued={limit:,} (it is stuck or swamped); try again later, "
-            "or raise max_queued")
+            f"{who} has {backlog:,} bytes sent to it{by} and not yet read, past max_queued={limit:,} "
+            "(it is stuck or swamped); try again later, or raise max_queued")
         if route.flags & FLAG_ASK:
             self.core.undeliverable(frames, error)
         else:  # (tells, or a stop, from one sender: no need to read each envelope)
             source = frames[0]
             origin = source[2:].decode(errors="replace") if source[:2] == b"n:" else self.name
-            self.core.dead_letter(route.dst_id, origin, route.src_id, error, count=count)
+            self.core.dead_letter(route.dst_id, origin, route.src_id, error, dst_node=route.dst_node, count=count)
 
     def _forward_remote(self, source: bytes, route: Route, frames: Frames) -> None:
         if self.links is None:
@@ -507,7 +494,8 @@ class Node:
         if limit is not None and not route.flags & FLAG_REPLY:
             peer = self.core.ledger.peers.get(route.dst_node)
             if peer is not None and peer.backlog() > limit:
-                self._refuse_for_peer(peer, route, frames, limit)
+                self._refuse(f"node {route.dst_node}", peer.backlog(), route, frames, limit,
+                             by=f" by node {self.name}")
                 return
         if not self._send_remote(route.dst_node, frames[1:]):
             self.core.remote_failed(route.dst_node, frames)

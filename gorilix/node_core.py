@@ -826,15 +826,21 @@ class NodeCore:
                 self.dead_letter(route.dst_id, env.src_node, env.src_id, error, dst_node=route.dst_node)
 
     def dead_letter(self, dst_id: int, src_node: str, src_id: int, error: BaseException | str,
-                    dst_node: str | None = None, count: int = 1) -> None:
-        """``count`` messages to ``dst_id`` that were not delivered: counted, and kept as one recent entry."""
+                    dst_node: str | None = None, count: int = 1, lost_in_death: bool = False) -> None:
+        """``count`` messages to ``dst_id`` that were not delivered: counted, and kept as one recent entry.
+
+        ``lost_in_death``: tells a worker's death lost (counted in ``lost_in_deaths`` too, and marked).
+        """
         self.dead_letter_count += count
         letter = {
             "to": f"{dst_node or self.name}/{dst_id:#x}", "from": f"{src_node}/{src_id:#x}" if src_id else None,
             "reason": str(error), "at": time.time(),  # (wall time, to show; no decision reads it)
         }
-        if count != 1:
+        if count != 1 or lost_in_death:
             letter["count"] = count
+        if lost_in_death:
+            letter["lost_in_death"] = True
+            self.lost_in_deaths += count
         self.recent_dead_letters.append(letter)
         log.debug("dead letter to %s from %s: %s", letter["to"], letter["from"], letter["reason"])
 
@@ -851,15 +857,16 @@ class NodeCore:
         total = sum(lost.values())
         if not total:
             return
-        self.lost_in_deaths += total
-        self.dead_letter_count += total
         bound = "" if account.exact else "at most "  # (the tally's ring turned over: not known to the letter)
-        now = time.time()  # (wall time, to show; no decision reads it)
-        for actor_id, count in sorted(lost.items(), key=lambda item: -item[1])[:RECENT_DEAD_LETTERS]:
-            self.recent_dead_letters.append({
-                "to": f"{self.name}/{actor_id:#x}", "from": None, "count": count, "lost_in_death": True,
-                "reason": f"{bound}{count} tell{'s' if count != 1 else ''} lost: {reason}", "at": now,
-            })
+        # An entry each for the actors that lost the most (a death can take 500,000 actors' tells: the
+        # rest are counted, not listed); the one that lost most is appended last, so it is kept longest.
+        shown = heapq.nlargest(RECENT_DEAD_LETTERS, lost.items(), key=lambda item: item[1])
+        rest = total - sum(count for _, count in shown)
+        self.dead_letter_count += rest
+        self.lost_in_deaths += rest
+        for actor_id, count in reversed(shown):
+            self.dead_letter(actor_id, self.name, 0, f"{bound}{count} tell{'s' if count != 1 else ''} lost: {reason}",
+                             count=count, lost_in_death=True)
         log.warning("node %s: %s%d tells to %d actors were lost: %s (see dead_letters())",
                     self.name, bound, total, len(lost), reason)
 

@@ -731,3 +731,16 @@ def test_a_peer_that_left_is_remembered_as_gone_even_if_never_linked() -> None:
     sim.host.clustered = True
     sim.feed(MemberChanged("leave", "b", "left", {}, "127.0.0.1", 7947, 0.0))
     assert sim.core.gone_nodes == {"b": "left the cluster"}
+
+
+def test_a_death_of_many_actors_lists_those_that_lost_most_and_counts_all() -> None:
+    sim = NodeSim(2)
+    actors = [sim.spawn(ECHO, worker=1) for _ in range(150)]
+    account = sim.core.ledger.accounts[sim.workers[1].identity]
+    for n, actor in enumerate(actors, start=1):
+        account.owed[actor] = n
+    sim.kill(1)
+    letters = [letter for letter in sim.core.recent_dead_letters if letter.get("lost_in_death")]
+    assert len(letters) == 100  # (the recent list's length; the rest are counted, not listed)
+    assert letters[-1]["count"] == 150 and min(letter["count"] for letter in letters) == 51
+    assert sim.core.lost_in_deaths == sim.core.dead_letter_count == sum(range(1, 151))
