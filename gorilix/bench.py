@@ -569,30 +569,34 @@ def format_header(r: dict[str, Any]) -> str:
 def format_report(r: dict[str, Any]) -> str:
     ratios = r["ratios"]
     misses = set(missed(r))
+
+    def mark(target: str) -> str:
+        return "  << MISSED" if target in misses else ""
+
     rows = [
         ("raw hop ask round trip", f"{r['baseline']['ask_rtt_us']:.0f} us", "1.00x (baseline)"),
         ("raw hop one-way, unbatched", f"{r['baseline']['tell_msgs_per_s']:,.0f} msg/s", "1.00x (baseline)"),
-        ("ask main -> actor", f"{r['ask_main_us']:.0f} us", f"{ratios['ask_main_vs_raw_rtt']:.2f}x raw (target <= 1.1)"),
-        ("ask actor -> actor, 2 workers", f"{r['ask_actor_us']:.0f} us", f"{ratios['ask_actor_vs_raw_rtt']:.2f}x raw (target <= 1.2)"),
-        ("tell across workers", f"{r['tell_cross_per_s']:,.0f} msg/s", f"{ratios['tell_cross_vs_raw_rate']:.2f}x raw (target >= 1.0)"),
+        ("ask main -> actor", f"{r['ask_main_us']:.0f} us", f"{ratios['ask_main_vs_raw_rtt']:.2f}x raw (target <= 1.1){mark('ask_main')}"),
+        ("ask actor -> actor, 2 workers", f"{r['ask_actor_us']:.0f} us", f"{ratios['ask_actor_vs_raw_rtt']:.2f}x raw (target <= 1.2){mark('ask_actor')}"),
+        ("tell across workers", f"{r['tell_cross_per_s']:,.0f} msg/s", f"{ratios['tell_cross_vs_raw_rate']:.2f}x raw (target >= 1.0){mark('tell_cross')}"),
         ("tell within one worker", f"{r['tell_local_per_s']:,.0f} msg/s", f"{ratios['tell_local_vs_raw_rate']:.2f}x raw"),
-        ("spawn inside an actor", f"{r['spawn']['in_actor_per_s']:,.0f} actors/s", "target >= 20,000"),
+        ("spawn inside an actor", f"{r['spawn']['in_actor_per_s']:,.0f} actors/s", f"target >= 20,000{mark('spawn')}"),
         ("spawn from the main thread", f"{r['spawn']['from_main_per_s']:,.0f} actors/s", ""),
         ("memory per idle actor", f"{r['spawn']['bytes_per_idle_actor']:,.0f} bytes", "worker RSS delta"),
         ("failover (SIGKILL -> answer)", f"{r['failover']['median_ms']:.1f} ms median, {r['failover']['max_ms']:.1f} max",
-         f"{r['failover']['actors_per_victim']} actors on the worker (target < 100 ms)"),
+         f"{r['failover']['actors_per_victim']} actors on the worker (target < 100 ms){mark('failover')}"),
         ("restart in its worker (crash -> answer)", f"{r['restart']['median_ms']:.2f} ms median, {r['restart']['max_ms']:.2f} max", "supervised, one_for_one"),
-        ("pool map speedup", f"{r['pool']['speedup']:.2f}x ({r['workers']} workers)", f"{ratios['pool_speedup_vs_mp']:.0%} of multiprocessing.Pool (target >= 95%)"),
+        ("pool map speedup", f"{r['pool']['speedup']:.2f}x ({r['workers']} workers)", f"{ratios['pool_speedup_vs_mp']:.0%} of multiprocessing.Pool (target >= 95%){mark('pool_speedup')}"),
         ("multiprocessing.Pool speedup", f"{r['mp_pool']['speedup']:.2f}x", ""),
         ("pool map, tiny items (n * n)", f"{r['throughput']['tiny_per_s']:,.0f} items/s",
-         f"{ratios['pool_tiny_vs_mp']:.2f}x multiprocessing.Pool's {r['throughput']['mp_tiny_per_s']:,.0f} (target >= 0.5)"),
+         f"{ratios['pool_tiny_vs_mp']:.2f}x multiprocessing.Pool's {r['throughput']['mp_tiny_per_s']:,.0f} (target >= 0.5){mark('pool_tiny')}"),
         ("pool map, ~10 ms items", f"{r['throughput']['cpu_per_s']:,.1f} items/s",
-         f"{ratios['pool_cpu_vs_mp']:.2f}x multiprocessing.Pool's {r['throughput']['mp_cpu_per_s']:,.1f} (target >= 0.98)"),
+         f"{ratios['pool_cpu_vs_mp']:.2f}x multiprocessing.Pool's {r['throughput']['mp_cpu_per_s']:,.1f} (target >= 0.98){mark('pool_cpu')}"),
         ("ask between workers, main thread holding the GIL",
          f"{r['isolation']['during_max_ms']:.1f} ms max, {r['isolation']['during_p99_ms']:.2f} ms p99, "
          f"{r['isolation']['during_median_us']:.0f} us median",
          f"{ratios['isolation_median_vs_idle']:.2f}x the idle median over {r['isolation']['held_s']:.1f} s, "
-         f"idle max {r['isolation']['idle_max_ms']:.1f} ms (target: max <= 10 ms, median <= 1.1x)"),
+         f"idle max {r['isolation']['idle_max_ms']:.1f} ms (target: max <= 10 ms, median <= 1.1x){mark('isolation')}"),
         *((f"a stuck receiver ({how}): {s['sent_mib']:.0f} MiB of tells", f"node +{s['node_grew_mib']:.0f} MiB, "
            f"worker +{s['worker_grew_mib']:.0f} MiB", f"{s['queued_mib']:.0f} MiB queued, {s['refused']:,} refused "
            "(max_queued 64 MiB)") for how, s in r["stuck"].items()),
@@ -605,18 +609,10 @@ def format_report(r: dict[str, Any]) -> str:
         rows += [
             (f"mass failover: asks to the healthy worker, {mass['actors']:,} actors re-created",
              f"{mass['during_p99_ms']:.1f} ms p99, {mass['during_max_ms']:.1f} max, "
-             f"{mass['during_p50_ms']:.2f} median", f"{mass['asks_during']:,} asks (target: p99 < 50 ms)"),
+             f"{mass['during_p50_ms']:.2f} median", f"{mass['asks_during']:,} asks (target: p99 < 50 ms){mark('mass_failover')}"),
             ("mass failover: kill_worker returns / all re-created",
              f"{mass['kill_return_ms']:.0f} ms / {mass['recovery_s']:.2f} s", f"actors per worker after: {spread}"),
         ]
-    marks = {"ask main -> actor": "ask_main", "ask actor -> actor, 2 workers": "ask_actor",
-             "tell across workers": "tell_cross", "spawn inside an actor": "spawn",
-             "failover (SIGKILL -> answer)": "failover", "pool map speedup": "pool_speedup",
-             "pool map, tiny items (n * n)": "pool_tiny", "pool map, ~10 ms items": "pool_cpu",
-             "ask between workers, main thread holding the GIL": "isolation"}
-    rows = [(a, b, f"{c}  << MISSED" if (marks.get(a) in misses or (a.startswith("mass failover: asks")
-                                                                    and "mass_failover" in misses)) else c)
-            for a, b, c in rows]
     width = max(len(a) for a, _, _ in rows)
     value_width = max(len(b) for _, b, _ in rows)
     lines = [format_header(r), *(f"  {a:<{width}}  {b:>{value_width}}  {c}" for a, b, c in rows)]
