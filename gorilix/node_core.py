@@ -57,6 +57,7 @@ from gorilix.node_events import (
 )
 from gorilix.registry import ActorRecord, Registry
 from gorilix.transport import codec
+from gorilix.transport.describe import shown
 from gorilix.transport.errors import (
     ActorNotFound,
     ClusterError,
@@ -368,6 +369,10 @@ class NodeCore:
             handler = self._handlers[name] if name not in WORKER_REPORTS else None
         except (TypeError, IndexError, KeyError):
             self.malformed += 1
+            if request.ask and isinstance(op, list) and op and isinstance(op[0], str):  # answered, not left to time out
+                self.fail(request, GorilixError(
+                    f"node {self.name} has no control request {shown(op[0])}: it runs another version of Gorilix "
+                    "than the client; upgrade them together"))
             return
         if handler is None:  # a worker's report: parsed whole first, so a bad one is never half-applied
             try:

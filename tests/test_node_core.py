@@ -677,6 +677,13 @@ def test_a_bad_control_request_is_counted_and_answered_never_fatal(sim: NodeSim)
     assert sim.spawn(ECHO)  # and it goes on
 
 
+def test_an_unknown_control_request_is_answered_at_once_not_left_to_time_out(sim: NodeSim) -> None:
+    """A client newer than its node (a dashboard asking for `supervision`) hears why, instead of waiting."""
+    reply = sim.answer(sim.ask("no such op", 1))
+    assert reply is not None and not reply.ok and type(reply.value) is GorilixError
+    assert "no control request 'no such op'" in str(reply.value) and "version" in str(reply.value)
+
+
 def test_a_timer_that_raises_is_logged_and_dropped(sim: NodeSim) -> None:
     calls: list[str] = []
     sim.core.schedule(1.0, lambda: 1 // 0)
