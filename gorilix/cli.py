@@ -404,6 +404,11 @@ def main() -> None:
                    "non-loopback --bind is allowed (trusted networks only).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="WARNING", envvar="GORILIX_LOG_LEVEL", show_envvar=True, help="Log level (stderr).")
+@click.option("--dashboard", metavar="HOST:PORT", default=None, envvar="GORILIX_DASHBOARD", show_envvar=True,
+              help="Also serve a live dashboard of this node there (`gorilix dashboard`, in a process of its own; "
+                   "e.g. 127.0.0.1:8270).")
+@click.option("--dashboard-drills", is_flag=True, envvar="GORILIX_DASHBOARD_DRILLS", show_envvar=True,
+              help="Give that dashboard a kill button per worker (its --allow-drills).")
 @cluster_options
 @click.option("--watch-stdin", is_flag=True, hidden=True,
               help="Also stop gracefully when stdin closes (for a parent that starts nodes).")
@@ -411,7 +416,8 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
          workers: int | None, max_worker_memory: int | None, max_queued: int | None, hang_timeout: float | None,
          app: str | None,
          secret_file: str | None,
-         insecure: bool, log_level: str, watch_stdin: bool, **cluster: Any) -> None:
+         insecure: bool, log_level: str, dashboard: str | None, dashboard_drills: bool, watch_stdin: bool,
+         **cluster: Any) -> None:
     """Start a node and run it until SIGINT or SIGTERM.
 
     It prints one "ready" line when it is up, then one line per membership
@@ -434,6 +440,8 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
     )
     from gorilix.transport.errors import InsecureWarning
 
+    if dashboard_drills and dashboard is None:
+        raise click.UsageError("--dashboard-drills needs --dashboard HOST:PORT")
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     secret = _secret(secret_file)
@@ -443,7 +451,8 @@ def node(name: str | None, bind: str, advertise: str | None, seeds: tuple[str, .
         warnings.filterwarnings("ignore", category=InsecureWarning)
     options = NodeOptions(
         name=name, bind=bind, advertise=advertise, seeds=seeds, retry_join=retry_join, workers=workers,
-        app=app, secret=secret, insecure=insecure, log_level=log_level,
+        app=app, secret=secret, secret_file=secret_file, insecure=insecure, log_level=log_level,
+        dashboard=dashboard, dashboard_drills=dashboard_drills,
         cluster={key: value for key, value in cluster.items() if value is not None},
         max_worker_memory=max_worker_memory, hang_timeout=hang_timeout, max_queued=max_queued,
     )
@@ -760,6 +769,63 @@ def secret_new(path: str) -> None:
         _fail(f"cannot write {path}: {exc.strerror}")
     click.echo(f"wrote a new secret to {path} (mode 0600); give the same file to every node and client: "
                f"--secret-file {path}, or ClusterConfig(secret_file=...) and ActorSystem.connect(..., secret_file=...)")
+
+
+# -- watching a cluster -----------------------------------------------------------------
+
+
+@main.command()
+@node_options(waits="for each poll (at most one interval)")
+@click.option("--bind", metavar="HOST:PORT", default="127.0.0.1:8270", envvar="GORILIX_DASHBOARD_BIND",
+              show_envvar=True, show_default=True,
+              help="Address the page is served on. Off loopback, the page asks for a token derived from the "
+                   "cluster secret.")
+@click.option("--allow-drills", is_flag=True, envvar="GORILIX_ALLOW_DRILLS", show_envvar=True,
+              help="Show a kill button per worker (a failover drill); the page needs the token then, "
+                   "even on loopback.")
+@click.option("--print-token", is_flag=True,
+              help="Print the page's token (derived from the secret; never the secret) and exit.")
+@click.option("--watch-stdin", is_flag=True, hidden=True, help="Also stop when stdin closes (for a parent "
+              "that starts the dashboard).")
+def dashboard(target: Target, bind: str, allow_drills: bool, print_token: bool, watch_stdin: bool) -> None:
+    """Serve a live web page of the cluster, and Prometheus metrics at /metrics.
+
+    A process of its own, a client of the nodes: it polls every member node
+    once a second, so no browser can slow routing. It prints the page's
+    address (with the token, when one is needed) and runs until SIGINT or SIGTERM.
+
+    \b
+      gorilix dashboard --node 127.0.0.1:7946
+      gorilix dashboard --node 10.0.0.5:7946 --bind 0.0.0.0:8270 --secret-file /etc/gorilix/secret
+    """
+    from gorilix.cluster.keyfile import default_secret, read_secret_file
+    from gorilix.cluster.security import dashboard_token
+    from gorilix.dashboard import DashboardOptions, run_dashboard
+    from gorilix.transport.errors import GorilixError
+
+    if target.insecure and target.secret_file is not None:
+        raise click.UsageError("give --secret-file or --insecure, not both (--insecure connects without a secret)")
+    if print_token:
+        try:
+            secret = read_secret_file(target.secret_file) if target.secret_file else default_secret(create=False)
+        except GorilixError as exc:
+            _fail(str(exc))
+        if secret is None:
+            _fail("no secret to derive a token from: pass --secret-file, or start a node first (it makes the "
+                  "per-user secret)")
+        click.echo(dashboard_token(secret))
+        return
+    options = DashboardOptions(node=target.address, bind=bind, secret_file=target.secret_file,
+                               insecure=target.insecure, allow_drills=allow_drills,
+                               connect_timeout=target.connect_timeout)
+    import logging
+
+    logging.basicConfig(level="WARNING", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = run_dashboard(options, say=click.echo, watch_stdin=watch_stdin)
+    except GorilixError as exc:
+        _fail(" ".join(str(exc).split()))
+    sys.exit(code)
 
 
 # -- on this machine -------------------------------------------------------------------

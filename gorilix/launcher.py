@@ -89,7 +89,10 @@ class NodeOptions:
     max_queued: int | None = DEFAULT_MAX_QUEUED  # bytes waiting for one worker; None: no limit
     app: str | None = None  # "module:function"
     secret: bytes | None = None
+    secret_file: str | None = None  # where ``secret`` came from (the dashboard reads it there)
     insecure: bool = False
+    dashboard: str | None = None  # HOST:PORT to serve a dashboard of this node on, from a process of its own
+    dashboard_drills: bool = False  # that dashboard shows kill buttons
     retry_join: bool = False  # keep running when no seed answers yet; gossip retries every second
     log_level: str = "WARNING"
     #: More ClusterConfig fields (gossip timings and the like, e.g. {"probe_interval": 0.2}); the others keep
@@ -376,6 +379,20 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def on_stdin_eof(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (in a thread) once stdin closes: a parent that started us with a pipe has ended,
+    however it ended (SIGKILL too)."""
+    def watch() -> None:
+        # Raw reads: a daemon thread blocked in sys.stdin's buffered reader would abort the interpreter at exit.
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        callback()
+    threading.Thread(target=watch, name="gorilix-stdin", daemon=True).start()
+
+
 def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False, warn: Say = _stderr) -> int:
     """Run a node until SIGINT or SIGTERM (or stdin EOF with ``watch_stdin``, or a stop request); returns 0.
 
@@ -398,25 +415,21 @@ def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False, war
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         node = start_node(opts, on_event=events.put)
+        dashboard = None
         try:
             say(node.ready_line())
             if node.config.secret_key is None and not node.config.uses_default_secret:
                 warn(INSECURE_WARNING)
+            if opts.dashboard is not None:
+                dashboard = start_dashboard_process(opts)
             if node.joined is None:
                 say(f"no seed answered yet ({', '.join(node.config.seeds)}); "
                     f"retrying every {JOIN_RETRY:g} s in the background")
             if watch_stdin:
-                def watch() -> None:
-                    # Raw reads: a daemon thread blocked in sys.stdin's buffered
-                    # reader would abort the interpreter at exit.
-                    try:
-                        while os.read(0, 4096):
-                            pass
-                    except OSError:
-                        pass
+                def stdin_closed() -> None:
                     reason.append("stdin closed")
                     stop.set()
-                threading.Thread(target=watch, name="gorilix-stdin", daemon=True).start()
+                on_stdin_eof(stdin_closed)
             while not stop.is_set() and node.system.running:
                 try:
                     event = events.get(timeout=WATCH_EVERY)
@@ -439,6 +452,8 @@ def run_node(opts: NodeOptions, say: Say = print, watch_stdin: bool = False, war
                 why = "stop request"  # a `stop` control request ended the loop
             say(f"{why}: node {node.system.name} leaving the cluster")
         finally:
+            if dashboard is not None:
+                stop_dashboard_process(dashboard)
             node.stop()
         failure = node.system.failure
         if failure is not None:
@@ -460,6 +475,33 @@ def _same_code_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
+
+
+def start_dashboard_process(opts: NodeOptions) -> subprocess.Popen[bytes]:
+    """``gorilix dashboard`` of this node, at ``opts.dashboard``: a process of its own, so no browser can slow
+    the node; it ends when its stdin (our pipe) closes, so it never outlives us, however we end."""
+    host, port = parse_hostport(opts.bind, DEFAULT_PORT, "--bind")
+    node = f"127.0.0.1:{port}" if is_unspecified(host) else opts.bind  # (it runs on this machine)
+    command = [sys.executable, "-m", "gorilix", "dashboard", "--node", node, "--bind", str(opts.dashboard),
+               "--watch-stdin"]
+    if opts.secret_file is not None:
+        command += ["--secret-file", opts.secret_file]
+    elif opts.insecure:
+        command += ["--insecure"]
+    if opts.dashboard_drills:
+        command += ["--allow-drills"]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, env=_same_code_env())
+
+
+def stop_dashboard_process(process: subprocess.Popen[bytes]) -> None:
+    """Close its stdin (it stops), and make sure of it."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class NodeProcess:

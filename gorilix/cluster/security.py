@@ -73,6 +73,12 @@ def _derive(secret: bytes, label: str, length: int = 32) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=_SALT, info=label.encode()).derive(secret)
 
 
+def dashboard_token(secret: bytes) -> str:
+    """The token a dashboard's page sends (``gorilix dashboard --print-token``): derived, so the page never holds
+    the secret, and one token per secret, so whoever has the secret can find it again."""
+    return _derive(secret, "gorilix dashboard token", 18).hex()
+
+
 class ClusterKeys:
     def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
         if not isinstance(secret, bytes | bytearray) or len(secret) < 16:

@@ -1,0 +1,229 @@
+"""The dashboard's web server: the page, ``/api/state``, the drill button's ``/api/kill-worker`` and ``/metrics``.
+
+The standard library's threaded HTTP server: a browser or a scraper costs
+this process a thread, never the node. Every request is checked before it
+is answered (the token where one is needed, the Host header against DNS
+rebinding, the drill's body), and a bad one gets a one-line JSON error.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import mimetypes
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from gorilix.dashboard.collect import Collector
+from gorilix.dashboard.metrics import ClusterMetrics
+from gorilix.transport.errors import GorilixError
+
+log = logging.getLogger(__name__)
+
+#: The largest drill request read (it is a node name and a worker number).
+MAX_BODY = 4096
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def static_files() -> dict[str, bytes]:
+    """The page's files, read once at start (name -> content); the server serves these names only."""
+    folder = resources.files("gorilix.dashboard") / "static"
+    return {entry.name: entry.read_bytes() for entry in folder.iterdir()
+            if entry.is_file() and not entry.name.startswith((".", "README"))}
+
+
+class DashboardServer(ThreadingHTTPServer):
+    """Serves one collector's state. ``token`` None: no token asked (loopback, no drills)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], collector: Collector, token: str | None,
+                 files: dict[str, bytes] | None = None) -> None:
+        self.collector = collector
+        self.token = token
+        self.files = static_files() if files is None else files
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ClusterMetrics(collector.tracker, collector.lock))
+        super().__init__(address, Handler)
+        host = address[0]
+        # The names a browser may use for us: anything else in Host is a page of another site that
+        # resolved its own name to our address (DNS rebinding), and is refused.
+        self.hosts = {host, "localhost", "127.0.0.1", "[::1]", "::1"} if is_loopback(host) else None
+
+    def url(self) -> str:
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/" + (f"#token={self.token}" if self.token else "")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: DashboardServer
+    server_version = "gorilix-dashboard"
+    protocol_version = "HTTP/1.1"
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        self._dispatch({"/api/state": self._state, "/metrics": self._metrics})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch({"/api/kill-worker": self._kill_worker})
+
+    def _dispatch(self, api: dict[str, Callable[[dict[str, list[str]]], None]]) -> None:
+        try:
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            if not self._host_allowed():
+                self._error(HTTPStatus.MISDIRECTED_REQUEST, "unexpected Host header: open the dashboard by its "
+                            "address, as `gorilix dashboard` printed it")
+                return
+            if url.path in api:
+                if self._authorized(query):
+                    api[url.path](query)
+                else:
+                    self._error(HTTPStatus.UNAUTHORIZED, "token required: open the address `gorilix dashboard` "
+                                "printed, or give the token it prints with --print-token")
+                return
+            if self.command == "GET":
+                self._static(url.path)
+                return
+            self._error(HTTPStatus.NOT_FOUND, f"no {self.command} {url.path} here")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away
+        except Exception as exc:  # a bug must not end the server: answer 500, say it in the log
+            log.exception("dashboard request %s %s failed", self.command, self.path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}")
+
+    def _host_allowed(self) -> bool:
+        allowed = self.server.hosts
+        if allowed is None:
+            return True  # (off loopback the token guards every request)
+        host = (self.headers.get("Host") or "").strip()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name in allowed
+
+    def _authorized(self, query: dict[str, list[str]]) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        given = ""
+        header = self.headers.get("Authorization") or ""
+        if header.startswith("Bearer "):
+            given = header[len("Bearer "):].strip()
+        elif query.get("token"):
+            given = query["token"][0]
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    # -- answers --------------------------------------------------------------------
+
+    def _state(self, query: dict[str, list[str]]) -> None:
+        try:
+            since = int(query.get("since", ["0"])[0])
+        except ValueError:
+            self._error(HTTPStatus.BAD_REQUEST, "since must be a tick number (the seq of the last state seen)")
+            return
+        collector = self.server.collector
+        with collector.lock:
+            state = collector.tracker.state(since)
+        self._json(HTTPStatus.OK, state)
+
+    def _metrics(self, query: dict[str, list[str]]) -> None:
+        self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+
+    def _kill_worker(self, query: dict[str, list[str]]) -> None:
+        collector = self.server.collector
+        if not collector.tracker.drills:
+            self._error(HTTPStatus.FORBIDDEN, "drills are off: start the dashboard with --allow-drills")
+            return
+        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+            # (a form on another site cannot send this type without the browser asking us first)
+            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the drill as application/json")
+            return
+        request = self._body()
+        if request is None:
+            return
+        node, worker = request.get("node"), request.get("worker")
+        if not isinstance(node, str) or type(worker) is not int or worker < 0:
+            self._error(HTTPStatus.BAD_REQUEST, 'give {"node": "<name>", "worker": <number>}')
+            return
+        try:
+            pid = collector.kill_worker(node, worker)
+        except LookupError as exc:
+            self._error(HTTPStatus.NOT_FOUND, str(exc).strip("'\""))
+            return
+        except GorilixError as exc:
+            self._error(HTTPStatus.BAD_GATEWAY, " ".join(str(exc).split()))
+            return
+        with collector.lock:
+            state = collector.tracker.state(0)
+        self._json(HTTPStatus.OK, {"ok": True, "node": node, "worker": worker, "pid": pid, "state": state})
+
+    def _body(self) -> dict[str, Any] | None:
+        try:
+            length = int(self.headers.get("Content-Length") or "0")
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_BODY:
+            self._error(HTTPStatus.BAD_REQUEST, f"the drill's body must be JSON of at most {MAX_BODY} bytes")
+            return None
+        try:
+            value = json.loads(self.rfile.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            value = None
+        if not isinstance(value, dict):
+            self._error(HTTPStatus.BAD_REQUEST, 'the drill\'s body must be a JSON object: {"node": ..., "worker": ...}')
+            return None
+        return value
+
+    def _static(self, path: str) -> None:
+        name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/static/")
+        content = self.server.files.get(name) if path == "/" or path.startswith("/static/") else None
+        if content is None:
+            self._error(HTTPStatus.NOT_FOUND, f"no page {path} here")
+            return
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind.endswith(("javascript", "json")):
+            kind += "; charset=utf-8"
+        self._send(HTTPStatus.OK, kind, content)
+
+    def _json(self, status: HTTPStatus, value: Any) -> None:
+        self._send(status, "application/json", json.dumps(value, default=str).encode())
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self.close_connection = True  # (a refused request's body may be unread: start afresh)
+        self._json(status, {"error": message})
+
+    def _send(self, status: HTTPStatus, kind: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                         "img-src 'self' data:; frame-ancestors 'none'")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the standard library's name)
+        log.debug("%s %s", self.address_string(), format % args)

@@ -1,0 +1,289 @@
+"""The dashboard without nodes: the tracker's decisions, /metrics' families, and what the server refuses."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gorilix.cluster.security import dashboard_token
+from gorilix.dashboard import DashboardError, DashboardOptions, token_for
+from gorilix.dashboard.collect import Access, Collector
+from gorilix.dashboard.metrics import node_metrics
+from gorilix.dashboard.server import DashboardServer, is_loopback
+from gorilix.dashboard.tracker import HISTORY, NodeAnswer, Tracker, rates
+
+
+def _worker(slot: int, pid: int, alive: bool = True, cpu: float = 10.0) -> dict[str, Any]:
+    return {"id": slot, "pid": pid, "alive": alive, "actors": 3, "cpu_percent": cpu, "rss_bytes": 1 << 20,
+            "mailbox": 2, "msgs_per_s": 5.0, "restarts": 0, "queued_bytes": 0, "stuck": None}
+
+
+def _answer(name: str, taken: float, *, workers: list[dict[str, Any]] | None = None,
+            members: list[dict[str, Any]] | None = None, **stats: Any) -> NodeAnswer:
+    return NodeAnswer(name, taken, {"workers": workers if workers is not None else [_worker(0, 100)],
+                                    "stats": {"forwarded": 0, **stats}}, [], members)
+
+
+def _member(name: str, status: str, port: int = 7946) -> dict[str, Any]:
+    return {"name": name, "address": "127.0.0.1", "port": port, "status": status, "incarnation": 1, "workers": 1}
+
+
+# -- the tracker ------------------------------------------------------------------------------
+
+
+def test_rates_are_counter_growth_per_second_between_two_answers() -> None:
+    before = _answer("n1", 10.0, forwarded=100, asks=40, tells=50, dead_letters=1, worker_deaths=0,
+                     restarts_by_supervisor={"root": 2})
+    after = _answer("n1", 12.0, forwarded=300, asks=100, tells=130, dead_letters=5, worker_deaths=1,
+                    restarts_by_supervisor={"root": 5, "db": 1})
+    point = rates(before, after)
+    assert point["msgs_per_s"] == 100.0 and point["asks_per_s"] == 30.0 and point["tells_per_s"] == 40.0
+    assert point["dead_letters_per_s"] == 2.0 and point["deaths"] == 1 and point["restarts"] == 4
+    assert point["cpu"] == {"0": 10.0}
+
+
+def test_a_restarted_node_counts_from_zero_again_never_a_negative_rate() -> None:
+    point = rates(_answer("n1", 10.0, forwarded=5000), _answer("n1", 11.0, forwarded=30))
+    assert point["msgs_per_s"] == 30.0
+
+
+def test_member_changes_and_worker_deaths_go_on_the_timeline_once() -> None:
+    tracker = Tracker(home="n1")
+    tracker.answered(_answer("n1", 1.0, members=[_member("n1", "alive"), _member("n2", "alive")]))
+    tracker.tick(1.5)
+    tracker.answered(_answer("n1", 2.0, members=[_member("n1", "alive"), _member("n2", "suspect")],
+                             workers=[_worker(0, 100, alive=False)]))
+    tracker.tick(2.5)
+    tracker.tick(3.0)  # nothing new: nothing said again
+    tracker.answered(_answer("n1", 3.5, members=[_member("n1", "alive"), _member("n2", "dead")],
+                             workers=[_worker(0, 200)]))
+    tracker.tick(4.0)
+    texts = [e["text"] for e in tracker.timeline]
+    assert texts == ["n1: alive", "n2: alive", "worker 0 of n1 died (pid 100)", "n2: alive -> suspect",
+                     "worker 0 of n1 back as pid 200", "n2: suspect -> dead"]
+    assert [m["status"] for m in tracker.state()["members"]] == ["alive", "dead"]
+
+
+def test_a_worker_replaced_between_two_polls_is_still_seen() -> None:
+    tracker = Tracker(home="n1")
+    tracker.answered(_answer("n1", 1.0, workers=[_worker(0, 100)]))
+    tracker.answered(_answer("n1", 2.0, workers=[_worker(0, 101)]))
+    assert [e["text"] for e in tracker.timeline] == ["worker 0 of n1 restarted: pid 100 -> 101"]
+
+
+def test_the_member_table_falls_back_to_another_node_while_home_does_not_answer() -> None:
+    tracker = Tracker(home="n1")
+    tracker.answered(_answer("n1", 1.0, members=[_member("n1", "alive"), _member("n2", "alive")]))
+    tracker.answered(_answer("n2", 1.0, members=[_member("n1", "alive"), _member("n2", "alive")]))
+    tracker.tick(1.0)
+    assert tracker.viewed_from == "n1"
+    tracker.failed("n1", 2.0, "did not answer")
+    tracker.failed("n1", 3.0, "did not answer")  # said once
+    tracker.answered(_answer("n2", 3.0, members=[_member("n1", "dead"), _member("n2", "alive")]))
+    tracker.tick(3.0)
+    state = tracker.state()
+    assert state["viewed_from"] == "n2" and state["members"][0]["status"] == "dead"
+    assert state["nodes"]["n1"]["reachable"] is False and state["nodes"]["n1"]["error"] == "did not answer"
+    assert [e["text"] for e in tracker.timeline].count("n1 does not answer: did not answer") == 1
+
+
+def test_an_answer_older_than_the_one_kept_is_ignored() -> None:
+    tracker = Tracker(home="n1")
+    tracker.answered(_answer("n1", 5.0, forwarded=50))
+    tracker.answered(_answer("n1", 4.0, forwarded=10))
+    assert tracker.state()["nodes"]["n1"]["stats"]["forwarded"] == 50
+
+
+def test_history_keeps_the_last_ten_minutes_and_answers_what_came_after_since() -> None:
+    tracker = Tracker(home="n1")
+    for second in range(HISTORY + 50):
+        tracker.answered(_answer("n1", float(second), forwarded=second * 10))
+        tracker.tick(second + 0.5)
+    state = tracker.state()
+    assert len(state["history"]) == HISTORY and state["history"][0]["seq"] == 51
+    assert [p["seq"] for p in tracker.state(since=state["seq"] - 2)["history"]] == [state["seq"] - 1, state["seq"]]
+    assert state["history"][-1]["nodes"]["n1"]["msgs_per_s"] == 10.0
+
+
+def test_a_tick_without_a_new_answer_leaves_a_gap_for_that_node() -> None:
+    tracker = Tracker(home="n1")
+    tracker.answered(_answer("n1", 1.0))
+    assert "n1" in tracker.tick(1.5)["nodes"]
+    assert tracker.tick(2.5)["nodes"] == {}
+
+
+# -- /metrics -----------------------------------------------------------------------------
+
+
+def _stats(**more: Any) -> dict[str, Any]:
+    return {"forwarded": 10, "asks": 4, "tells": 2, "replies": 4, "worker_deaths": 1, "actors": 7,
+            "queue_refusals": 0, "malformed": 0, "dead_letters_by_reason": {"no_actor": 2, "lost_in_death": 3},
+            "restarts_by_supervisor": {"root": 5},
+            "gossip": {"sent": 9, "received": 8, "malformed": 1, "dropped": 2, "suspicions": 0},
+            "ask_latency": {"bounds": [0.001, 0.01], "counts": [3, 1, 1], "sum": 0.5, "count": 5,
+                            "sample_every": 16}, **more}
+
+
+def test_metrics_parse_with_prometheus_clients_own_parser() -> None:
+    nodes = {"n1": {"reachable": True, "stats": _stats(), "workers": [_worker(0, 100), _worker(1, 101)]},
+             "n2": {"reachable": False, "stats": _stats(), "workers": [_worker(0, 200)]}}
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    class Fixed:
+        def collect(self) -> Iterator[Any]:
+            return node_metrics(nodes)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("gorilix_node_up", (("node", "n1"),))] == 1.0
+    assert samples[("gorilix_node_up", (("node", "n2"),))] == 0.0
+    assert ("gorilix_messages_routed_total", (("node", "n2"),)) not in samples  # (not repeated while it is down)
+    assert samples[("gorilix_messages_routed_total", (("node", "n1"),))] == 10.0
+    assert samples[("gorilix_dead_letters_total", (("node", "n1"), ("reason", "lost_in_death")))] == 3.0
+    assert samples[("gorilix_supervisor_restarts_total", (("node", "n1"), ("supervisor", "root")))] == 5.0
+    assert samples[("gorilix_gossip_packets_dropped_total", (("node", "n1"), ("reason", "refused")))] == 2.0
+    assert samples[("gorilix_worker_cpu_percent", (("node", "n1"), ("worker", "1")))] == 10.0
+    # the histogram: cumulative buckets, +Inf equal to the count
+    assert samples[("gorilix_ask_latency_seconds_bucket", (("le", "0.001"), ("node", "n1")))] == 3.0
+    assert samples[("gorilix_ask_latency_seconds_bucket", (("le", "0.01"), ("node", "n1")))] == 4.0
+    assert samples[("gorilix_ask_latency_seconds_bucket", (("le", "+Inf"), ("node", "n1")))] == 5.0
+    assert samples[("gorilix_ask_latency_seconds_count", (("node", "n1"),))] == 5.0
+
+
+# -- the token ------------------------------------------------------------------------------
+
+
+def test_no_token_on_loopback_without_drills_and_one_from_the_secret_otherwise(tmp_path: Any) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 32)
+    secret.chmod(0o600)
+    assert token_for(DashboardOptions(node="x:1", bind="127.0.0.1:8270")) is None
+    token = token_for(DashboardOptions(node="x:1", bind="0.0.0.0:8270", secret_file=str(secret)))
+    assert token == dashboard_token(b"s" * 32) and b"s" * 32 not in bytes.fromhex(str(token))
+    assert token_for(DashboardOptions(node="x:1", bind="127.0.0.1:8270", allow_drills=True,
+                                      secret_file=str(secret))) == token
+    assert dashboard_token(b"t" * 32) != token
+
+
+def test_a_dashboard_off_loopback_without_a_secret_is_refused() -> None:
+    with pytest.raises(DashboardError, match="needs the cluster's secret"):
+        token_for(DashboardOptions(node="x:1", bind="0.0.0.0:8270", insecure=True))
+    with pytest.raises(DashboardError, match="--allow-drills"):
+        token_for(DashboardOptions(node="x:1", bind="127.0.0.1:8270", insecure=True, allow_drills=True))
+
+
+def test_loopback_names() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.8.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("example.org")
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+class _NoNodes(Collector):
+    """A collector that polls nothing: the tests feed its tracker; its drill kills a pretend worker."""
+
+    def __init__(self, drills: bool) -> None:
+        super().__init__("127.0.0.1:1", Access(), Tracker(home="n1", drills=drills))
+        self.killed: list[tuple[str, int]] = []
+
+    def kill_worker(self, node: str, worker: int) -> int:
+        if node != "n1":
+            raise LookupError(f"no node {node!r} known to this dashboard")
+        self.killed.append((node, worker))
+        return 4242
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    servers: list[DashboardServer] = []
+
+    def start(token: str | None = None, drills: bool = False) -> tuple[DashboardServer, _NoNodes]:
+        collector = _NoNodes(drills)
+        collector.tracker.answered(_answer("n1", 1.0, members=[_member("n1", "alive")]))
+        collector.tracker.tick(1.0)
+        server = DashboardServer(("127.0.0.1", 0), collector, token,
+                                 files={"index.html": b"<html>page</html>", "dashboard.js": b"'use strict';"})
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server, collector
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _request(server: DashboardServer, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_the_page_and_its_state_without_a_token_on_loopback(serve: Any) -> None:
+    server, _ = serve()
+    status, headers, body = _request(server, "GET", "/")
+    assert status == 200 and body == b"<html>page</html>" and headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    status, _, body = _request(server, "GET", "/api/state?since=0")
+    state = json.loads(body)
+    assert status == 200 and state["node"] == "n1" and state["members"][0]["name"] == "n1"
+    assert _request(server, "GET", "/static/dashboard.js")[0] == 200
+    for path in ("/static/../__init__.py", "/static/nothing.js", "/etc/passwd", "/static/%2e%2e/server.py"):
+        assert _request(server, "GET", path)[0] == 404, path
+    assert _request(server, "GET", "/api/state?since=x")[0] == 400
+
+
+def test_a_page_of_another_site_resolving_to_loopback_is_refused(serve: Any) -> None:
+    server, _ = serve()
+    status, _, body = _request(server, "GET", "/api/state", headers={"Host": "evil.example:8270"})
+    assert status == 421 and "Host" in json.loads(body)["error"]
+    assert _request(server, "GET", "/", headers={"Host": f"localhost:{server.server_address[1]}"})[0] == 200
+
+
+def test_with_a_token_every_api_and_metrics_request_needs_it(serve: Any) -> None:
+    server, _ = serve(token="abc123")
+    assert server.url().endswith("/#token=abc123")
+    for path in ("/api/state", "/metrics"):
+        status, _, body = _request(server, "GET", path)
+        assert status == 401 and "token" in json.loads(body)["error"]
+        assert _request(server, "GET", path, headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert _request(server, "GET", path, headers={"Authorization": "Bearer abc123"})[0] == 200
+    assert _request(server, "GET", "/metrics?token=abc123")[0] == 200
+    assert _request(server, "GET", "/")[0] == 200  # (the page itself holds nothing: it asks for the token)
+
+
+def test_the_drill_needs_drills_on_json_and_a_known_worker(serve: Any) -> None:
+    off, _ = serve()
+    json_type = {"Content-Type": "application/json"}
+    status, _, body = _request(off, "POST", "/api/kill-worker", b'{"node": "n1", "worker": 0}', json_type)
+    assert status == 403 and "--allow-drills" in json.loads(body)["error"]
+    server, collector = serve(drills=True)
+    assert _request(server, "POST", "/api/kill-worker", b'{"node": "n1", "worker": 0}',
+                    {"Content-Type": "application/x-www-form-urlencoded"})[0] == 415
+    for bad in (b"not json", b"[1]", b'{"node": "n1", "worker": "0"}', b'{"node": "n1", "worker": -1}',
+                b'{"node": 5, "worker": 0}', b"{}"):
+        assert _request(server, "POST", "/api/kill-worker", bad, json_type)[0] == 400, bad
+    assert _request(server, "POST", "/api/kill-worker", b"x" * 5000, json_type)[0] == 400
+    assert _request(server, "POST", "/api/kill-worker", b'{"node": "n9", "worker": 0}', json_type)[0] == 404
+    assert collector.killed == []
+    status, _, body = _request(server, "POST", "/api/kill-worker", b'{"node": "n1", "worker": 1}', json_type)
+    answer = json.loads(body)
+    assert status == 200 and answer["pid"] == 4242 and answer["state"]["node"] == "n1"
+    assert collector.killed == [("n1", 1)]
+    assert _request(server, "POST", "/api/state", b"{}", json_type)[0] == 404
