@@ -105,6 +105,11 @@
     return (bytes / 1073741824).toFixed(2) + ' GiB';
   }
 
+  function hostPort(address, port) {
+    const host = String(address);
+    return (host.includes(':') ? '[' + host + ']' : host) + ':' + port;
+  }
+
   function byNaturalOrder(a, b) {
     return String(a).localeCompare(String(b), 'en', {numeric: true});
   }
@@ -300,7 +305,6 @@
       showStatusError('the server answered ' + describeFailure(response, body));
       return;
     }
-    page.lastError = null;
     applyState(body, requestNumber, since);
   }
 
@@ -320,6 +324,7 @@
       return;
     }
     page.newestApplied = requestNumber;
+    page.lastError = null;
     page.state = state;
     appendTicks(state.history);
     renderAll();
@@ -362,7 +367,7 @@
   function showStatusError(message) {
     page.lastError = message;
     const state = page.state;
-    const since = state ? ' (last update ' + formatClock(state.time) + ')' : '';
+    const since = state ? '; last update ' + formatClock(state.time) : '';
     setStatusLine(message + since, true);
   }
 
@@ -399,7 +404,7 @@
       cells[0].replaceChildren(badge(badgeText, 'status-' + status));
     }
     setCell(cells[1], member.name, 'name');
-    setCell(cells[2], member.address + ':' + member.port, 'mono');
+    setCell(cells[2], hostPort(member.address, member.port), 'mono');
     setCell(cells[3], formatCount(member.incarnation), 'num');
     setCell(cells[4], member.workers === null || member.workers === undefined ? '–' : formatCount(member.workers), 'num');
   }
@@ -414,7 +419,7 @@
 
   function eventClass(event) {
     const kind = oneOf(event.kind, EVENT_KINDS, 'other');
-    const status = event.kind === 'member' ? ' status-' + oneOf(event.status, MEMBER_STATUSES, 'other') : '';
+    const status = event.kind === 'member' ? ' became-' + oneOf(event.status, MEMBER_STATUSES, 'other') : '';
     return 'event kind-' + kind + status;
   }
 
