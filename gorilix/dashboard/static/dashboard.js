@@ -495,7 +495,8 @@
     const table = section.querySelector('table.workers');
     table.classList.toggle('drills', drills);
     const workers = Array.isArray(node.workers) ? node.workers.slice().sort((a, b) => a.id - b.id) : [];
-    const rows = workers.map(worker => ({node: name, worker: worker, drills: drills}));
+    // an unreachable node's workers are what it said last: shown as unknown, with no kill button
+    const rows = workers.map(worker => ({node: name, worker: worker, drills: drills && reach.ok, stale: !reach.ok}));
     syncChildren(table.tBodies[0], rows, row => row.worker.id, createWorkerRow, updateWorkerRow);
   }
 
@@ -517,14 +518,15 @@
   function updateWorkerRow(tr, row) {
     const w = row.worker;
     tr.dataset.worker = String(w.id);
-    tr.dataset.alive = w.alive ? 'true' : 'false';
+    tr.dataset.alive = row.stale ? 'unknown' : (w.alive ? 'true' : 'false');
     tr.dataset.pid = w.pid === null || w.pid === undefined ? '' : String(w.pid);
     tr.classList.toggle('dead', !w.alive);
     tr.classList.toggle('stuck', Boolean(w.stuck));
     const c = tr.cells;
     setCell(c[0], w.id, 'num');
     setCell(c[1], w.pid === null || w.pid === undefined ? '–' : w.pid, 'mono');
-    setCell(c[2], w.alive ? 'yes' : 'DEAD', w.alive ? 'alive-yes' : 'alive-no');
+    if (row.stale) setCell(c[2], 'unknown', 'alive-unknown');
+    else setCell(c[2], w.alive ? 'yes' : 'DEAD', w.alive ? 'alive-yes' : 'alive-no');
     setCell(c[3], formatCount(w.actors), 'num');
     setCell(c[4], formatPercent(w.cpu_percent), 'num');
     setCell(c[5], formatMiB(w.rss_bytes), 'num');
