@@ -449,8 +449,8 @@ class Node:
             elif flags & FLAG_REPLY:
                 table.reply_forwarded(source, dst, route.corr)
             return
-        if route.flags & FLAG_REPLY:
-            table.reply_forwarded(source, dst, route.corr)
+        if route.flags & FLAG_REPLY:  # (answered, yet not passed on now: it parks, or is a dead letter)
+            table.reply_held(source, dst, route.corr)
         if dst in self.core.lifecycle.supervisors:
             self.core.to_supervisor(dst, frames)
             return
@@ -498,10 +498,15 @@ class Node:
                              by=f" by node {self.name}")
                 return
         if not self._send_remote(route.dst_node, frames[1:]):
+            if route.flags & FLAG_REPLY:
+                self.table.reply_held(source, route.dst_id, route.corr)
             self.core.remote_failed(route.dst_node, frames)
             return
-        if route.flags & FLAG_ASK:
-            self.table.ask_forwarded(b"n:" + route.dst_node.encode(), route.src_id, route.corr)
+        self.forwarded_count += 1
+        if route.flags & FLAG_ASK:  # (timed only on the node whose worker answers it)
+            self.table.ask_forwarded(b"n:" + route.dst_node.encode(), route.src_id, route.corr, timed=False)
+        elif route.flags & FLAG_REPLY:  # an answer to a peer's asker: its ask was in flight at ``source``
+            self.table.reply_forwarded(source, route.dst_id, route.corr)
 
     def _gone_for_good(self, node: str) -> bool:
         """``node`` left or was declared dead, and gossip has not seen it alive since.

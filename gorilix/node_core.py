@@ -187,7 +187,7 @@ class NodeCore:
         self._handlers = handlers
         self._reports = reports
         self._clock = clock
-        self.table = ForwardingTable(max_parked_per_actor=max_parked)
+        self.table = ForwardingTable(max_parked_per_actor=max_parked, clock=clock)  # (the clock times sampled asks)
         self.registry = Registry()
         self.slots = {slot: WorkerSlot(slot) for slot in range(workers)}
         # A restarted node keeps its name, so its ids start somewhere new: an old

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 
 from gorilix.transport.routing import (
+    ASK_LATENCY_BOUNDS,
+    ASK_SAMPLE_EVERY,
     CLIENT_ID_END,
     CLIENT_ID_MIN,
+    MAX_TIMED_ASKS,
     ForwardingTable,
+    LatencyHistogram,
     ParkResult,
     client_identity,
     client_ids,
@@ -235,6 +239,91 @@ def test_same_ask_forwarded_twice_is_reported_once(table: ForwardingTable) -> No
     table.ask_forwarded(PEER, 5, 1)
     table.ask_forwarded(PEER, 5, 1)
     assert table.endpoint_lost(PEER) == (set(), [(5, 1, None)])
+
+
+# --- counting and timing asks ---
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_histogram_counts_each_duration_in_the_bucket_whose_upper_bound_it_reaches() -> None:
+    histogram = LatencyHistogram()
+    assert histogram.bounds == ASK_LATENCY_BOUNDS and len(histogram.counts) == len(ASK_LATENCY_BOUNDS) + 1
+    for seconds in (0.0, 0.0001, 0.00010001, 0.001, 0.0011, 10.0, 10.5, 1e6):
+        histogram.observe(seconds)
+    counts = histogram.to_dict()["counts"]
+    assert counts[0] == 2  # 0 and the first bound itself (le: a bound is in its own bucket)
+    assert counts[1] == 1  # just above it
+    assert counts[3] == 1 and counts[4] == 1  # 1 ms exactly, and just above
+    assert counts[15] == 1  # 10 s, the last bound
+    assert counts[16] == 2  # above every bound: +Inf
+    assert sum(counts) == histogram.count == 8
+    assert histogram.sum == sum((0.0, 0.0001, 0.00010001, 0.001, 0.0011, 10.0, 10.5, 1e6))
+
+
+def test_a_histogram_hands_out_copies_and_needs_increasing_bounds() -> None:
+    histogram = LatencyHistogram((1.0, 2.0))
+    snapshot = histogram.to_dict()
+    histogram.observe(1.5)
+    assert snapshot == {"bounds": [1.0, 2.0], "counts": [0, 0, 0], "sum": 0.0, "count": 0}
+    assert histogram.to_dict() == {"bounds": [1.0, 2.0], "counts": [0, 1, 0], "sum": 1.5, "count": 1}
+    for bad in ((), (2.0, 1.0), (1.0, 1.0)):
+        with pytest.raises(ValueError, match="increasing"):
+            LatencyHistogram(bad)
+
+
+def test_asks_and_replies_are_counted_and_one_ask_in_16_is_timed_until_its_reply() -> None:
+    clock = Clock()
+    table = ForwardingTable(clock=clock)
+    asks = 3 * ASK_SAMPLE_EVERY
+    for corr in range(1, asks + 1):
+        table.ask_forwarded(W0, 10, corr)
+    assert table.asks == asks and set(table.timed) == {(10, 16), (10, 32), (10, 48)}
+    assert table.timed[(10, 16)] == 100.0
+    clock.now = 100.003
+    for corr in range(1, asks + 1):
+        table.reply_forwarded(W0, 10, corr)
+    assert table.replies == asks and table.timed == {} and table.inflight[W0] == {}
+    latency = table.ask_latency
+    assert latency.count == 3 and latency.sum == pytest.approx(0.009)
+    assert latency.counts[ASK_LATENCY_BOUNDS.index(0.005)] == 3  # (3 ms: above 2.5 ms, up to 5 ms)
+
+
+def test_without_a_clock_asks_to_a_peer_or_a_reply_held_nothing_is_timed() -> None:
+    untimed = ForwardingTable()  # (no clock: counted, never timed)
+    for corr in range(ASK_SAMPLE_EVERY):
+        untimed.ask_forwarded(W0, 10, corr)
+    assert untimed.asks == ASK_SAMPLE_EVERY and untimed.timed == {}
+    table = ForwardingTable(clock=Clock())
+    for corr in range(ASK_SAMPLE_EVERY):
+        table.ask_forwarded(PEER, 10, corr, timed=False)  # (timed on the node whose worker answers it)
+    assert table.asks == ASK_SAMPLE_EVERY and table.timed == {}
+    for corr in range(ASK_SAMPLE_EVERY, 2 * ASK_SAMPLE_EVERY):
+        table.ask_forwarded(W0, 10, corr)
+    assert list(table.timed) == [(10, 2 * ASK_SAMPLE_EVERY - 1)]
+    table.reply_held(W0, 10, 2 * ASK_SAMPLE_EVERY - 1)  # its asker is not routed: nothing forwarded
+    assert table.timed == {} and table.replies == 0 and table.ask_latency.count == 0
+
+
+def test_timed_asks_are_forgotten_with_their_endpoint_and_past_their_bound() -> None:
+    table = ForwardingTable(clock=Clock())
+    for corr in range(ASK_SAMPLE_EVERY):
+        table.ask_forwarded(W0, 10, corr)
+    assert len(table.timed) == 1
+    table.endpoint_lost(W0)
+    assert table.timed == {}
+    for corr in range((MAX_TIMED_ASKS + 5) * ASK_SAMPLE_EVERY):
+        table.ask_forwarded(W1, 11, corr)
+    assert len(table.timed) == MAX_TIMED_ASKS
+    assert next(iter(table.timed)) == (11, 6 * ASK_SAMPLE_EVERY - 1)  # the oldest went first
 
 
 # --- client ids ---
