@@ -436,7 +436,8 @@ class Node:
                     table.hold(dst)
                     if table.park(dst, frames).parked:  # (counted when it is sent again, not now)
                         return
-                self.core.undeliverable(frames, ActorNotFound(f"actor {self.name}/{dst:#x} is unreachable"))
+                self.core.undeliverable(frames, ActorNotFound(f"actor {self.name}/{dst:#x} is unreachable"),
+                                        reason_kind="no_actor")
                 return
             if account is not None:
                 account.sent += sum(map(len, frames)) - len(endpoint)
@@ -459,9 +460,10 @@ class Node:
                 return
             self.core.undeliverable(frames, GorilixError(
                 f"actor {self.name}/{dst:#x} is being re-created and already has "
-                f"{table.max_parked_per_actor} messages waiting"))
+                f"{table.max_parked_per_actor} messages waiting"), reason_kind="parked_overflow")
             return
-        self.core.undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"))
+        self.core.undeliverable(frames, ActorNotFound(f"no actor {self.name}/{dst:#x} (it stopped or never existed)"),
+                                reason_kind="no_actor")
 
     def _refuse(self, who: str, backlog: int, route: Route, frames: Frames, limit: int, by: str = "") -> None:
         """Too much waits for ``who`` (a worker, or a peer node): an ask fails with MailboxFull, a batch of
@@ -477,11 +479,12 @@ class Node:
             f"{who} has {backlog:,} bytes sent to it{by} and not yet read, past max_queued={limit:,} "
             "(it is stuck or swamped); try again later, or raise max_queued")
         if route.flags & FLAG_ASK:
-            self.core.undeliverable(frames, error)
+            self.core.undeliverable(frames, error, reason_kind="queue_full")
         else:  # (tells, or a stop, from one sender: no need to read each envelope)
             source = frames[0]
             origin = source[2:].decode(errors="replace") if source[:2] == b"n:" else self.name
-            self.core.dead_letter(route.dst_id, origin, route.src_id, error, dst_node=route.dst_node, count=count)
+            self.core.dead_letter(route.dst_id, origin, route.src_id, error, dst_node=route.dst_node, count=count,
+                                  reason_kind="queue_full")
 
     def _forward_remote(self, source: bytes, route: Route, frames: Frames) -> None:
         if self.links is None:
@@ -549,7 +552,7 @@ class Node:
         frames = [b"", *message_frames(node, dst_id, kind, self.name, CONTROL_ID, payload, corr)]
         if node != self.name:
             if not self._send_remote(node, frames[1:]):
-                self.core.undeliverable(frames, ClusterError(f"node not found: {node}"))
+                self.core.undeliverable(frames, ClusterError(f"node not found: {node}"), reason_kind="node_down")
             return
         endpoint = self.table.routes.get(dst_id)
         if endpoint is None:

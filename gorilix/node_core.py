@@ -29,7 +29,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gorilix.cluster.wire import node_meta_problem
 from gorilix.ledger import DEFAULT_MAX_QUEUED, Account, Ledger
@@ -125,6 +125,12 @@ ERROR_LOG_EVERY = 60.0
 RECENT_DEAD_LETTERS = 100
 #: Seconds between two looks at what the workers settled (gorilix.ledger).
 SETTLE_EVERY = 0.05
+
+#: Why messages became dead letters, as ``stats`` counts them (``dead_letters_by_reason``): lost in a
+#: worker's death; refused past max_queued or by a full mailbox; no such actor (stopped, never existed);
+#: more than max_parked waiting for an actor being re-created; their node down or unknown; anything else.
+DeadLetterReason = Literal["lost_in_death", "queue_full", "no_actor", "parked_overflow", "node_down", "other"]
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
 
 #: A control handler: (core, request, *args) -> the answer, or DEFER; for a worker's report,
 #: (core, request, report) with the report parsed (gorilix.workers.protocol).
@@ -230,7 +236,10 @@ class NodeCore:
         self.refused = 0  # control requests refused: they named an id, slot or node the sender does not own
         self.bad_meta = 0  # membership events whose metadata the node could not use (the engine should have)
         self.dead_letter_count = 0
+        #: dead_letter_count by why (DeadLetterReason); the counts add up to it.
+        self.dead_letters_by_reason: dict[DeadLetterReason, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
         self.lost_in_deaths = 0  # tells lost in workers' deaths (part of dead_letter_count)
+        self.worker_deaths = 0  # worker processes that died or were killed (a stop of the node is none)
         self.queue_refusals = 0  # tells and asks refused because too much waited for their worker
         #: What each worker was sent and has not taken (gorilix.ledger); the router feeds it on its hot path.
         self.ledger = Ledger()
@@ -481,6 +490,7 @@ class NodeCore:
         account = self.ledger.close(worker.identity)
         if self.stopping:
             return
+        self.worker_deaths += 1
         if account is not None:
             self._count_lost(account, f"worker {slot} died ({how})")
         _, asks = self.table.endpoint_lost(worker.identity)
@@ -759,7 +769,8 @@ class NodeCore:
         self.registry.remove(record.id)
         self.lifecycle.forget(record.id)
         for parked in self.table.unbind(record.id):
-            self.undeliverable(parked, ActorNotFound(f"actor {self.name}/{record.id:#x} stopped ({reason})"))
+            self.undeliverable(parked, ActorNotFound(f"actor {self.name}/{record.id:#x} stopped ({reason})"),
+                               reason_kind="no_actor")
         slot = self.worker_of(record)
         if slot is not None:
             self.to_worker(slot, StopActor(record.id, reason))
@@ -807,8 +818,10 @@ class NodeCore:
 
     # -- what cannot be delivered ---------------------------------------------------
 
-    def undeliverable(self, frames: Frames, error: GorilixError, fail_asks: bool = True) -> None:
-        """Fail the asks among ``frames`` (unless the caller fails them itself); count the rest as dead letters."""
+    def undeliverable(self, frames: Frames, error: GorilixError, fail_asks: bool = True,
+                      reason_kind: DeadLetterReason = "other") -> None:
+        """Fail the asks among ``frames`` (unless the caller fails them itself); count the rest as dead letters
+        (``reason_kind``: why, as the caller knows it)."""
         try:
             route = unpack_route(frames[1])
             pairs = split_messages(frames[1:])
@@ -826,17 +839,21 @@ class NodeCore:
                     self._fail_ask(env.src_node, env.src_id, env.corr, error)
             elif env.kind in (REPLY, FAIL):  # the asker is gone or unreachable: nobody to tell but us
                 self.dead_letter(route.dst_id, env.src_node, env.src_id, f"reply undeliverable: {error}",
-                                 dst_node=route.dst_node)
+                                 dst_node=route.dst_node, reason_kind=reason_kind)
             else:
-                self.dead_letter(route.dst_id, env.src_node, env.src_id, error, dst_node=route.dst_node)
+                self.dead_letter(route.dst_id, env.src_node, env.src_id, error, dst_node=route.dst_node,
+                                 reason_kind=reason_kind)
 
     def dead_letter(self, dst_id: int, src_node: str, src_id: int, error: BaseException | str,
-                    dst_node: str | None = None, count: int = 1, lost_in_death: bool = False) -> None:
+                    dst_node: str | None = None, count: int = 1, reason_kind: DeadLetterReason = "other") -> None:
         """``count`` messages to ``dst_id`` that were not delivered: counted, and kept as one recent entry.
 
-        ``lost_in_death``: tells a worker's death lost (counted in ``lost_in_deaths`` too, and marked).
+        ``reason_kind``: why, as the caller knows it (``dead_letters_by_reason``);
+        "lost_in_death": tells a worker's death lost (counted in ``lost_in_deaths`` too, and marked).
         """
+        lost_in_death = reason_kind == "lost_in_death"
         self.dead_letter_count += count
+        self.dead_letters_by_reason[reason_kind] += count
         letter = {
             "to": f"{dst_node or self.name}/{dst_id:#x}", "from": f"{src_node}/{src_id:#x}" if src_id else None,
             "reason": str(error), "at": time.time(),  # (wall time, to show; no decision reads it)
@@ -868,10 +885,11 @@ class NodeCore:
         shown = heapq.nlargest(RECENT_DEAD_LETTERS, lost.items(), key=lambda item: item[1])
         rest = total - sum(count for _, count in shown)
         self.dead_letter_count += rest
+        self.dead_letters_by_reason["lost_in_death"] += rest
         self.lost_in_deaths += rest
         for actor_id, count in reversed(shown):
             self.dead_letter(actor_id, self.name, 0, f"{bound}{count} tell{'s' if count != 1 else ''} lost: {reason}",
-                             count=count, lost_in_death=True)
+                             count=count, reason_kind="lost_in_death")
         log.warning("node %s: %s%d tells to %d actors were lost: %s (see dead_letters())",
                     self.name, bound, total, len(lost), reason)
 
@@ -879,7 +897,8 @@ class NodeCore:
         """Frames for ``node`` could not be sent: fail them with the error that says why."""
         gone = self.gone_nodes.get(node)
         self.undeliverable(frames, ClusterError(f"node not found: {node}") if gone is None
-                           else NodeDown(f"node {node} is down ({gone}); its actors cannot answer"))
+                           else NodeDown(f"node {node} is down ({gone}); its actors cannot answer"),
+                           reason_kind="node_down")
 
     # -- the cluster ----------------------------------------------------------------
 
@@ -933,7 +952,7 @@ class NodeCore:
         for src_id, corr, origin in asks:
             self._fail_ask(origin, src_id, corr, error)
         for frames in held:  # its asks were among those just failed
-            self.undeliverable([b"", *frames], error, fail_asks=False)
+            self.undeliverable([b"", *frames], error, fail_asks=False, reason_kind="node_down")
         self.lifecycle.node_down(name, reason)
 
     def peer_unknown(self, name: str, held: list[Frames], error: ClusterError) -> None:
@@ -942,7 +961,7 @@ class NodeCore:
         for src_id, corr, origin in asks:
             self._fail_ask(origin, src_id, corr, error)
         for frames in held:
-            self.undeliverable([b"", *frames], error, fail_asks=False)
+            self.undeliverable([b"", *frames], error, fail_asks=False, reason_kind="node_down")
 
     # -- jobs answered later --------------------------------------------------------
 

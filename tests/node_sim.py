@@ -41,8 +41,17 @@ from gorilix.node_events import (
     WorkerStarted,
 )
 from gorilix.transport import codec
-from gorilix.transport.errors import ActorNotFound, error_to_wire
-from gorilix.transport.frames import ASK, FLAG_ASK, TELL, pack_env, pack_route, unpack_route
+from gorilix.transport.errors import ActorNotFound, GorilixError, error_to_wire
+from gorilix.transport.frames import (
+    ASK,
+    FLAG_ASK,
+    FLAG_REPLY,
+    REPLY,
+    TELL,
+    pack_env,
+    pack_route,
+    unpack_route,
+)
 from gorilix.transport.routing import client_identity
 from gorilix.workers.health import Health
 from gorilix.workers.protocol import (
@@ -105,6 +114,7 @@ class FakeHost:
     rss: dict[int, int] = field(default_factory=dict)  # what worker_usage says of each slot's memory
     health: dict[int, Health] = field(default_factory=dict)  # what each slot's board says (worker_health)
     tallies: dict[int, FakeTally] = field(default_factory=dict)  # each slot's tally, made when its worker starts
+    forwarded_count: int = 0  # what NodeSim.route sent on, as the driver's hot path counts it
 
     def worker_tally(self, slot: int) -> FakeTally:
         tally = self.tallies[slot] = FakeTally()
@@ -132,7 +142,7 @@ class FakeHost:
         return self.health.get(slot)
 
     def forwarded(self) -> int:
-        return 0
+        return self.forwarded_count
 
     def peers(self) -> list[str]:
         return sorted(self.links)
@@ -317,18 +327,35 @@ class NodeSim:
         return [client_identity(CLIENT), pack_route(NODE, dst_id, flags, CLIENT, corr),
                 pack_env(ASK if ask else TELL, NODE, CLIENT, corr), codec.encode(value)]
 
+    def reply(self, actor_id: int, corr: int, value: Any) -> Frames:
+        """The frames the router holds for the reply of ``actor_id`` (from its worker) to the client's ask ``corr``."""
+        slot = self.core.registry.actors[actor_id].slot
+        assert slot is not None
+        return [self.workers[slot].identity, pack_route(NODE, CLIENT, FLAG_REPLY, actor_id, corr),
+                pack_env(REPLY, NODE, actor_id, corr), codec.encode(value)]
+
     def route(self, frames: Frames) -> str:
         """Route one message as the driver's forward would; says what became of it."""
         route = unpack_route(frames[1])
         table = self.core.table
         endpoint = table.routes.get(route.dst_id)
         if endpoint is not None:
+            self.host.forwarded_count += 1
             if route.flags & FLAG_ASK:
                 table.ask_forwarded(endpoint, route.src_id, route.corr)
+            elif route.flags & FLAG_REPLY:
+                table.reply_forwarded(frames[0], route.dst_id, route.corr)
             return "sent"
-        if table.is_held(route.dst_id) and table.park(route.dst_id, frames).parked:
-            return "parked"
-        self.core.undeliverable(frames, ActorNotFound(f"no actor {NODE}/{route.dst_id:#x}"))
+        if route.flags & FLAG_REPLY:
+            table.reply_held(frames[0], route.dst_id, route.corr)
+        if table.is_held(route.dst_id):
+            if table.park(route.dst_id, frames).parked:
+                return "parked"
+            self.core.undeliverable(frames, GorilixError(  # (as the driver words it)
+                f"actor {NODE}/{route.dst_id:#x} is being re-created and already has "
+                f"{table.max_parked_per_actor} messages waiting"), reason_kind="parked_overflow")
+        else:
+            self.core.undeliverable(frames, ActorNotFound(f"no actor {NODE}/{route.dst_id:#x}"), reason_kind="no_actor")
         self._carry(self.core.take_effects())
         return "undeliverable"
 
@@ -356,6 +383,7 @@ class NodeSim:
     def check_invariants(self) -> None:
         """What must hold between any two events, whatever happened."""
         core = self.core
+        assert sum(core.dead_letters_by_reason.values()) == core.dead_letter_count, core.dead_letters_by_reason
         live = set(core.live_slots())
         for record in core.registry.actors.values():
             if record.placed:

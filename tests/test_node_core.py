@@ -392,8 +392,8 @@ def test_past_the_parking_limit_asks_fail_and_tells_are_dead_letters() -> None:
     assert [sim.route(sim.message(a, n)) for n in range(3)] == ["parked", "parked", "undeliverable"]
     assert sim.route(sim.message(a, "ask", ask=True, corr=9)) == "undeliverable"
     [reply] = _replies(sim, 9)
-    assert not reply.ok and type(reply.value) is ActorNotFound
-    assert sim.core.dead_letter_count == 1
+    assert not reply.ok and type(reply.value) is GorilixError and "already has 2 messages waiting" in str(reply.value)
+    assert sim.core.dead_letter_count == sim.core.dead_letters_by_reason["parked_overflow"] == 1
 
 
 def test_a_worker_that_keeps_dying_before_it_is_ready_fails_the_node() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gorilix.control.base import DEFER, hosted_by, log, show_id, worker_slot
-from gorilix.node_core import NodeCore
+from gorilix.node_core import DeadLetterReason, NodeCore
 from gorilix.node_events import Request
 from gorilix.registry import ActorRecord
 from gorilix.transport.describe import shown
@@ -236,7 +236,16 @@ def _r_dead_letter(core: NodeCore, req: Request, report: DeadLetter) -> None:
     slot = worker_slot(core, req, "dead_letter")
     where = f"worker {slot}"
     reason = report.reason if where in report.reason else f"{report.reason} at {where}"  # (said once)
-    core.dead_letter(report.dst_id, core.name, 0, GorilixError(reason))
+    core.dead_letter(report.dst_id, core.name, 0, GorilixError(reason), reason_kind=_worker_reason(report.reason))
+
+
+def _worker_reason(reason: str) -> DeadLetterReason:
+    """Why a worker could not deliver, from its report's "ErrorType: ..." (gorilix.workers.inbox)."""
+    if reason.startswith("ActorNotFound:"):  # stopped, or not on that worker
+        return "no_actor"
+    if reason.startswith("MailboxFull:"):  # the actor's mailbox_size reached
+        return "queue_full"
+    return "other"
 
 
 def _h_whereis(core: NodeCore, req: Request, name: str) -> Any:
