@@ -255,11 +255,14 @@ class Lifecycle:
             self._escalate(sup, decision.reason)
 
     def _restart(self, sup_id: int, ids: tuple[int, ...], reason: str) -> None:
-        if sup_id not in self.supervisors:
+        """Re-create the children ``ids`` of ``sup_id``, each counted as a restart it carried out."""
+        sup = self.supervisors.get(sup_id)
+        if sup is None:
             return
         for child_id in ids:
             nested = self.supervisors.get(child_id)
             if nested is not None:
+                self._count_restart(sup, child_id)
                 nested.reset()
                 self._restart(nested.id, tuple(c.id for c in nested.children), f"shutdown: {reason}")
                 continue
@@ -270,8 +273,15 @@ class Lifecycle:
                 # end a healthy incarnation, or place a second one while the first is being created.
                 continue
             self._down.discard(child_id)
+            self._count_restart(sup, child_id)
             if not self.core.restart_in_place(record, reason):
                 self.core.place_soon(record)  # (in batches: a worker with 500,000 actors must not stall the node)
+
+    @staticmethod
+    def _count_restart(sup: SupervisorState, child_id: int) -> None:
+        child = sup.get(child_id)
+        if child is not None:  # (removed meanwhile: its restart is no longer this supervisor's)
+            sup.restarted_child(child)
 
     def _shut(self, child_id: int) -> None:
         """End a running child's incarnation ("shutdown") ahead of its restart or removal."""
