@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import signal
 from typing import Any
@@ -141,14 +142,28 @@ def _h_dead_letters(core: NodeCore, req: Request) -> dict[str, Any]:
             "lost_in_deaths": core.lost_in_deaths}
 
 
+#: Supervisors listed in ``stats``' restarts_by_supervisor, at most (those with most restarts).
+MAX_SUPERVISORS_IN_STATS = 100
+
+
 def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
+    table = core.table
+    forwarded = core.host.forwarded()
     return {
         "node": core.name, "actors": len(core.registry.actors), "names": len(core.registry.names),
         "malformed": core.malformed, "refused": core.refused, "dead_letters": core.dead_letter_count,
         "lost_in_deaths": core.lost_in_deaths,  # tells lost in workers' deaths (counted in dead_letters too)
         "queue_refusals": core.queue_refusals,  # tells and asks refused: past max_queued for their worker
         "bad_meta": core.bad_meta + core.host.gossip_bad_meta(),  # members dropped for metadata a node cannot use
-        "forwarded": core.host.forwarded(),
+        "forwarded": forwarded,
+        # Of the forwarded: asks (to a worker or a peer node), replies, and the rest (tells and stops).
+        "asks": table.asks, "replies": table.replies,
+        "tells": max(0, forwarded - table.asks - table.replies),
+        "worker_deaths": core.worker_deaths,  # workers that died or were killed (not stopped with the node)
+        "dead_letters_by_reason": dict(core.dead_letters_by_reason),  # (adds up to dead_letters)
+        "restarts_by_supervisor": restarts_by_supervisor(core),
+        # From forwarding an ask to a worker here until its reply passes back, one ask in sample_every.
+        "ask_latency": {**table.ask_latency.to_dict(), "sample_every": table.sample_every},
         "parked": sum(len(q) for q in core.table.parked.values()),
         "moved": core.moved,  # movable actors moved to balance the workers
         "recovering": len(core.recovering),  # actors of dead workers not running again yet
@@ -157,6 +172,16 @@ def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
         # Datagrams sent, received, malformed, dropped (a bad seal, a replay): the gossip's own counters.
         "gossip": core.host.gossip_stats(),
     }
+
+
+def restarts_by_supervisor(core: NodeCore) -> dict[str, int]:
+    """Restarts each supervisor carried out, by name (two of one name are added up), most first;
+    at most :data:`MAX_SUPERVISORS_IN_STATS`. A supervisor stopped for good is no longer listed."""
+    by_name: dict[str, int] = {}
+    for sup in core.lifecycle.supervisors.values():
+        by_name[sup.name] = by_name.get(sup.name, 0) + sup.restarts
+    most = heapq.nlargest(MAX_SUPERVISORS_IN_STATS, by_name.items(), key=lambda item: item[1])
+    return dict(most)
 
 
 def _h_recovering(core: NodeCore, req: Request) -> int:
