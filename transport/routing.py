@@ -195,8 +195,9 @@ class ForwardingTable:
         if asks:
             key = (dst_id, corr)
             asks.pop(key, None)
-            if self.timed:
-                started = self.timed.pop(key, None)
+            timed = self.timed
+            if timed:  # (under load, nearly always: one dict lookup per reply is the sampling's cost)
+                started = timed.pop(key, None)
                 if started is not None and self.clock is not None:
                     self.ask_latency.observe(self.clock() - started)
 
