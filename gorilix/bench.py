@@ -36,6 +36,7 @@ from gorilix.supervision import ONE_FOR_ONE, Strategy
 from gorilix.supervisor import ChildSpec
 from gorilix.system import ActorSystem, default_worker_count
 from gorilix.transport.errors import GorilixError
+from gorilix.transport.routing import ASK_SAMPLE_EVERY, ForwardingTable
 
 Say = Callable[[str], None]
 
@@ -385,6 +386,32 @@ def _stuck_receiver(system: ActorSystem, count: int, how: str) -> dict[str, floa
     return figures
 
 
+def ask_sampling_cost(pairs: int, rounds: int, in_flight: int = 64) -> dict[str, float]:
+    """What timing one ask in 16 adds to the router's hot path, per ask: sampling on against off.
+
+    The router's own calls for one ask and its reply (``ask_forwarded``,
+    ``reply_forwarded``) on a table with a clock and one without, ``pairs``
+    of each per run with ``in_flight`` asks waiting at a time (so sampled
+    asks are waiting, as under load); the two alternate, round by round,
+    and the cost is the median of the rounds' differences (ns per ask).
+    """
+    worker = b"w0.1"
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(rounds):
+        for clock, into in ((time.monotonic, on), (None, off)):
+            table = ForwardingTable(clock=clock)
+            ask, reply = table.ask_forwarded, table.reply_forwarded
+            start = time.perf_counter()
+            for corr in range(in_flight, pairs + in_flight):
+                ask(worker, 7, corr)
+                reply(worker, 7, corr - in_flight)
+            into.append((time.perf_counter() - start) / pairs * 1e9)
+    median = statistics.median
+    return {"on_ns": median(on), "off_ns": median(off),
+            "cost_ns": median(a - b for a, b in zip(on, off, strict=True)), "sample_every": ASK_SAMPLE_EVERY}
+
+
 def _startup(runs: int) -> dict[str, float]:
     """From ``ActorSystem(workers=2)`` to the first answered ask, and the stop after it."""
     starts, stops = [], []
@@ -422,7 +449,7 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
     workers = max(2, default_worker_count())
     if failover_actors is None:
         failover_actors = FAILOVER_ACTORS // scale
-    steps = 13 if failover_actors else 12
+    steps = 14 if failover_actors else 13
     report: dict[str, Any] = {"workers": workers, "quick": quick}
 
     def step(n: int, text: str) -> None:
@@ -478,8 +505,13 @@ def run_bench(quick: bool = False, progress: bool = True, say: Say | None = None
         tells = 200_000 // scale
         step(12, f"a stuck receiver: {tells:,} tells of 1 KB to an actor whose worker reads nothing")
         report["stuck"] = {how: _stuck_receiver(system, tells, how) for how in ("blocked", "stopped")}
+    pairs, rounds = (50_000, 5) if quick else (200_000, 9)
+    step(13, f"ask latency sampling on the router's hot path: {pairs:,} asks and replies, on against off ({rounds} rounds)")
+    report["ask_sampling"] = ask_sampling_cost(pairs, rounds)
+    report["ask_sampling"]["share_of_raw_hop"] = report["ask_sampling"]["cost_ns"] / (
+        report["baseline"]["ask_rtt_us"] * 1e3)
     if failover_actors:
-        step(13, f"mass failover: SIGKILL a worker of {failover_actors:,} actors, asks to the other meanwhile")
+        step(14, f"mass failover: SIGKILL a worker of {failover_actors:,} actors, asks to the other meanwhile")
         report["mass_failover"] = mass_failover(failover_actors)
     def paired(ours: str, raw: str) -> float:
         # The median of per-round ratios: a round's raw run and ours ran back to
@@ -540,6 +572,8 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool | None]]] = [
     ("pool_cpu", "~10 ms items >= 0.98x multiprocessing.Pool", lambda r: r["ratios"]["pool_cpu_vs_mp"] >= 0.98),
     ("isolation", "GIL held in the program: max <= 10 ms, median <= 1.1x idle",
      lambda r: r["isolation"]["during_max_ms"] <= 10 and r["ratios"]["isolation_median_vs_idle"] <= 1.1),
+    ("ask_sampling", "ask latency sampling < 1% of the raw hop",
+     lambda r: r["ask_sampling"]["share_of_raw_hop"] < 0.01),
     ("mass_failover", "mass failover: asks to the healthy worker p99 < 50 ms",
      lambda r: r["mass_failover"]["during_p99_ms"] < 50 if r.get("mass_failover") else None),
 ]
@@ -603,6 +637,12 @@ def format_report(r: dict[str, Any]) -> str:
         ("start-up: ActorSystem(workers=2) -> first answer", f"{r['startup']['start_s'] * 1e3:.0f} ms",
          f"stop {r['startup']['stop_s'] * 1e3:.0f} ms"),
     ]
+    sampling = r.get("ask_sampling")
+    if sampling:
+        rows.append((f"ask latency sampling (1 in {sampling['sample_every']}), router hot path",
+                     f"{sampling['cost_ns']:+.1f} ns per ask",
+                     f"{sampling['share_of_raw_hop']:.2%} of the raw hop; {sampling['off_ns']:.0f} ns per ask "
+                     f"and reply without it (target < 1%){mark('ask_sampling')}"))
     mass = r.get("mass_failover")
     if mass:
         spread = ", ".join(f"{count:,}" for _, count in sorted(mass["per_worker"].items()))

@@ -6,7 +6,7 @@ import copy
 import itertools
 from typing import Any
 
-from gorilix.bench import TARGETS, format_report, machine, missed
+from gorilix.bench import TARGETS, ask_sampling_cost, format_report, machine, missed
 from gorilix.demo import measure_speedup
 
 #: A report as run_bench returns it, every target met.
@@ -53,6 +53,25 @@ def test_each_figure_that_misses_its_target_is_marked() -> None:
 def test_a_step_left_out_misses_nothing() -> None:
     assert "mass_failover" not in missed(REPORT)  # (not measured: no mass_failover in the report)
     assert {name for name, _, _ in TARGETS} >= {"pool_tiny", "pool_cpu", "isolation", "mass_failover"}
+
+
+def test_the_cost_of_timing_asks_is_a_row_with_its_target_when_measured() -> None:
+    assert "sampling" not in format_report(REPORT)  # (an older report: no row, nothing missed)
+    report = copy.deepcopy(REPORT)
+    report["ask_sampling"] = {"on_ns": 420.0, "off_ns": 380.0, "cost_ns": 40.0, "sample_every": 16,
+                              "share_of_raw_hop": 40.0 / 100e3}
+    [row] = [line for line in format_report(report).splitlines() if "sampling" in line]
+    assert "(1 in 16)" in row and "+40.0 ns per ask" in row and "0.04% of the raw hop" in row
+    assert missed(report) == []
+    report["ask_sampling"]["share_of_raw_hop"] = 0.02
+    assert missed(report) == ["ask_sampling"]
+    assert format_report(report).splitlines()[-1].endswith("MISSED: ask latency sampling < 1% of the raw hop")
+
+
+def test_the_cost_of_timing_asks_is_measured_on_against_off() -> None:
+    cost = ask_sampling_cost(2000, 3)
+    assert cost["sample_every"] == 16 and cost["on_ns"] > 0 and cost["off_ns"] > 0
+    assert set(cost) == {"on_ns", "off_ns", "cost_ns", "sample_every"}
 
 
 def test_the_machine_is_described() -> None:
