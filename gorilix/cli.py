@@ -339,6 +339,16 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f} MiB"
 
 
+def _latency_bound(histogram: dict[str, Any], quantile: float) -> str:
+    """The bucket bound under which ``quantile`` of a latency histogram's samples fall (e.g. '<= 1 ms')."""
+    wanted, seen = quantile * histogram["count"], 0
+    for bound, count in zip([*histogram["bounds"], None], histogram["counts"], strict=True):
+        seen += count
+        if seen >= wanted:
+            return "over the last bound" if bound is None else f"<= {bound * 1000:g} ms"
+    return "unknown"
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -527,6 +537,9 @@ def status(target: Target, as_json: bool) -> None:
     stats = dict(info.get("stats") or {})
     stats.pop("node", None)
     gossip = stats.pop("gossip", None)
+    by_reason = stats.pop("dead_letters_by_reason", None) or {}
+    restarts = stats.pop("restarts_by_supervisor", None) or {}
+    latency = stats.pop("ask_latency", None)
     labels = {"actors": "actors", "names": "named actors", "dead_letters": "dead letters",
               "parked": "messages waiting for a restarting actor", "malformed": "malformed frames dropped",
               "refused": "control requests refused", "bad_meta": "members dropped for bad gossip metadata",
@@ -539,6 +552,14 @@ def status(target: Target, as_json: bool) -> None:
     parts = [f"{labels.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items()]
     if parts:
         click.echo("; ".join(parts))
+    if any(by_reason.values()):
+        click.echo("dead letters by reason: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in by_reason.items() if v))
+    if any(restarts.values()):
+        click.echo("restarts by supervisor: " + ", ".join(f"{k} {v}" for k, v in restarts.items() if v))
+    if latency and latency.get("count"):
+        quantiles = ", ".join(f"p{q} {_latency_bound(latency, q / 100)}" for q in (50, 99))
+        click.echo(f"ask latency at this node (1 ask in {latency['sample_every']} timed, {latency['count']} so far): "
+                   f"{quantiles}")
     if gossip:
         click.echo(f"gossip: {gossip['sent']} datagrams sent, {gossip['received']} received, "
                    f"{gossip['malformed']} malformed and {gossip['dropped']} refused (bad seal, stale or replayed), "

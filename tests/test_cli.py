@@ -360,7 +360,10 @@ class FakeRemote:
                                           "message": "tuple 'block'", "silent": False}},
             ],
             "stats": {"node": "n1", "actors": 3, "names": 1, "dead_letters": 0, "parked": 0, "malformed": 0,
-                      "moved": 2},
+                      "moved": 2, "dead_letters_by_reason": {"no_actor": 4, "queue_full": 0},
+                      "restarts_by_supervisor": {"root": 0, "db": 3},
+                      "ask_latency": {"bounds": [0.001, 0.01], "counts": [90, 9, 1], "sum": 0.2, "count": 100,
+                                      "sample_every": 16}},
             "dead_letters": 0, "recent_dead_letters": [],
         }
 
@@ -432,6 +435,11 @@ def test_status_table_and_json(runner: CliRunner, fake: type[FakeRemote]) -> Non
     assert "30.0 MiB" in result.output and "dead letters 0" in result.output
     assert "balance: 3, 0 actors on the live workers (spread 3; 2 moved to balance them)" in result.output
     assert "worker 1 STUCK for 3.2 s in actor n1/0x2a (app:Blocker) handling tuple 'block'" in result.output
+    # the dashboard's counters, as lines (never a raw dict)
+    assert "dead letters by reason: no actor 4\n" in result.output
+    assert "restarts by supervisor: db 3\n" in result.output
+    assert "(1 ask in 16 timed, 100 so far): p50 <= 1 ms, p99 <= 10 ms" in result.output
+    assert "{" not in result.output
     info = json.loads(runner.invoke(main, ["status", "--json"]).output)
     assert info["node"] == "n1"
     assert {"id", "pid", "alive", "actors", "cpu_percent", "rss_bytes", "restarts"} <= set(info["workers"][0])
