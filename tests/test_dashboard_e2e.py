@@ -1,0 +1,196 @@
+"""The dashboard against a real two-node cluster: /metrics as traffic flows, and the page in headless Chromium.
+
+The browser test needs Debian's chromium (``.ci/run`` installs it). Where it
+is missing the test is skipped, unless GORILIX_REQUIRE_BROWSER=1 (CI sets it)
+makes that a failure. The screenshot goes to $GORILIX_ARTIFACTS (CI keeps
+it), else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gorilix.launcher import NodeProcess, _same_code_env, free_port
+from gorilix.remote import RemoteNode
+
+pytestmark = pytest.mark.slow
+
+#: Gossip timings that find a dead node in a second or two (the CLI tests' FAST).
+FAST = ["--probe-interval", "0.2", "--probe-timeout", "0.1", "--push-interval", "0.05",
+        "--pull-interval", "2", "--suspicion-mult", "3", "--leave-timeout", "1"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: Chromium on a machine with no network and no screen, as root (the flags the machine's notes give).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class Dashboard:
+    """A `gorilix dashboard` process started by a test, and the address it printed."""
+
+    proc: subprocess.Popen[str]
+    url: str  # with the token, as printed
+
+    @property
+    def base(self) -> str:
+        return self.url.split("#")[0].rstrip("/")
+
+    @property
+    def token(self) -> str:
+        return self.url.split("#token=")[1]
+
+    def get(self, path: str) -> bytes:
+        request = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return bytes(response.read())
+
+
+@pytest.fixture
+def cluster(gorilix_node: Callable[..., NodeProcess]) -> tuple[NodeProcess, NodeProcess]:
+    n1 = gorilix_node(*FAST)
+    n2 = gorilix_node(*FAST, "--seed", n1.address)
+    with RemoteNode(n1.address) as remote:
+        _wait(lambda: sum(m["status"] == "alive" for m in remote.members()) == 2, 15.0, "both nodes alive")
+    return n1, n2
+
+
+@pytest.fixture
+def dashboard(cluster: tuple[NodeProcess, NodeProcess]) -> Iterator[Dashboard]:
+    """`gorilix dashboard --allow-drills` of the first node; it ends when the test closes its stdin."""
+    command = [sys.executable, "-m", "gorilix", "dashboard", "--node", cluster[0].address,
+               "--bind", f"127.0.0.1:{free_port()}", "--allow-drills", "--watch-stdin"]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_same_code_env())
+    try:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+        reader.start()
+        _wait(lambda: any("#token=" in line for line in lines) or proc.poll() is not None, 30.0, "the dashboard")
+        url = next((line.split(" at ", 1)[1].strip() for line in lines if "#token=" in line), None)
+        assert url is not None, f"the dashboard did not start: {proc.stderr.read() if proc.stderr else ''}"
+        yield Dashboard(proc, url)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            assert proc.wait(timeout=10) == 0  # it ends, cleanly, when its stdin closes
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+
+
+def test_metrics_counters_move_as_traffic_flows(cluster: tuple[NodeProcess, NodeProcess],
+                                                dashboard: Dashboard) -> None:
+    n1 = cluster[0].name
+    node = (("node", n1),)
+    before = _wait(lambda: (s := _samples(dashboard.get("/metrics"))).get(("gorilix_members", (("status", "alive"),)))
+                   == 2.0 and ("gorilix_asks_total", node) in s and s, 10.0, "both members alive in the metrics")
+    assert before[("gorilix_node_up", (("node", cluster[1].name),))] == 1.0
+    with RemoteNode(cluster[0].address) as remote:
+        echo = remote.spawn("gorilix.bench_actors:Echo")
+        for i in range(320):
+            assert remote.ask_ref(echo, i) == i
+    after = _wait(lambda: (s := _samples(dashboard.get("/metrics")))[("gorilix_asks_total", node)]
+                  >= before[("gorilix_asks_total", node)] + 320 and s, 10.0, "the asks counted")
+    assert after[("gorilix_messages_routed_total", node)] >= before[("gorilix_messages_routed_total", node)] + 640
+    assert after[("gorilix_replies_total", node)] >= before[("gorilix_replies_total", node)] + 320
+    # one ask in 16 is timed: 320 asks give at least 20 samples, each in a bucket
+    timed = after[("gorilix_ask_latency_seconds_count", node)] - before[("gorilix_ask_latency_seconds_count", node)]
+    assert timed >= 320 // 16
+    assert after[("gorilix_ask_latency_seconds_bucket", (("le", "+Inf"), *node))] == \
+        after[("gorilix_ask_latency_seconds_count", node)]
+    assert after[("gorilix_gossip_packets_sent_total", node)] > before[("gorilix_gossip_packets_sent_total", node)]
+    assert sum(v for (name, labels), v in after.items()
+               if name == "gorilix_worker_actors" and dict(labels)["node"] == n1) >= 1
+
+
+def _artifact(tmp_path: Path, name: str) -> Path:
+    folder = Path(os.environ.get("GORILIX_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def test_the_page_in_a_real_browser_shows_members_a_drill_and_a_dead_node(
+        cluster: tuple[NodeProcess, NodeProcess], dashboard: Dashboard, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        if os.environ.get("GORILIX_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is missing (GORILIX_REQUIRE_BROWSER=1): apt-get install chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    n1, n2 = cluster
+    with RemoteNode(n1.address) as remote:  # something to show in the charts and the trees
+        for i in range(4):
+            remote.spawn("gorilix.bench_actors:Echo", name=f"echo-{i}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(dashboard.url)
+            # the member table shows both nodes alive
+            for node in (n1, n2):
+                page.wait_for_selector(f'#members tr[data-member="{node.name}"][data-status="alive"]', timeout=10_000)
+            assert page.url.find("token=") < 0, "the token stays out of the address bar"
+
+            # the drill button: the worker shows dead, then back (a new pid) within 2 s
+            row = f'#nodes section[data-node="{n1.name}"] tr[data-worker="0"]'
+            page.wait_for_selector(f'{row}[data-alive="true"]', timeout=10_000)
+            old_pid = page.get_attribute(row, "data-pid")
+            clicked = time.monotonic()
+            page.click(f'button.kill[data-node="{n1.name}"][data-worker="0"]')
+            page.wait_for_selector(f'{row}[data-alive="false"]', timeout=2_000)
+            page.wait_for_function(
+                """([row, old]) => { const r = document.querySelector(row);
+                     return r && r.dataset.alive === "true" && r.dataset.pid !== old; }""",
+                arg=[row, old_pid], timeout=max(1, int((2.0 - (time.monotonic() - clicked)) * 1000)))
+            back_after = time.monotonic() - clicked
+            assert back_after <= 2.0
+            page.wait_for_selector("#timeline li", timeout=2_000)
+            assert "drill: killed worker 0" in page.inner_text("#timeline")
+
+            # SIGKILL of a whole node: the page marks it dead
+            n2.proc.send_signal(signal.SIGKILL)
+            page.wait_for_selector(f'#members tr[data-member="{n2.name}"][data-status="dead"]', timeout=20_000)
+            # its workers are what it said last: unknown now, and no kill button for them
+            page.wait_for_selector(f'#nodes section[data-node="{n2.name}"] tr[data-alive="unknown"]', timeout=5_000)
+            assert page.query_selector(f'button.kill[data-node="{n2.name}"]') is None
+            page.wait_for_timeout(1500)  # (a little more history in the charts for the screenshot)
+            page.screenshot(path=str(_artifact(tmp_path, "dashboard.png")), full_page=True)
+            assert errors == [], f"JavaScript errors on the page: {errors}"
+        finally:
+            browser.close()
