@@ -287,3 +287,37 @@ def test_the_drill_needs_drills_on_json_and_a_known_worker(serve: Any) -> None:
     assert status == 200 and answer["pid"] == 4242 and answer["state"]["node"] == "n1"
     assert collector.killed == [("n1", 1)]
     assert _request(server, "POST", "/api/state", b"{}", json_type)[0] == 404
+
+
+def test_the_page_is_served_on_ipv6_loopback_too() -> None:
+    collector = _NoNodes(False)
+    try:
+        server = DashboardServer(("::1", 0), collector, None, files={"index.html": b"<html>v6</html>"})
+    except OSError as exc:  # (a machine with IPv6 off)
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        assert server.url().startswith("http://[::1]:")
+        connection = http.client.HTTPConnection("::1", server.server_address[1], timeout=10)
+        connection.request("GET", "/", headers={"Host": f"[::1]:{server.server_address[1]}"})
+        response = connection.getresponse()
+        assert response.status == 200 and response.read() == b"<html>v6</html>"
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_new_members_get_a_poller_and_one_that_moved_is_polled_at_its_new_address() -> None:
+    collector = Collector("127.0.0.1:1", Access(timeout=0.2), Tracker(home="n1"))
+    try:
+        collector.tracker.answered(_answer("n1", 1.0, members=[_member("n1", "alive", 1), _member("n2", "alive", 2),
+                                                                 _member("n3", "dead", 3)]))
+        collector.tick()
+        assert sorted(collector.pollers) == ["n2"]  # (not the dead one; the home one is made by start())
+        assert collector.pollers["n2"].address == "127.0.0.1:2"
+        collector.tracker.answered(_answer("n1", 2.0, members=[_member("n1", "alive", 1), _member("n2", "alive", 5)]))
+        collector.tick()
+        assert collector.pollers["n2"].address == "127.0.0.1:5"
+    finally:
+        collector.stop()

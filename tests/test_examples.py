@@ -15,9 +15,14 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "chaos_drill.py": "children answer through their original refs",
     "cpu_pool.py": "speedup",
+    "dashboard_tour.py": "tour over",
     "failover.py": "refs answered again",
     "supervision_tree.py": "api restarted with fresh state",
 }
+
+
+#: Arguments an example needs to end by itself.
+ARGS = {"dashboard_tour.py": ["--seconds", "4", "--port", "0"]}
 
 
 def test_every_example_is_checked() -> None:
@@ -29,7 +34,7 @@ def test_example_runs(script: Path) -> None:
     # subprocess.run waits for the child (and kills it at the timeout), so
     # nothing is left running whatever happens.
     result = subprocess.run(
-        [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), *ARGS.get(script.name, [])], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     output = f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
     assert result.returncode == 0, f"{script.name} exited with {result.returncode}\n{output}"

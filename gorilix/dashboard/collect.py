@@ -70,6 +70,14 @@ class Poller:
                 self._remote.close()
                 self._remote = None
 
+    def move(self, address: str) -> None:
+        """The node now gossips another address: the next poll connects there."""
+        with self._remote_lock:
+            self.address = address
+            old, self._remote = self._remote, None
+        if old is not None:
+            old.close()
+
     def remote(self) -> RemoteNode:
         """This node's client, connected first if need be (raises GorilixError if it cannot be)."""
         with self._remote_lock:
@@ -165,10 +173,15 @@ class Collector:
             members = list(self.tracker.members)
         for row in members:
             name = str(row.get("name"))
-            if row.get("status") in ("alive", "suspect") and name not in self.pollers:
-                address = f"{row.get('address')}:{row.get('port')}"
+            if row.get("status") not in ("alive", "suspect") or name == self.tracker.home:
+                continue
+            address = f"{row.get('address')}:{row.get('port')}"
+            poller = self.pollers.get(name)
+            if poller is None:
                 self.pollers[name] = Poller(name, address, self.access, self.current_interval, self.tracker,
                                             self.lock)
+            elif poller.address != address:  # it came back at another address: connect there
+                poller.move(address)
         polled = {str(r.get("name")) for r in members if r.get("status") in ("alive", "suspect")}
         for name, poller in self.pollers.items():
             if name == self.tracker.home or name in polled or not members:

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import mimetypes
+import socket
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +64,8 @@ class DashboardServer(ThreadingHTTPServer):
         self.files = static_files() if files is None else files
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ClusterMetrics(collector.tracker, collector.lock))
+        if ":" in address[0]:  # (an IPv6 address: the standard library's server binds IPv4 unless told)
+            self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         host = address[0]
         # The names a browser may use for us: anything else in Host is a page of another site that
