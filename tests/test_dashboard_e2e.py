@@ -179,6 +179,7 @@ def test_the_page_in_a_real_browser_shows_members_a_drill_and_a_dead_node(
                      return r && r.dataset.alive === "true" && r.dataset.pid !== old; }""",
                 arg=[row, old_pid], timeout=max(1, int((2.0 - (time.monotonic() - clicked)) * 1000)))
             back_after = time.monotonic() - clicked
+            print(f"the page showed worker 0 dead, then back as a new pid, {back_after * 1000:.0f} ms after the click")
             assert back_after <= 2.0
             page.wait_for_selector("#timeline li", timeout=2_000)
             assert "drill: killed worker 0" in page.inner_text("#timeline")
