@@ -8,6 +8,7 @@ it), else to the test's temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +54,15 @@ class Dashboard:
     @property
     def token(self) -> str:
         return self.url.split("#token=")[1]
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(self.base + path, data=body, method="POST", headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
 
     def get(self, path: str) -> bytes:
         request = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
@@ -135,6 +146,18 @@ def test_metrics_counters_move_as_traffic_flows(cluster: tuple[NodeProcess, Node
     assert after[("gorilix_gossip_packets_sent_total", node)] > before[("gorilix_gossip_packets_sent_total", node)]
     assert sum(v for (name, labels), v in after.items()
                if name == "gorilix_worker_actors" and dict(labels)["node"] == n1) >= 1
+
+
+def test_a_drill_through_the_api_and_one_at_a_worker_the_node_lacks(cluster: tuple[NodeProcess, NodeProcess],
+                                                                     dashboard: Dashboard) -> None:
+    n1 = cluster[0].name
+    status, answer = dashboard.post("/api/kill-worker", json.dumps({"node": n1, "worker": 9}).encode())
+    assert status == 404 and "workers 0..1" in answer["error"], answer
+    status, answer = dashboard.post("/api/kill-worker", json.dumps({"node": n1, "worker": 1}).encode())
+    assert status == 200, answer
+    worker = next(w for w in answer["state"]["nodes"][n1]["workers"] if w["id"] == 1)
+    assert worker["alive"] is False  # (answered once the node handled the death: the respawn is not ready yet)
+    assert f"drill: killed worker 1 of {n1} (pid {answer['pid']})" in [e["text"] for e in answer["state"]["timeline"]]
 
 
 def _artifact(tmp_path: Path, name: str) -> Path:

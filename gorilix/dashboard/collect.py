@@ -100,6 +100,8 @@ class Poller:
                 supervisors = []
             try:
                 members: list[dict[str, Any]] | None = list(remote.control("members", timeout=limit))
+            except NodeUnreachable:
+                raise
             except GorilixError:  # clustering is off there: a node on its own
                 members = None
         except GorilixError as exc:

@@ -26,7 +26,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from gorilix.dashboard.collect import Collector
 from gorilix.dashboard.metrics import ClusterMetrics
-from gorilix.transport.errors import GorilixError
+from gorilix.transport.errors import GorilixError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,9 @@ class Handler(BaseHTTPRequestHandler):
             pid = collector.kill_worker(node, worker)
         except LookupError as exc:
             self._error(HTTPStatus.NOT_FOUND, str(exc).strip("'\""))
+            return
+        except InvalidArgument as exc:  # (no such worker there: the node says which it has)
+            self._error(HTTPStatus.NOT_FOUND, " ".join(str(exc).split()))
             return
         except GorilixError as exc:
             self._error(HTTPStatus.BAD_GATEWAY, " ".join(str(exc).split()))
