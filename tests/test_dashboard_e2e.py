@@ -218,3 +218,19 @@ def test_the_page_in_a_real_browser_shows_members_a_drill_and_a_dead_node(
             assert errors == [], f"JavaScript errors on the page: {errors}"
         finally:
             browser.close()
+
+
+def test_gorilix_node_dashboard_starts_one_beside_the_node_and_it_ends_with_the_node_however_it_ends(
+        gorilix_node: Callable[..., NodeProcess]) -> None:
+    import psutil
+
+    port = free_port()
+    node = gorilix_node("--dashboard", f"127.0.0.1:{port}")
+    _wait(lambda: any(f"dashboard of {node.name} at http://127.0.0.1:{port}/" in line for line in node.lines), 20.0,
+          "the dashboard's address")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10) as response:
+        assert json.loads(response.read())["node"] == node.name  # (loopback, no drills: no token)
+    [dashboard] = [p for p in psutil.Process(node.pid).children() if "dashboard" in " ".join(p.cmdline())]
+    node.proc.send_signal(signal.SIGKILL)  # the CLI process dies without a word: its pipe closes
+    _wait(lambda: not dashboard.is_running() or dashboard.status() == psutil.STATUS_ZOMBIE, 5.0,
+          "the dashboard gone with its node")
