@@ -82,6 +82,9 @@ class Lifecycle:
         self._down: set[int] = set()  # actors whose incarnation ended, waiting for a decision
         self.remote_links: dict[int, set[tuple[str, int]]] = {}  # local actor -> (node, actor)
         self.lost: deque[LostWorker] = deque()  # dead workers whose actors are being handed over
+        #: Restarts every supervisor carried out, in all: it never goes down (a supervisor's own count goes
+        #: with it when it stops), so a dashboard's rate of restarts is never thrown by a stopped one.
+        self.restarts = 0
         self.root = self.new_supervisor("root", ROOT_STRATEGY, None)
 
     # -- the tree -----------------------------------------------------------
@@ -277,11 +280,11 @@ class Lifecycle:
             if not self.core.restart_in_place(record, reason):
                 self.core.place_soon(record)  # (in batches: a worker with 500,000 actors must not stall the node)
 
-    @staticmethod
-    def _count_restart(sup: SupervisorState, child_id: int) -> None:
+    def _count_restart(self, sup: SupervisorState, child_id: int) -> None:
         child = sup.get(child_id)
         if child is not None:  # (removed meanwhile: its restart is no longer this supervisor's)
             sup.restarted_child(child)
+            self.restarts += 1
 
     def _shut(self, child_id: int) -> None:
         """End a running child's incarnation ("shutdown") ahead of its restart or removal."""

@@ -38,10 +38,8 @@ def _member(name: str, status: str, port: int = 7946) -> dict[str, Any]:
 
 
 def test_rates_are_counter_growth_per_second_between_two_answers() -> None:
-    before = _answer("n1", 10.0, forwarded=100, asks=40, tells=50, dead_letters=1, worker_deaths=0,
-                     restarts_by_supervisor={"root": 2})
-    after = _answer("n1", 12.0, forwarded=300, asks=100, tells=130, dead_letters=5, worker_deaths=1,
-                    restarts_by_supervisor={"root": 5, "db": 1})
+    before = _answer("n1", 10.0, forwarded=100, asks=40, tells=50, dead_letters=1, worker_deaths=0, restarts=2)
+    after = _answer("n1", 12.0, forwarded=300, asks=100, tells=130, dead_letters=5, worker_deaths=1, restarts=6)
     point = rates(before, after)
     assert point["msgs_per_s"] == 100.0 and point["asks_per_s"] == 30.0 and point["tells_per_s"] == 40.0
     assert point["dead_letters_per_s"] == 2.0 and point["deaths"] == 1 and point["restarts"] == 4

@@ -136,6 +136,10 @@ def test_restarts_are_counted_per_child_and_per_supervisor_and_outlive_a_removed
     assert _answer(sim, "remove_child", sup, "first") is True
     assert state.restarts == 3  # (restarts carried out stay counted)
     assert _stats(sim)["restarts_by_supervisor"] == {"svc": 3, "root": 0}
+    assert _stats(sim)["restarts"] == 3
+    assert _answer(sim, "stop_supervisor", sup) is True
+    assert "svc" not in _stats(sim)["restarts_by_supervisor"]
+    assert _stats(sim)["restarts"] == 3  # (the node's total never goes down: a rate of it stays true)
 
 
 def test_a_restart_is_counted_when_carried_out_not_when_decided() -> None:

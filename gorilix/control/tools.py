@@ -161,6 +161,7 @@ def _h_stats(core: NodeCore, req: Request) -> dict[str, Any]:
         "tells": max(0, forwarded - table.asks - table.replies),
         "worker_deaths": core.worker_deaths,  # workers that died or were killed (not stopped with the node)
         "dead_letters_by_reason": dict(core.dead_letters_by_reason),  # (adds up to dead_letters)
+        "restarts": core.lifecycle.restarts,  # restarts all supervisors carried out, cumulative
         "restarts_by_supervisor": restarts_by_supervisor(core),
         # From forwarding an ask to a worker here until its reply passes back, one ask in sample_every.
         "ask_latency": {**table.ask_latency.to_dict(), "sample_every": table.sample_every},

@@ -195,7 +195,5 @@ def rates(before: NodeAnswer | None, after: NodeAnswer) -> dict[str, Any]:
     point["tells_per_s"] = grew("tells") / elapsed
     point["dead_letters_per_s"] = grew("dead_letters") / elapsed
     point["deaths"] = grew("worker_deaths")
-    now_restarts = sum((stats.get("restarts_by_supervisor") or {}).values())
-    then_restarts = sum((old.get("restarts_by_supervisor") or {}).values())
-    point["restarts"] = now_restarts - then_restarts if now_restarts >= then_restarts else now_restarts
+    point["restarts"] = grew("restarts")
     return point
