@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -13,10 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gorilix.cluster.security import dashboard_token
 from gorilix.dashboard import DashboardError, DashboardOptions, token_for
-from gorilix.dashboard.collect import Access, Collector
+from gorilix.dashboard.collect import Access, Collector, Poller
 from gorilix.dashboard.metrics import node_metrics
 from gorilix.dashboard.server import DashboardServer, is_loopback
 from gorilix.dashboard.tracker import HISTORY, NodeAnswer, Tracker, rates
+from gorilix.transport.errors import NotRunning
 
 
 def _worker(slot: int, pid: int, alive: bool = True, cpu: float = 10.0) -> dict[str, Any]:
@@ -319,3 +321,48 @@ def test_new_members_get_a_poller_and_one_that_moved_is_polled_at_its_new_addres
         assert collector.pollers["n2"].address == "127.0.0.1:5"
     finally:
         collector.stop()
+
+
+class _Remote:
+    """A node's client as the poller uses it: answers, or has ended (its node stopped or restarted)."""
+
+    def __init__(self, name: str, ended: bool = False) -> None:
+        self.name = name
+        self.ended = ended
+        self.closed = False
+
+    def control(self, op: str, *args: Any, timeout: float | None = None) -> Any:
+        if self.ended:
+            raise NotRunning(f"node {self.name} at 127.0.0.1:2 stopped answering; connect again once it runs")
+        return {"status": {"workers": [_worker(0, 100)], "stats": {}}, "supervision": [], "members": []}[op]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class _Scripted(Access):
+    """Hands out the given clients, one per connect."""
+
+    remotes: list[_Remote] = field(default_factory=list)
+
+    def connect(self, address: str) -> Any:
+        return self.remotes.pop(0)
+
+
+def test_a_node_restarted_at_the_same_address_is_connected_again_and_an_impostor_is_refused() -> None:
+    ended, fresh, impostor = _Remote("n2", ended=True), _Remote("n2"), _Remote("n9")
+    tracker = Tracker(home="n1")
+    poller = Poller("n2", "127.0.0.1:2", _Scripted(remotes=[ended, fresh, impostor]), lambda: 1.0, tracker,
+                    threading.Lock())
+    try:
+        poller.poll()  # the old connection saw the node go: it is dropped...
+        assert tracker.nodes["n2"].error is not None and ended.closed
+        poller.poll()  # ...and the next poll connects again
+        assert tracker.nodes["n2"].error is None and tracker.state()["nodes"]["n2"]["reachable"]
+        fresh.ended = True
+        poller.poll()
+        poller.poll()  # another node answers at the address now: not shown as n2
+        assert "node n9 answers at 127.0.0.1:2" in str(tracker.nodes["n2"].error) and impostor.closed
+    finally:
+        poller.stop()

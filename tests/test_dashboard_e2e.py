@@ -27,6 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gorilix.launcher import NodeProcess, _same_code_env, free_port
+from gorilix.node_handle import HEARTBEAT_EVERY, HEARTBEAT_MISSES
 from gorilix.remote import RemoteNode
 
 pytestmark = pytest.mark.slow
@@ -235,3 +236,24 @@ def test_gorilix_node_dashboard_starts_one_beside_the_node_and_it_ends_with_the_
     node.proc.send_signal(signal.SIGKILL)  # the CLI process dies without a word: its pipe closes
     _wait(lambda: not dashboard.is_running() or dashboard.status() == psutil.STATUS_ZOMBIE, 5.0,
           "the dashboard gone with its node")
+
+
+def test_the_home_node_killed_and_started_again_at_its_address_is_polled_again(
+        cluster: tuple[NodeProcess, NodeProcess], dashboard: Dashboard) -> None:
+    n1, n2 = cluster
+
+    def node() -> dict[str, Any]:
+        return dict(json.loads(dashboard.get("/api/state"))["nodes"][n1.name])
+
+    old = _wait(lambda: (v := node())["reachable"] and v, 10.0, "the home node polled")
+    n1.proc.send_signal(signal.SIGKILL)
+    n1.proc.wait(10)
+    _wait(lambda: not node()["reachable"], 10.0, "the killed node shown unreachable")
+    time.sleep(HEARTBEAT_EVERY * (HEARTBEAT_MISSES + 1))  # (down long enough for the dashboard's client to give up)
+    again = NodeProcess(n1.name, n1.port, seeds=[n2.address], workers=2, args=FAST)
+    try:
+        again.wait_ready(30.0)
+        back = _wait(lambda: (v := node())["reachable"] and v, 15.0, "the node started again polled again")
+        assert {w["pid"] for w in back["workers"]}.isdisjoint(w["pid"] for w in old["workers"])
+    finally:
+        again.reap()

@@ -79,15 +79,30 @@ class Poller:
             old.close()
 
     def remote(self) -> RemoteNode:
-        """This node's client, connected first if need be (raises GorilixError if it cannot be)."""
+        """This node's client, connected first if need be (raises GorilixError if it cannot be, or if
+        another node now answers at the address)."""
         with self._remote_lock:
             if self._remote is None:
-                self._remote = self._access.connect(self.address)
+                remote = self._access.connect(self.address)
+                if remote.name != self.name:
+                    remote.close()
+                    raise GorilixError(f"node {remote.name} answers at {self.address} now, not {self.name}")
+                self._remote = remote
             return self._remote
+
+    def _drop(self, remote: RemoteNode) -> None:
+        """Forget a client whose poll failed: one that saw its node stop or restart has ended for good,
+        so the next poll connects afresh (and finds the node again once it is back at its address)."""
+        with self._remote_lock:
+            if self._remote is not remote:
+                return  # (moved, or dropped already)
+            self._remote = None
+        remote.close()
 
     def poll(self) -> None:
         """Ask the node for its status, supervision and member table; hand the answer (or the failure) on."""
         limit = max(0.5, self._interval() * 0.9)
+        remote: RemoteNode | None = None
         try:
             remote = self.remote()
             status = dict(remote.control("status", timeout=limit))
@@ -105,6 +120,8 @@ class Poller:
             except GorilixError:  # clustering is off there: a node on its own
                 members = None
         except GorilixError as exc:
+            if remote is not None:
+                self._drop(remote)
             with self._lock:
                 self._tracker.failed(self.name, time.time(), " ".join(str(exc).split()))
             return
