@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gorilix.cluster.security import dashboard_token
 from gorilix.dashboard import DashboardError, DashboardOptions, token_for
-from gorilix.dashboard.collect import Access, Collector, Poller
+from gorilix.dashboard.collect import MAX_POLLED, Access, Collector, Poller
 from gorilix.dashboard.metrics import node_metrics
 from gorilix.dashboard.server import DashboardServer, is_loopback
 from gorilix.dashboard.tracker import HISTORY, NodeAnswer, Tracker, rates
@@ -366,3 +366,27 @@ def test_a_node_restarted_at_the_same_address_is_connected_again_and_an_impostor
         assert "node n9 answers at 127.0.0.1:2" in str(tracker.nodes["n2"].error) and impostor.closed
     finally:
         poller.stop()
+
+
+def test_thousands_of_live_members_get_at_most_max_polled_pollers_and_dead_ones_lose_theirs() -> None:
+    collector = Collector("127.0.0.1:1", Access(timeout=0.2), Tracker(home="n1"))
+    names = [f"m{i:04d}" for i in range(2000)]
+    try:  # (a member table may list 10,000, made up ones too: each poller is a thread and a connection)
+        collector.tracker.answered(_answer("n1", 1.0, members=[_member("n1", "alive", 1)] + [
+            _member(name, "alive", 20000 + i) for i, name in enumerate(names)]))
+        collector.tick()
+        assert len(collector.pollers) == MAX_POLLED
+        state = collector.tracker.state()
+        assert state["unpolled"] == len(names) - MAX_POLLED
+        assert sum("live members are not polled" in e["text"] for e in state["timeline"]) == 1
+        started = list(collector.pollers.values())
+        collector.tracker.answered(_answer("n1", 2.0, members=[_member("n1", "alive", 1)] + [
+            _member(name, "dead", 20000 + i) for i, name in enumerate(names)]))
+        collector.tick()  # all dead: their threads and connections end
+        assert collector.pollers == {} and collector.tracker.state()["unpolled"] == 0
+        assert all(poller.join(5.0) for poller in started)
+        collector.tracker.answered(_answer("n1", 3.0, members=[_member("n1", "alive", 1)]))
+        collector.tick()  # no longer listed: their rows go too
+        assert set(collector.tracker.state()["nodes"]) <= {"n1"}
+    finally:
+        collector.stop()

@@ -2,8 +2,9 @@
 
 A node that stops answering holds up only its own poller (each waits at
 most one interval), so a SIGKILLed node never freezes the page. Nodes are
-found through the member table: every alive or suspect member is polled at
-the address it gossips.
+found through the member table: alive and suspect members are polled at the
+address they gossip, at most :data:`MAX_POLLED` of them, and a member that
+is dead or gone has its poller (thread and connection) ended.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ log = logging.getLogger(__name__)
 HURRIED = 0.2
 #: How long a drill hurries the ticks.
 HURRY_FOR = 3.0
+#: The most nodes polled at once, the home node included. Each costs a thread and a connection (a
+#: few file descriptors), and a member table may list 10,000 (SwimConfig.max_members): without a
+#: bound such a table, made up or not, would exhaust the dashboard's threads and descriptors.
+MAX_POLLED = 64
+#: How long stopping waits for the pollers' polls under way (a connect may take the whole connect timeout).
+STOP_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,14 +68,19 @@ class Poller:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self) -> None:
+    def retire(self) -> None:
+        """Stop polling without waiting: the thread closes the connection as it ends (after a poll under way)."""
         self._stopped.set()
         self._wake.set()
-        self._thread.join(timeout=self._access.timeout + 2.0)
-        with self._remote_lock:
-            if self._remote is not None:
-                self._remote.close()
-                self._remote = None
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end (after :meth:`retire`); True if it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.retire()
+        self.join(self._access.timeout + 2.0)
 
     def move(self, address: str) -> None:
         """The node now gossips another address: the next poll connects there."""
@@ -82,6 +94,8 @@ class Poller:
         """This node's client, connected first if need be (raises GorilixError if it cannot be, or if
         another node now answers at the address)."""
         with self._remote_lock:
+            if self._stopped.is_set():
+                raise GorilixError(f"node {self.name} is no longer polled by this dashboard")
             if self._remote is None:
                 remote = self._access.connect(self.address)
                 if remote.name != self.name:
@@ -129,15 +143,21 @@ class Poller:
             self._tracker.answered(NodeAnswer(self.name, time.time(), status, supervisors, members))
 
     def _run(self) -> None:
-        while not self._stopped.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopped.is_set():
-                return
-            try:
-                self.poll()
-            except Exception:  # a bug must not end the poller: say it, poll again next tick
-                log.exception("polling %s failed", self.name)
+        try:
+            while not self._stopped.is_set():
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopped.is_set():
+                    return
+                try:
+                    self.poll()
+                except Exception:  # a bug must not end the poller: say it, poll again next tick
+                    log.exception("polling %s failed", self.name)
+        finally:  # (only this thread closes the client: a poll never finds it closed under it)
+            with self._remote_lock:
+                remote, self._remote = self._remote, None
+            if remote is not None:
+                remote.close()
 
 
 class Collector:
@@ -172,11 +192,17 @@ class Collector:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop ticking and every poller, all at once, waiting STOP_WAIT at most: a poller still connecting
+        to a node that does not answer finishes on its own (it closes its client as it ends)."""
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
-        for poller in list(self.pollers.values()):
-            poller.stop()
+        pollers = list(self.pollers.values())
+        for poller in pollers:
+            poller.retire()
+        deadline = time.monotonic() + STOP_WAIT
+        for poller in pollers:
+            poller.join(max(0.0, deadline - time.monotonic()))
 
     def current_interval(self) -> float:
         return HURRIED if time.monotonic() < self._hurry_until else self.interval
@@ -186,25 +212,33 @@ class Collector:
         self._hurry_until = time.monotonic() + HURRY_FOR
 
     def tick(self) -> None:
-        """Close a tick with what the pollers brought, start pollers for new members, and wake them all."""
+        """Close a tick with what the pollers brought, start pollers for new members (up to MAX_POLLED),
+        end those of members no longer alive or suspect, and wake the rest."""
         with self.lock:
             self.tracker.tick(time.time())
             members = list(self.tracker.members)
-        for row in members:
-            name = str(row.get("name"))
-            if row.get("status") not in ("alive", "suspect") or name == self.tracker.home:
+        home = self.tracker.home
+        live = {str(row.get("name")): f"{row.get('address')}:{row.get('port')}" for row in members
+                if row.get("status") in ("alive", "suspect")}
+        if members:  # (no member table yet, or clustering off there: keep polling whoever is polled)
+            for name in [n for n in self.pollers if n != home and n not in live]:
+                self.pollers.pop(name).retire()  # (dead, left or gone: its thread and connection end)
+        for name, address in sorted(live.items()):
+            if name == home:
                 continue
-            address = f"{row.get('address')}:{row.get('port')}"
             poller = self.pollers.get(name)
             if poller is None:
-                self.pollers[name] = Poller(name, address, self.access, self.current_interval, self.tracker,
-                                            self.lock)
+                if len(self.pollers) < MAX_POLLED:
+                    self.pollers[name] = Poller(name, address, self.access, self.current_interval, self.tracker,
+                                                self.lock)
             elif poller.address != address:  # it came back at another address: connect there
                 poller.move(address)
-        polled = {str(r.get("name")) for r in members if r.get("status") in ("alive", "suspect")}
-        for name, poller in self.pollers.items():
-            if name == self.tracker.home or name in polled or not members:
-                poller.wake()
+        with self.lock:
+            left_out = sum(1 for name in live if name != home and name not in self.pollers)
+            self.tracker.left_out(time.time(), left_out, MAX_POLLED)
+            self.tracker.forget(set(self.pollers))
+        for poller in self.pollers.values():
+            poller.wake()
 
     def kill_worker(self, node: str, worker: int) -> int:
         """A drill: SIGKILL worker ``worker`` of ``node``; returns its pid once the node handled the death.

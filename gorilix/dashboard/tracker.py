@@ -68,6 +68,7 @@ class Tracker:
     nodes: dict[str, NodeView] = field(default_factory=dict)
     members: list[dict[str, Any]] = field(default_factory=list)
     viewed_from: str | None = None
+    unpolled: int = 0  # live members left unpolled (past the collector's MAX_POLLED)
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     timeline: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=TIMELINE))
     _statuses: dict[str, str] = field(default_factory=dict)  # member -> status last shown
@@ -94,6 +95,19 @@ class Tracker:
     def drilled(self, now: float, node: str, worker: int, pid: int) -> None:
         self.event(now, "drill", node, f"drill: killed worker {worker} of {node} (pid {pid})")
 
+    def left_out(self, now: float, count: int, limit: int) -> None:
+        """``count`` live members are not polled (the collector polls at most ``limit``): said once."""
+        if count and not self.unpolled:
+            self.event(now, "dashboard", self.home, f"{count} live members are not polled: a dashboard polls "
+                       f"at most {limit} nodes")
+        self.unpolled = count
+
+    def forget(self, polled: set[str]) -> None:
+        """Drop the nodes neither polled nor listed in the member table any more (the home node stays)."""
+        listed = {str(row.get("name")) for row in self.members}
+        for name in [n for n in self.nodes if n != self.home and n not in polled and n not in listed]:
+            del self.nodes[name]
+
     def event(self, now: float, kind: str, node: str, text: str, status: str | None = None) -> None:
         self.timeline.append({"seq": self.seq, "time": now, "kind": kind, "node": node, "text": text,
                               "status": status})
@@ -117,7 +131,7 @@ class Tracker:
         """What ``GET /api/state`` answers: the latest of everything, and the ticks after ``since``."""
         return {
             "seq": self.seq, "time": self.time, "node": self.home, "viewed_from": self.viewed_from,
-            "drills": self.drills, "interval": self.interval, "members": self.members,
+            "drills": self.drills, "interval": self.interval, "members": self.members, "unpolled": self.unpolled,
             "timeline": list(self.timeline),
             "nodes": {name: view.as_json() for name, view in sorted(self.nodes.items())},
             "history": [point for point in self.history if point["seq"] > since],

@@ -384,6 +384,9 @@
     if (state.viewed_from && state.viewed_from !== state.node) {
       where += '; members as seen from ' + state.viewed_from;
     }
+    if (isNumber(state.unpolled) && state.unpolled > 0) {
+      where += '; ' + formatCount(state.unpolled) + ' live members not polled';
+    }
     setStatusLine('updated ' + formatClock(state.time) + ' (' + where + ')', false);
   }
 
