@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -287,6 +289,42 @@ def test_the_drill_needs_drills_on_json_and_a_known_worker(serve: Any) -> None:
     assert status == 200 and answer["pid"] == 4242 and answer["state"]["node"] == "n1"
     assert collector.killed == [("n1", 1)]
     assert _request(server, "POST", "/api/state", b"{}", json_type)[0] == 404
+
+
+def _raw(server: DashboardServer, data: bytes) -> tuple[bytes, bytes]:
+    """Send ``data`` as is; the status line and the body of the answer (the connection is closed after)."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body
+
+
+def test_what_the_standard_library_refuses_is_answered_as_one_json_line_too(serve: Any, capfd: Any) -> None:
+    server, _ = serve(token="abc123", drills=True)
+    host = b"Host: 127.0.0.1\r\n"
+    for request, status in [
+        (b"OPTIONS /api/kill-worker HTTP/1.1\r\n" + host + b"Origin: http://evil.example\r\n\r\n", b"501"),
+        (b"PUT /api/state HTTP/1.1\r\n" + host + b"\r\n", b"501"),
+        (b"GET /a b HTTP/1.1\r\n" + host + b"\r\n", b"400"),
+        (b"GET / HTTP/2.0\r\n" + host + b"\r\n", b"505"),
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n" + host + b"\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\n" + host + b"X: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\n" + host + b"".join(b"X%d: y\r\n" % i for i in range(101)) + b"\r\n", b"431"),
+    ]:
+        line, body = _raw(server, request)
+        assert line.split(b" ")[1] == status, (request[:40], line)
+        assert b"<" not in line and body.count(b"\n") == 0 and "error" in json.loads(body), (request[:40], body)
+        assert b"Access-Control" not in body
+    # a client that resets its connection mid-request is no traceback on stderr
+    sock = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10)
+    sock.sendall(b"GET / HTTP/1.1\r\n")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert _request(server, "GET", "/")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_the_page_is_served_on_ipv6_loopback_too() -> None:

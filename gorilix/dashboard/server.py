@@ -14,6 +14,7 @@ import json
 import logging
 import mimetypes
 import socket
+import sys
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +73,15 @@ class DashboardServer(ThreadingHTTPServer):
         # resolved its own name to our address (DNS rebinding), and is refused.
         self.hosts = {host, "localhost", "127.0.0.1", "[::1]", "::1"} if is_loopback(host) else None
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed outside our handling (reset or cut by the client while its request was
+        read): a line in the debug log, not a traceback on stderr for every client that hangs up."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("dashboard connection from %s: %s", client_address[0], error)
+        else:
+            log.exception("dashboard connection from %s failed", client_address[0])
+
     def url(self) -> str:
         host, port = str(self.server_address[0]), self.server_address[1]
         shown = f"[{host}]" if ":" in host else host
@@ -82,6 +92,8 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "gorilix-dashboard"
     protocol_version = "HTTP/1.1"
+    # (the standard library's default, HTTP/0.9, answers a request line it cannot parse without a status line)
+    default_request_version = "HTTP/1.0"
 
     # -- dispatch -----------------------------------------------------------------
 
@@ -211,14 +223,24 @@ class Handler(BaseHTTPRequestHandler):
             kind += "; charset=utf-8"
         self._send(HTTPStatus.OK, kind, content)
 
-    def _json(self, status: HTTPStatus, value: Any) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line, a method we do not serve, headers
+        too large) as one JSON line like ours, instead of its HTML page."""
+        self.log_error("code %d, message %s", code, message)
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._error(code, message or phrase)
+
+    def _json(self, status: int, value: Any) -> None:
         self._send(status, "application/json", json.dumps(value, default=str).encode())
 
-    def _error(self, status: HTTPStatus, message: str) -> None:
+    def _error(self, status: int, message: str) -> None:
         self.close_connection = True  # (a refused request's body may be unread: start afresh)
         self._json(status, {"error": message})
 
-    def _send(self, status: HTTPStatus, kind: str, body: bytes) -> None:
+    def _send(self, status: int, kind: str, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
