@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from gorilix.cluster.security import dashboard_token
 from gorilix.dashboard import DashboardError, DashboardOptions, token_for
+from gorilix.dashboard import server as server_module
 from gorilix.dashboard.collect import MAX_POLLED, Access, Collector, Poller
 from gorilix.dashboard.metrics import node_metrics
-from gorilix.dashboard.server import DashboardServer, is_loopback
+from gorilix.dashboard.server import MAX_CONNECTIONS, MAX_HEADERS, DashboardServer, is_loopback
 from gorilix.dashboard.tracker import HISTORY, NodeAnswer, Tracker, rates
 from gorilix.transport.errors import NotRunning
 
@@ -325,6 +327,59 @@ def test_what_the_standard_library_refuses_is_answered_as_one_json_line_too(serv
     sock.close()
     assert _request(server, "GET", "/")[0] == 200
     assert "Traceback" not in capfd.readouterr().err
+
+
+def _handler_threads() -> int:
+    return sum("process_request_thread" in thread.name for thread in threading.enumerate())
+
+
+def test_many_half_sent_requests_neither_lock_the_page_out_nor_cost_a_thread_each(serve: Any) -> None:
+    server, _ = serve()
+    port = server.server_address[1]
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 60):  # (slowloris: a request line and a header, then nothing)
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            held.append(sock)
+        assert _request(server, "GET", "/")[0] == 200
+        assert _request(server, "GET", "/api/state")[0] == 200
+        wait_for(lambda: _handler_threads() <= MAX_CONNECTIONS, 5.0, "the closed connections' threads gone")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_request_headers_are_read_up_to_max_headers(serve: Any) -> None:
+    server, _ = serve()
+    line = b"X-Filler: " + b"a" * 1000 + b"\r\n"  # (lines the standard library allows, 65 KiB of them)
+    status, body = _raw(server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + line * (MAX_HEADERS // len(line) + 1))
+    assert status.split(b" ")[1] == b"431" and "error" in json.loads(body)
+    assert _request(server, "GET", "/", headers={"X-Filler": "a" * 8000})[0] == 200
+
+
+def test_when_every_connection_is_busy_a_new_one_is_refused_and_a_silent_one_is_cut(
+        serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(server_module.Handler, "timeout", 1.0)
+    server, _ = serve(token="abc123", drills=True)
+    held = []
+    try:
+        for _ in range(4):  # (a drill whose body never comes: busy, not waiting, so not closed to make room)
+            sock = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10)
+            sock.sendall(b"POST /api/kill-worker HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer abc123\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+            held.append(sock)
+        wait_for(lambda: len(server._connections) == 4 and not any(server._connections.values()), 5.0,
+                 "four busy connections")
+        status, body = _raw(server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status.split(b" ")[1] == b"503" and "try again" in json.loads(body)["error"]
+        # silent for the timeout: cut, and the page is served again
+        wait_for(lambda: _request(server, "GET", "/")[0] == 200, 5.0, "the page served again")
+        assert all(sock.recv(100) == b"" for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_the_page_is_served_on_ipv6_loopback_too() -> None:

@@ -4,17 +4,24 @@ The standard library's threaded HTTP server: a browser or a scraper costs
 this process a thread, never the node. Every request is checked before it
 is answered (the token where one is needed, the Host header against DNS
 rebinding, the drill's body), and a bad one gets a one-line JSON error.
+Connections are bounded (:data:`MAX_CONNECTIONS`, each request's headers,
+a silent client's time), so holding many open or sending endless headers
+cannot exhaust the process.
 """
 
 from __future__ import annotations
 
 import hmac
+import http.client
+import io
 import ipaddress
 import json
 import logging
 import mimetypes
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +40,18 @@ log = logging.getLogger(__name__)
 
 #: The largest drill request read (it is a node name and a worker number).
 MAX_BODY = 4096
+#: Connections served at once (each is a thread). Past it the one that has waited longest for a request
+#: is closed to make room (a browser just opens another), or, when every one is busy, the new one is
+#: refused with 503: a client holding hundreds of half-sent requests cannot lock the page out.
+MAX_CONNECTIONS = 64
+#: Bytes of one request's headers (a browser sends a few KiB; the standard library alone allows 100
+#: lines of 64 KiB, which many connections turn into gigabytes).
+MAX_HEADERS = 64 * 1024
+#: Seconds a client may stay silent, between requests or within one, before its connection is closed.
+IDLE_TIMEOUT = 30.0
+#: Connections the kernel queues until they are accepted (the standard library's 5 drops the SYNs of a
+#: burst, which then wait a second for their retry).
+BACKLOG = 128
 
 
 def is_loopback(host: str) -> bool:
@@ -52,11 +71,29 @@ def static_files() -> dict[str, bytes]:
             if entry.is_file() and not entry.name.startswith((".", "README"))}
 
 
+class _HeadersReader(io.BufferedReader):
+    """A connection's reader that counts the bytes of a request's headers while ``left`` is set: past it,
+    LineTooLong, which the standard library answers with 431."""
+
+    left: int | None = None
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        if self.left is None:
+            return super().readline(size)
+        wanted = self.left + 1 if size is None or size < 0 else min(size, self.left + 1)
+        line = super().readline(wanted)
+        self.left -= len(line)
+        if self.left < 0:
+            raise http.client.LineTooLong(f"request headers (at most {MAX_HEADERS} bytes)")
+        return line
+
+
 class DashboardServer(ThreadingHTTPServer):
     """Serves one collector's state. ``token`` None: no token asked (loopback, no drills)."""
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], collector: Collector, token: str | None,
                  files: dict[str, bytes] | None = None) -> None:
@@ -67,11 +104,75 @@ class DashboardServer(ThreadingHTTPServer):
         self.registry.register(ClusterMetrics(collector.tracker, collector.lock))
         if ":" in address[0]:  # (an IPv6 address: the standard library's server binds IPv4 unless told)
             self.address_family = socket.AF_INET6
+        # Open connections -> since when each waits for a request (None: one is being answered).
+        self._connections: dict[socket.socket, float | None] = {}
+        self._connections_lock = threading.Lock()
         super().__init__(address, Handler)
         host = address[0]
         # The names a browser may use for us: anything else in Host is a page of another site that
         # resolved its own name to our address (DNS rebinding), and is refused.
         self.hosts = {host, "localhost", "127.0.0.1", "[::1]", "::1"} if is_loopback(host) else None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own, within MAX_CONNECTIONS (see there)."""
+        evicted: socket.socket | None = None
+        with self._connections_lock:
+            full = len(self._connections) >= MAX_CONNECTIONS
+            waiting = [(since, conn) for conn, since in self._connections.items() if since is not None] if full else []
+            if waiting:
+                evicted = min(waiting, key=lambda pair: pair[0])[1]
+                del self._connections[evicted]
+            if not full or waiting:
+                self._connections[request] = time.monotonic()
+        if full and not waiting:
+            self._refuse(request)
+            return
+        if evicted is not None:
+            try:
+                evicted.shutdown(socket.SHUT_RDWR)  # (its thread reads the end of the stream, and ends)
+            except OSError:
+                pass  # (closed meanwhile)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def waiting(self, connection: socket.socket) -> None:
+        """The connection waits for its next request: it may be closed to make room."""
+        with self._connections_lock:
+            if connection in self._connections:
+                self._connections[connection] = time.monotonic()
+
+    def busy(self, connection: socket.socket) -> bool:
+        """A request was read on the connection: it is answered, not closed. False if it was closed already."""
+        with self._connections_lock:
+            if connection not in self._connections:
+                return False
+            self._connections[connection] = None
+            return True
+
+    def _forget(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.pop(connection, None)
+
+    def _refuse(self, request: socket.socket) -> None:
+        body = json.dumps({"error": f"the dashboard is answering {MAX_CONNECTIONS} requests already: "
+                                    "try again in a moment"}).encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.setblocking(False)  # (the accepting thread never waits on a client)
+            request.send(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed outside our handling (reset or cut by the client while its request was
@@ -94,6 +195,28 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # (the standard library's default, HTTP/0.9, answers a request line it cannot parse without a status line)
     default_request_version = "HTTP/1.0"
+    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        self.reader = _HeadersReader(self.rfile.detach())  # type: ignore[attr-defined]
+        self.rfile = self.reader
+
+    def handle_one_request(self) -> None:
+        self.server.waiting(self.connection)  # (a silent client is cut by the standard library after `timeout`)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        """The standard library's, reading at most MAX_HEADERS bytes of headers."""
+        self.reader.left = MAX_HEADERS
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.reader.left = None
+        if parsed and not self.server.busy(self.connection):
+            self.close_connection = True  # (closed to make room while its headers came: not answered)
+            return False
+        return parsed
 
     # -- dispatch -----------------------------------------------------------------
 
@@ -122,8 +245,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._static(url.path)
                 return
             self._error(HTTPStatus.NOT_FOUND, f"no {self.command} {url.path} here")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the browser went away
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the browser went away, or stopped sending
         except Exception as exc:  # a bug must not end the server: answer 500, say it in the log
             log.exception("dashboard request %s %s failed", self.command, self.path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}")
