@@ -423,11 +423,14 @@ class _Remote:
         self.name = name
         self.ended = ended
         self.closed = False
+        self.ops: list[str] = []
 
     def control(self, op: str, *args: Any, timeout: float | None = None) -> Any:
+        self.ops.append(op)
         if self.ended:
             raise NotRunning(f"node {self.name} at 127.0.0.1:2 stopped answering; connect again once it runs")
-        return {"status": {"workers": [_worker(0, 100)], "stats": {}}, "supervision": [], "members": []}[op]
+        return {"status": {"workers": [_worker(0, 100), _worker(1, 101)], "stats": {}}, "supervision": [],
+                "members": [], "kill_worker": 100}[op]
 
     def close(self) -> None:
         self.closed = True
@@ -481,5 +484,21 @@ def test_thousands_of_live_members_get_at_most_max_polled_pollers_and_dead_ones_
         collector.tracker.answered(_answer("n1", 3.0, members=[_member("n1", "alive", 1)]))
         collector.tick()  # no longer listed: their rows go too
         assert set(collector.tracker.state()["nodes"]) <= {"n1"}
+    finally:
+        collector.stop()
+
+
+def test_a_drill_on_a_worker_the_node_never_listed_is_refused_without_asking_the_node() -> None:
+    remote = _Remote("n1")
+    collector = Collector("127.0.0.1:1", _Scripted(remotes=[remote]), Tracker(home="n1", drills=True))
+    collector.pollers["n1"] = Poller("n1", "127.0.0.1:1", collector.access, collector.current_interval,
+                                     collector.tracker, collector.lock)
+    try:
+        collector.pollers["n1"].poll()
+        for worker in (2, 99, 2**63, 10**100):
+            with pytest.raises(LookupError, match="node n1 has no worker .*: its workers are 0, 1"):
+                collector.kill_worker("n1", worker)
+        assert "kill_worker" not in remote.ops
+        assert collector.kill_worker("n1", 1) == 100 and "kill_worker" in remote.ops
     finally:
         collector.stop()

@@ -248,6 +248,12 @@ class Collector:
         poller = self.pollers.get(node)
         if poller is None:
             raise LookupError(f"no node {node!r} known to this dashboard")
+        with self.lock:  # (a worker the node never listed is the caller's mistake: 404, not the node's error)
+            view = self.tracker.nodes.get(node)
+            workers = sorted(w["id"] for w in view.answer.status.get("workers", [])) if view and view.answer else []
+        if worker not in workers:
+            have = f"its workers are {', '.join(map(str, workers))}" if workers else "it has not answered yet"
+            raise LookupError(f"node {node} has no worker {worker}: {have}")
         pid = int(poller.remote().control("kill_worker", worker, int(signal.SIGKILL), timeout=10.0))
         with self.lock:
             self.tracker.drilled(time.time(), node, worker, pid)
