@@ -162,6 +162,14 @@ def test_a_drill_through_the_api_and_one_at_a_worker_the_node_lacks(cluster: tup
     assert f"drill: killed worker 1 of {n1} (pid {answer['pid']})" in [e["text"] for e in answer["state"]["timeline"]]
 
 
+def _browser_or_skip() -> str:
+    if CHROMIUM is None:
+        if os.environ.get("GORILIX_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is missing (GORILIX_REQUIRE_BROWSER=1): apt-get install chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    return CHROMIUM
+
+
 def _artifact(tmp_path: Path, name: str) -> Path:
     folder = Path(os.environ.get("GORILIX_ARTIFACTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,10 +178,7 @@ def _artifact(tmp_path: Path, name: str) -> Path:
 
 def test_the_page_in_a_real_browser_shows_members_a_drill_and_a_dead_node(
         cluster: tuple[NodeProcess, NodeProcess], dashboard: Dashboard, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("GORILIX_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is missing (GORILIX_REQUIRE_BROWSER=1): apt-get install chromium")
-        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    chromium = _browser_or_skip()
     from playwright.sync_api import sync_playwright
 
     n1, n2 = cluster
@@ -181,7 +186,7 @@ def test_the_page_in_a_real_browser_shows_members_a_drill_and_a_dead_node(
         for i in range(4):
             remote.spawn("gorilix.bench_actors:Echo", name=f"echo-{i}")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             errors: list[str] = []
@@ -236,6 +241,35 @@ def test_gorilix_node_dashboard_starts_one_beside_the_node_and_it_ends_with_the_
     node.proc.send_signal(signal.SIGKILL)  # the CLI process dies without a word: its pipe closes
     _wait(lambda: not dashboard.is_running() or dashboard.status() == psutil.STATUS_ZOMBIE, 5.0,
           "the dashboard gone with its node")
+
+
+def test_a_member_named_with_255_characters_of_html_is_text_that_fits_the_window(
+        cluster: tuple[NodeProcess, NodeProcess], dashboard: Dashboard) -> None:
+    chromium = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    name = '<img src=x onerror="window.PWNED=1">' + "x" * 219  # (a node name may be 255 characters)
+    hostile = NodeProcess(name, free_port(), seeds=[cluster[0].address], workers=1, args=FAST)
+    try:
+        hostile.wait_ready(30.0)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                dialogs: list[str] = []
+                page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+                page.goto(dashboard.url)
+                page.wait_for_function("n => [...document.querySelectorAll('#nodes section')].some("
+                                       "s => s.dataset.node === n)", arg=name, timeout=15_000)
+                page.wait_for_timeout(1500)  # (a tick or two in the charts' legends)
+                assert page.evaluate("document.querySelectorAll('img').length") == 0
+                assert page.evaluate("window.PWNED") is None and dialogs == []
+                assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), \
+                    "a long name widens the page past the window"
+            finally:
+                browser.close()
+    finally:
+        hostile.reap()
 
 
 def test_the_home_node_killed_and_started_again_at_its_address_is_polled_again(
