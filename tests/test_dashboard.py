@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 
 from gorilix.cluster.security import dashboard_token
 from gorilix.dashboard import DashboardError, DashboardOptions, token_for
 from gorilix.dashboard import server as server_module
 from gorilix.dashboard.collect import MAX_POLLED, Access, Collector, Poller
-from gorilix.dashboard.metrics import node_metrics
+from gorilix.dashboard.metrics import ClusterMetrics, node_metrics
 from gorilix.dashboard.server import MAX_CONNECTIONS, MAX_HEADERS, DashboardServer, is_loopback
 from gorilix.dashboard.tracker import HISTORY, NodeAnswer, Tracker, rates
 from gorilix.transport.errors import NotRunning
@@ -502,3 +504,54 @@ def test_a_drill_on_a_worker_the_node_never_listed_is_refused_without_asking_the
         assert collector.kill_worker("n1", 1) == 100 and "kill_worker" in remote.ops
     finally:
         collector.stop()
+
+
+@pytest.mark.parametrize("status", [
+    {"workers": [dict(_worker(0, 200), cpu_percent="lots")], "stats": {}},
+    {"workers": [dict(_worker(0, 200), rss_bytes=float("nan"))], "stats": {}},
+    {"workers": [dict(_worker(0, 200), id="0")], "stats": {}},
+    {"workers": {"0": _worker(0, 200)}, "stats": {}},
+    {"workers": [], "stats": {"forwarded": "many"}},
+    {"workers": [], "stats": {"restarts_by_supervisor": {"root": [1]}}},
+    {"workers": [], "stats": {"gossip": {"sent": "x", "refusals": {}}}},
+    {"workers": [], "stats": {"ask_latency": {"bounds": [0.1], "counts": [1], "sum": 1.0}}},
+    {"workers": [dict(_worker(0, 200), stuck={"seconds": float("inf")})], "stats": {}},
+])
+def test_a_malformed_answer_is_a_failed_poll_and_stops_nothing_else(status: dict[str, Any]) -> None:
+    tracker = Tracker(home="n1")
+    tracker.answered(_answer("n1", 1.0, forwarded=10))
+    tracker.tick(1.0)
+    tracker.answered(NodeAnswer("n2", 1.5, status, [], None))  # (another version of gorilix, or a liar)
+    tracker.answered(_answer("n1", 2.0, forwarded=30))
+    point = tracker.tick(2.0)
+    assert point["nodes"]["n1"]["msgs_per_s"] == 20.0
+    state = tracker.state()
+    assert state["nodes"]["n2"]["reachable"] is False and "malformed" in state["nodes"]["n2"]["error"]
+    json.loads(json.dumps(state), parse_constant=lambda word: pytest.fail(f"{word} in /api/state"))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClusterMetrics(tracker, threading.Lock()))
+    assert b'gorilix_node_up{node="n2"} 0.0' in generate_latest(registry)
+
+
+def test_numbers_an_answer_leaves_out_count_as_zero() -> None:
+    tracker = Tracker(home="n1")  # (another version of gorilix may leave a field out, or send None)
+    tracker.answered(NodeAnswer("n1", 1.0, {"workers": [dict(_worker(0, 200), cpu_percent=None)],
+                                            "stats": {"gossip": {"sent": None}}}, [], None))
+    assert tracker.tick(1.0)["nodes"]["n1"]["cpu"] == {"0": 0.0}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClusterMetrics(tracker, threading.Lock()))
+    assert b'gorilix_gossip_packets_sent_total{node="n1"} 0.0' in generate_latest(registry)
+
+
+def test_an_answer_of_the_wrong_type_is_a_failed_poll_not_a_broken_poller() -> None:
+    class Odd(_Remote):
+        def control(self, op: str, *args: Any, timeout: float | None = None) -> Any:
+            return ["not", "a", "status"] if op == "status" else super().control(op, *args, timeout=timeout)
+
+    tracker = Tracker(home="n1")
+    poller = Poller("n2", "127.0.0.1:2", _Scripted(remotes=[Odd("n2")]), lambda: 1.0, tracker, threading.Lock())
+    try:
+        poller.poll()
+        assert "answered 'status' with a list" in str(tracker.nodes["n2"].error)
+    finally:
+        poller.stop()

@@ -47,6 +47,16 @@ class Access:
         return RemoteNode(address, timeout=self.timeout, secret_file=self.secret_file, insecure=self.insecure)
 
 
+def _shaped(value: Any, kind: type, what: str) -> Any:
+    """``value`` if it is a ``kind`` (a list may come as a tuple), else GorilixError: a node of another version,
+    or one that lies, shows as failing to answer instead of breaking its poller."""
+    if kind is list and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, kind):
+        raise GorilixError(f"the node answered {what!r} with a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
 class Poller:
     """Polls one node when told to, in a thread of its own; connects (again) as needed."""
 
@@ -119,16 +129,17 @@ class Poller:
         remote: RemoteNode | None = None
         try:
             remote = self.remote()
-            status = dict(remote.control("status", timeout=limit))
+            status = _shaped(remote.control("status", timeout=limit), dict, "status")
             try:
-                supervisors = list(remote.control("supervision", timeout=limit))
+                supervisors = _shaped(remote.control("supervision", timeout=limit), list, "supervision")
             except NodeUnreachable:
                 raise
             except GorilixError as exc:  # (a node of an older version: its workers are still worth showing)
                 log.debug("%s lists no supervisors: %s", self.name, exc)
                 supervisors = []
             try:
-                members: list[dict[str, Any]] | None = list(remote.control("members", timeout=limit))
+                members: list[dict[str, Any]] | None = _shaped(remote.control("members", timeout=limit), list,
+                                                                "members")
             except NodeUnreachable:
                 raise
             except GorilixError:  # clustering is off there: a node on its own

@@ -111,11 +111,11 @@ def _gossip(stats: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         gossip = s.get("gossip")
         if not gossip:  # clustering is off there
             continue
-        sent.add_metric([name], float(gossip.get("sent", 0)))
-        received.add_metric([name], float(gossip.get("received", 0)))
-        dropped.add_metric([name, "malformed"], float(gossip.get("malformed", 0)))
-        dropped.add_metric([name, "refused"], float(gossip.get("dropped", 0)))
-        suspicions.add_metric([name], float(gossip.get("suspicions", 0)))
+        sent.add_metric([name], float(gossip.get("sent") or 0))
+        received.add_metric([name], float(gossip.get("received") or 0))
+        dropped.add_metric([name, "malformed"], float(gossip.get("malformed") or 0))
+        dropped.add_metric([name, "refused"], float(gossip.get("dropped") or 0))
+        suspicions.add_metric([name], float(gossip.get("suspicions") or 0))
     yield from (sent, received, dropped, suspicions)
 
 

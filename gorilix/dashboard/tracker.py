@@ -7,6 +7,7 @@ processes. :mod:`.collect` feeds it from the nodes; :mod:`.server` reads it.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,12 @@ HISTORY = 600
 TIMELINE = 200
 #: Member statuses, in the order of their colours on the page.
 STATUSES = ("alive", "suspect", "dead", "left")
+#: The numbers of a worker row and of a node's stats that the charts and /metrics read.
+WORKER_NUMBERS = ("pid", "actors", "cpu_percent", "rss_bytes", "mailbox", "queued_bytes", "restarts")
+STATS_NUMBERS = ("forwarded", "asks", "tells", "replies", "dead_letters", "worker_deaths", "queue_refusals",
+                 "malformed", "actors")
+STATS_MAPS = ("dead_letters_by_reason", "restarts_by_supervisor")
+GOSSIP_NUMBERS = ("sent", "received", "malformed", "dropped", "suspicions")
 
 
 @dataclass
@@ -76,7 +83,13 @@ class Tracker:
     # -- fed by the collector -------------------------------------------------------
 
     def answered(self, answer: NodeAnswer) -> None:
-        """A node answered a poll. An answer older than the one kept (two polls crossed) is ignored."""
+        """A node answered a poll. An answer older than the one kept (two polls crossed) is ignored, and a
+        malformed one counts as a failed poll."""
+        problem = answer_problem(answer)
+        if problem is not None:
+            self.failed(answer.name, answer.taken, f"its answer is malformed ({problem}); is it another "
+                        "version of gorilix?")
+            return
         view = self.nodes.setdefault(answer.name, NodeView(answer.name))
         if view.answer is not None and answer.taken < view.answer.taken:
             return
@@ -188,10 +201,64 @@ class Tracker:
                            f"{where} restarted: pid {was['pid']} -> {worker['pid']}", "alive")
 
 
+def _number(value: object) -> bool:
+    """A finite int or float (not a bool): what json.dumps writes as valid JSON and float() takes."""
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def answer_problem(answer: NodeAnswer) -> str | None:
+    """Why a node's answer cannot be kept, or None: a field that the charts, /metrics or the page's JSON
+    read with the wrong type. One node of another version (or one that lies) must not stop the ticks or
+    /metrics of every node, nor put NaN, which no browser parses, in /api/state."""
+    status = answer.status
+    workers, stats = status.get("workers", []), status.get("stats", {})
+    if not isinstance(workers, list) or not isinstance(stats, dict) or not isinstance(answer.supervisors, list):
+        return "workers and supervisors must be lists, stats a dict"
+    for worker in workers:
+        if not isinstance(worker, dict) or type(worker.get("id")) is not int or type(worker.get("alive")) is not bool:
+            return "each worker needs an int id and a bool alive"
+        wrong = [key for key in WORKER_NUMBERS if worker.get(key) is not None and not _number(worker[key])]
+        if wrong:
+            return f"worker {worker['id']}'s {wrong[0]} is not a number"
+    wrong = [key for key in STATS_NUMBERS if stats.get(key) is not None and not _number(stats[key])]
+    wrong += [key for key in STATS_MAPS if stats.get(key) is not None and not (
+        isinstance(stats[key], dict) and all(_number(v) for v in stats[key].values()))]
+    gossip = stats.get("gossip")
+    if gossip is not None and not (isinstance(gossip, dict) and all(
+            _number(gossip[key]) for key in GOSSIP_NUMBERS if gossip.get(key) is not None)):
+        wrong.append("gossip")
+    if wrong:
+        return f"stats' {wrong[0]} is not a number (or a map of numbers)"
+    latency = stats.get("ask_latency")
+    if latency is not None and not (
+            isinstance(latency, dict) and isinstance(latency.get("bounds"), list)
+            and isinstance(latency.get("counts"), list) and len(latency["counts"]) == len(latency["bounds"]) + 1
+            and all(map(_number, latency["bounds"] + latency["counts"])) and _number(latency.get("sum"))):
+        return "stats' ask_latency is not a histogram"
+    if answer.members is not None and not all(isinstance(row, dict) for row in answer.members):
+        return "members must be rows"
+    if not all(isinstance(sup, dict) for sup in answer.supervisors):
+        return "supervisors must be rows"
+    if not _plain([status, answer.supervisors, answer.members]):
+        return "it holds a value JSON cannot carry (NaN, infinity, or nesting past 32 levels)"
+    return None
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` is plain JSON data: no NaN or infinity, no nesting past 32 levels."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return depth < 32 and all(_plain(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return depth < 32 and all(_plain(v, depth + 1) for v in value)
+    return True
+
+
 def rates(before: NodeAnswer | None, after: NodeAnswer) -> dict[str, Any]:
     """One node's point of a tick: its counters' growth per second since its last answer, and each worker's CPU."""
     stats = after.status.get("stats", {})
-    cpu = {str(w["id"]): float(w["cpu_percent"]) if w["alive"] else 0.0 for w in after.status.get("workers", [])}
+    cpu = {str(w["id"]): float(w.get("cpu_percent") or 0.0) if w["alive"] else 0.0 for w in after.status.get("workers", [])}
     point: dict[str, Any] = {"msgs_per_s": 0.0, "asks_per_s": 0.0, "tells_per_s": 0.0, "dead_letters_per_s": 0.0,
                              "deaths": 0, "restarts": 0, "cpu": cpu}
     if before is None or after.taken <= before.taken:
