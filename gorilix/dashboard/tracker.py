@@ -20,7 +20,7 @@ TIMELINE = 200
 STATUSES = ("alive", "suspect", "dead", "left")
 #: The numbers of a worker row and of a node's stats that the charts and /metrics read.
 WORKER_NUMBERS = ("pid", "actors", "cpu_percent", "rss_bytes", "mailbox", "queued_bytes", "restarts")
-STATS_NUMBERS = ("forwarded", "asks", "tells", "replies", "dead_letters", "worker_deaths", "queue_refusals",
+STATS_NUMBERS = ("forwarded", "asks", "tells", "replies", "dead_letters", "worker_deaths", "restarts", "queue_refusals",
                  "malformed", "actors")
 STATS_MAPS = ("dead_letters_by_reason", "restarts_by_supervisor")
 GOSSIP_NUMBERS = ("sent", "received", "malformed", "dropped", "suspicions")
