@@ -69,6 +69,7 @@ class Poller:
         self._tracker = tracker
         self._lock = lock
         self._remote: RemoteNode | None = None
+        self._moved = False  # (the address changed: the client is replaced at the next poll)
         self._remote_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -93,12 +94,11 @@ class Poller:
         self.join(self._access.timeout + 2.0)
 
     def move(self, address: str) -> None:
-        """The node now gossips another address: the next poll connects there."""
+        """The node now gossips another address: the next poll connects there (and closes the old client
+        then, in the thread that polls, so no poll under way finds it closed under it)."""
         with self._remote_lock:
             self.address = address
-            old, self._remote = self._remote, None
-        if old is not None:
-            old.close()
+            self._moved = True
 
     def remote(self) -> RemoteNode:
         """This node's client, connected first if need be (raises GorilixError if it cannot be, or if
@@ -106,6 +106,11 @@ class Poller:
         with self._remote_lock:
             if self._stopped.is_set():
                 raise GorilixError(f"node {self.name} is no longer polled by this dashboard")
+            if self._moved:
+                self._moved = False
+                if self._remote is not None:
+                    self._remote.close()
+                    self._remote = None
             if self._remote is None:
                 remote = self._access.connect(self.address)
                 if remote.name != self.name:
