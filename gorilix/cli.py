@@ -819,16 +819,15 @@ def dashboard(target: Target, bind: str, allow_drills: bool, print_token: bool, 
       gorilix dashboard --node 127.0.0.1:7946
       gorilix dashboard --node 10.0.0.5:7946 --bind 0.0.0.0:8270 --secret-file /etc/gorilix/secret
     """
-    from gorilix.cluster.keyfile import default_secret, read_secret_file
     from gorilix.cluster.security import dashboard_token
-    from gorilix.dashboard import DashboardOptions, run_dashboard
+    from gorilix.dashboard import DashboardOptions, cluster_secret, run_dashboard
     from gorilix.transport.errors import GorilixError
 
     if target.insecure and target.secret_file is not None:
         raise click.UsageError("give --secret-file or --insecure, not both (--insecure connects without a secret)")
     if print_token:
         try:
-            secret = read_secret_file(target.secret_file) if target.secret_file else default_secret(create=False)
+            secret = cluster_secret(target.secret_file)
         except GorilixError as exc:
             _fail(str(exc))
         if secret is None:

@@ -555,3 +555,18 @@ def test_an_answer_of_the_wrong_type_is_a_failed_poll_not_a_broken_poller() -> N
         assert "answered 'status' with a list" in str(tracker.nodes["n2"].error)
     finally:
         poller.stop()
+
+
+def test_print_token_prints_the_token_derived_from_the_secret_never_the_secret(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from gorilix.cli import main
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"k" * 32)
+    secret.chmod(0o600)
+    result = CliRunner().invoke(main, ["dashboard", "--print-token", "--secret-file", str(secret)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == dashboard_token(b"k" * 32) and "k" * 16 not in result.output
+    missing = CliRunner().invoke(main, ["dashboard", "--print-token", "--secret-file", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output

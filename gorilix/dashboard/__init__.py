@@ -45,6 +45,15 @@ class DashboardOptions:
     connect_timeout: float = 5.0
 
 
+def cluster_secret(secret_file: str | None) -> bytes | None:
+    """The secret the page's token derives from: ``secret_file``'s, else the per-user secret (None if there is
+    none yet); DashboardError if the file cannot be used."""
+    try:
+        return read_secret_file(secret_file) if secret_file else default_secret(create=False)
+    except ClusterError as exc:
+        raise DashboardError(str(exc)) from None
+
+
 def token_for(options: DashboardOptions) -> str | None:
     """The token the page must send, or None where none is needed (loopback, no drills).
 
@@ -55,12 +64,7 @@ def token_for(options: DashboardOptions) -> str | None:
     host, _ = parse_hostport(options.bind, 8270, "--bind")
     if is_loopback(host) and not options.allow_drills:
         return None
-    secret = None
-    if not options.insecure:
-        try:
-            secret = read_secret_file(options.secret_file) if options.secret_file else default_secret(create=False)
-        except ClusterError as exc:
-            raise DashboardError(str(exc)) from None
+    secret = None if options.insecure else cluster_secret(options.secret_file)
     if secret is None:
         why = "--allow-drills" if is_loopback(host) else f"--bind {options.bind} (not loopback)"
         raise DashboardError(
