@@ -17,12 +17,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
+from gorilix.cluster.config import is_loopback
 from gorilix.cluster.security import dashboard_token
 from gorilix.dashboard import DashboardError, DashboardOptions, token_for
 from gorilix.dashboard import server as server_module
 from gorilix.dashboard.collect import MAX_POLLED, Access, Collector, Poller
 from gorilix.dashboard.metrics import ClusterMetrics, node_metrics
-from gorilix.dashboard.server import MAX_CONNECTIONS, MAX_HEADERS, DashboardServer, is_loopback
+from gorilix.dashboard.server import MAX_CONNECTIONS, MAX_HEADERS, DashboardServer
 from gorilix.dashboard.tracker import HISTORY, NodeAnswer, Tracker, rates
 from gorilix.transport.errors import NotRunning
 

@@ -63,6 +63,7 @@ def _option(default: Any, help: str) -> Any:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) only reaches this machine."""
     if host == "localhost":
         return True
     try:

@@ -15,11 +15,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gorilix.cluster.config import parse_hostport
+from gorilix.cluster.config import is_loopback, parse_hostport
 from gorilix.cluster.keyfile import default_secret, read_secret_file
 from gorilix.cluster.security import dashboard_token
 from gorilix.dashboard.collect import Access, Collector
-from gorilix.dashboard.server import DashboardServer, is_loopback, static_files
+from gorilix.dashboard.server import DashboardServer, static_files
 from gorilix.dashboard.tracker import Tracker
 from gorilix.launcher import on_stdin_eof
 from gorilix.transport.errors import ClusterError, GorilixError

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import http.client
 import io
-import ipaddress
 import json
 import logging
 import mimetypes
@@ -32,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from gorilix.cluster.config import is_loopback
 from gorilix.dashboard.collect import Collector
 from gorilix.dashboard.metrics import ClusterMetrics
 from gorilix.transport.errors import GorilixError, InvalidArgument
@@ -52,16 +52,6 @@ IDLE_TIMEOUT = 30.0
 #: Connections the kernel queues until they are accepted (the standard library's 5 drops the SYNs of a
 #: burst, which then wait a second for their retry).
 BACKLOG = 128
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def static_files() -> dict[str, bytes]:
