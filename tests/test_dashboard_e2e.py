@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from gorilix.launcher import NodeProcess, _same_code_env, free_port
@@ -76,7 +77,7 @@ def cluster(gorilix_node: Callable[..., NodeProcess]) -> tuple[NodeProcess, Node
     n1 = gorilix_node(*FAST)
     n2 = gorilix_node(*FAST, "--seed", n1.address)
     with RemoteNode(n1.address) as remote:
-        _wait(lambda: sum(m["status"] == "alive" for m in remote.members()) == 2, 15.0, "both nodes alive")
+        wait_for(lambda: sum(m["status"] == "alive" for m in remote.members()) == 2, 15.0, "both nodes alive")
     return n1, n2
 
 
@@ -91,7 +92,7 @@ def dashboard(cluster: tuple[NodeProcess, NodeProcess]) -> Iterator[Dashboard]:
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
         reader.start()
-        _wait(lambda: any("#token=" in line for line in lines) or proc.poll() is not None, 30.0, "the dashboard")
+        wait_for(lambda: any("#token=" in line for line in lines) or proc.poll() is not None, 30.0, "the dashboard")
         url = next((line.split(" at ", 1)[1].strip() for line in lines if "#token=" in line), None)
         assert url is not None, f"the dashboard did not start: {proc.stderr.read() if proc.stderr else ''}"
         yield Dashboard(proc, url)
@@ -109,16 +110,6 @@ def dashboard(cluster: tuple[NodeProcess, NodeProcess]) -> Iterator[Dashboard]:
                     stream.close()
 
 
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text.decode()) for s in family.samples}
@@ -129,14 +120,14 @@ def test_metrics_counters_move_as_traffic_flows(cluster: tuple[NodeProcess, Node
     n1 = cluster[0].name
     node = (("node", n1),)
     # both members alive, and both polled (the second is found in the member table, then polled)
-    before = _wait(lambda: (s := _samples(dashboard.get("/metrics"))).get(("gorilix_members", (("status", "alive"),)))
+    before = wait_for(lambda: (s := _samples(dashboard.get("/metrics"))).get(("gorilix_members", (("status", "alive"),)))
                    == 2.0 and s.get(("gorilix_node_up", (("node", cluster[1].name),))) == 1.0
                    and ("gorilix_asks_total", node) in s and s, 10.0, "both members alive and polled")
     with RemoteNode(cluster[0].address) as remote:
         echo = remote.spawn("gorilix.bench_actors:Echo")
         for i in range(320):
             assert remote.ask_ref(echo, i) == i
-    after = _wait(lambda: (s := _samples(dashboard.get("/metrics")))[("gorilix_asks_total", node)]
+    after = wait_for(lambda: (s := _samples(dashboard.get("/metrics")))[("gorilix_asks_total", node)]
                   >= before[("gorilix_asks_total", node)] + 320 and s, 10.0, "the asks counted")
     assert after[("gorilix_messages_routed_total", node)] >= before[("gorilix_messages_routed_total", node)] + 640
     assert after[("gorilix_replies_total", node)] >= before[("gorilix_replies_total", node)] + 320
@@ -233,13 +224,13 @@ def test_gorilix_node_dashboard_starts_one_beside_the_node_and_it_ends_with_the_
 
     port = free_port()
     node = gorilix_node("--dashboard", f"127.0.0.1:{port}")
-    _wait(lambda: any(f"dashboard of {node.name} at http://127.0.0.1:{port}/" in line for line in node.lines), 20.0,
+    wait_for(lambda: any(f"dashboard of {node.name} at http://127.0.0.1:{port}/" in line for line in node.lines), 20.0,
           "the dashboard's address")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10) as response:
         assert json.loads(response.read())["node"] == node.name  # (loopback, no drills: no token)
     [dashboard] = [p for p in psutil.Process(node.pid).children() if "dashboard" in " ".join(p.cmdline())]
     node.proc.send_signal(signal.SIGKILL)  # the CLI process dies without a word: its pipe closes
-    _wait(lambda: not dashboard.is_running() or dashboard.status() == psutil.STATUS_ZOMBIE, 5.0,
+    wait_for(lambda: not dashboard.is_running() or dashboard.status() == psutil.STATUS_ZOMBIE, 5.0,
           "the dashboard gone with its node")
 
 
@@ -279,15 +270,15 @@ def test_the_home_node_killed_and_started_again_at_its_address_is_polled_again(
     def node() -> dict[str, Any]:
         return dict(json.loads(dashboard.get("/api/state"))["nodes"][n1.name])
 
-    old = _wait(lambda: (v := node())["reachable"] and v, 10.0, "the home node polled")
+    old = wait_for(lambda: (v := node())["reachable"] and v, 10.0, "the home node polled")
     n1.proc.send_signal(signal.SIGKILL)
     n1.proc.wait(10)
-    _wait(lambda: not node()["reachable"], 10.0, "the killed node shown unreachable")
+    wait_for(lambda: not node()["reachable"], 10.0, "the killed node shown unreachable")
     time.sleep(HEARTBEAT_EVERY * (HEARTBEAT_MISSES + 1))  # (down long enough for the dashboard's client to give up)
     again = NodeProcess(n1.name, n1.port, seeds=[n2.address], workers=2, args=FAST)
     try:
         again.wait_ready(30.0)
-        back = _wait(lambda: (v := node())["reachable"] and v, 15.0, "the node started again polled again")
+        back = wait_for(lambda: (v := node())["reachable"] and v, 15.0, "the node started again polled again")
         assert {w["pid"] for w in back["workers"]}.isdisjoint(w["pid"] for w in old["workers"])
     finally:
         again.reap()
