@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from typing import Any
 
 from gorilix.workers.actor import Actor
@@ -106,26 +107,33 @@ class LatencyProbe(Actor):
     """Asks a target in a loop, in a task of its own, and keeps (wall-clock end, seconds) of each ask.
 
     The loop runs beside the actor's mailbox, so "get" and "stop" are
-    answered while it goes on.
+    answered while it goes on. The samples go into two arrays of doubles,
+    which the garbage collector never walks: a list of tuples would grow by
+    tens of thousands of tracked objects a second, and the full collections
+    it sets off in the probe's own worker would show up as the slow asks
+    being measured.
     """
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, float]] = []
+        self.ended: array[float] = array("d")
+        self.took: array[float] = array("d")
         self.task: asyncio.Task[None] | None = None
 
     async def receive(self, message: Any) -> Any:
         if message == "get":
-            return self.samples
+            return list(zip(self.ended, self.took, strict=True))
         if message == "stop":
             if self.task is not None:
                 self.task.cancel()
-            return len(self.samples)
-        self.samples = []
+            return len(self.took)
+        self.ended, self.took = array("d"), array("d")
         self.task = asyncio.get_running_loop().create_task(self._probe(message))
         return None
 
     async def _probe(self, target: ActorRef) -> None:
+        ended, took = self.ended, self.took
         while True:
             start = time.perf_counter()
             await target.ask_async("probe", timeout=60.0)
-            self.samples.append((time.time(), time.perf_counter() - start))
+            took.append(time.perf_counter() - start)
+            ended.append(time.time())
