@@ -89,13 +89,11 @@ class WorkerRuntime:
         self, seconds: float, loop: asyncio.AbstractEventLoop, keeper: CellKeeper, outbox: Outbox
     ) -> None:
         """Mailbox depths and counters, for `gorilix status` (cheap: once a second)."""
-        cells = keeper.cells
         inbox = keeper.inbox
 
         def report() -> None:
             loop.call_later(seconds, report)  # first: a failure here must not end the reports
-            queued = sum(len(c.mailbox) for c in cells.values())
-            deepest = max((len(c.mailbox) for c in cells.values()), default=0)
+            queued, deepest = keeper.scheduler.mailbox_load()
             outbox.report(Load(queued, deepest, keeper.scheduler.handled, inbox.malformed, inbox.dead_letters))
 
         loop.call_later(seconds, report)
