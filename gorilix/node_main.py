@@ -36,6 +36,7 @@ from gorilix.ledger import DEFAULT_MAX_QUEUED
 from gorilix.transport import codec
 from gorilix.transport.errors import DecodeError, GorilixError, NotRunning
 from gorilix.transport.sockets import ipc_endpoint, remove_stale_ipc_files
+from gorilix.workers import timeslice
 from gorilix.workers.boot import program_from_wire
 from gorilix.workers.lineage import become_subreaper, end_adopted, reap_adopted
 from gorilix.workers.pool import WorkerPool
@@ -72,6 +73,9 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the program decides
     become_subreaper()  # what actors start and leave behind comes back to the node (gorilix.workers.lineage)
+    if timeslice.wanted():  # before any thread or worker starts: they inherit it (gorilix.workers.timeslice)
+        granted = timeslice.request_short_slice()
+        log.debug("node %s: time slice %s", name, "the kernel's default" if granted is None else f"{granted} ns")
     # The workers boot while the node's own modules load; ZeroMQ connects them once the router binds.
     try:  # (the socket goes in the user's private runtime directory, which may be refused: say why)
         remove_stale_ipc_files()

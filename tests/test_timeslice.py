@@ -1,0 +1,122 @@
+"""Short time slices: the node and its workers ask Linux for them, so their wake-ups preempt a busy core.
+
+Without them, an ask between two workers waited up to a scheduler tick
+(4 ms) at each hop that woke on a core a CPU-bound process held: 11 to 16 ms
+at worst while the program held the GIL in one long call (`gorilix bench`,
+isolation). The figures are in docs/performance.md; these tests check what
+the node asks the kernel for, in real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+
+import pytest
+from conftest import wait_for
+
+from gorilix import ActorSystem
+from gorilix.workers import timeslice
+from gorilix.workers.timeslice import SHORT_SLICE_NS, current_slice
+
+
+def _in_a_fresh_process(code: str) -> dict[str, object]:
+    """Run ``code`` (which prints one JSON line) in a new interpreter: slices are per thread and inherited."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60, check=True)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def _kernel_grants_slices() -> bool:
+    return _in_a_fresh_process("""
+        import json
+        from gorilix.workers.timeslice import request_short_slice
+        print(json.dumps({"granted": request_short_slice()}))
+    """)["granted"] == SHORT_SLICE_NS
+
+
+needs_slices = pytest.mark.skipif(not sys.platform.startswith("linux") or not _kernel_grants_slices(),
+                                  reason="this kernel has no custom time slices (Linux 6.12 and later do)")
+
+
+def _thread_slices(pid: int) -> dict[int, int | None]:
+    """The time slice of each thread of process ``pid``."""
+    return {int(tid): current_slice(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@needs_slices
+def test_a_short_slice_is_granted_and_inherited_by_later_threads() -> None:
+    result = _in_a_fresh_process("""
+        import json, threading
+        from gorilix.workers.timeslice import current_slice, request_short_slice
+        before = current_slice(0)
+        granted = request_short_slice()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(current_slice(0)))
+        thread.start()
+        thread.join()
+        print(json.dumps({"before": before, "granted": granted, "thread": seen[0]}))
+    """)
+    assert result["before"] != SHORT_SLICE_NS  # (the kernel's default)
+    assert result["granted"] == SHORT_SLICE_NS
+    assert result["thread"] == SHORT_SLICE_NS
+
+
+@needs_slices
+def test_a_thread_someone_put_in_another_policy_is_left_alone() -> None:
+    result = _in_a_fresh_process("""
+        import json, os
+        from gorilix.workers.timeslice import current_slice, request_short_slice
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        granted = request_short_slice()
+        print(json.dumps({"granted": granted, "policy": os.sched_getscheduler(0)}))
+    """)
+    assert result == {"granted": None, "policy": os.SCHED_IDLE}
+
+
+@needs_slices
+def test_the_node_and_its_workers_run_with_short_slices(make_system: Callable[..., ActorSystem]) -> None:
+    system = make_system(2)
+    node = _thread_slices(system._node.pid)
+    assert len(node) > 1 and set(node.values()) == {SHORT_SLICE_NS}, node  # the loop, ZeroMQ's threads
+    for worker in system.workers():
+        assert worker.pid is not None
+        threads = _thread_slices(worker.pid)
+        assert set(threads.values()) == {SHORT_SLICE_NS}, (worker.id, threads)
+    # The program's own threads keep the kernel's default: its scheduling is its own.
+    assert current_slice(0) != SHORT_SLICE_NS
+
+    # A worker the node starts again after a death (a fresh interpreter, not a fork) has them too.
+    old = system.workers()[0].pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    reborn = wait_for(lambda: next((w.pid for w in system.workers() if w.id == 0 and w.alive
+                                    and w.pid not in (None, old)), None), 15, "worker 0 started again")
+    assert set(_thread_slices(reborn).values()) == {SHORT_SLICE_NS}
+
+
+@needs_slices
+def test_short_slices_can_be_turned_off(make_system: Callable[..., ActorSystem],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(timeslice.ENV_VAR, "0")
+    system = make_system(1)
+    assert SHORT_SLICE_NS not in _thread_slices(system._node.pid).values()
+    pid = system.workers()[0].pid
+    assert pid is not None and SHORT_SLICE_NS not in _thread_slices(pid).values()
+
+
+@pytest.mark.parametrize(("value", "on"), [(None, True), ("1", True), ("0", False), ("off", False),
+                                           (" No ", False), ("false", False), ("yes", True)])
+def test_the_environment_variable_turns_slices_off(value: str | None, on: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    if value is None:
+        monkeypatch.delenv(timeslice.ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(timeslice.ENV_VAR, value)
+    assert timeslice.wanted() is on

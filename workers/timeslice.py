@@ -1,0 +1,96 @@
+"""Short CPU time slices for the node and its workers: a message's wake-up does not wait out a busy core.
+
+Each hop of a message wakes a thread: the receiver's ZeroMQ I/O thread, then
+the thread that reads the socket. On a machine whose cores are all busy (the
+user's program in a long C call holds one of two cores, say), the woken
+thread often lands on a core that a CPU-bound process holds. Linux's
+scheduler (EEVDF) then lets that process finish its time slice, which it
+only checks at the next scheduler tick (every 4 ms with ``HZ=250``): a
+round trip of four hops can meet that wait two or three times, and an ask
+that takes 0.2 ms takes 10 ms.
+
+Since Linux 6.12 a thread may ask for a shorter slice than the default
+(``sched_setattr`` with ``sched_runtime``; no privilege needed). A thread
+with a shorter slice than the running one may preempt it when it wakes
+(the scheduler's ``PREEMPT_SHORT``), at once instead of at the next tick.
+The slice changes when a thread runs, not how much: CPU shares still go by
+nice value, so CPU-bound actors get the same share of the machine.
+
+The node asks for the shortest slice the kernel grants (0.1 ms) before it
+starts any thread or worker; threads and processes inherit it.
+``GORILIX_SHORT_SLICE=0`` in the environment of the program that starts the
+node leaves the default. Elsewhere (another OS, an older kernel, a policy
+other than the default one) nothing changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import struct
+import sys
+
+log = logging.getLogger("gorilix.node")
+
+#: The slice the node and its workers ask for, in nanoseconds: the least the kernel grants.
+SHORT_SLICE_NS = 100_000
+#: Set to "0" to leave the kernel's default slice.
+ENV_VAR = "GORILIX_SHORT_SLICE"
+
+#: (sched_setattr, sched_getattr) by machine: the generic table's numbers and x86-64's own.
+_SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275), "arm64": (274, 275), "riscv64": (274, 275)}
+#: struct sched_attr as of Linux 3.14 (SCHED_ATTR_SIZE_VER0): size, policy, flags, nice, priority,
+#: runtime, deadline, period. Later kernels take this size too.
+_ATTR = struct.Struct("=IIQiIQQQ")
+
+
+def wanted() -> bool:
+    """Whether the environment leaves short slices on (the default)."""
+    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "no", "off", "false")
+
+
+def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> int | None:
+    """Ask for ``slice_ns`` for this thread and what it starts from now on.
+
+    Returns the slice now in force, in nanoseconds, or None where the kernel
+    has no such request (the request is then left unmade). Never raises: a
+    slice is a refinement, not a condition for running.
+    """
+    calls = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
+    if calls is None:
+        return None
+    setattr_nr, _ = calls
+    try:
+        policy, nice = os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+        if policy not in (os.SCHED_OTHER, os.SCHED_BATCH):
+            return None  # (real-time or idle: someone chose it on purpose)
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, policy, 0, nice, 0, slice_ns, 0, 0))
+        if libc.syscall(setattr_nr, 0, attr, 0) != 0:
+            err = ctypes.get_errno()
+            log.debug("no short time slice: sched_setattr: %s", os.strerror(err))
+            return None
+    except (OSError, AttributeError) as exc:  # (no libc to load, no syscall symbol)
+        log.debug("no short time slice: %s", exc)
+        return None
+    granted = current_slice(0)
+    return granted if granted == slice_ns else None  # (kernels before 6.12 take the request and ignore it)
+
+
+def current_slice(tid: int) -> int | None:
+    """The time slice of thread ``tid`` (0: this one) in nanoseconds, or None where the kernel does not say."""
+    calls = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
+    if calls is None:
+        return None
+    _, getattr_nr = calls
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = ctypes.create_string_buffer(_ATTR.size)
+        if libc.syscall(getattr_nr, tid, attr, _ATTR.size, 0) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    runtime: int = _ATTR.unpack(attr.raw)[5]
+    return runtime or None
