@@ -558,11 +558,8 @@ class NodeCore:
             log.warning("worker %d (pid %s) uses %.0f MiB, past max_worker_memory (%.0f MiB): restarting it; "
                         "its %d actors are re-created", slot, worker.pid, rss / 2**20, limit / 2**20,
                         self.registry.count(slot))
-            try:
-                self.host.kill_worker(slot, signal.SIGKILL)
-            except (LookupError, OSError):  # (it died meanwhile: its death is on the way)
+            if not self._restart_worker(slot):
                 continue
-            worker.killed = True
             self.memory_restarts += 1
         self.schedule(MEMORY_CHECK_EVERY, self._check_memory)
 
@@ -601,13 +598,26 @@ class NodeCore:
             log.warning("worker %d (pid %s) stuck for %.1f s %s: restarting it (hang_timeout %g s); "
                         "its %d actors are re-created", slot, worker.pid, stuck["seconds"], where, limit,
                         self.registry.count(slot))
-            try:
-                self.host.kill_worker(slot, signal.SIGKILL)
-            except (LookupError, OSError):
+            if not self._restart_worker(slot):
                 continue
-            worker.killed = True
             self.hang_restarts += 1
         self.schedule(min(HANG_CHECK_EVERY, limit / 2), self._check_hangs)
+
+    def _restart_worker(self, slot: int) -> bool:
+        """SIGKILL worker ``slot``, which the node gave up on; False if it was gone already (its death is on the way).
+
+        Its actors' messages park from now on, as after its death: a message
+        sent on to a process being killed would be lost (an ask would fail
+        with WorkerDied), where a parked one reaches the actor re-created.
+        """
+        worker = self.slots[slot]
+        try:
+            self.host.kill_worker(slot, signal.SIGKILL)
+        except (LookupError, OSError):
+            return False
+        worker.killed = True
+        self.table.hold_endpoint(worker.identity)
+        return True
 
     def rebalance(self) -> None:
         """Move movable actors from the busiest live workers to the idlest, until no two differ by more than one.

@@ -361,6 +361,29 @@ def test_a_worker_whose_watchdog_is_silent_is_stuck_too() -> None:
     assert sim.host.signals == [(0, signal.SIGKILL)] and sim.core.hang_restarts == 1
 
 
+@pytest.mark.parametrize("why", ["hang", "memory"])
+def test_what_comes_for_a_worker_the_node_killed_parks_and_reaches_its_actor_recreated(why: str) -> None:
+    # An ask sent after the node killed a stuck worker, and before it saw the death, went on to the
+    # dying process and failed with WorkerDied, though the node knew the worker was done for.
+    sim = NodeSim(2, hang_timeout=3.0) if why == "hang" else NodeSim(2, max_worker_memory=200 * 2**20)
+    a = sim.spawn(ECHO, worker=1)
+    asked = sim.route(sim.message(a, "before", ask=True, corr=8))  # (on its way to the worker: lost with it)
+    if why == "hang":
+        sim.host.health[1] = Health(sim.clock.now, 0.0, 0, "", "")  # a C call that holds its GIL
+        sim.advance(3.5)
+    else:
+        sim.host.rss = {0: 0, 1: 250 * 2**20}
+        sim.advance(1.5)
+    assert sim.host.signals == [(1, signal.SIGKILL)]
+    assert sim.route(sim.message(a, "after", ask=True, corr=9)) == "parked"  # (its death not seen yet)
+    assert sim.route(sim.message(a, "told")) == "parked"
+    mark = len(sim.effects)
+    sim.kill(1, "killed by SIGKILL")
+    assert asked == "sent" and [r.corr for r in sim.of_type(Reply, mark) if not r.ok] == [8]
+    assert sim.core.registry.actors[a].slot == 0 and sim.forwarded(mark) == ["after", "told"]
+    sim.check_invariants()
+
+
 def test_without_hang_timeout_a_stuck_worker_is_only_shown() -> None:
     sim = NodeSim(1)
     sim.host.health[0] = Health(sim.clock.now, sim.clock.now, 7, "actors:Echo", "int")

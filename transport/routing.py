@@ -211,14 +211,22 @@ class ForwardingTable:
             if self.timed:
                 self.timed.pop(key, None)
 
-    def endpoint_lost(self, endpoint: bytes) -> tuple[set[int], list[tuple[int, int, str | None]]]:
-        """Drop an endpoint: its actors are held, its in-flight asks returned
-        as ``(asker id, corr, asker node or None)``."""
+    def hold_endpoint(self, endpoint: bytes) -> set[int]:
+        """Park what comes for the actors at ``endpoint`` from now on (its process is being killed); returns them.
+
+        Its in-flight asks stay until :meth:`endpoint_lost`: they are answered, or fail, as the death decides.
+        """
         actors = self.by_endpoint.pop(endpoint, set())
         routes, parked = self.routes, self.parked
         for actor_id in actors:
             routes.pop(actor_id, None)
             parked.setdefault(actor_id, NOTHING_PARKED)
+        return actors
+
+    def endpoint_lost(self, endpoint: bytes) -> tuple[set[int], list[tuple[int, int, str | None]]]:
+        """Drop an endpoint: its actors are held, its in-flight asks returned
+        as ``(asker id, corr, asker node or None)``."""
+        actors = self.hold_endpoint(endpoint)
         asks = [(src, corr, origin) for (src, corr), origin in self.inflight.pop(endpoint, {}).items()]
         if self.timed:  # (they fail now: no reply will time them)
             for src, corr, _ in asks:
