@@ -50,6 +50,15 @@ def test_each_figure_that_misses_its_target_is_marked() -> None:
     assert "MISSED: tiny items >= 0.5x" in lines[-1]
 
 
+def test_the_isolation_row_says_which_time_slice_the_node_ran_with() -> None:
+    [row] = [line for line in format_report(REPORT).splitlines() if "holding the GIL" in line]
+    assert "node time slice the kernel's default" in row  # (an older report: no slice recorded)
+    report = copy.deepcopy(REPORT)
+    report["isolation"]["node_slice_ns"] = 100_000
+    [row] = [line for line in format_report(report).splitlines() if "holding the GIL" in line]
+    assert "node time slice 0.1 ms" in row
+
+
 def test_a_step_left_out_misses_nothing() -> None:
     assert "mass_failover" not in missed(REPORT)  # (not measured: no mass_failover in the report)
     assert {name for name, _, _ in TARGETS} >= {"pool_tiny", "pool_cpu", "isolation", "mass_failover"}
