@@ -55,8 +55,9 @@ def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> int | None:
     """Ask for ``slice_ns`` for this thread and what it starts from now on.
 
     Returns the slice now in force, in nanoseconds, or None where the kernel
-    has no such request (the request is then left unmade). Never raises: a
-    slice is a refinement, not a condition for running.
+    grants none (no such call here, a refusal, or a kernel before 6.12,
+    which takes the request and ignores it). Never raises: a slice is a
+    refinement, not a condition for running.
     """
     calls = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
     if calls is None:
