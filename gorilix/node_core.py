@@ -158,6 +158,9 @@ class WorkerSlot:
     restarts: int = 0
     early_deaths: int = 0  # deaths in a row before it was ready
     killed: bool = False  # this incarnation was sent a signal on request (kill_worker): its death is no early one
+    #: The node killed this incarnation itself (stuck, or past its memory limit) and holds its routes: what it
+    #: still reports of new actors (read after the kill) routes nothing to it (see _restart_worker).
+    given_up: bool = False
 
 
 @dataclass(slots=True)
@@ -452,7 +455,7 @@ class NodeCore:
     def _worker_started(self, event: WorkerStarted) -> None:
         worker = self.slots[event.slot]
         worker.identity, worker.pid, worker.id_prefix = event.identity, event.pid, event.id_prefix
-        worker.alive, worker.ready, worker.killed = True, False, False
+        worker.alive, worker.ready, worker.killed, worker.given_up = True, False, False, False
         self._identity_slot[event.identity] = event.slot
         tally = self.host.worker_tally(event.slot)
         if tally is not None:
@@ -494,11 +497,13 @@ class NodeCore:
         if account is not None:
             self._count_lost(account, f"worker {slot} died ({how})")
         _, asks = self.table.endpoint_lost(worker.identity)
-        self.table.unbind(worker.id_prefix << ID_SHIFT)
+        own = self.table.unbind(worker.id_prefix << ID_SHIFT)  # (parked when the node killed it: held with the rest)
         died = WorkerDied(f"worker {slot} (pid {worker.pid}) of node {self.name} died ({how}) "
                           "while the ask was in flight")
         for src_id, corr, origin in asks:
             self._fail_ask(origin, src_id, corr, died)
+        for parked in own:  # what came for the worker itself is lost with it: failed, or counted
+            self.undeliverable(parked, died, reason_kind="lost_in_death")
         # What must hold at once: its actors are on no worker, and what comes for them parks (their
         # routes were held above with the worker's; the others were held when placed or moved).
         lost = self.registry.evacuate(slot)
@@ -615,7 +620,7 @@ class NodeCore:
             self.host.kill_worker(slot, signal.SIGKILL)
         except (LookupError, OSError):
             return False
-        worker.killed = True
+        worker.killed = worker.given_up = True
         self.table.hold_endpoint(worker.identity)
         return True
 
@@ -724,6 +729,8 @@ class NodeCore:
     def actor_started(self, slot: int, actor_id: int) -> None:
         """The worker of ``slot`` runs ``actor_id`` now: route to it, send on what parked, answer the spawn."""
         self._created(slot, actor_id)
+        if self.slots[slot].given_up:  # (read after the node killed that worker: re-created once its death is seen)
+            return
         record = self.registry.actors.get(actor_id)
         if record is None or record.slot != slot:
             # Stopped while it was being created, or placed elsewhere since: this worker runs an

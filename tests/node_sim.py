@@ -391,6 +391,8 @@ class NodeSim:
                 endpoint = core.table.routes.get(record.id)
                 if record.id in core.moving:  # handing off: what comes waits at the node
                     assert endpoint is None and core.table.is_held(record.id), f"{record} moves, yet is routed"
+                elif core.slots[record.slot].given_up:  # its worker is being killed: what comes waits at the node
+                    assert endpoint is None and core.table.is_held(record.id), f"{record} routed to a killed worker"
                 else:
                     assert endpoint == core.slots[record.slot].identity, f"{record} routed to {endpoint!r}"
             else:

@@ -22,7 +22,7 @@ from gorilix.transport.errors import (
     WorkerDied,
 )
 from gorilix.transport.frames import STOP, pack_env
-from gorilix.transport.routing import client_identity
+from gorilix.transport.routing import ID_SHIFT, client_identity
 from gorilix.workers.health import Health
 from gorilix.workers.messages import ClusterEvent, Down
 from gorilix.workers.protocol import (
@@ -31,11 +31,14 @@ from gorilix.workers.protocol import (
     Handoff,
     Link,
     Monitor,
+    Register,
     Restart,
     Spawn,
+    Spawned,
     Suspend,
 )
 from gorilix.workers.ref import ActorRef
+from gorilix.workers.spec import make_spec
 
 ECHO = "actors:Echo"
 BROKEN = "actors:BadInit"
@@ -377,6 +380,7 @@ def test_what_comes_for_a_worker_the_node_killed_parks_and_reaches_its_actor_rec
     assert sim.host.signals == [(1, signal.SIGKILL)]
     assert sim.route(sim.message(a, "after", ask=True, corr=9)) == "parked"  # (its death not seen yet)
     assert sim.route(sim.message(a, "told")) == "parked"
+    sim.check_invariants()
     mark = len(sim.effects)
     sim.kill(1, "killed by SIGKILL")
     assert asked == "sent" and [r.corr for r in sim.of_type(Reply, mark) if not r.ok] == [8]
@@ -774,3 +778,127 @@ def test_a_death_of_many_actors_lists_those_that_lost_most_and_counts_all() -> N
     assert len(letters) == 100  # (the recent list's length; the rest are counted, not listed)
     assert letters[-1]["count"] == 150 and min(letter["count"] for letter in letters) == 51
     assert sim.core.lost_in_deaths == sim.core.dead_letter_count == sum(range(1, 151))
+
+
+# -- what the node killed itself: attacks on the hold (review) -------------------------------------------
+
+
+def _stuck_and_killed(sim: NodeSim, slot: int = 1) -> None:
+    sim.host.health[slot] = Health(sim.clock.now, 0.0, 0, "", "")  # a C call that holds its GIL
+    sim.advance(3.5)
+    assert sim.host.signals == [(slot, signal.SIGKILL)]
+    sim.check_invariants()  # (its actors are placed on a live worker, and held)
+
+
+def test_a_spawned_report_of_the_killed_worker_read_after_the_kill_sends_nothing_on_to_it() -> None:
+    # Its Spawned was in the node's socket when the node killed it: binding the actor there sent what had
+    # parked for it on to the dying process (an ask failed with WorkerDied, a tell was lost in the death).
+    sim = NodeSim(2, hang_timeout=3.0)
+    reacts = sim._worker_reacts
+    late: list[Spawn] = []
+
+    def spawned_later(effect: ToWorker) -> None:
+        if effect.slot == 1 and type(effect.op) is Spawn:
+            sim.workers[1].ops.append(effect.op)
+            late.append(effect.op)
+        else:
+            reacts(effect)
+
+    sim._worker_reacts = spawned_later  # type: ignore[method-assign]
+    corr = sim.ask("spawn", make_spec(ECHO, (), {}).to_wire(), 1)
+    (op,) = late
+    a = op.actor_id
+    assert sim.route(sim.message(a, "before", ask=True, corr=8)) == "parked"  # (being created)
+    _stuck_and_killed(sim)
+    assert sim.route(sim.message(a, "after", ask=True, corr=9)) == "parked"
+    mark = len(sim.effects)
+    sim.workers[1].running.add(a)
+    sim.report(1, Spawned(a))  # (sent before it got stuck, read only now)
+    assert sim.forwarded(mark) == [] and sim.core.table.lookup(a) is None
+    sim.check_invariants()
+    sim._worker_reacts = reacts  # type: ignore[method-assign]
+    sim.kill(1)
+    assert [r for r in sim.of_type(Reply, mark) if r.dst_id == CLIENT and not r.ok] == []
+    assert sim.core.registry.actors[a].slot == 0 and sim.forwarded(mark) == ["before", "after"]
+    reply = sim.answer(corr)
+    assert reply is not None and reply.ok and reply.value[1] == a
+    sim.check_invariants()
+
+
+def test_an_ask_to_a_killed_workers_own_id_fails_once_it_dies() -> None:
+    # The worker's own id (its prefix) was held with its actors; what parked for it was dropped, uncounted,
+    # at its death: an ask hung until its asker's timeout.
+    sim = NodeSim(2, hang_timeout=3.0)
+    own = sim.workers[1].prefix << ID_SHIFT
+    _stuck_and_killed(sim)
+    assert sim.route(sim.message(own, "who?", ask=True, corr=5)) == "parked"
+    assert sim.route(sim.message(own, "told")) == "parked"
+    mark, letters = len(sim.effects), sim.core.dead_letter_count
+    sim.kill(1)
+    assert [r.corr for r in sim.of_type(Reply, mark) if not r.ok] == [5]
+    assert sim.core.dead_letter_count == letters + 1
+    sim.check_invariants()
+
+
+def test_what_parked_for_a_temporary_actor_of_a_killed_worker_fails_when_it_is_not_restarted() -> None:
+    sim = NodeSim(2, hang_timeout=3.0)
+    a = sim.spawn(ECHO, worker=1, restart="temporary")
+    _stuck_and_killed(sim)
+    assert sim.route(sim.message(a, "after", ask=True, corr=9)) == "parked"
+    assert sim.route(sim.message(a, "told")) == "parked"
+    mark, letters = len(sim.effects), sim.core.dead_letter_count
+    sim.kill(1)
+    sim.advance(1.0)
+    assert a not in sim.core.registry.actors
+    assert [r.corr for r in sim.of_type(Reply, mark) if not r.ok] == [9]
+    assert sim.core.dead_letter_count == letters + 1
+    sim.check_invariants()
+
+
+def test_past_max_parked_what_comes_for_a_killed_workers_actor_is_refused_and_counted() -> None:
+    sim = NodeSim(2, hang_timeout=3.0, max_parked=2)
+    a = sim.spawn(ECHO, worker=1)
+    _stuck_and_killed(sim)
+    assert [sim.route(sim.message(a, i)) for i in range(3)] == ["parked", "parked", "undeliverable"]
+    assert sim.route(sim.message(a, "ask", ask=True, corr=4)) == "undeliverable"
+    assert sim.core.dead_letters_by_reason["parked_overflow"] == 1
+    mark = len(sim.effects)
+    sim.kill(1)
+    assert sim.forwarded(mark) == [0, 1]
+    sim.check_invariants()
+
+
+def test_a_handoff_from_the_killed_worker_read_after_the_kill_moves_the_actor_on() -> None:
+    sim = NodeSim(2, hang_timeout=3.0)
+    sim.auto_handoff = False
+    movers = [sim.spawn(ECHO, worker=1, movable=True) for _ in range(4)]
+    sim.call(sim.core.rebalance)
+    handing = [op.actor_id for op in sim.workers[1].ops if type(op) is Handoff]
+    assert handing
+    a = handing[0]
+    _stuck_and_killed(sim)
+    assert sim.route(sim.message(a, "after", ask=True, corr=9)) == "parked"
+    mark = len(sim.effects)
+    sim.hand_off(1, a)  # (its HandedOff was in the node's socket already)
+    sim.kill(1)
+    assert sim.core.registry.actors[a].slot == 0 and sim.forwarded(mark) == ["after"]
+    assert all(sim.core.registry.actors[m].slot == 0 for m in movers)
+    sim.check_invariants()
+
+
+def test_an_actor_the_killed_worker_registers_after_the_kill_is_held_and_recreated() -> None:
+    # An actor spawned by an actor of the worker, reported before the worker got stuck and read after the
+    # node killed it: it was bound to the dying process, so what was sent to it went there and was lost.
+    sim = NodeSim(2, hang_timeout=3.0)
+    child = (sim.workers[1].prefix << ID_SHIFT) + 1
+    _stuck_and_killed(sim)
+    sim.workers[1].running.add(child)
+    sim.report(1, Register(child, make_spec(ECHO, (), {})))
+    assert sim.core.table.lookup(child) is None
+    sim.check_invariants()
+    assert sim.route(sim.message(child, "after", ask=True, corr=9)) == "parked"
+    mark = len(sim.effects)
+    sim.kill(1)
+    assert [r for r in sim.of_type(Reply, mark) if r.dst_id == CLIENT and not r.ok] == []
+    assert sim.core.registry.actors[child].slot == 0 and sim.forwarded(mark) == ["after"]
+    sim.check_invariants()

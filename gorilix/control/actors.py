@@ -133,10 +133,16 @@ def _r_spawn_at(core: NodeCore, req: Request, report: SpawnAt) -> None:
 def _r_register(core: NodeCore, req: Request, report: Register) -> None:
     actor_id, spec = report.actor_id, report.spec
     slot = _new_id_of(core, req, "register", actor_id)
-    record = ActorRecord(actor_id, spec, slot, placed=True, started=True)
+    # Read after the node killed that worker (NodeCore._restart_worker): what comes parks, as for its other
+    # actors, and the actor is re-created once the death is seen.
+    given_up = core.slots[slot].given_up
+    record = ActorRecord(actor_id, spec, slot, placed=not given_up, started=True)
     core.lifecycle.adopt(record)
     core.registry.add(record)
-    core.table.bind(actor_id, req.source)
+    if given_up:
+        core.table.hold(actor_id)
+    else:
+        core.table.bind(actor_id, req.source)
     if spec.name is not None:
         if not valid_name(spec.name):  # it runs already: it stops, as under a taken name
             core.malformed += 1
