@@ -82,7 +82,7 @@ class Scheduler:
 
     def enqueue(self, cell: ActorCell, message: Message) -> None:
         mailbox = cell.mailbox
-        if not mailbox:  # (the only way into a mailbox: a cell with messages is always in ``loaded``)
+        if not mailbox:  # (the way into a mailbox, with _batch_goes_on's: a cell with messages is in ``loaded``)
             self.loaded.add(cell)
         mailbox.append(message)
         if not cell.queued and not cell.busy and not cell.down:
@@ -219,6 +219,8 @@ class Scheduler:
             return
         if perf_counter() - batch.sent_at >= PART_EVERY and not self.outcomes.on_part(cell, message):
             return  # (an answer could not travel: the chunk was answered up to it)
+        if not cell.mailbox:  # (after an async item a load report may have forgotten the cell: see ``loaded``)
+            self.loaded.add(cell)
         cell.mailbox.appendleft(message)
 
     async def _finish(self, cell: ActorCell, message: Message, coro: Any) -> None:
