@@ -158,8 +158,9 @@ class WorkerSlot:
     restarts: int = 0
     early_deaths: int = 0  # deaths in a row before it was ready
     killed: bool = False  # this incarnation was sent a signal on request (kill_worker): its death is no early one
-    #: The node killed this incarnation itself (stuck, or past its memory limit) and holds its routes: what it
-    #: still reports of new actors (read after the kill) routes nothing to it (see _restart_worker).
+    #: This incarnation was sent SIGKILL (by the node itself, stuck or past its memory limit, or by kill_worker):
+    #: it takes no new actor, the hang and memory checks leave it, what comes for its actors parks, and what it
+    #: still reports of new actors (read after the kill) routes nothing to it (see give_up).
     given_up: bool = False
 
 
@@ -450,7 +451,8 @@ class NodeCore:
         return self._identity_slot.get(identity)
 
     def live_slots(self) -> list[int]:
-        return [s for s, w in self.slots.items() if w.ready and w.alive]
+        """Workers that take new actors: up, and not killed by the node (their actors come back elsewhere)."""
+        return [s for s, w in self.slots.items() if w.ready and w.alive and not w.given_up]
 
     def _worker_started(self, event: WorkerStarted) -> None:
         worker = self.slots[event.slot]
@@ -555,7 +557,7 @@ class NodeCore:
         limit = self.max_worker_memory
         assert limit is not None
         for slot, worker in self.slots.items():
-            if not (worker.alive and worker.ready) or worker.killed:
+            if not (worker.alive and worker.ready) or worker.given_up:
                 continue
             _, rss = self.host.worker_usage(slot)
             if rss <= limit:
@@ -595,7 +597,7 @@ class NodeCore:
         limit = self.hang_timeout
         assert limit is not None
         for slot, worker in self.slots.items():
-            stuck = None if worker.killed else self.stuck(slot)
+            stuck = None if worker.given_up else self.stuck(slot)
             if stuck is None or stuck["seconds"] < limit:
                 continue
             where = (f"in actor {stuck['actor']} ({stuck['class']}) handling {stuck['message']}" if stuck["actor"]
@@ -615,14 +617,19 @@ class NodeCore:
         sent on to a process being killed would be lost (an ask would fail
         with WorkerDied), where a parked one reaches the actor re-created.
         """
-        worker = self.slots[slot]
         try:
             self.host.kill_worker(slot, signal.SIGKILL)
         except (LookupError, OSError):
             return False
-        worker.killed = worker.given_up = True
-        self.table.hold_endpoint(worker.identity)
+        self.slots[slot].killed = True
+        self.give_up(slot)
         return True
+
+    def give_up(self, slot: int) -> None:
+        """Worker ``slot`` was sent SIGKILL: what comes for its actors parks until they are re-created elsewhere."""
+        worker = self.slots[slot]
+        worker.given_up = True
+        self.table.hold_endpoint(worker.identity)
 
     def rebalance(self) -> None:
         """Move movable actors from the busiest live workers to the idlest, until no two differ by more than one.

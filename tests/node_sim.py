@@ -384,7 +384,7 @@ class NodeSim:
         """What must hold between any two events, whatever happened."""
         core = self.core
         assert sum(core.dead_letters_by_reason.values()) == core.dead_letter_count, core.dead_letters_by_reason
-        live = set(core.live_slots())
+        live = {s for s, w in core.slots.items() if w.ready and w.alive}  # (given up or not: until its death is seen)
         for record in core.registry.actors.values():
             if record.placed:
                 assert record.slot in live, f"{record} placed on a worker that is not live"

@@ -388,6 +388,39 @@ def test_what_comes_for_a_worker_the_node_killed_parks_and_reaches_its_actor_rec
     sim.check_invariants()
 
 
+def test_a_worker_the_node_killed_takes_no_new_actor() -> None:
+    # Until its death was seen, a worker killed for hanging stayed among the live ones: a spawn could go to it.
+    sim = NodeSim(2, hang_timeout=3.0)
+    sim.spawn(ECHO, worker=0)  # (worker 1 is the least loaded)
+    sim.host.health[1] = Health(sim.clock.now, 0.0, 0, "", "")
+    sim.advance(3.5)
+    assert sim.host.signals == [(1, signal.SIGKILL)] and sim.core.live_slots() == [0]
+    assert sim.core.registry.actors[sim.spawn(ECHO)].slot == 0
+    sim.check_invariants()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGCONT, signal.SIGUSR1])
+def test_a_signal_from_kill_worker_leaves_the_hang_check_on(sig: signal.Signals) -> None:
+    # kill_worker(slot, SIGSTOP) marked the worker killed, and the hang and memory checks skipped it
+    # until it restarted: a worker stopped, or one that handles the signal, was never restarted.
+    sim = NodeSim(2, hang_timeout=3.0)
+    corr = sim.ask("kill_worker", 1, int(sig))
+    assert sim.answer(corr) is not None
+    sim.host.health[1] = Health(sim.clock.now, 0.0, 0, "", "")
+    sim.advance(3.5)
+    assert sim.host.signals == [(1, sig), (1, signal.SIGKILL)] and sim.core.hang_restarts == 1
+
+
+def test_a_worker_sigkilled_by_kill_worker_is_not_killed_again_by_the_hang_check() -> None:
+    sim = NodeSim(2, hang_timeout=3.0)
+    sim.host.health[1] = Health(sim.clock.now, 0.0, 0, "", "")
+    sim.advance(2.0)
+    sim.ask("kill_worker", 1, int(signal.SIGKILL))  # (its death not seen yet)
+    sim.advance(2.0)
+    assert sim.host.signals == [(1, signal.SIGKILL)] and sim.core.hang_restarts == 0
+    assert sim.core.live_slots() == [0]
+
+
 def test_without_hang_timeout_a_stuck_worker_is_only_shown() -> None:
     sim = NodeSim(1)
     sim.host.health[0] = Health(sim.clock.now, sim.clock.now, 7, "actors:Echo", "int")

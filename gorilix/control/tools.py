@@ -112,6 +112,8 @@ def _kill(core: NodeCore, slot: int, sig: int) -> int:
         # A worker killed while it boots (a drill repeated before the respawn attached) must not
         # count towards the deaths that fail the node as a broken environment.
         core.slots[slot].killed = True
+        if sig == signal.SIGKILL:  # certainly dying: what comes next parks for the actors re-created
+            core.give_up(slot)
         return pid
     except LookupError as exc:
         raise GorilixError(f"cannot kill worker {slot} of node {core.name}: {exc}") from None
