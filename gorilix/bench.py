@@ -345,7 +345,8 @@ def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
         "during_p99_ms": statistics.quantiles(during, n=100)[98] * 1e3,
         "during_max_ms": max(during) * 1e3,
         "answered_during": sum(1 for t, _ in samples if began <= t <= ended),
-        # The node's time slice (its workers inherit it): 0.1 ms, or 0 for the kernel's default.
+        # The node's time slice in ns (its workers inherit it): 100,000 when short, else the kernel's
+        # default (0 where the kernel does not say).
         "node_slice_ns": (current_slice(node_pid) or 0) if (node_pid := system._node.pid) else 0,
     }
 

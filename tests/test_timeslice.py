@@ -111,12 +111,22 @@ def test_short_slices_can_be_turned_off(make_system: Callable[..., ActorSystem],
     assert pid is not None and SHORT_SLICE_NS not in _thread_slices(pid).values()
 
 
-@pytest.mark.parametrize(("value", "on"), [(None, True), ("1", True), ("0", False), ("off", False),
-                                           (" No ", False), ("false", False), ("yes", True)])
-def test_the_environment_variable_turns_slices_off(value: str | None, on: bool,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("value", "on"), [(None, True), ("", True), ("1", True), ("0", False), ("off", False),
+                                           (" No ", False), ("false", False), ("n", False), ("yes", True)])
+def test_the_environment_variable_turns_slices_off(value: str | None, on: bool, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     if value is None:
         monkeypatch.delenv(timeslice.ENV_VAR, raising=False)
     else:
         monkeypatch.setenv(timeslice.ENV_VAR, value)
     assert timeslice.wanted() is on
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("value", ["00", "0.0", "disable", "2"])
+def test_a_value_it_cannot_read_is_said_and_leaves_slices_on(value: str, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # "00" or "disable" left short slices on without a word.
+    monkeypatch.setenv(timeslice.ENV_VAR, value)
+    assert timeslice.wanted() is True
+    assert any(timeslice.ENV_VAR in r.getMessage() and "stay on" in r.getMessage() for r in caplog.records)

@@ -17,7 +17,9 @@ The slice changes when a thread runs, not how much: CPU shares still go by
 nice value, so CPU-bound actors get the same share of the machine.
 
 The node asks for the shortest slice the kernel grants (0.1 ms) before it
-starts any thread or worker; threads and processes inherit it.
+starts any thread or worker; threads and processes inherit it (what actors
+start with ``subprocess`` too). A slice someone set for the program before
+is replaced: the kernel does not tell a chosen slice from its default.
 ``GORILIX_SHORT_SLICE=0`` in the environment of the program that starts the
 node leaves the default. Elsewhere (another OS, an older kernel, a policy
 other than the default one) nothing changes.
@@ -46,9 +48,19 @@ _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275), "arm64": (274, 275), "
 _ATTR = struct.Struct("=IIQiIQQQ")
 
 
+_ON = ("1", "true", "t", "yes", "y", "on")
+_OFF = ("0", "false", "f", "no", "n", "off")
+
+
 def wanted() -> bool:
-    """Whether the environment leaves short slices on (the default)."""
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "no", "off", "false")
+    """Whether the environment leaves short slices on (the default); a value it cannot read is said, and ignored."""
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if value in _OFF:
+        return False
+    if value and value not in _ON:
+        log.warning("%s=%r is not one of 1/0, yes/no, on/off, true/false: short time slices stay on",
+                    ENV_VAR, os.environ[ENV_VAR])
+    return True
 
 
 def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> int | None:
