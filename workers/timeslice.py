@@ -63,6 +63,18 @@ def wanted() -> bool:
     return True
 
 
+def _syscall(which: int, *args: object) -> int | None:
+    """sched_setattr (``which`` 0) or sched_getattr (1) with ``args``: its errno (0: done), or None where there is none."""
+    calls = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
+    if calls is None:
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return 0 if libc.syscall(calls[which], *args) == 0 else ctypes.get_errno()
+    except (OSError, AttributeError):  # (no libc to load, no syscall symbol)
+        return None
+
+
 def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> int | None:
     """Ask for ``slice_ns`` for this thread and what it starts from now on.
 
@@ -71,22 +83,17 @@ def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> int | None:
     which takes the request and ignores it). Never raises: a slice is a
     refinement, not a condition for running.
     """
-    calls = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
-    if calls is None:
-        return None
-    setattr_nr, _ = calls
     try:
         policy, nice = os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
-        if policy not in (os.SCHED_OTHER, os.SCHED_BATCH):
-            return None  # (real-time or idle: someone chose it on purpose)
-        libc = ctypes.CDLL(None, use_errno=True)
-        attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, policy, 0, nice, 0, slice_ns, 0, 0))
-        if libc.syscall(setattr_nr, 0, attr, 0) != 0:
-            err = ctypes.get_errno()
-            log.debug("no short time slice: sched_setattr: %s", os.strerror(err))
-            return None
-    except (OSError, AttributeError) as exc:  # (no libc to load, no syscall symbol)
-        log.debug("no short time slice: %s", exc)
+    except (OSError, AttributeError):  # (no such calls on this OS)
+        return None
+    if policy not in (os.SCHED_OTHER, os.SCHED_BATCH):
+        return None  # (real-time or idle: someone chose it on purpose)
+    attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, policy, 0, nice, 0, slice_ns, 0, 0))
+    err = _syscall(0, 0, attr, 0)
+    if err:
+        log.debug("no short time slice: sched_setattr: %s", os.strerror(err))
+    if err != 0:
         return None
     granted = current_slice(0)
     return granted if granted == slice_ns else None  # (kernels before 6.12 take the request and ignore it)
@@ -94,16 +101,8 @@ def request_short_slice(slice_ns: int = SHORT_SLICE_NS) -> int | None:
 
 def current_slice(tid: int) -> int | None:
     """The time slice of thread ``tid`` (0: this one) in nanoseconds, or None where the kernel does not say."""
-    calls = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
-    if calls is None:
-        return None
-    _, getattr_nr = calls
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        attr = ctypes.create_string_buffer(_ATTR.size)
-        if libc.syscall(getattr_nr, tid, attr, _ATTR.size, 0) != 0:
-            return None
-    except (OSError, AttributeError):
+    attr = ctypes.create_string_buffer(_ATTR.size)
+    if _syscall(1, tid, attr, _ATTR.size, 0) != 0:
         return None
     runtime: int = _ATTR.unpack(attr.raw)[5]
     return runtime or None
