@@ -451,7 +451,7 @@ class NodeCore:
         return self._identity_slot.get(identity)
 
     def live_slots(self) -> list[int]:
-        """Workers that take new actors: up, and not killed by the node (their actors come back elsewhere)."""
+        """Workers that take new actors: up, and not sent SIGKILL (their actors come back elsewhere: give_up)."""
         return [s for s, w in self.slots.items() if w.ready and w.alive and not w.given_up]
 
     def _worker_started(self, event: WorkerStarted) -> None:
@@ -499,7 +499,7 @@ class NodeCore:
         if account is not None:
             self._count_lost(account, f"worker {slot} died ({how})")
         _, asks = self.table.endpoint_lost(worker.identity)
-        own = self.table.unbind(worker.id_prefix << ID_SHIFT)  # (parked when the node killed it: held with the rest)
+        own = self.table.unbind(worker.id_prefix << ID_SHIFT)  # (parked since it was given up: held with the rest)
         died = WorkerDied(f"worker {slot} (pid {worker.pid}) of node {self.name} died ({how}) "
                           "while the ask was in flight")
         for src_id, corr, origin in asks:
@@ -736,7 +736,7 @@ class NodeCore:
     def actor_started(self, slot: int, actor_id: int) -> None:
         """The worker of ``slot`` runs ``actor_id`` now: route to it, send on what parked, answer the spawn."""
         self._created(slot, actor_id)
-        if self.slots[slot].given_up:  # (read after the node killed that worker: re-created once its death is seen)
+        if self.slots[slot].given_up:  # (read after that worker was sent SIGKILL: re-created once its death is seen)
             return
         record = self.registry.actors.get(actor_id)
         if record is None or record.slot != slot:

@@ -133,7 +133,7 @@ def _r_spawn_at(core: NodeCore, req: Request, report: SpawnAt) -> None:
 def _r_register(core: NodeCore, req: Request, report: Register) -> None:
     actor_id, spec = report.actor_id, report.spec
     slot = _new_id_of(core, req, "register", actor_id)
-    # Read after the node killed that worker (NodeCore._restart_worker): what comes parks, as for its other
+    # Read after that worker was sent SIGKILL (NodeCore.give_up): what comes parks, as for its other
     # actors, and the actor is re-created once the death is seen.
     given_up = core.slots[slot].given_up
     record = ActorRecord(actor_id, spec, slot, placed=not given_up, started=True)
