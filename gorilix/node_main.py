@@ -71,9 +71,13 @@ def run(conn: Connection, start: dict[str, Any]) -> int:
         level=int(start["log_level"]), stream=sys.stderr,
         format=f"%(asctime)s node {name.replace('%', '%%')} %(levelname)s %(name)s: %(message)s",
     )
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the program decides
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (Ctrl-C, where it reaches us): the program decides
     become_subreaper()  # what actors start and leave behind comes back to the node (gorilix.workers.lineage)
-    if timeslice.wanted():  # before any thread or worker starts: they inherit it (gorilix.workers.timeslice)
+    # Before any thread or worker starts: they inherit both (gorilix.workers.timeslice).
+    if timeslice.wanted(timeslice.SESSION_ENV_VAR):
+        own = timeslice.start_own_session()
+        log.debug("node %s: %s", name, "a session of its own" if own else "in the program's session")
+    if timeslice.wanted():
         granted = timeslice.request_short_slice()
         log.debug("node %s: time slice %s", name, "the kernel's default" if granted is None else f"{granted} ns")
     # The workers boot while the node's own modules load; ZeroMQ connects them once the router binds.

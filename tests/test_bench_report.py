@@ -50,13 +50,18 @@ def test_each_figure_that_misses_its_target_is_marked() -> None:
     assert "MISSED: tiny items >= 0.5x" in lines[-1]
 
 
-def test_the_isolation_row_says_which_time_slice_the_node_ran_with() -> None:
+def test_the_isolation_row_says_which_time_slice_and_session_the_node_ran_with() -> None:
     [row] = [line for line in format_report(REPORT).splitlines() if "holding the GIL" in line]
     assert "node time slice the kernel's default" in row  # (an older report: no slice recorded)
+    assert "session" not in row  # (nor a session)
     report = copy.deepcopy(REPORT)
     report["isolation"]["node_slice_ns"] = 100_000
+    report["isolation"]["node_own_session"] = 1.0
     [row] = [line for line in format_report(report).splitlines() if "holding the GIL" in line]
-    assert "node time slice 0.1 ms" in row
+    assert "node time slice 0.1 ms, its own session" in row
+    report["isolation"]["node_own_session"] = 0.0
+    [row] = [line for line in format_report(report).splitlines() if "holding the GIL" in line]
+    assert "the program's session" in row
 
 
 def test_a_step_left_out_misses_nothing() -> None:

@@ -129,4 +129,76 @@ def test_a_value_it_cannot_read_is_said_and_leaves_slices_on(value: str, monkeyp
     # "00" or "disable" left short slices on without a word.
     monkeypatch.setenv(timeslice.ENV_VAR, value)
     assert timeslice.wanted() is True
-    assert any(timeslice.ENV_VAR in r.getMessage() and "stay on" in r.getMessage() for r in caplog.records)
+    assert any(timeslice.ENV_VAR in r.getMessage() and "stays on" in r.getMessage() for r in caplog.records)
+
+
+needs_autogroups = pytest.mark.skipif(timeslice.autogroup("self") is None,
+                                      reason="this kernel does not group processes by session (no autogroup)")
+
+
+def test_the_node_and_its_workers_lead_a_session_of_their_own(make_system: Callable[..., ActorSystem]) -> None:
+    # They shared the program's session, so a thread of theirs that woke on the core the program's long
+    # C call held was owed nothing and waited for the scheduler's tick (gorilix.workers.timeslice).
+    system = make_system(2)
+    node = system._node.pid
+    assert node is not None
+    assert os.getsid(node) == node != os.getsid(0)
+    for worker in system.workers():
+        assert worker.pid is not None
+        assert os.getsid(worker.pid) == node, worker.id
+    if timeslice.autogroup("self") is not None:  # (the scheduler's group is the session's, where it has them)
+        assert timeslice.autogroup(node) != timeslice.autogroup("self")
+        assert {timeslice.autogroup(w.pid) for w in system.workers() if w.pid} == {timeslice.autogroup(node)}
+
+    # A worker started again after a death is in it too.
+    old = system.workers()[0].pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    reborn = wait_for(lambda: next((w.pid for w in system.workers() if w.id == 0 and w.alive
+                                    and w.pid not in (None, old)), None), 15, "worker 0 started again")
+    assert os.getsid(reborn) == node
+
+
+def test_the_node_can_stay_in_the_programs_session(make_system: Callable[..., ActorSystem],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(timeslice.SESSION_ENV_VAR, "0")
+    system = make_system(1)
+    assert system._node.pid is not None and os.getsid(system._node.pid) == os.getsid(0)
+
+
+@needs_autogroups
+def test_a_nice_program_gives_its_nice_value_to_the_nodes_group() -> None:
+    # A session of its own is weighed by its autogroup's nice value, not by its processes': without this,
+    # `nice -n 10 python program.py` would give its actors a full share beside the rest of the machine.
+    result = _in_a_fresh_process("""
+        import json, os
+        from gorilix.workers import timeslice
+        os.nice(7)
+        pid = os.fork()
+        if pid == 0:
+            own = timeslice.start_own_session()
+            print(json.dumps({"own": own, "sid": os.getsid(0) == os.getpid(),
+                              "nice": timeslice.autogroup_nice("self")}), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """)
+    assert result == {"own": True, "sid": True, "nice": 7}
+
+
+def test_a_process_that_cannot_start_a_session_says_so() -> None:
+    result = _in_a_fresh_process("""
+        import json, os
+        from gorilix.workers import timeslice
+        os.setsid()  # (now it leads its session: setsid(2) refuses a group leader)
+        print(json.dumps({"own": timeslice.start_own_session()}))
+    """)
+    assert result == {"own": False}
+
+
+@pytest.mark.parametrize(("text", "nice"), [("/autogroup-12 nice 0", 0), ("/autogroup-3 nice 19", 19),
+                                           ("/autogroup-3 nice -5", -5), ("", 0), ("garbage", 0),
+                                           ("/autogroup-3 nice x", 0)])
+def test_an_autogroups_nice_value_is_read_or_taken_as_0(text: str, nice: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timeslice, "autogroup", lambda pid: text or None)
+    assert timeslice.autogroup_nice("self") == nice

@@ -1,28 +1,42 @@
-"""Short CPU time slices for the node and its workers: a message's wake-up does not wait out a busy core.
+"""How the node asks Linux to schedule it: a message's wake-up does not wait out a busy core.
 
 Each hop of a message wakes a thread: the receiver's ZeroMQ I/O thread, then
 the thread that reads the socket. On a machine whose cores are all busy (the
 user's program in a long C call holds one of two cores, say), the woken
 thread often lands on a core that a CPU-bound process holds. Linux's
-scheduler (EEVDF) then lets that process finish its time slice, which it
-only checks at the next scheduler tick (every 4 ms with ``HZ=250``): a
-round trip of four hops can meet that wait two or three times, and an ask
-that takes 0.2 ms takes 10 ms.
+scheduler (EEVDF) lets a woken thread preempt the running one only if it is
+owed CPU time ("eligible") and its deadline comes first; otherwise it waits
+for the running one's slice to end, which the kernel checks at its next tick
+(every 4 ms with ``HZ=250``). A round trip of four hops can meet that wait
+two or three times, and an ask that takes 0.2 ms takes 10 ms. Two requests,
+made by the node before it starts any thread or worker, and inherited by
+them all, make the wait rare:
 
-Since Linux 6.12 a thread may ask for a shorter slice than the default
-(``sched_setattr`` with ``sched_runtime``; no privilege needed). A thread
-with a shorter slice than the running one may preempt it when it wakes
-(the scheduler's ``PREEMPT_SHORT``), at once instead of at the next tick.
-The slice changes when a thread runs, not how much: CPU shares still go by
-nice value, so CPU-bound actors get the same share of the machine.
+- **Short time slices.** Since Linux 6.12 a thread may ask for a shorter
+  slice than the default (``sched_setattr`` with ``sched_runtime``; no
+  privilege needed). A thread with a shorter slice than the running one
+  preempts it when it wakes (the scheduler's ``PREEMPT_SHORT``), at once
+  instead of at the next tick. The slice changes when a thread runs, not
+  how much: CPU shares still go by nice value. The node asks for the
+  shortest slice the kernel grants (0.1 ms); what actors start with
+  ``subprocess`` inherits it too. A slice someone set for the program before
+  is replaced: the kernel does not tell a chosen slice from its default.
+- **A session of its own.** A thread that just ran on the busy core is owed
+  nothing: it had more than its share there beside the program, so it is
+  not eligible and waits for the tick, short slice or not. Where the kernel
+  groups processes by session (its "autogroup": on, and the process in the
+  root cgroup of the CPU controller), a session of its own makes the node
+  and its workers one entity beside the program's session. Together they
+  use less of the busy core than the program does, so that entity is owed
+  time when one of them wakes, and it preempts at once. A program started
+  with ``nice`` gives its nice value to the node's group too. The node
+  ignores Ctrl-C in any case (the program decides when its node stops), so
+  the one change a user sees is Ctrl-Z: it stops the program and no longer
+  the node, which routes and gossips on.
 
-The node asks for the shortest slice the kernel grants (0.1 ms) before it
-starts any thread or worker; threads and processes inherit it (what actors
-start with ``subprocess`` too). A slice someone set for the program before
-is replaced: the kernel does not tell a chosen slice from its default.
-``GORILIX_SHORT_SLICE=0`` in the environment of the program that starts the
-node leaves the default. Elsewhere (another OS, an older kernel, a policy
-other than the default one) nothing changes.
+``GORILIX_SHORT_SLICE=0`` and ``GORILIX_OWN_SESSION=0`` in the environment of
+the program that starts the node leave either as it was. Elsewhere (another
+OS, an older kernel, a policy other than the default one) nothing changes.
 """
 
 from __future__ import annotations
@@ -40,6 +54,8 @@ log = logging.getLogger("gorilix.node")
 SHORT_SLICE_NS = 100_000
 #: Set to "0" to leave the kernel's default slice.
 ENV_VAR = "GORILIX_SHORT_SLICE"
+#: Set to "0" to keep the node in the program's session.
+SESSION_ENV_VAR = "GORILIX_OWN_SESSION"
 
 #: (sched_setattr, sched_getattr) by machine: the generic table's numbers and x86-64's own.
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275), "arm64": (274, 275), "riscv64": (274, 275)}
@@ -52,15 +68,54 @@ _ON = ("1", "true", "t", "yes", "y", "on")
 _OFF = ("0", "false", "f", "no", "n", "off")
 
 
-def wanted() -> bool:
-    """Whether the environment leaves short slices on (the default); a value it cannot read is said, and ignored."""
-    value = os.environ.get(ENV_VAR, "").strip().lower()
+def wanted(env_var: str = ENV_VAR) -> bool:
+    """Whether the environment leaves ``env_var``'s request on (the default); a value it cannot read is said, and ignored."""
+    value = os.environ.get(env_var, "").strip().lower()
     if value in _OFF:
         return False
     if value and value not in _ON:
-        log.warning("%s=%r is not one of 1/0, yes/no, on/off, true/false: short time slices stay on",
-                    ENV_VAR, os.environ[ENV_VAR])
+        log.warning("%s=%r is not one of 1/0, yes/no, on/off, true/false: it stays on", env_var, os.environ[env_var])
     return True
+
+
+def start_own_session() -> bool:
+    """Make this process (the node, before it starts anything) lead a session of its own; False where it cannot.
+
+    A nice value above 0 (the program's own, inherited, or its session's)
+    becomes the nice value of the new session's autogroup, which is what the
+    kernel weighs it by against other sessions: the node stays as nice as
+    the program was.
+    """
+    try:
+        nice = max(os.getpriority(os.PRIO_PROCESS, 0), autogroup_nice("self"))
+        os.setsid()
+    except (OSError, AttributeError):  # (already a group leader; no such calls on this OS)
+        return False
+    if nice > 0:
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(str(nice))
+        except OSError:  # (no autogroup in this kernel: then sessions weigh nothing either)
+            pass
+    return True
+
+
+def autogroup(pid: int | str) -> str | None:
+    """The autogroup process ``pid`` is scheduled in ("/autogroup-12 nice 0"), or None where the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as group:
+            return group.read().strip()
+    except OSError:
+        return None
+
+
+def autogroup_nice(pid: int | str) -> int:
+    """The nice value of process ``pid``'s autogroup (0 where there is none)."""
+    words = (autogroup(pid) or "").split()
+    try:
+        return int(words[-1]) if len(words) == 3 and words[1] == "nice" else 0
+    except ValueError:
+        return 0
 
 
 def _syscall(which: int, *args: object) -> int | None:
