@@ -315,10 +315,13 @@ def hold_the_gil(seconds: float) -> tuple[float, float]:
     ``sum(range(n))`` stays in C for the whole call: no other thread of this
     process runs meanwhile (what a long NumPy or regex call can do too).
     """
-    n = 10**6
-    start = time.perf_counter()
-    sum(range(n))
-    per_item = max(time.perf_counter() - start, 1e-9) / n
+    n = 10**7  # (some 0.1 s: shorter trials, which the probe's threads preempt more, made 5 s holds of 4.1 s)
+    took = []
+    for _ in range(3):  # the fastest of three
+        start = time.perf_counter()
+        sum(range(n))
+        took.append(time.perf_counter() - start)
+    per_item = max(min(took), 1e-9) / n
     began = time.time()
     sum(range(int(seconds / per_item)))
     return began, time.time()
