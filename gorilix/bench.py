@@ -309,31 +309,43 @@ def _restart_in_worker(system: ActorSystem, rounds: int) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "max_ms": max(times), "rounds": rounds}
 
 
-def hold_the_gil(seconds: float) -> tuple[float, float]:
-    """One C call that never lets the GIL go, about ``seconds`` long; returns when it ran (wall clock).
+def gil_hold_items(seconds: float) -> int:
+    """How many items make :func:`hold_the_gil`'s call last ``seconds`` on this core as it is now.
 
-    ``sum(range(n))`` stays in C for the whole call: no other thread of this
-    process runs meanwhile (what a long NumPy or regex call can do too).
+    Sized while nothing else runs, the call lasts at least that long when
+    other work shares the core later: sized beside the isolation step's
+    probe, whose threads preempt the program, 5 s holds came out at 3 to 4.7 s.
     """
-    n = 10**7  # (some 0.1 s: shorter trials, which the probe's threads preempt more, made 5 s holds of 4.1 s)
+    n = 10**7  # (some 0.1 s)
     took = []
     for _ in range(3):  # the fastest of three
         start = time.perf_counter()
         sum(range(n))
         took.append(time.perf_counter() - start)
-    per_item = max(min(took), 1e-9) / n
+    return int(seconds * n / max(min(took), 1e-9))
+
+
+def hold_the_gil(seconds: float, items: int | None = None) -> tuple[float, float]:
+    """One C call that never lets the GIL go, about ``seconds`` long; returns when it ran (wall clock).
+
+    ``sum(range(n))`` stays in C for the whole call: no other thread of this
+    process runs meanwhile (what a long NumPy or regex call can do too).
+    ``items`` sizes it (:func:`gil_hold_items`), else it is sized here and now.
+    """
+    count = gil_hold_items(seconds) if items is None else items
     began = time.time()
-    sum(range(int(seconds / per_item)))
+    sum(range(count))
     return began, time.time()
 
 
 def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
     """Asks between two workers, idle and while this (the program's) main thread holds the GIL in one call."""
+    items = gil_hold_items(hold)  # (before the probe starts: see there)
     echo = system.spawn(Echo, worker=1 % len(system.workers()))
     probe = system.spawn(LatencyProbe, worker=0)
     probe.tell(echo)
     time.sleep(hold)  # idle: the reference, as long as the hold
-    began, ended = hold_the_gil(hold)
+    began, ended = hold_the_gil(hold, items)
     time.sleep(0.2)
     probe.ask("stop")
     samples = probe.ask("get", timeout=30.0)

@@ -98,7 +98,8 @@ class Driver(Actor):
             start = time.perf_counter()
             children: list[ActorRef] = [self.spawn(Idle) for _ in range(count)]
             elapsed = time.perf_counter() - start
-            await children[-1].ask_async("ready?", timeout=30.0)
+            if children:  # (the last one answers once all were spawned)
+                await children[-1].ask_async("ready?", timeout=30.0)
             return [elapsed, len(children)]
         raise ValueError(f"unknown driver op {op!r}")
 
