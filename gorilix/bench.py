@@ -352,6 +352,7 @@ def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
     idle = [s for t, s in samples if t < began]
     # An ask that ended inside the call, or was waiting across it (the first one to end after it).
     during = [s for t, s in samples if began <= t <= ended] + [s for t, s in samples if t > ended][:1]
+    node_pid = system._node.pid
     return {
         "held_s": ended - began,
         "idle_median_us": statistics.median(idle) * 1e6,
@@ -365,10 +366,10 @@ def _isolation(system: ActorSystem, hold: float) -> dict[str, float]:
         "during_over_2ms": float(sum(1 for s in during if s > 0.002)),
         # The node's time slice in ns (its workers inherit it): 100,000 when short, else the kernel's
         # default (0 where the kernel does not say).
-        "node_slice_ns": (current_slice(node_pid) or 0) if (node_pid := system._node.pid) else 0,
+        "node_slice_ns": (current_slice(node_pid) or 0) if node_pid else 0,
         # 1 when the node leads a session of its own (and so, where the kernel groups by session, its own
         # scheduling group), 0 when it is in the program's.
-        "node_own_session": float(bool(node_pid) and os.getsid(node_pid or 0) != os.getsid(0)),
+        "node_own_session": float(node_pid is not None and os.getsid(node_pid) != os.getsid(0)),
     }
 
 
