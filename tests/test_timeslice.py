@@ -9,6 +9,7 @@ the node asks the kernel for, in real processes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -143,15 +144,16 @@ def test_the_node_and_its_workers_lead_a_session_of_their_own(make_system: Calla
     node = system._node.pid
     assert node is not None
     assert os.getsid(node) == node != os.getsid(0)
-    for worker in system.workers():
-        assert worker.pid is not None
-        assert os.getsid(worker.pid) == node, worker.id
+    workers = [w.pid for w in system.workers()]
+    for pid in workers:
+        assert pid is not None
+        assert os.getsid(pid) == node and os.getpgid(pid) == pid  # (its own group: what its actors start joins)
     if timeslice.autogroup("self") is not None:  # (the scheduler's group is the session's, where it has them)
         assert timeslice.autogroup(node) != timeslice.autogroup("self")
-        assert {timeslice.autogroup(w.pid) for w in system.workers() if w.pid} == {timeslice.autogroup(node)}
+        assert {timeslice.autogroup(pid) for pid in workers if pid} == {timeslice.autogroup(node)}
 
     # A worker started again after a death is in it too.
-    old = system.workers()[0].pid
+    old = workers[0]
     assert old is not None
     os.kill(old, signal.SIGKILL)
     reborn = wait_for(lambda: next((w.pid for w in system.workers() if w.id == 0 and w.alive
@@ -164,25 +166,68 @@ def test_the_node_can_stay_in_the_programs_session(make_system: Callable[..., Ac
     monkeypatch.setenv(timeslice.SESSION_ENV_VAR, "0")
     system = make_system(1)
     assert system._node.pid is not None and os.getsid(system._node.pid) == os.getsid(0)
+    worker = system.workers()[0].pid
+    assert worker is not None and os.getsid(worker) == os.getsid(0) and os.getpgid(worker) == worker
 
 
 @needs_autogroups
-def test_a_nice_program_gives_its_nice_value_to_the_nodes_group() -> None:
-    # A session of its own is weighed by its autogroup's nice value, not by its processes': without this,
-    # `nice -n 10 python program.py` would give its actors a full share beside the rest of the machine.
-    result = _in_a_fresh_process("""
+@pytest.mark.parametrize("how", ["process", "group"])
+def test_a_new_session_weighs_what_the_programs_session_does(how: str) -> None:
+    # Its autogroup's nice value is what the kernel weighs it by against other sessions, the program's
+    # among them: a copy of the program's process nice value (10) made its actors yield to it 10:1.
+    result = _in_a_fresh_process(f"""
         import json, os
         from gorilix.workers import timeslice
-        os.nice(7)
+        if {how!r} == "process":
+            os.nice(7)  # (counts inside the program's group only)
+        else:
+            os.setsid()
+            with open("/proc/self/autogroup", "w") as group:
+                group.write("7")
         pid = os.fork()
         if pid == 0:
             own = timeslice.start_own_session()
-            print(json.dumps({"own": own, "sid": os.getsid(0) == os.getpid(),
-                              "nice": timeslice.autogroup_nice("self")}), flush=True)
+            print(json.dumps({{"own": own, "sid": os.getsid(0) == os.getpid(),
+                              "nice": timeslice.autogroup_nice("self")}}), flush=True)
             os._exit(0)
         os.waitpid(pid, 0)
     """)
-    assert result == {"own": True, "sid": True, "nice": 7}
+    assert result == {"own": True, "sid": True, "nice": 0 if how == "process" else 7}
+
+
+def test_a_busy_kernel_is_asked_again_for_the_groups_nice_value(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # An unprivileged user may set an autogroup's nice value once per 100 ms on the whole machine (EAGAIN
+    # otherwise), and the node's workers start together: the write was dropped without a word.
+    tries: list[str] = []
+
+    class Busy:
+        def __init__(self, fails: int) -> None:
+            self.fails = fails
+
+        def __call__(self, path: str, mode: str = "r") -> Busy:
+            return self
+
+        def __enter__(self) -> Busy:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def write(self, text: str) -> None:
+            tries.append(text)
+            if len(tries) <= self.fails:
+                raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(timeslice.time, "sleep", lambda _: None)
+    monkeypatch.setattr("builtins.open", Busy(fails=3))
+    timeslice._set_autogroup_nice(5)
+    assert tries == ["5"] * 4 and not caplog.records
+    tries.clear()
+    monkeypatch.setattr("builtins.open", Busy(fails=10**6))
+    timeslice._set_autogroup_nice(5)
+    assert len(tries) == timeslice.AUTOGROUP_NICE_TRIES
+    assert any("keeps nice 0" in r.getMessage() and "busy" in r.getMessage() for r in caplog.records)
 
 
 def test_a_process_that_cannot_start_a_session_says_so() -> None:
