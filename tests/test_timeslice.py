@@ -1,10 +1,10 @@
-"""Short time slices: the node and its workers ask Linux for them, so their wake-ups preempt a busy core.
+"""Short time slices and a session of their own: what the node asks Linux for, so its wake-ups preempt a busy core.
 
 Without them, an ask between two workers waited up to a scheduler tick
 (4 ms) at each hop that woke on a core a CPU-bound process held: 11 to 16 ms
 at worst while the program held the GIL in one long call (`gorilix bench`,
 isolation). The figures are in docs/performance.md; these tests check what
-the node asks the kernel for, in real processes.
+the node asks the kernel for, in real processes, and what it leaves alone.
 """
 
 from __future__ import annotations
